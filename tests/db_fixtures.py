@@ -1,0 +1,356 @@
+"""Throwaway xmppd databases and the storage contract every backend must meet.
+
+``temporary_database(kind)`` yields the URL of a fresh, empty database: a file under a
+temp dir for SQLite, a ``xmppd_test_<random>`` database on the MariaDB/PostgreSQL servers
+at ``XMPPD_TEST_MYSQL_URL`` / ``XMPPD_TEST_PG_URL`` (admin URLs; defaults root@127.0.0.1
+and postgres@127.0.0.1), dropped afterwards. An unreachable server FAILS the test.
+
+``StorageContract`` holds the tests; a test module subclasses it and provides a ``db``
+fixture (an upgraded :class:`xmppd.storage.Database`) for its backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
+
+import pytest
+import sqlalchemy as sa
+
+from xmppd.auth.scram import derive_scram
+from xmppd.storage import (
+    Database,
+    InvalidValue,
+    RosterItem,
+    StorageError,
+    UnknownUser,
+    UserExists,
+)
+
+Kind = Literal["sqlite", "mariadb", "postgresql"]
+SERVER_KINDS: tuple[Kind, ...] = ("mariadb", "postgresql")
+
+MYSQL_ADMIN_URL = os.environ.get("XMPPD_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/")
+PG_ADMIN_URL = os.environ.get(
+    "XMPPD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+TABLES = {"users", "roster_items", "roster_versions", "pending_subscriptions", "offline_messages"}
+FAST = 64  # PBKDF2 iterations for tests that do not care about the cost
+
+
+def _admin_engine(kind: Kind) -> sa.Engine:
+    url = MYSQL_ADMIN_URL if kind == "mariadb" else PG_ADMIN_URL
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        engine.dispose()
+        pytest.fail(f"{kind} is not reachable at {url} ({type(exc.orig).__name__}); start it")
+    return engine
+
+
+@contextlib.contextmanager
+def temporary_database(kind: Kind) -> Iterator[str]:
+    """URL of a fresh empty database of ``kind``, removed on exit."""
+    if kind == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="xmppd_test_") as tmp:
+            yield f"sqlite:///{Path(tmp) / 'xmppd.sqlite3'}"
+        return
+    name = f"xmppd_test_{uuid.uuid4().hex[:12]}"
+    admin = _admin_engine(kind)
+    if kind == "mariadb":
+        # Deliberately the server's default collation: the tables must bring their own.
+        create = f"CREATE DATABASE {name} CHARACTER SET utf8mb4"
+        drop = f"DROP DATABASE IF EXISTS {name}"
+        url = sa.make_url(MYSQL_ADMIN_URL).set(drivername="mysql+pymysql", database=name)
+    else:
+        create = f"CREATE DATABASE {name} ENCODING 'UTF8' TEMPLATE template0"
+        drop = f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        url = sa.make_url(PG_ADMIN_URL).set(database=name)
+    with admin.connect() as conn:
+        conn.execute(sa.text(create))
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(drop))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def upgraded_database(kind: Kind) -> Iterator[Database]:
+    """A :class:`Database` on a fresh database of ``kind`` with all migrations applied."""
+    with temporary_database(kind) as url:
+        db = Database(url)
+        try:
+            db.upgrade()
+            yield db
+        finally:
+            db.dispose()
+
+
+def verifies(creds: object, password: str, hash_name: str) -> bool:
+    """Whether ``password`` derives the stored keys (what a login checks)."""
+    derived = derive_scram(password, hash_name, salt=creds.salt, iterations=creds.iterations)  # type: ignore[attr-defined]
+    return (derived.stored_key, derived.server_key) == (creds.stored_key, creds.server_key)  # type: ignore[attr-defined]
+
+
+class StorageContract:
+    """Behaviour every backend must show; subclasses provide the ``db`` fixture."""
+
+    # -- schema --------------------------------------------------------------------
+
+    def test_upgrade_created_all_tables(self, db: Database) -> None:
+        names = set(sa.inspect(db.engine).get_table_names())
+        assert names >= TABLES | {"alembic_version"}
+
+    def test_upgrade_twice_is_a_noop(self, db: Database) -> None:
+        db.create_user("keep", "pw", iterations=FAST)
+        db.upgrade()
+        with db.engine.connect() as conn:
+            versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+        assert versions == [("0001",)]
+        assert db.user_exists("keep")
+
+    def test_models_match_migrations(self, db: Database) -> None:
+        from alembic.autogenerate import compare_metadata
+        from alembic.migration import MigrationContext
+
+        from xmppd.storage.models import metadata
+
+        with db.engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            diff = compare_metadata(context, metadata)
+        assert diff == []
+
+    # -- users ---------------------------------------------------------------------
+
+    def test_create_user_stores_only_scram_keys(self, db: Database) -> None:
+        db.create_user("Alice", "s3cret-pass", iterations=FAST)
+        assert db.user_exists("alice")
+        assert not db.user_exists("Alice")  # lookups take normalised localparts
+        assert db.list_users() == ["alice"]
+        for hash_name in ("sha1", "sha256"):
+            creds = db.get_scram("alice", hash_name)
+            assert creds is not None
+            assert creds.iterations == FAST
+            assert verifies(creds, "s3cret-pass", hash_name)
+            assert not verifies(creds, "s3cret-pasS", hash_name)
+        sha1, sha256 = db.get_scram("alice", "sha1"), db.get_scram("alice", "sha256")
+        assert sha1 is not None and sha256 is not None
+        assert sha1.salt != sha256.salt
+        assert len(sha1.stored_key) == 20 and len(sha256.stored_key) == 32
+        with db.engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT * FROM users")).one()
+        for value in row:
+            if isinstance(value, bytes | bytearray | memoryview):
+                assert b"s3cret" not in bytes(value)
+            else:
+                assert "s3cret" not in str(value)
+
+    def test_duplicate_user_is_refused(self, db: Database) -> None:
+        db.create_user("bob", "one", iterations=FAST)
+        with pytest.raises(UserExists):
+            db.create_user("BOB", "two", iterations=FAST)
+        creds = db.get_scram("bob", "sha256")
+        assert creds is not None and verifies(creds, "one", "sha256")
+
+    def test_bad_localpart_is_refused(self, db: Database) -> None:
+        for bad in ("", "a b", "x@y", "a/b", "😀", "x" * 300):
+            with pytest.raises(InvalidValue):
+                db.create_user(bad, "pw", iterations=FAST)
+        assert issubclass(InvalidValue, StorageError)
+        assert db.list_users() == []
+
+    def test_unicode_localparts_are_distinct(self, db: Database) -> None:
+        names = ["é", "e", "straße", "strasse", "дмитрий", "日本語", "𠀋x", "σίσυφος"]
+        for name in names:
+            db.create_user(name, f"pw-{name}", iterations=FAST)
+        assert sorted(db.list_users()) == sorted(names)
+        for name in names:
+            creds = db.get_scram(name, "sha256")
+            assert creds is not None and verifies(creds, f"pw-{name}", "sha256")
+
+    def test_get_scram_unknown_and_bad_hash(self, db: Database) -> None:
+        assert db.get_scram("nobody", "sha256") is None
+        db.create_user("carol", "pw", iterations=FAST)
+        with pytest.raises(InvalidValue):
+            db.get_scram("carol", "md5")
+
+    def test_set_password(self, db: Database) -> None:
+        seen: list[str] = []
+        db.add_user_listener(seen.append)
+        db.create_user("dave", "old", iterations=FAST)
+        db.set_password("Dave", "new")
+        creds = db.get_scram("dave", "sha256")
+        assert creds is not None
+        assert verifies(creds, "new", "sha256") and not verifies(creds, "old", "sha256")
+        assert creds.iterations == FAST
+        sha1 = db.get_scram("dave", "sha1")
+        assert sha1 is not None and verifies(sha1, "new", "sha1")
+        assert seen == ["dave"]
+        with pytest.raises(UnknownUser):
+            db.set_password("nobody", "x")
+
+    def test_delete_user_removes_their_data_only(self, db: Database) -> None:
+        db.create_user("eve", "pw", iterations=FAST)
+        db.create_user("eve2", "pw", iterations=FAST)
+        db.put_roster_item("eve@example.org", RosterItem("frank@example.net"))
+        db.put_roster_item("eve2@example.org", RosterItem("eve@example.org"))
+        db.put_roster_item("frank@example.org", RosterItem("eve@example.org"))
+        db.add_pending_subscription("eve@example.org", "x@y", "<presence/>")
+        db.add_pending_subscription("eve2@example.org", "x@y", "<presence/>")
+        assert db.store_offline("eve@example.org", "<message/>")
+        assert db.store_offline("eve2@example.org", "<message id='2'/>")
+        version_before = db.get_roster("eve@example.org")[0]
+
+        assert db.delete_user("Eve") is True
+        assert db.list_users() == ["eve2"]
+        version, items = db.get_roster("eve@example.org")
+        assert items == [] and version > version_before
+        assert db.get_pending_subscriptions("eve@example.org") == []
+        assert db.pop_offline("eve@example.org") == []
+        # Other owners, including those with eve as a contact, are untouched.
+        assert [i.jid for i in db.get_roster("eve2@example.org")[1]] == ["eve@example.org"]
+        assert [i.jid for i in db.get_roster("frank@example.org")[1]] == ["eve@example.org"]
+        assert db.get_pending_subscriptions("eve2@example.org") == [("x@y", "<presence/>")]
+        assert db.pop_offline("eve2@example.org") == ["<message id='2'/>"]
+        assert db.delete_user("eve") is False
+
+    def test_create_users_bulk_is_one_transaction(self, db: Database) -> None:
+        items = [(f"user{i}", f"pw{i}") for i in range(20)]
+        assert db.create_users_bulk(items, iterations=FAST) == 20
+        assert len(db.list_users()) == 20
+        creds = db.get_scram("user7", "sha256")
+        assert creds is not None and verifies(creds, "pw7", "sha256")
+        with pytest.raises(UserExists):
+            db.create_users_bulk([("new1", "a"), ("user3", "b")], iterations=FAST)
+        assert not db.user_exists("new1")
+        assert db.create_users_bulk([]) == 0
+
+    # -- roster --------------------------------------------------------------------
+
+    def test_roster_upsert_and_versions(self, db: Database) -> None:
+        owner = "gina@example.org"
+        assert db.get_roster(owner) == (0, [])
+        assert db.get_roster_item(owner, "hal@example.net") is None
+        v1 = db.put_roster_item(owner, RosterItem("hal@example.net", groups=("Friends",)))
+        assert v1 == 1
+        v2 = db.put_roster_item(owner, RosterItem("ida@example.net", name="Ida", ask_out=True))
+        assert v2 == 2
+        updated = RosterItem(
+            "hal@example.net",
+            name="Hal ✓",
+            subscription="both",
+            pending_in=True,
+            approved=True,
+            groups=("Work", "Ωmega", "Work"),
+        )
+        assert db.put_roster_item(owner, updated) == 3
+        version, items = db.get_roster(owner)
+        assert version == 3
+        assert items == [
+            RosterItem("hal@example.net", "Hal ✓", "both", False, True, True, ("Work", "Ωmega")),
+            RosterItem("ida@example.net", "Ida", "none", True, False, False, ()),
+        ]
+        assert db.get_roster_item(owner, "ida@example.net") == items[1]
+        assert db.delete_roster_item(owner, "ida@example.net") == 4
+        assert db.delete_roster_item(owner, "ida@example.net") is None
+        assert db.get_roster(owner)[0] == 4
+        assert db.get_roster("other@example.org") == (0, [])
+
+    def test_roster_rejects_bad_values(self, db: Database) -> None:
+        with pytest.raises(InvalidValue):
+            db.put_roster_item("a@b", RosterItem("c@d", subscription="maybe"))
+        with pytest.raises(InvalidValue):
+            db.put_roster_item("a@b", RosterItem("c@" + "d" * 400))
+        assert db.get_roster("a@b") == (0, [])
+
+    def test_roster_holds_longest_jids(self, db: Database) -> None:
+        owner = "o" * 255 + "@" + "d" * 127
+        contact = "ü" * 255 + "@" + "e" * 127
+        assert db.put_roster_item(owner, RosterItem(contact, name="n" * 1023)) == 1
+        assert db.get_roster_item(owner, contact) == RosterItem(contact, name="n" * 1023)
+
+    def test_roster_is_case_and_accent_sensitive(self, db: Database) -> None:
+        db.put_roster_item("a@x", RosterItem("e@x"))
+        db.put_roster_item("a@x", RosterItem("é@x"))
+        db.put_roster_item("a@x", RosterItem("E@x"))
+        assert [i.jid for i in db.get_roster("a@x")[1]] == ["e@x", "é@x", "E@x"]
+
+    def test_concurrent_roster_writes_get_distinct_versions(self, db: Database) -> None:
+        owner = "busy@example.org"
+
+        def put(i: int) -> int:
+            return db.put_roster_item(owner, RosterItem(f"c{i}@example.net"))
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            versions = list(pool.map(put, range(24)))
+        assert sorted(versions) == list(range(1, 25))
+        assert db.get_roster(owner)[0] == 24
+
+    # -- pending subscriptions -----------------------------------------------------
+
+    def test_pending_subscriptions(self, db: Database) -> None:
+        owner = "jo@example.org"
+        db.add_pending_subscription(owner, "kim@example.net", "<presence type='subscribe'/>")
+        db.add_pending_subscription(owner, "lee@example.net", "<presence id='l'/>")
+        db.add_pending_subscription(owner, "kim@example.net", "<presence id='k2'/>")
+        db.add_pending_subscription("someone@example.org", "kim@example.net", "<x/>")
+        pending = db.get_pending_subscriptions(owner)
+        assert sorted(pending) == [
+            ("kim@example.net", "<presence id='k2'/>"),
+            ("lee@example.net", "<presence id='l'/>"),
+        ]
+        db.remove_pending_subscription(owner, "kim@example.net")
+        db.remove_pending_subscription(owner, "nobody@example.net")
+        assert db.get_pending_subscriptions(owner) == [("lee@example.net", "<presence id='l'/>")]
+        assert db.get_pending_subscriptions("someone@example.org") == [("kim@example.net", "<x/>")]
+
+    # -- offline messages ----------------------------------------------------------
+
+    def test_offline_queue_order_and_pop(self, db: Database) -> None:
+        owner = "max@example.org"
+        stanzas = [f"<message id='{i}'><body>héllo 😀 {i}</body></message>" for i in range(5)]
+        for stanza in stanzas:
+            assert db.store_offline(owner, stanza)
+        assert db.store_offline("other@example.org", "<message/>")
+        assert db.pop_offline(owner) == stanzas
+        assert db.pop_offline(owner) == []
+        assert db.pop_offline("other@example.org") == ["<message/>"]
+
+    def test_offline_queue_limit(self, db: Database) -> None:
+        owner = "ned@example.org"
+        assert all(db.store_offline(owner, f"<m id='{i}'/>", limit=3) for i in range(3))
+        assert db.store_offline(owner, "<m id='overflow'/>", limit=3) is False
+        assert db.store_offline("oz@example.org", "<m/>", limit=3) is True
+        assert db.pop_offline(owner) == ["<m id='0'/>", "<m id='1'/>", "<m id='2'/>"]
+        assert db.store_offline(owner, "<m id='again'/>", limit=3) is True
+
+    def test_offline_holds_a_large_stanza(self, db: Database) -> None:
+        big = "<message><body>" + "ж" * 200_000 + "</body></message>"
+        assert db.store_offline("pat@example.org", big)
+        assert db.pop_offline("pat@example.org") == [big]
+
+    def test_concurrent_pops_deliver_each_message_once(self, db: Database) -> None:
+        owner = "quinn@example.org"
+        for i in range(40):
+            db.store_offline(owner, f"<m id='{i}'/>")
+        barrier = threading.Barrier(4)
+
+        def pop(_: int) -> list[str]:
+            barrier.wait()
+            return db.pop_offline(owner)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            results = list(pool.map(pop, range(4)))
+        delivered = [m for batch in results for m in batch]
+        assert sorted(delivered) == sorted(f"<m id='{i}'/>" for i in range(40))

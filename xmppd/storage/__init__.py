@@ -1,0 +1,25 @@
+"""Persistent state: accounts, rosters, pending subscriptions, offline messages.
+
+Nothing outside this package touches the engine. Sync code uses :class:`Database`;
+trio code wraps it in :class:`AsyncDatabase` so queries run in worker threads.
+"""
+
+from xmppd.storage.aio import AsyncDatabase
+from xmppd.storage.database import Database
+from xmppd.storage.types import (
+    InvalidValue,
+    RosterItem,
+    StorageError,
+    UnknownUser,
+    UserExists,
+)
+
+__all__ = [
+    "AsyncDatabase",
+    "Database",
+    "InvalidValue",
+    "RosterItem",
+    "StorageError",
+    "UnknownUser",
+    "UserExists",
+]

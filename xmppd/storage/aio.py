@@ -1,0 +1,25 @@
+"""The trio side of storage: run a blocking :class:`Database` method in a worker thread."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar, TypeVarTuple, Unpack
+
+import trio
+
+from xmppd.storage.database import Database
+
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+
+
+class AsyncDatabase:
+    """``await adb.run(adb.db.get_roster, owner)``; the limiter bounds concurrent queries."""
+
+    def __init__(self, db: Database, max_threads: int = 8) -> None:
+        self.db = db
+        self.limiter = trio.CapacityLimiter(max_threads)
+
+    async def run(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
+        """Call ``fn(*args)`` off the event loop thread."""
+        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)

@@ -1,0 +1,408 @@
+"""The synchronous storage API: every query xmppd makes lives here.
+
+Methods block, so trio code calls them through :class:`xmppd.storage.AsyncDatabase`
+(a worker thread), never on the event loop. Each method is one transaction.
+
+Localparts are normalised (PRECIS, :func:`xmppd.jid.nodeprep`) by the account-changing
+methods, which admins call with whatever they typed; lookups (``get_scram``,
+``user_exists``) take an already normalised localpart because their callers parsed a JID.
+Roster and queue methods take bare JID strings as the router produced them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, cast
+
+import sqlalchemy as sa
+from alembic.config import Config as AlembicConfig
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+import xmppd
+from alembic import command
+from xmppd.auth.base import ScramCredentials
+from xmppd.auth.scram import derive_scram
+from xmppd.jid import JIDError, nodeprep
+from xmppd.storage import models
+from xmppd.storage.engine import WRITE_OPTION, create_engine
+from xmppd.storage.types import (
+    SUBSCRIPTIONS,
+    InvalidValue,
+    RosterItem,
+    UnknownUser,
+    UserExists,
+)
+
+log = logging.getLogger(__name__)
+
+ALEMBIC_DIR = Path(xmppd.__file__).resolve().parent.parent / "alembic"
+HASH_NAMES = ("sha1", "sha256")
+
+users = cast(sa.Table, models.User.__table__)
+roster = cast(sa.Table, models.RosterItemRow.__table__)
+versions = cast(sa.Table, models.RosterVersion.__table__)
+pending = cast(sa.Table, models.PendingSubscription.__table__)
+offline = cast(sa.Table, models.OfflineMessage.__table__)
+
+UserListener = Callable[[str], None]
+
+
+def _jid(value: str) -> str:
+    if not value or len(value) > models.JID_MAX:
+        raise InvalidValue(f"a JID must be 1..{models.JID_MAX} characters")
+    return value
+
+
+def _localpart(value: str) -> str:
+    try:
+        normalised = nodeprep(value)
+    except JIDError as exc:
+        raise InvalidValue(f"invalid localpart: {exc}") from None
+    if not normalised or len(normalised) > models.LOCALPART_MAX:
+        raise InvalidValue(f"a localpart must be 1..{models.LOCALPART_MAX} characters")
+    return normalised
+
+
+def _credential_columns(password: str, iterations: int) -> dict[str, Any]:
+    """Both SCRAM key sets for ``password``, each with its own random salt."""
+    values: dict[str, Any] = {}
+    for hash_name in HASH_NAMES:
+        try:
+            creds = derive_scram(password, hash_name, iterations=iterations)
+        except ValueError:
+            raise InvalidValue("the password is not a valid PRECIS OpaqueString") from None
+        values[f"{hash_name}_salt"] = creds.salt
+        values[f"{hash_name}_iterations"] = creds.iterations
+        values[f"{hash_name}_stored_key"] = creds.stored_key
+        values[f"{hash_name}_server_key"] = creds.server_key
+    return values
+
+
+def _upsert(
+    conn: sa.Connection,
+    table: sa.Table,
+    keys: Sequence[str],
+    values: dict[str, Any],
+    update: dict[str, Any],
+) -> None:
+    """INSERT or UPDATE in one statement in the backend's own syntax: no read-then-write race."""
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        stmt: Any = mysql.insert(table).values(values).on_duplicate_key_update(update)
+    elif dialect == "postgresql":
+        stmt = postgresql.insert(table).values(values)
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(values)
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
+    else:
+        raise NotImplementedError(f"no upsert for {dialect}")
+    conn.execute(stmt)
+
+
+def _owned_by(column: sa.ColumnElement[str], localpart: str) -> sa.ColumnElement[bool]:
+    """Rows whose bare-JID ``column`` has ``localpart`` (any domain; owners are local)."""
+    prefix = f"{localpart}@"
+    return sa.func.substr(column, 1, len(prefix)) == prefix
+
+
+class Database:
+    """One database (SQLite file, PostgreSQL or MariaDB) behind xmppd's storage methods."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url)
+        self._user_listeners: list[UserListener] = []
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Run ``alembic upgrade head`` from the repository's ``alembic/`` directory."""
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(ALEMBIC_DIR))
+        with self._write() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+
+    def dispose(self) -> None:
+        """Close pooled connections."""
+        self.engine.dispose()
+
+    def add_user_listener(self, listener: UserListener) -> None:
+        """Call ``listener(localpart)`` after a password change or deletion commits.
+
+        Caches of credentials (the internal authenticator's) use it to drop stale entries.
+        """
+        self._user_listeners.append(listener)
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**{WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    def _user_changed(self, localpart: str) -> None:
+        for listener in self._user_listeners:
+            listener(localpart)
+
+    # -- users -------------------------------------------------------------------------
+
+    def create_user(self, localpart: str, password: str, iterations: int = 4096) -> None:
+        """Add an account, storing only SCRAM-SHA-1 and SCRAM-SHA-256 keys."""
+        localpart = _localpart(localpart)
+        row = {"localpart": localpart, "created_at": models.utcnow()}
+        row.update(_credential_columns(password, iterations))
+        try:
+            with self._write() as conn:
+                conn.execute(users.insert(), row)
+        except sa.exc.IntegrityError:
+            raise UserExists(localpart) from None
+        log.info("event=user_created localpart=%s", localpart)
+
+    def create_users_bulk(self, items: list[tuple[str, str]], iterations: int = 4096) -> int:
+        """Add many accounts in one transaction (benchmarks); PBKDF2 runs on all cores."""
+        names = [_localpart(name) for name, _ in items]
+        workers = max(1, min(8, os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            creds = list(pool.map(lambda it: _credential_columns(it[1], iterations), items))
+        now = models.utcnow()
+        rows = [{"localpart": n, "created_at": now, **c} for n, c in zip(names, creds, strict=True)]
+        if not rows:
+            return 0
+        try:
+            with self._write() as conn:
+                conn.execute(users.insert(), rows)
+        except sa.exc.IntegrityError:
+            raise UserExists("one of the bulk localparts already exists") from None
+        log.info("event=users_created count=%d", len(rows))
+        return len(rows)
+
+    def set_password(self, localpart: str, password: str) -> None:
+        """Replace both SCRAM key sets (iterations kept from the SHA-256 set)."""
+        localpart = _localpart(localpart)
+        with self._write() as conn:
+            iterations = conn.execute(
+                sa.select(users.c.sha256_iterations).where(users.c.localpart == localpart)
+            ).scalar_one_or_none()
+            if iterations is None:
+                raise UnknownUser(localpart)
+            conn.execute(
+                users.update().where(users.c.localpart == localpart),
+                _credential_columns(password, iterations),
+            )
+        self._user_changed(localpart)
+        log.info("event=password_changed localpart=%s", localpart)
+
+    def delete_user(self, localpart: str) -> bool:
+        """Remove an account and its roster, pending subscriptions and offline messages.
+
+        The roster version is bumped rather than deleted, so a client that cached the old
+        account's roster cannot mistake it for a recreated account's one. Returns whether
+        the account existed.
+        """
+        localpart = _localpart(localpart)
+        with self._write() as conn:
+            existed = conn.execute(users.delete().where(users.c.localpart == localpart)).rowcount
+            conn.execute(roster.delete().where(_owned_by(roster.c.owner, localpart)))
+            conn.execute(pending.delete().where(_owned_by(pending.c.owner, localpart)))
+            conn.execute(offline.delete().where(_owned_by(offline.c.owner, localpart)))
+            conn.execute(
+                versions.update()
+                .where(_owned_by(versions.c.owner, localpart))
+                .values(version=versions.c.version + 1)
+            )
+        self._user_changed(localpart)
+        log.info("event=user_deleted localpart=%s existed=%s", localpart, bool(existed))
+        return bool(existed)
+
+    def list_users(self) -> list[str]:
+        """All localparts, sorted."""
+        with self._read() as conn:
+            return list(
+                conn.execute(sa.select(users.c.localpart).order_by(users.c.localpart)).scalars()
+            )
+
+    def user_exists(self, localpart: str) -> bool:
+        """Whether the (normalised) localpart has an account."""
+        with self._read() as conn:
+            query = sa.select(users.c.id).where(users.c.localpart == localpart)
+            return conn.execute(query).first() is not None
+
+    def get_scram(self, localpart: str, hash_name: str) -> ScramCredentials | None:
+        """The stored keys for ``hash_name`` ("sha1" or "sha256"), or None if no account."""
+        if hash_name not in HASH_NAMES:
+            raise InvalidValue(f"unknown SCRAM hash {hash_name!r}")
+        cols = [
+            users.c[f"{hash_name}_{part}"]
+            for part in ("salt", "iterations", "stored_key", "server_key")
+        ]
+        with self._read() as conn:
+            row = conn.execute(sa.select(*cols).where(users.c.localpart == localpart)).first()
+        if row is None:
+            return None
+        return ScramCredentials(
+            salt=bytes(row[0]),
+            iterations=int(row[1]),
+            stored_key=bytes(row[2]),
+            server_key=bytes(row[3]),
+        )
+
+    # -- roster ------------------------------------------------------------------------
+
+    @staticmethod
+    def _item(row: sa.Row[Any]) -> RosterItem:
+        return RosterItem(
+            jid=row.contact,
+            name=row.name,
+            subscription=row.subscription,
+            ask_out=bool(row.ask_out),
+            pending_in=bool(row.pending_in),
+            approved=bool(row.approved),
+            groups=tuple(json.loads(row.groups_json)),
+        )
+
+    @staticmethod
+    def _version(conn: sa.Connection, owner: str) -> int:
+        query = sa.select(versions.c.version).where(versions.c.owner == owner)
+        return int(conn.execute(query).scalar_one_or_none() or 0)
+
+    @staticmethod
+    def _bump(conn: sa.Connection, owner: str) -> int:
+        _upsert(
+            conn,
+            versions,
+            ["owner"],
+            {"owner": owner, "version": 1},
+            {"version": versions.c.version + 1},
+        )
+        return Database._version(conn, owner)
+
+    def get_roster(self, owner: str) -> tuple[int, list[RosterItem]]:
+        """The roster version (0 if never changed) and items in insertion order."""
+        with self._read() as conn:
+            version = self._version(conn, owner)
+            rows = conn.execute(
+                sa.select(roster).where(roster.c.owner == owner).order_by(roster.c.id)
+            )
+            return version, [self._item(row) for row in rows]
+
+    def get_roster_item(self, owner: str, jid: str) -> RosterItem | None:
+        """One contact of ``owner``'s roster, or None."""
+        with self._read() as conn:
+            query = sa.select(roster).where(roster.c.owner == owner, roster.c.contact == jid)
+            row = conn.execute(query).first()
+        return None if row is None else self._item(row)
+
+    def put_roster_item(self, owner: str, item: RosterItem) -> int:
+        """Insert or replace ``item``; returns the roster's new version."""
+        if item.subscription not in SUBSCRIPTIONS:
+            raise InvalidValue(f"bad subscription {item.subscription!r}")
+        if item.name is not None and len(item.name) > 1023:
+            raise InvalidValue("roster name too long")
+        fields = {
+            "name": item.name,
+            "subscription": item.subscription,
+            "ask_out": item.ask_out,
+            "pending_in": item.pending_in,
+            "approved": item.approved,
+            "groups_json": json.dumps(list(dict.fromkeys(item.groups)), ensure_ascii=False),
+        }
+        values = {"owner": _jid(owner), "contact": _jid(item.jid), **fields}
+        with self._write() as conn:
+            _upsert(conn, roster, ["owner", "contact"], values, fields)
+            return self._bump(conn, owner)
+
+    def delete_roster_item(self, owner: str, jid: str) -> int | None:
+        """Remove a contact; the new version, or None (and no bump) if it was not there."""
+        with self._write() as conn:
+            query = roster.delete().where(roster.c.owner == owner, roster.c.contact == jid)
+            if conn.execute(query).rowcount == 0:
+                return None
+            return self._bump(conn, owner)
+
+    # -- pending inbound subscriptions -------------------------------------------------
+
+    def add_pending_subscription(self, owner: str, from_jid: str, stanza_xml: str) -> None:
+        """Keep an inbound subscribe, replacing an earlier one from the same JID."""
+        values = {
+            "owner": _jid(owner),
+            "from_jid": _jid(from_jid),
+            "stanza": stanza_xml,
+            "created_at": models.utcnow(),
+        }
+        with self._write() as conn:
+            _upsert(
+                conn,
+                pending,
+                ["owner", "from_jid"],
+                values,
+                {"stanza": stanza_xml, "created_at": values["created_at"]},
+            )
+
+    def get_pending_subscriptions(self, owner: str) -> list[tuple[str, str]]:
+        """``(from_jid, stanza_xml)`` pairs, oldest first."""
+        with self._read() as conn:
+            query = (
+                sa.select(pending.c.from_jid, pending.c.stanza)
+                .where(pending.c.owner == owner)
+                .order_by(pending.c.id)
+            )
+            return [(row.from_jid, row.stanza) for row in conn.execute(query)]
+
+    def remove_pending_subscription(self, owner: str, from_jid: str) -> None:
+        """Forget the request (approved, denied or cancelled)."""
+        with self._write() as conn:
+            conn.execute(
+                pending.delete().where(pending.c.owner == owner, pending.c.from_jid == from_jid)
+            )
+
+    # -- offline messages --------------------------------------------------------------
+
+    def store_offline(self, owner: str, stanza_xml: str, limit: int = 500) -> bool:
+        """Queue a message; False if ``owner`` already has ``limit`` messages waiting.
+
+        On SQLite the write lock makes the limit exact; on PostgreSQL/MariaDB concurrent
+        stores for one owner may overshoot it by a few, which is harmless for a DoS guard.
+        """
+        owner = _jid(owner)
+        with self._write() as conn:
+            count_query = (
+                sa.select(sa.func.count()).select_from(offline).where(offline.c.owner == owner)
+            )
+            if conn.execute(count_query).scalar_one() >= limit:
+                return False
+            conn.execute(
+                offline.insert(),
+                {"owner": owner, "stanza": stanza_xml, "created_at": models.utcnow()},
+            )
+        return True
+
+    def pop_offline(self, owner: str) -> list[str]:
+        """All queued messages for ``owner``, oldest first, deleted in the same transaction.
+
+        A row can be returned by only one concurrent pop: DELETE ... RETURNING reports the
+        rows this statement actually deleted.
+        """
+        with self._write() as conn:
+            where = offline.c.owner == owner
+            if conn.dialect.delete_returning:
+                rows = conn.execute(
+                    offline.delete().where(where).returning(offline.c.id, offline.c.stanza)
+                ).all()
+            else:
+                query = sa.select(offline.c.id, offline.c.stanza).where(where).with_for_update()
+                rows = conn.execute(query).all()
+                if rows:
+                    conn.execute(offline.delete().where(offline.c.id.in_([r.id for r in rows])))
+        return [row.stanza for row in sorted(rows, key=lambda r: r.id)]

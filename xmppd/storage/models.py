@@ -1,0 +1,131 @@
+"""Table definitions, portable to SQLite, PostgreSQL and MariaDB.
+
+Column sizes are chosen for MariaDB/InnoDB: an index key may hold at most 3072 bytes and
+utf8mb4 counts 4 bytes per character, so a localpart is at most 255 characters and a bare
+JID at most 383 (255 + "@" + a 127-character domain); two JIDs fit one composite key.
+MariaDB tables use the binary ``utf8mb4_bin`` collation because JIDs are compared after
+PRECIS normalisation: the default ``*_ci`` collations would make "é" equal "e".
+
+Roster groups are stored as a JSON array in ``roster_items.groups_json`` rather than a
+separate table: the server never queries by group, and one row per item keeps a roster
+fetch to a single query and an upsert atomic.
+
+The naming convention keeps constraint names stable, so alembic can alter them later.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+LOCALPART_MAX = 255
+JID_MAX = 383
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Table options applied on MariaDB/MySQL only; other dialects ignore them.
+_MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+
+# A stanza may be up to limits.max_stanza_size (256 KiB by default): MariaDB's TEXT stops
+# at 64 KiB, so use MEDIUMTEXT (16 MiB) there.
+StanzaText = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY, not a BIGINT one.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Naive UTC: MariaDB has no time zone type, so every backend stores naive UTC."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+metadata = Base.metadata
+
+
+class User(Base):
+    """A local account; only SCRAM keys are stored, never the password."""
+
+    __tablename__ = "users"
+    __table_args__ = (sa.UniqueConstraint("localpart"), _MYSQL_TABLE)
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    localpart: Mapped[str] = mapped_column(sa.String(LOCALPART_MAX), nullable=False)
+    sha1_salt: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    sha1_iterations: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    sha1_stored_key: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    sha1_server_key: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    sha256_salt: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    sha256_iterations: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+    sha256_stored_key: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    sha256_server_key: Mapped[bytes] = mapped_column(sa.LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class RosterItemRow(Base):
+    """One contact in one user's roster (RFC 6121 §2)."""
+
+    __tablename__ = "roster_items"
+    __table_args__ = (
+        sa.UniqueConstraint("owner", "contact"),
+        sa.CheckConstraint("subscription IN ('none', 'to', 'from', 'both')", name="subscription"),
+        _MYSQL_TABLE,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # The unique (owner, contact) key leads with owner, so it is also the owner index.
+    owner: Mapped[str] = mapped_column(sa.String(JID_MAX), nullable=False)
+    contact: Mapped[str] = mapped_column(sa.String(JID_MAX), nullable=False)
+    name: Mapped[str | None] = mapped_column(sa.String(1023), nullable=True)
+    subscription: Mapped[str] = mapped_column(sa.String(4), nullable=False, default="none")
+    ask_out: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    pending_in: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    approved: Mapped[bool] = mapped_column(sa.Boolean, nullable=False, default=False)
+    groups_json: Mapped[str] = mapped_column(sa.Text, nullable=False, default="[]")
+
+
+class RosterVersion(Base):
+    """XEP-0237 roster version per owner; bumped in the same transaction as each change."""
+
+    __tablename__ = "roster_versions"
+    __table_args__ = (_MYSQL_TABLE,)
+
+    owner: Mapped[str] = mapped_column(sa.String(JID_MAX), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.Integer, nullable=False)
+
+
+class PendingSubscription(Base):
+    """An inbound subscribe kept for delivery at the owner's next login (RFC 6121 §3.1.3)."""
+
+    __tablename__ = "pending_subscriptions"
+    __table_args__ = (sa.UniqueConstraint("owner", "from_jid"), _MYSQL_TABLE)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(sa.String(JID_MAX), nullable=False)
+    from_jid: Mapped[str] = mapped_column(sa.String(JID_MAX), nullable=False)
+    stanza: Mapped[str] = mapped_column(StanzaText, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime, nullable=False, default=utcnow)
+
+
+class OfflineMessage(Base):
+    """A message stored for an offline user; ``id`` orders the queue."""
+
+    __tablename__ = "offline_messages"
+    __table_args__ = (_MYSQL_TABLE,)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    owner: Mapped[str] = mapped_column(sa.String(JID_MAX), nullable=False, index=True)
+    stanza: Mapped[str] = mapped_column(StanzaText, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(sa.DateTime, nullable=False, default=utcnow)
