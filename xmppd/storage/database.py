@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any, cast
 
 import sqlalchemy as sa
+from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 import xmppd
-from alembic import command
 from xmppd.auth.base import ScramCredentials
 from xmppd.auth.scram import derive_scram
 from xmppd.jid import JIDError, nodeprep

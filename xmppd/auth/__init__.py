@@ -1,0 +1,1 @@
+"""Authentication backends behind one interface (see :mod:`xmppd.auth.base`)."""

@@ -1,0 +1,87 @@
+"""The one interface every authentication backend implements.
+
+The c2s stream state machine (``xmppd.stream``) never calls a backend itself: it emits
+an event, the trio shell awaits the backend and feeds the answer back. Backends are
+async because they touch a database; they run their blocking SQL in worker threads
+(``trio.to_thread.run_sync``) and never on the event loop thread.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+ScramHash = Literal["sha1", "sha256"]
+
+
+@dataclass(frozen=True, slots=True)
+class AuthContext:
+    """Where a login attempt comes from; feeds rate limits and phpBB's optional checks."""
+
+    peer_ip: str
+    transport: Literal["tcp", "tls", "bosh", "websocket", "test"] = "tcp"
+    secure: bool = False
+    user_agent: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """An authenticated account.
+
+    ``localpart`` is the JID localpart, already normalised and XEP-0106 escaped;
+    ``display_name`` is the human name (the forum username for the phpbb backend).
+    """
+
+    localpart: str
+    display_name: str | None = None
+    user_id: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ScramCredentials:
+    """What RFC 5802 lets a server store instead of a password."""
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+
+class AuthError(Exception):
+    """A login that failed; ``condition`` is the RFC 6120 §6.5 SASL failure condition."""
+
+    def __init__(self, condition: str = "not-authorized", text: str | None = None) -> None:
+        super().__init__(text or condition)
+        self.condition = condition
+        self.text = text
+
+
+class Authenticator(Protocol):
+    """A source of accounts.
+
+    ``check_password`` serves SASL PLAIN (and any mechanism that ends with a cleartext
+    secret); ``scram_credentials`` serves SCRAM-SHA-1/-256. A backend that cannot do
+    SCRAM (the phpbb one: it holds bcrypt hashes and session ids) returns
+    ``supports_scram() == False`` so the stream never offers SCRAM.
+    """
+
+    name: str
+
+    def supports_scram(self) -> bool: ...
+
+    async def check_password(self, username: str, password: str, ctx: AuthContext) -> Identity:
+        """Return the identity or raise :class:`AuthError`. ``username`` is the SASL authcid."""
+        ...
+
+    async def scram_credentials(
+        self, username: str, hash_name: ScramHash
+    ) -> tuple[Identity, ScramCredentials] | None:
+        """Stored SCRAM keys for ``username`` or ``None`` if unknown (the mechanism fakes a salt)."""
+        ...
+
+    async def user_exists(self, localpart: str) -> bool:
+        """Whether ``localpart`` names an account (RFC 6121 delivery rules need it)."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,228 @@
+"""One typed configuration: a TOML file plus ``XMPPD_<SECTION>_<KEY>`` environment overrides.
+
+Validated once at start-up (``xmppd check-config``) so a typo is an error with the
+offending key named, never a surprise at the first login.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message names the key."""
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    domain: str = "localhost"
+    data_dir: str = "var"
+    admins: list[str] = field(default_factory=list)
+    log_level: str = "INFO"
+
+
+@dataclass(slots=True)
+class C2SConfig:
+    bind: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
+    port: int = 5222
+    direct_tls_port: int = 5223
+    require_encryption: bool = True
+    allow_plain_on_loopback: bool = True
+    handshake_timeout: float = 30.0
+    idle_timeout: float = 300.0
+    ping_interval: float = 120.0
+    ping_timeout: float = 60.0
+    max_connections_per_ip: int = 64
+    send_queue_bytes: int = 1_048_576
+
+
+@dataclass(slots=True)
+class TLSConfig:
+    cert: str = ""
+    key: str = ""
+
+
+@dataclass(slots=True)
+class LimitsConfig:
+    max_stanza_size: int = 262_144
+    max_depth: int = 64
+    auth_failures_per_minute: int = 10
+
+
+@dataclass(slots=True)
+class DatabaseConfig:
+    url: str = ""
+    auto_upgrade: bool = True
+
+
+@dataclass(slots=True)
+class PhpbbConfig:
+    url: str = ""
+    table_prefix: str = "phpbb_"
+    accept_session_ids: bool = True
+    accept_passwords: bool = True
+    query_timeout: float = 5.0
+    cache_seconds: float = 30.0
+    ip_check: bool = False
+    browser_check: bool = False
+
+
+@dataclass(slots=True)
+class AuthConfig:
+    backend: Literal["internal", "phpbb"] = "internal"
+    phpbb: PhpbbConfig = field(default_factory=PhpbbConfig)
+
+
+@dataclass(slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    c2s: C2SConfig = field(default_factory=C2SConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.server.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        """The configured URL, or the embedded SQLite file under ``data_dir``."""
+        if self.database.url:
+            return self.database.url
+        return f"sqlite:///{(self.data_path / 'xmppd.sqlite3').absolute()}"
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if dataclasses.is_dataclass(typ):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a table")
+        return _build(typ, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(typ):
+            allowed = ", ".join(repr(a) for a in typing.get_args(typ))
+            raise ConfigError(f"{key}: {value!r} is not one of {allowed}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(typ)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list")
+        return [_coerce(v, item, f"{key}[]") for v in value]
+    if typ is bool:
+        if isinstance(value, str):
+            low = value.strip().lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if typ in (int, float):
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return typ(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{prefix or 'top level'}: unknown key(s) {', '.join(sorted(unknown))}")
+    kwargs = {
+        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
+    """``XMPPD_C2S_PORT=5522`` -> ``{"c2s": {"port": "5522"}}``; ``__`` nests deeper."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith("XMPPD_") or name in ("XMPPD_CONFIG",):
+            continue
+        rest = name[len("XMPPD_") :].lower()
+        section, _, key = rest.partition("_")
+        if not key:
+            continue
+        path = [section, *key.split("__")]
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Read ``path`` (if given), apply env overrides and ``overrides``, validate."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    data = _merge(data, _env_overrides(environ))
+    if overrides:
+        data = _merge(data, overrides)
+    config: Config = _build(Config, data, "")
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Cross-field checks that types alone cannot express."""
+    from xmppd.jid import JIDError, nameprep_domain
+
+    try:
+        config.server.domain = nameprep_domain(config.server.domain)
+    except JIDError as exc:
+        raise ConfigError(f"server.domain: {exc}") from None
+    for port_key in ("port", "direct_tls_port"):
+        port = getattr(config.c2s, port_key)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"c2s.{port_key}: {port} is not a TCP port")
+    if config.limits.max_stanza_size < 10_000:
+        raise ConfigError("limits.max_stanza_size: must be at least 10000 (RFC 6120 §13.12)")
+    if bool(config.tls.cert) != bool(config.tls.key):
+        raise ConfigError("tls: give both cert and key, or neither (a self-signed pair is made)")
+    if config.auth.backend == "phpbb" and not config.auth.phpbb.url:
+        raise ConfigError("auth.phpbb.url: required when auth.backend = 'phpbb'")
+    if config.c2s.send_queue_bytes < config.limits.max_stanza_size:
+        raise ConfigError("c2s.send_queue_bytes: must be at least limits.max_stanza_size")

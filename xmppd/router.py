@@ -1,0 +1,335 @@
+"""Address -> destination: local sessions, the server itself, services and components.
+
+Delivery to local accounts follows RFC 6121 §8.5. The router resolves an address to a
+destination object rather than calling sessions directly, so a destination may later
+live on another node (DESIGN.md, "Scaling out").
+
+Extension points, all registered at start-up:
+
+- ``server_iq[tag]``   — iq handlers for the server itself (``to`` = our domain);
+- ``account_iq[tag]``  — iq handlers run *on behalf of an account* (``to`` absent or the
+  sender's own bare JID), e.g. the roster;
+- ``presence_handler`` — owns all presence logic (RFC 6121 §3-4);
+- ``offline_store``    — keeps messages for offline users;
+- ``services[domain]`` — other local domains (MUC service, XEP-0114 components).
+
+``tag`` is the Clark-notation tag of the iq's payload, e.g. ``{urn:xmpp:ping}ping``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from lxml import etree
+
+from xmppd.jid import JID, JIDError
+from xmppd.session import Session
+from xmppd.xml import ns
+from xmppd.xml.errors import StanzaError, error_reply
+
+log = logging.getLogger("xmppd.router")
+
+MESSAGE = "{%s}message" % ns.CLIENT
+PRESENCE = "{%s}presence" % ns.CLIENT
+IQ = "{%s}iq" % ns.CLIENT
+
+IqHandler = Callable[
+    [etree._Element, "Session | None", "Router"], Awaitable["etree._Element | None"]
+]
+
+
+class Service(Protocol):
+    """A local domain other than the server's own (MUC, a component)."""
+
+    async def handle(self, stanza: etree._Element, to: JID, origin: Session | None) -> None: ...
+
+
+class PresenceHandler(Protocol):
+    async def outbound(self, stanza: etree._Element, origin: Session) -> None:
+        """Presence a local session sent (``to`` may be absent: a broadcast)."""
+        ...
+
+    async def inbound(self, stanza: etree._Element, to: JID) -> None:
+        """Presence addressed to a local account (``from`` already stamped)."""
+        ...
+
+    async def session_ended(self, session: Session) -> None:
+        """A session went away without sending unavailable presence."""
+        ...
+
+
+class OfflineStore(Protocol):
+    async def store(self, stanza: etree._Element, to: JID) -> bool:
+        """Keep ``stanza`` for ``to``'s next login; False if it cannot be kept."""
+        ...
+
+
+class AccountDirectory(Protocol):
+    async def user_exists(self, localpart: str) -> bool: ...
+
+
+class Router:
+    """Routes stanzas whose ``from`` the transport has already stamped."""
+
+    def __init__(self, domain: str, accounts: AccountDirectory) -> None:
+        self.domain = domain
+        self.domain_jid = JID(None, domain, None)
+        self.accounts = accounts
+        #: bare JID string -> resource -> session
+        self.sessions: dict[str, dict[str, Session]] = {}
+        self.server_iq: dict[str, IqHandler] = {}
+        self.account_iq: dict[str, IqHandler] = {}
+        self.services: dict[str, Service] = {}
+        self.presence_handler: PresenceHandler | None = None
+        self.offline_store: OfflineStore | None = None
+        #: disco#info features of the server itself; services add to it.
+        self.features: set[str] = set()
+        self.disco_items: dict[str, str | None] = {}
+
+    # ----------------------------------------------------------------- sessions
+    def bind(self, session: Session) -> Session | None:
+        """Register ``session``; return the session it replaces (resource conflict).
+
+        RFC 6120 §7.7.2.2: the new session wins; the caller ends the old one with a
+        ``conflict`` stream error.
+        """
+        resources = self.sessions.setdefault(session.bare_str, {})
+        old = resources.get(session.jid.resource or "")
+        resources[session.jid.resource or ""] = session
+        return old
+
+    def unbind(self, session: Session) -> bool:
+        """Forget ``session`` if it is still the one bound to its resource."""
+        resources = self.sessions.get(session.bare_str)
+        if not resources:
+            return False
+        key = session.jid.resource or ""
+        if resources.get(key) is not session:
+            return False
+        del resources[key]
+        if not resources:
+            del self.sessions[session.bare_str]
+        return True
+
+    def resources_of(self, bare: str) -> list[Session]:
+        return list(self.sessions.get(bare, {}).values())
+
+    def session_for(self, full: JID) -> Session | None:
+        return self.sessions.get(str(full.bare), {}).get(full.resource or "")
+
+    def is_local(self, jid: JID) -> bool:
+        return jid.domain == self.domain
+
+    # ------------------------------------------------------------------ routing
+    async def route(self, stanza: etree._Element, origin: Session | None = None) -> None:
+        """Deliver one stanza. Errors become error stanzas back to the sender."""
+        try:
+            await self._route(stanza, origin)
+        except StanzaError as err:
+            self.bounce(stanza, err)
+
+    async def _route(self, stanza: etree._Element, origin: Session | None) -> None:
+        to_attr = stanza.get("to")
+        if to_attr is None:
+            await self._to_own_account(stanza, origin)
+            return
+        try:
+            to = JID.parse(to_attr)
+        except JIDError:
+            raise StanzaError("jid-malformed", "the 'to' address is not a valid JID") from None
+        if to.domain == self.domain:
+            if to.local is None:
+                await self._to_server(stanza, to, origin)
+            else:
+                await self._to_local_user(stanza, to, origin)
+            return
+        service = self.services.get(to.domain)
+        if service is not None:
+            await service.handle(stanza, to, origin)
+            return
+        if stanza.tag == PRESENCE and stanza.get("type") not in (None, "unavailable", "error"):
+            pass  # subscription traffic to unknown domains still goes through presence logic
+        if stanza.tag == PRESENCE and origin is not None and self.presence_handler:
+            # Outbound presence to remote contacts updates roster state locally.
+            await self.presence_handler.outbound(stanza, origin)
+            return
+        raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
+
+    async def _to_own_account(self, stanza: etree._Element, origin: Session | None) -> None:
+        """RFC 6120 §10.3: no ``to`` means the sender's own account (or broadcast)."""
+        tag = stanza.tag
+        if tag == PRESENCE:
+            if origin is not None and self.presence_handler is not None:
+                await self.presence_handler.outbound(stanza, origin)
+            return
+        if tag == IQ:
+            await self._iq_on_behalf(stanza, origin, own=True)
+            return
+        if tag == MESSAGE and origin is not None:
+            await self._to_local_user(stanza, origin.bare, origin)
+
+    async def _to_server(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
+        if stanza.tag == IQ:
+            await self._dispatch_iq(stanza, origin, self.server_iq)
+        # Messages and presence to the bare domain are not for anyone: dropped.
+
+    async def _iq_on_behalf(
+        self, stanza: etree._Element, origin: Session | None, own: bool
+    ) -> None:
+        table = self.account_iq if own else {}
+        handler = self._handler_for(stanza, table) or self._handler_for(stanza, self.server_iq)
+        await self._run_iq(stanza, origin, handler)
+
+    async def _dispatch_iq(
+        self, stanza: etree._Element, origin: Session | None, table: dict[str, IqHandler]
+    ) -> None:
+        await self._run_iq(stanza, origin, self._handler_for(stanza, table))
+
+    @staticmethod
+    def _handler_for(stanza: etree._Element, table: dict[str, IqHandler]) -> IqHandler | None:
+        if stanza.get("type") not in ("get", "set") or len(stanza) != 1:
+            return None
+        return table.get(stanza[0].tag)
+
+    async def _run_iq(
+        self, stanza: etree._Element, origin: Session | None, handler: IqHandler | None
+    ) -> None:
+        kind = stanza.get("type")
+        if kind not in ("get", "set"):
+            return  # results and errors addressed to the server are ours to ignore
+        if len(stanza) != 1:
+            raise StanzaError("bad-request", "an iq get/set carries exactly one payload")
+        if handler is None:
+            raise StanzaError("service-unavailable")
+        reply = await handler(stanza, origin, self)
+        if reply is not None:
+            self.reply_to(stanza, reply)
+
+    async def _to_local_user(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
+        tag = stanza.tag
+        if tag == PRESENCE:
+            if origin is not None and self.presence_handler is not None and stanza.get("type") in (
+                "subscribe", "subscribed", "unsubscribe", "unsubscribed",
+            ):  # fmt: skip
+                await self.presence_handler.outbound(stanza, origin)
+                return
+            if origin is not None and self.presence_handler is not None and to.resource is not None:
+                # directed presence to a full JID: remember it for unavailable broadcast
+                if stanza.get("type") in (None, "unavailable"):
+                    if stanza.get("type") is None:
+                        origin.directed_presence.add(str(to))
+                    else:
+                        origin.directed_presence.discard(str(to))
+            if self.presence_handler is not None:
+                await self.presence_handler.inbound(stanza, to)
+            return
+
+        if to.resource is not None:
+            target = self.session_for(to)
+            if target is not None:
+                target.send(etree.tostring(stanza))
+                return
+            if tag == IQ:
+                if stanza.get("type") in ("get", "set"):
+                    raise StanzaError("service-unavailable")
+                return
+            # message to an unavailable resource: treat as addressed to the bare JID
+            if stanza.get("type") in ("groupchat", "headline", "error"):
+                if stanza.get("type") == "groupchat":
+                    raise StanzaError("service-unavailable")
+                return
+        if tag == IQ:
+            own = origin is not None and origin.bare == to.bare
+            if own:
+                await self._iq_on_behalf(stanza, origin, own=True)
+                return
+            if stanza.get("type") in ("get", "set"):
+                if not await self.accounts.user_exists(to.local or ""):
+                    raise StanzaError("service-unavailable")
+                await self._dispatch_iq(stanza, origin, self.server_iq)
+            return
+        if tag == MESSAGE:
+            await self._message_to_bare(stanza, to.bare)
+
+    async def _message_to_bare(self, stanza: etree._Element, bare: JID) -> None:
+        """RFC 6121 §8.5.2.1 (account exists) and §8.5.2.2 (no such account)."""
+        kind = stanza.get("type") or "normal"
+        if kind not in ("chat", "error", "groupchat", "headline", "normal"):
+            kind = "normal"
+        candidates = [
+            s for s in self.sessions.get(str(bare), {}).values() if s.available and s.priority >= 0
+        ]
+        if kind == "groupchat":
+            raise StanzaError("service-unavailable")
+        if candidates:
+            data = etree.tostring(stanza)
+            if kind == "headline":
+                targets = candidates
+            else:
+                top = max(s.priority for s in candidates)
+                targets = [s for s in candidates if s.priority == top]
+            for session in targets:
+                session.send(data)
+            return
+        if kind == "error":
+            return
+        if not await self.accounts.user_exists(bare.local or ""):
+            if kind != "headline":
+                raise StanzaError("service-unavailable")
+            return
+        if kind == "headline":
+            return
+        if self.offline_store is not None and await self.offline_store.store(stanza, bare):
+            return
+        raise StanzaError("service-unavailable", "the recipient is offline")
+
+    # ------------------------------------------------------------------ replies
+    def reply_to(self, request: etree._Element, reply: etree._Element) -> None:
+        """Send ``reply`` (from the addressee of ``request``) to the request's sender."""
+        sender = request.get("from")
+        if sender is None:
+            return
+        if reply.get("from") is None:
+            reply.set("from", request.get("to") or self._bare_of(sender))
+        reply.set("to", sender)
+        if reply.get("id") is None and request.get("id") is not None:
+            reply.set("id", request.get("id"))
+        self.deliver_local(reply)
+
+    @staticmethod
+    def _bare_of(full: str) -> str:
+        return full.split("/", 1)[0]
+
+    def bounce(self, stanza: etree._Element, err: StanzaError) -> None:
+        """Answer ``stanza`` with an error, unless it is an error itself (RFC 6120 §8.3.1)."""
+        if stanza.get("type") == "error" or stanza.get("from") is None:
+            return
+        reply = error_reply(stanza, err)
+        if reply.get("from") is None:
+            reply.set("from", self.domain)
+        self.deliver_local(reply)
+
+    def deliver_local(self, stanza: etree._Element) -> None:
+        """Deliver a server-made stanza straight to a local full JID (no RFC 6121 rules)."""
+        to_attr = stanza.get("to")
+        if to_attr is None:
+            return
+        try:
+            to = JID.parse(to_attr)
+        except JIDError:
+            return
+        if to.domain != self.domain:
+            service = self.services.get(to.domain)
+            deliver = getattr(service, "deliver", None)
+            if deliver is not None:
+                deliver(stanza, to)
+            return
+        if to.resource is None:
+            for session in self.resources_of(str(to)):
+                session.send_stanza(stanza)
+            return
+        session = self.session_for(to)
+        if session is not None:
+            session.send_stanza(stanza)

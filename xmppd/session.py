@@ -1,0 +1,75 @@
+"""A connected, resource-bound entity, independent of the transport that carries it.
+
+The router only ever hands a session *bytes*: a stanza fanned out to many recipients is
+serialised once (DESIGN.md data flow), so nothing here copies trees per recipient.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from lxml import etree
+
+from xmppd.jid import JID
+
+
+class Outbox(Protocol):
+    """What a transport offers a session: a bounded, non-blocking send."""
+
+    def enqueue(self, data: bytes) -> bool:
+        """Queue ``data`` for the peer; ``False`` if the peer is too slow and was cut off."""
+        ...
+
+    def close(self, condition: str | None = None, text: str | None = None) -> None:
+        """End the stream (with a stream error when ``condition`` is given)."""
+        ...
+
+
+class Session:
+    """A bound client resource (or, later, a BOSH/WebSocket one: same object)."""
+
+    __slots__ = (
+        "available",
+        "bare",
+        "bare_str",
+        "directed_presence",
+        "extra",
+        "full_str",
+        "interested",
+        "jid",
+        "outbox",
+        "presence",
+        "priority",
+        "transport",
+    )
+
+    def __init__(self, jid: JID, outbox: Outbox, transport: str = "tcp") -> None:
+        self.jid = jid
+        self.bare = jid.bare
+        self.bare_str = str(self.bare)
+        self.full_str = str(jid)
+        self.outbox = outbox
+        self.transport = transport
+        #: Sent initial presence and not yet unavailable (RFC 6121 §4.2).
+        self.available = False
+        #: Requested the roster: receives roster pushes and subscription requests.
+        self.interested = False
+        self.priority = 0
+        #: Last available presence broadcast, serialised, for probes and new resources.
+        self.presence: etree._Element | None = None
+        #: Full JIDs this session sent directed presence to (RFC 6121 §4.6).
+        self.directed_presence: set[str] = set()
+        self.extra: dict[str, object] = {}
+
+    def send(self, data: bytes) -> bool:
+        """Queue serialised stanza bytes for this session."""
+        return self.outbox.enqueue(data)
+
+    def send_stanza(self, stanza: etree._Element) -> bool:
+        return self.outbox.enqueue(etree.tostring(stanza))
+
+    def close(self, condition: str | None = None, text: str | None = None) -> None:
+        self.outbox.close(condition, text)
+
+    def __repr__(self) -> str:
+        return f"<Session {self.full_str}>"

@@ -1,0 +1,1 @@
+"""XML for XMPP: a safe incremental stream parser, serialisation and error helpers."""
