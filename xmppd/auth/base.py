@@ -77,7 +77,7 @@ class Authenticator(Protocol):
     async def scram_credentials(
         self, username: str, hash_name: ScramHash
     ) -> tuple[Identity, ScramCredentials] | None:
-        """Stored SCRAM keys for ``username`` or ``None`` if unknown (the mechanism fakes a salt)."""
+        """Stored SCRAM keys, or ``None`` if unknown (the mechanism then fakes a salt)."""
         ...
 
     async def user_exists(self, localpart: str) -> bool:
