@@ -1,0 +1,52 @@
+"""Load generator: one module per scenario, sharing the c2s client in :mod:`.xmpp`.
+
+A scenario module provides HEADLINE (metric key, unit, higher-is-better), DEFAULTS and QUICK
+parameters, accounts_needed(params), optionally RESTART_BEFORE_EACH, and
+``async def run(target, params) -> dict`` that returns the headline metric plus details
+(including client and server CPU over the measurement window). New scenarios (MUC fan-out,
+join with history, BOSH, component messages) are new modules added to SCENARIOS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import ModuleType
+
+from . import idle_rss, logins, messages
+
+
+@dataclass
+class Scenario:
+    name: str
+    module: ModuleType
+    params: dict = field(default_factory=dict)  # overrides of module.DEFAULTS
+    title: str = ""
+
+    def resolved(self, quick: bool, extra: dict | None = None) -> dict:
+        p = dict(self.module.DEFAULTS)
+        p.update(self.params)
+        if quick:
+            p.update(self.module.QUICK)
+        if extra:
+            p.update({k: v for k, v in extra.items() if k in p})
+        return p
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in [
+        Scenario("logins", logins, {"mechanism": "scram"}, "c2s logins/s, SCRAM, 50 concurrent"),
+        Scenario("logins_plain", logins, {"mechanism": "PLAIN"}, "c2s logins/s, PLAIN, 50 conc."),
+        Scenario("messages", messages, {}, "1:1 messages/s, 50 pairs x 10 in flight"),
+        Scenario("idle_rss_1000", idle_rss, {"connections": 1000}, "RSS/idle conn, 1,000"),
+        Scenario("idle_rss_5000", idle_rss, {"connections": 5000}, "RSS/idle conn, 5,000"),
+        Scenario(
+            "idle_rss_1000_scram",
+            idle_rss,
+            {"connections": 1000, "mechanism": "scram"},
+            "RSS/idle conn, 1,000, SCRAM logins",
+        ),
+    ]
+}
+# idle_rss_1000_scram is an extra: ask for it with --scenarios
+DEFAULT_SCENARIOS = ["logins", "logins_plain", "messages", "idle_rss_1000", "idle_rss_5000"]

@@ -1,0 +1,80 @@
+"""xmppd from this repository (.venv/bin/xmppd serve), accounts created offline in bulk."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from .base import REPO, Server
+
+CONFIG = """\
+[server]
+domain = "localhost"
+data_dir = "{data_dir}"
+log_level = "WARNING"
+
+[c2s]
+bind = "127.0.0.1"
+port = {port}
+direct_tls_port = 0          # disabled
+require_encryption = false   # plaintext PLAIN/SCRAM on loopback, as for the other two
+max_connections_per_ip = 100000
+"""
+
+# Runs in the venv: reads [(localpart, password), ...] as JSON on stdin.
+BULK = """\
+import json, sys
+from xmppd.storage.database import Database
+db = Database(sys.argv[1])
+db.upgrade()
+print(db.create_users_bulk([tuple(x) for x in json.load(sys.stdin)]))
+db.dispose()
+"""
+
+
+class Xmppd(Server):
+    name = "xmppd"
+    port = 35222
+    accounts_offline = True
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "xmppd.toml"
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.dir}/xmppd.sqlite3"
+
+    def install(self) -> None:
+        if not (REPO / ".venv" / "bin" / "xmppd").exists():
+            raise RuntimeError("xmppd: .venv/bin/xmppd missing (pip install -e . in .venv)")
+
+    def configure(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(CONFIG.format(data_dir=self.dir, port=self.port))
+
+    def command(self) -> tuple[list[str], dict[str, str], Path]:
+        argv = [str(REPO / ".venv/bin/xmppd"), "serve", "--config", str(self.config_path)]
+        return argv, {}, REPO
+
+    def create_accounts_offline(self, users: list[tuple[str, str]]) -> dict:
+        self.configure()
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            [str(REPO / ".venv/bin/python"), "-c", BULK, self.db_url],
+            input=json.dumps(users),
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            cwd=REPO,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"xmppd bulk account creation failed: {out.stderr[-2000:]}")
+        seconds = time.perf_counter() - t0
+        return {
+            "created": len(users),
+            "seconds": round(seconds, 2),
+            "per_s": round(len(users) / seconds, 1),
+        }
