@@ -1,0 +1,169 @@
+"""``xmppd`` command line: serve, check-config, db upgrade, user add|passwd|del|list."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from xmppd.config import Config, ConfigError, load_config
+
+DEFAULT_CONFIG_NAMES = ("xmppd.toml", "/etc/xmppd/xmppd.toml")
+
+
+def _find_config(explicit: str | None) -> str | None:
+    if explicit:
+        return explicit
+    env = os.environ.get("XMPPD_CONFIG")
+    if env:
+        return env
+    for name in DEFAULT_CONFIG_NAMES:
+        if Path(name).is_file():
+            return name
+    return None
+
+
+class _KeyValueFormatter(logging.Formatter):
+    """One line per event: ``time level logger message`` where message is key=value pairs."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_KeyValueFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # SQLAlchemy echoes parameters (passwords, session ids) at INFO/DEBUG: never let it.
+    logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
+    logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = _find_config(args.config)
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from xmppd.server import build_server, run_server
+
+    config = _load(args)
+    setup_logging(config.server.log_level)
+    server = build_server(config)
+    trio.run(run_server, server)
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(f"configuration OK: domain={config.server.domain} auth={config.auth.backend}")
+    return 0
+
+
+def _database(config: Config):  # type: ignore[no-untyped-def]
+    from xmppd.storage import Database
+
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    return Database(config.database_url)
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config = _load(args)
+    db = _database(config)
+    db.upgrade()
+    print("database is up to date")
+    return 0
+
+
+def _read_password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line.rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Again: ") != password:
+            raise SystemExit("xmppd: passwords do not match")
+    if not password:
+        raise SystemExit("xmppd: empty password")
+    return password
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    from xmppd.storage import StorageError, UnknownUser, UserExists
+
+    config = _load(args)
+    if config.auth.backend != "internal" and args.action != "list":
+        print("xmppd: accounts come from the forum (auth.backend = phpbb)", file=sys.stderr)
+        return 2
+    db = _database(config)
+    db.upgrade()
+    try:
+        if args.action == "list":
+            for name in db.list_users():
+                print(f"{name}@{config.server.domain}")
+        elif args.action == "add":
+            db.create_user(args.localpart, _read_password(args))
+            print(f"created {args.localpart}@{config.server.domain}")
+        elif args.action == "passwd":
+            db.set_password(args.localpart, _read_password(args))
+            print(f"password changed for {args.localpart}@{config.server.domain}")
+        elif args.action == "del":
+            if not db.delete_user(args.localpart):
+                print(f"xmppd: no such user {args.localpart}", file=sys.stderr)
+                return 1
+            print(f"deleted {args.localpart}@{config.server.domain}")
+    except UserExists:
+        print(f"xmppd: user {args.localpart} already exists", file=sys.stderr)
+        return 1
+    except UnknownUser:
+        print(f"xmppd: no such user {args.localpart}", file=sys.stderr)
+        return 1
+    except StorageError as exc:
+        print(f"xmppd: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xmppd", description="XMPP server for a web community")
+    parser.add_argument("-c", "--config", help="TOML configuration file (default: ./xmppd.toml)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("serve", help="run the server").set_defaults(func=cmd_serve)
+    sub.add_parser("check-config", help="validate the configuration").set_defaults(
+        func=cmd_check_config
+    )
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+
+    user = sub.add_parser("user", help="manage internal accounts")
+    user_sub = user.add_subparsers(dest="action", required=True)
+    for action in ("add", "passwd"):
+        p = user_sub.add_parser(action)
+        p.add_argument("localpart")
+        p.add_argument(
+            "--password-stdin", action="store_true", help="read the password from standard input"
+        )
+    user_sub.add_parser("del").add_argument("localpart")
+    user_sub.add_parser("list")
+    user.set_defaults(func=cmd_user)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args.func(args) or 0)

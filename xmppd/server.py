@@ -1,0 +1,256 @@
+"""Assembles one xmppd process: storage, auth, router, services and listeners in one trio run."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import platform
+import signal
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+
+import xmppd
+from xmppd.auth.base import Authenticator
+from xmppd.auth.ratelimit import FailureLimiter
+from xmppd.config import Config
+from xmppd.jid import JIDError, nodeprep
+from xmppd.router import Router
+from xmppd.storage import AsyncDatabase, Database
+from xmppd.stream.c2s import C2SSettings
+from xmppd.stream.sasl import PlainMechanism, ServerMechanism
+from xmppd.transport import tls
+from xmppd.transport.c2s import C2SConnection
+
+log = logging.getLogger("xmppd.server")
+
+
+def is_loopback(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
+class Server:
+    """Everything one process serves; listeners call back into it."""
+
+    def __init__(
+        self,
+        config: Config,
+        database: Database,
+        authenticator: Authenticator,
+        adb: AsyncDatabase | None = None,
+    ) -> None:
+        self.config = config
+        self.database = database
+        self.adb = adb or AsyncDatabase(database)
+        self.authenticator = authenticator
+        self.router = Router(config.server.domain, authenticator)
+        per_minute = config.limits.auth_failures_per_minute
+        self.ip_limiter = FailureLimiter(per_minute)
+        self.user_limiter = FailureLimiter(per_minute)
+        self.connections: set[C2SConnection] = set()
+        self.connections_per_ip: Counter[str] = Counter()
+        self.ssl_context = None
+        self.listening: dict[str, int] = {}
+        self._mechanisms = self._mechanism_factories()
+        self._install_services()
+
+    # -------------------------------------------------------------- set-up
+    def _mechanism_factories(self) -> dict[str, Callable[[], ServerMechanism]]:
+        factories: dict[str, Callable[[], ServerMechanism]] = {}
+        if self.authenticator.supports_scram():
+            from xmppd.stream.scram import ScramSha1, ScramSha256
+
+            domain = self.config.server.domain
+            factories["SCRAM-SHA-256"] = lambda: ScramSha256(domain=domain)
+            factories["SCRAM-SHA-1"] = lambda: ScramSha1(domain=domain)
+        factories["PLAIN"] = PlainMechanism
+        return factories
+
+    def _install_services(self) -> None:
+        from xmppd.services.basic import install_basic_services
+        from xmppd.services.offline import install as install_offline
+        from xmppd.services.presence import install as install_presence
+        from xmppd.services.roster import install as install_roster
+
+        install_basic_services(self.router, version=xmppd.__version__, os_name=None)
+        offline = install_offline(self.router, self.adb)
+        install_roster(self.router, self.adb)
+        install_presence(self.router, self.adb, offline)
+
+    def load_tls(self) -> None:
+        cfg = self.config
+        if cfg.tls.cert:
+            cert, key = Path(cfg.tls.cert), Path(cfg.tls.key)
+        else:
+            cert = cfg.data_path / "tls" / "cert.pem"
+            key = cfg.data_path / "tls" / "key.pem"
+            tls.ensure_self_signed(cert, key, cfg.server.domain)
+        self.ssl_context = tls.server_context(cert, key)
+
+    def c2s_settings(self, peer_ip: str, direct_tls: bool) -> C2SSettings:
+        cfg = self.config
+        exempt = cfg.c2s.allow_plain_on_loopback and is_loopback(peer_ip)
+        return C2SSettings(
+            domain=cfg.server.domain,
+            mechanisms=self._mechanisms,
+            tls_available=self.ssl_context is not None,
+            tls_active=direct_tls,
+            tls_required=cfg.c2s.require_encryption and not exempt,
+            max_stanza_size=cfg.limits.max_stanza_size,
+            max_depth=cfg.limits.max_depth,
+        )
+
+    # -------------------------------------------------------------- logins
+    def _user_key(self, username: str | None) -> str | None:
+        if not username:
+            return None
+        try:
+            return nodeprep(username)
+        except JIDError:
+            return username.lower()
+
+    def login_allowed(self, ip: str, username: str | None) -> bool:
+        key = self._user_key(username)
+        if not self.ip_limiter.allowed(ip):
+            return False
+        return key is None or self.user_limiter.allowed(key)
+
+    def record_login_failure(self, ip: str, username: str | None) -> None:
+        self.ip_limiter.record_failure(ip)
+        key = self._user_key(username)
+        if key is not None:
+            self.user_limiter.record_failure(key)
+
+    def record_login_success(self, ip: str, username: str) -> None:
+        key = self._user_key(username)
+        if key is not None:
+            self.user_limiter.reset(key)
+
+    # ----------------------------------------------------------- listeners
+    async def _handle(self, stream: trio.SocketStream, direct_tls: bool) -> None:
+        try:
+            peer = stream.socket.getpeername()
+            ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        except OSError:
+            await stream.aclose()
+            return
+        limit = self.config.c2s.max_connections_per_ip
+        if self.connections_per_ip[ip] >= limit and not direct_tls:
+            await _refuse(stream, self.config.server.domain)
+            return
+        if self.connections_per_ip[ip] >= limit:
+            await stream.aclose()
+            return
+        self.connections_per_ip[ip] += 1
+        conn = C2SConnection(self, stream, ip, direct_tls=direct_tls)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            self.connections_per_ip[ip] -= 1
+            if self.connections_per_ip[ip] <= 0:
+                del self.connections_per_ip[ip]
+
+    async def serve_c2s(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.config.c2s
+        async with trio.open_nursery() as nursery:
+            specs: list[tuple[str, int, bool]] = [("c2s", cfg.port, False)]
+            if cfg.direct_tls_port and self.ssl_context is not None:
+                specs.append(("c2s_tls", cfg.direct_tls_port, True))
+            for name, port, direct in specs:
+                listeners = await trio.open_tcp_listeners(port, host=cfg.bind, backlog=1024)
+                self.listening[name] = listeners[0].socket.getsockname()[1]
+
+                async def handler(stream: trio.SocketStream, _direct: bool = direct) -> None:
+                    await self._handle(stream, _direct)
+
+                nursery.start_soon(trio.serve_listeners, handler, listeners)
+                log.info(
+                    "event=listening service=%s address=%s port=%d",
+                    name,
+                    cfg.bind,
+                    self.listening[name],
+                )
+            task_status.started(self.listening)
+
+    async def shutdown(self, grace: float = 3.0) -> None:
+        """Tell every client ``system-shutdown`` and give writers a moment to flush."""
+        for conn in list(self.connections):
+            conn.close("system-shutdown", "the server is shutting down")
+        with trio.move_on_after(grace):
+            while self.connections:
+                await trio.sleep(0.05)  # noqa: ASYNC110 - connections end on their own tasks
+
+
+async def _refuse(stream: trio.SocketStream, domain: str) -> None:
+    from xmppd.stream.c2s import C2SSettings, C2SStream
+
+    s = C2SStream(C2SSettings(domain=domain, mechanisms={}))
+    s.close("policy-violation", "too many connections from your address")
+    with trio.move_on_after(1):
+        try:
+            await stream.send_all(s.data_to_send())
+        except (trio.BrokenResourceError, OSError):
+            pass
+    await stream.aclose()
+
+
+def make_authenticator(config: Config, adb: AsyncDatabase) -> Authenticator:
+    if config.auth.backend == "phpbb":
+        from xmppd.auth.phpbb import PhpbbAuthenticator
+
+        return PhpbbAuthenticator(config.auth.phpbb, config.server.domain)
+    from xmppd.auth.internal import InternalAuthenticator
+
+    return InternalAuthenticator(adb)
+
+
+def open_database(config: Config) -> Database:
+    config.data_path.mkdir(parents=True, exist_ok=True)
+    db = Database(config.database_url)
+    if config.database.auto_upgrade:
+        db.upgrade()
+    return db
+
+
+def build_server(config: Config) -> Server:
+    db = open_database(config)
+    adb = AsyncDatabase(db)
+    server = Server(config, db, make_authenticator(config, adb), adb)
+    server.load_tls()
+    return server
+
+
+async def run_server(
+    server: Server,
+    *,
+    task_status: Any = trio.TASK_STATUS_IGNORED,
+    handle_signals: bool = True,
+) -> None:
+    """Serve until cancelled or SIGTERM/SIGINT; then shut down gracefully."""
+    async with trio.open_nursery() as nursery:
+        listening = await nursery.start(server.serve_c2s)
+        log.info(
+            "event=started domain=%s version=%s python=%s",
+            server.config.server.domain,
+            xmppd.__version__,
+            platform.python_version(),
+        )
+        task_status.started(listening)
+        if handle_signals:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("event=signal signal=%s", signal.Signals(signum).name)
+                    break
+            await server.shutdown()
+            nursery.cancel_scope.cancel()
+    with trio.CancelScope(shield=True):
+        await server.authenticator.aclose()
+    server.database.dispose()

@@ -1,0 +1,574 @@
+"""Server side of one client-to-server stream (RFC 6120): negotiation as a sans-IO machine.
+
+``receive_data(bytes)`` returns events; ``data_to_send()`` returns the bytes to write.
+Whatever needs I/O — TLS, looking up credentials, binding a resource in the router —
+is an event for the trio shell, which answers through ``tls_established()``,
+``password_checked()``, ``scram_credentials()`` and ``bind_result()``.
+
+Negotiation phases, and what each accepts (anything else is a stream error):
+
+====================  ===============================================================
+``EXPECT_HEADER``     a stream header (initially and after every restart)
+``NEGOTIATING``       ``<starttls/>``, ``<auth/>`` before authentication;
+                      a bind ``<iq/>`` after it
+``WAIT_TLS``          nothing: the shell is swapping the transport for TLS
+``SASL``              ``<response/>`` / ``<abort/>``, or waiting on the shell
+``BINDING``           waiting on the shell for the router's answer
+``ESTABLISHED``       stanzas (emitted with the authenticated ``from``)
+``CLOSED``            nothing
+====================  ===============================================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import enum
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lxml import etree
+
+from xmppd.auth.base import AuthError, Identity, ScramCredentials
+from xmppd.jid import JID, JIDError, resourceprep
+from xmppd.stream.sasl import (
+    Challenge,
+    Failure,
+    NeedPassword,
+    NeedScramCredentials,
+    SaslStep,
+    ServerMechanism,
+    Success,
+)
+from xmppd.xml import ns
+from xmppd.xml.errors import StanzaError, StreamError, error_reply
+from xmppd.xml.parser import StreamClose, StreamOpen, StreamParser
+
+MAX_SASL_ATTEMPTS = 5
+
+_STARTTLS = "{%s}starttls" % ns.TLS
+_AUTH = "{%s}auth" % ns.SASL
+_RESPONSE = "{%s}response" % ns.SASL
+_ABORT = "{%s}abort" % ns.SASL
+_IQ = "{%s}iq" % ns.CLIENT
+_STANZAS = frozenset({"{%s}message" % ns.CLIENT, "{%s}presence" % ns.CLIENT, _IQ})
+_BIND = "{%s}bind" % ns.BIND
+_SESSION = "{%s}session" % ns.SESSION
+
+
+# ------------------------------------------------------------------------ events
+@dataclass(frozen=True, slots=True)
+class StartTLS:
+    """Flush what is pending, wrap the transport in TLS, then call ``tls_established()``."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckPassword:
+    """Verify with the auth backend, then call ``password_checked()``."""
+
+    authcid: str
+    authzid: str | None
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class FetchScram:
+    """Look up stored SCRAM keys, then call ``scram_credentials()``."""
+
+    username: str
+    hash_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Authenticated:
+    identity: Identity
+    mechanism: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuthFailed:
+    """Feed for rate limits: ``username`` may be None when the payload was unusable."""
+
+    username: str | None
+    condition: str
+
+
+@dataclass(frozen=True, slots=True)
+class BindRequest:
+    """Ask the router to bind ``jid``; then call ``bind_result()``."""
+
+    jid: JID
+    iq_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class StanzaReceived:
+    stanza: etree._Element
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The stream is over (peer closed, or we sent an error); close the transport."""
+
+    error: StreamError | None = None
+    by_peer: bool = False
+
+
+StreamEvent = (
+    StartTLS | CheckPassword | FetchScram | Authenticated | AuthFailed | BindRequest
+    | StanzaReceived | StreamEnded
+)  # fmt: skip
+
+
+class Phase(enum.Enum):
+    EXPECT_HEADER = "expect-header"
+    NEGOTIATING = "negotiating"
+    WAIT_TLS = "wait-tls"
+    SASL = "sasl"
+    BINDING = "binding"
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class C2SSettings:
+    """What a stream needs to know about its server and transport."""
+
+    domain: str
+    mechanisms: dict[str, Callable[[], ServerMechanism]]
+    tls_available: bool = False
+    tls_active: bool = False
+    #: TLS must be negotiated before SASL (``require_encryption`` and not exempt).
+    tls_required: bool = True
+    max_stanza_size: int = 262_144
+    max_depth: int = 64
+    lang: str = "en"
+
+
+def _b64decode(text: str | None) -> bytes | None:
+    """SASL payloads: absent -> None, ``=`` -> empty (RFC 6120 §6.4.2)."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text in ("", "="):
+        return b""
+    return base64.b64decode(text, validate=True)
+
+
+class C2SStream:
+    """One client stream on the server side; no I/O, no clock, no database."""
+
+    def __init__(
+        self, settings: C2SSettings, stream_id_factory: Callable[[], str] | None = None
+    ) -> None:
+        self.settings = settings
+        self._new_id = stream_id_factory or (lambda: secrets.token_hex(8))
+        self.phase = Phase.EXPECT_HEADER
+        self.tls_active = settings.tls_active
+        self.identity: Identity | None = None
+        self.jid: JID | None = None
+        self.stream_id = ""
+        self._out: list[bytes] = []
+        self._parser = self._make_parser()
+        self._header_sent = False
+        self._mechanism: ServerMechanism | None = None
+        self._sasl_failures = 0
+        self._peer_from: str | None = None
+        self._pending_user: str | None = None
+
+    # --------------------------------------------------------------- plumbing
+    def _make_parser(self) -> StreamParser:
+        return StreamParser(self.settings.max_stanza_size, self.settings.max_depth)
+
+    def data_to_send(self) -> bytes:
+        """Bytes produced since the last call, in order."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def send_stanza(self, stanza: etree._Element) -> None:
+        self._out.append(etree.tostring(stanza))
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
+
+    def receive_data(self, data: bytes) -> list[StreamEvent]:
+        """Feed bytes from the peer; returns the events they complete."""
+        if self.phase in (Phase.CLOSED, Phase.WAIT_TLS):
+            return []  # after <proceed/>, plaintext bytes must not be trusted (RFC 6120 §5.4.3.3)
+        events: list[StreamEvent] = []
+        try:
+            for item in self._parser.feed(data):
+                if self.phase is Phase.CLOSED:
+                    break
+                if isinstance(item, StreamOpen):
+                    self._on_header(item)
+                elif isinstance(item, StreamClose):
+                    self.send(b"</stream:stream>")
+                    self.phase = Phase.CLOSED
+                    events.append(StreamEnded(by_peer=True))
+                else:
+                    self._on_element(item, events)
+                if self.phase is Phase.WAIT_TLS:
+                    break
+        except StreamError as err:
+            events.append(self._fail(err))
+        return events
+
+    def close(self, condition: str | None = None, text: str | None = None) -> StreamEnded:
+        """End the stream from our side, with a stream error when ``condition`` is set."""
+        if self.phase is Phase.CLOSED:
+            return StreamEnded()
+        if condition is None:
+            self._ensure_header()
+            self.send(b"</stream:stream>")
+            self.phase = Phase.CLOSED
+            return StreamEnded()
+        return self._fail(StreamError(condition, text))
+
+    def _fail(self, err: StreamError) -> StreamEnded:
+        self._ensure_header()
+        self.send(err.to_bytes())
+        self.send(b"</stream:stream>")
+        self.phase = Phase.CLOSED
+        return StreamEnded(error=err)
+
+    # ----------------------------------------------------------------- header
+    def _header_bytes(self) -> bytes:
+        attrs = {
+            "from": self.settings.domain,
+            "id": self.stream_id,
+            "version": "1.0",
+            "xml:lang": self.settings.lang,
+        }
+        if self._peer_from:
+            attrs["to"] = self._peer_from
+        rendered = " ".join(f'{k}="{_attr(v)}"' for k, v in attrs.items())
+        return (
+            b"<?xml version='1.0'?><stream:stream xmlns=\"jabber:client\" "
+            b'xmlns:stream="http://etherx.jabber.org/streams" ' + rendered.encode() + b">"
+        )
+
+    def _ensure_header(self) -> None:
+        if not self._header_sent:
+            if not self.stream_id:
+                self.stream_id = self._new_id()
+            self.send(self._header_bytes())
+            self._header_sent = True
+
+    def _on_header(self, header: StreamOpen) -> None:
+        if self.phase is not Phase.EXPECT_HEADER:
+            raise StreamError("not-well-formed", "unexpected stream header")
+        self.stream_id = self._new_id()
+        peer_from = header.attrs.get("from")
+        if peer_from is not None:
+            try:
+                self._peer_from = str(JID.parse(peer_from))
+            except JIDError:
+                self._peer_from = None
+        self._header_sent = False
+        if header.default_ns != ns.CLIENT:
+            raise StreamError("invalid-namespace", "the default namespace must be jabber:client")
+        to = header.attrs.get("to")
+        if to is None:
+            raise StreamError("host-unknown", "the stream header has no 'to' address")
+        try:
+            to_jid = JID.parse(to)
+        except JIDError:
+            raise StreamError("host-unknown", "the 'to' address is not a domain we serve") from None
+        if to_jid.domain != self.settings.domain or not to_jid.is_domain:
+            raise StreamError("host-unknown", f"this server does not serve {to}")
+        version = header.attrs.get("version", "0.9")
+        if not _version_ok(version):
+            raise StreamError("unsupported-version", "XMPP 1.0 is required")
+        self._ensure_header()
+        self.send(self._features())
+        self.phase = Phase.ESTABLISHED if self.jid is not None else Phase.NEGOTIATING
+
+    def _sasl_allowed(self) -> bool:
+        return self.tls_active or not self.settings.tls_required
+
+    def _features(self) -> bytes:
+        parts = [b"<stream:features>"]
+        if self.identity is None:
+            if self.settings.tls_available and not self.tls_active:
+                required = b"<required/>" if self.settings.tls_required else b""
+                parts.append(b'<starttls xmlns="%s">%s</starttls>' % (ns.TLS.encode(), required))
+            if self._sasl_allowed():
+                parts.append(b'<mechanisms xmlns="%s">' % ns.SASL.encode())
+                for name in self.settings.mechanisms:
+                    parts.append(b"<mechanism>%s</mechanism>" % name.encode())
+                parts.append(b"</mechanisms>")
+        elif self.jid is None:
+            parts.append(b'<bind xmlns="%s"/>' % ns.BIND.encode())
+            parts.append(b'<session xmlns="%s"><optional/></session>' % ns.SESSION.encode())
+            parts.append(b'<ver xmlns="%s"/>' % ns.ROSTER_VER.encode())
+        parts.append(b"</stream:features>")
+        return b"".join(parts)
+
+    # --------------------------------------------------------------- elements
+    def _on_element(self, el: etree._Element, events: list[StreamEvent]) -> None:
+        phase = self.phase
+        tag = el.tag
+        if phase is Phase.ESTABLISHED:
+            if tag not in _STANZAS:
+                raise StreamError(
+                    "unsupported-stanza-type", f"{etree.QName(el).localname} is not a stanza"
+                )
+            if tag == _IQ and len(el) == 1 and el[0].tag == _SESSION and el.get("to") in (
+                None, self.settings.domain,
+            ):  # fmt: skip
+                self._reply_result(el)  # RFC 6121 legacy session establishment: a no-op
+                return
+            if self._invalid_stanza(el):
+                return
+            el.set("from", str(self.jid))
+            events.append(StanzaReceived(el))
+            return
+        if phase is Phase.NEGOTIATING:
+            if self.identity is None:
+                self._pre_auth(el, events)
+            else:
+                self._pre_bind(el, events)
+            return
+        if phase is Phase.SASL:
+            self._sasl_element(el, events)
+            return
+        if phase is Phase.BINDING:
+            raise StreamError("not-authorized", "wait for the bind result")
+        raise StreamError("not-well-formed", "unexpected element")
+
+    def _invalid_stanza(self, el: etree._Element) -> bool:
+        """RFC 6120 §8.1/§8.2 checks that are the stream's business: bounce and drop."""
+        if el.tag != _IQ:
+            return False
+        kind = el.get("type")
+        if el.get("id") is None or kind not in ("get", "set", "result", "error"):
+            if kind != "error":
+                el.set("from", str(self.jid))
+                self._bounce(el, StanzaError("bad-request", "an iq needs an id and a valid type"))
+            return True
+        if kind in ("get", "set") and len(el) != 1:
+            el.set("from", str(self.jid))
+            self._bounce(
+                el, StanzaError("bad-request", "an iq get/set carries exactly one payload")
+            )
+            return True
+        return False
+
+    def _bounce(self, el: etree._Element, err: StanzaError) -> None:
+        reply = error_reply(el, err)
+        reply.attrib.pop("from", None)
+        reply.set("to", str(self.jid) if self.jid else "")
+        if not reply.get("to"):
+            del reply.attrib["to"]
+        self.send_stanza(reply)
+
+    def _reply_result(self, el: etree._Element) -> None:
+        reply = etree.Element(_IQ, nsmap={None: ns.CLIENT})
+        reply.set("type", "result")
+        reply.set("id", el.get("id") or "")
+        if self.jid is not None:
+            reply.set("to", str(self.jid))
+        self.send_stanza(reply)
+
+    def _pre_auth(self, el: etree._Element, events: list[StreamEvent]) -> None:
+        tag = el.tag
+        if tag == _STARTTLS:
+            if not self.settings.tls_available or self.tls_active:
+                self.send(b'<failure xmlns="%s"/>' % ns.TLS.encode())
+                self.send(b"</stream:stream>")
+                self.phase = Phase.CLOSED
+                events.append(StreamEnded())
+                return
+            self.send(b'<proceed xmlns="%s"/>' % ns.TLS.encode())
+            self.phase = Phase.WAIT_TLS
+            events.append(StartTLS())
+            return
+        if tag == _AUTH:
+            if not self._sasl_allowed():
+                self._sasl_failure("encryption-required", None, events)
+                return
+            name = el.get("mechanism", "")
+            factory = self.settings.mechanisms.get(name)
+            if factory is None:
+                self._sasl_failure("invalid-mechanism", None, events)
+                return
+            try:
+                initial = _b64decode(el.text)
+            except (binascii.Error, ValueError):
+                self._sasl_failure("incorrect-encoding", None, events)
+                return
+            self._mechanism = factory()
+            self.phase = Phase.SASL
+            self._sasl_step(self._mechanism.start(initial), events)
+            return
+        if tag in _STANZAS:
+            raise StreamError("not-authorized", "authenticate first")
+        raise StreamError("unsupported-stanza-type", "unexpected element during negotiation")
+
+    def _pre_bind(self, el: etree._Element, events: list[StreamEvent]) -> None:
+        if el.tag == _IQ and el.get("type") == "set" and len(el) == 1 and el[0].tag == _BIND:
+            iq_id = el.get("id")
+            if iq_id is None:
+                raise StreamError("not-authorized", "bind iq without id")
+            resource_el = el[0].find("{%s}resource" % ns.BIND)
+            requested = (resource_el.text or "").strip() if resource_el is not None else ""
+            resource = None
+            if requested:
+                try:
+                    resource = resourceprep(requested)
+                except JIDError:
+                    self._bind_error(iq_id, "bad-request", "the resource is not valid")
+                    return
+            if resource is None:
+                resource = secrets.token_hex(6)
+            assert self.identity is not None
+            jid = JID(self.identity.localpart, self.settings.domain, resource)
+            self.phase = Phase.BINDING
+            events.append(BindRequest(jid, iq_id))
+            return
+        if el.tag == _IQ and len(el) == 1 and el[0].tag == _SESSION:
+            self._reply_result(el)
+            return
+        raise StreamError("not-authorized", "bind a resource first")
+
+    def _bind_error(self, iq_id: str, condition: str, text: str | None = None) -> None:
+        err = StanzaError(condition, text)
+        iq = etree.Element(_IQ, nsmap={None: ns.CLIENT})
+        iq.set("type", "error")
+        iq.set("id", iq_id)
+        self.send_stanza(error_reply(iq, err))
+
+    # ------------------------------------------------------------------- SASL
+    def _sasl_element(self, el: etree._Element, events: list[StreamEvent]) -> None:
+        if self._mechanism is None:
+            raise StreamError("not-authorized", "no SASL exchange is waiting for input")
+        if el.tag == _ABORT:
+            self._sasl_failure("aborted", None, events)
+            return
+        if el.tag != _RESPONSE:
+            raise StreamError("not-authorized", "expected a SASL response")
+        try:
+            data = _b64decode(el.text) or b""
+        except (binascii.Error, ValueError):
+            self._sasl_failure("incorrect-encoding", None, events)
+            return
+        self._sasl_step(self._mechanism.respond(data), events)
+
+    def _sasl_step(self, step: SaslStep, events: list[StreamEvent]) -> None:
+        if isinstance(step, Challenge):
+            payload = base64.b64encode(step.data) if step.data else b"="
+            self.send(b'<challenge xmlns="%s">%s</challenge>' % (ns.SASL.encode(), payload))
+        elif isinstance(step, NeedPassword):
+            self._pending_user = step.authcid
+            events.append(CheckPassword(step.authcid, step.authzid, step.password))
+        elif isinstance(step, NeedScramCredentials):
+            self._pending_user = step.username
+            events.append(FetchScram(step.username, step.hash_name))
+        elif isinstance(step, Success):
+            self._sasl_success(step, events)
+        elif isinstance(step, Failure):
+            self._sasl_failure(step.condition, step.text, events)
+
+    def _sasl_success(self, step: Success, events: list[StreamEvent]) -> None:
+        name = self._mechanism.name if self._mechanism else ""
+        self._mechanism = None
+        self.identity = step.identity
+        payload = base64.b64encode(step.additional_data) if step.additional_data else b""
+        self.send(b'<success xmlns="%s">%s</success>' % (ns.SASL.encode(), payload))
+        events.append(Authenticated(step.identity, name))
+        self._restart()
+
+    def _sasl_failure(self, condition: str, text: str | None, events: list[StreamEvent]) -> None:
+        self._mechanism = None
+        self.phase = Phase.NEGOTIATING
+        body = b"<%s/>" % condition.encode()
+        if text:
+            body += b'<text xml:lang="en">%s</text>' % _text(text).encode()
+        self.send(b'<failure xmlns="%s">%s</failure>' % (ns.SASL.encode(), body))
+        if condition in ("aborted", "invalid-mechanism", "encryption-required"):
+            return
+        events.append(AuthFailed(self._pending_user, condition))
+        self._sasl_failures += 1
+        if self._sasl_failures >= MAX_SASL_ATTEMPTS:
+            events.append(self._fail(StreamError("policy-violation", "too many failed logins")))
+
+    def password_checked(self, result: Identity | AuthError) -> list[StreamEvent]:
+        """The backend's verdict on a :class:`CheckPassword`."""
+        if self.phase is not Phase.SASL:
+            return []
+        events: list[StreamEvent] = []
+        if isinstance(result, AuthError):
+            self._sasl_failure(result.condition, None, events)
+        else:
+            self._sasl_success(Success(result), events)
+        return events
+
+    def scram_credentials(
+        self, found: tuple[Identity, ScramCredentials] | None
+    ) -> list[StreamEvent]:
+        """The stored keys for a :class:`FetchScram` (``None``: unknown user)."""
+        if self.phase is not Phase.SASL or self._mechanism is None:
+            return []
+        events: list[StreamEvent] = []
+        self._sasl_step(self._mechanism.credentials(found), events)
+        return events
+
+    def rate_limited(self) -> list[StreamEvent]:
+        """The shell refused to even try: too many failures from this peer or user."""
+        events: list[StreamEvent] = []
+        self._sasl_failure("temporary-auth-failure", "too many failed attempts, try later", events)
+        return events
+
+    # --------------------------------------------------------- TLS and restart
+    def tls_established(self) -> None:
+        """The transport is now TLS: expect a fresh stream header (RFC 6120 §5.4.3.3)."""
+        self.tls_active = True
+        self._restart()
+
+    def _restart(self) -> None:
+        self._parser = self._make_parser()
+        self._header_sent = False
+        self.phase = Phase.EXPECT_HEADER
+
+    # -------------------------------------------------------------------- bind
+    def bind_result(self, iq_id: str, jid: JID | StanzaError) -> None:
+        """The router bound (or refused) the resource asked for in :class:`BindRequest`."""
+        if self.phase is not Phase.BINDING:
+            return
+        if isinstance(jid, StanzaError):
+            self.phase = Phase.NEGOTIATING
+            self._bind_error(iq_id, jid.condition, jid.text)
+            return
+        self.jid = jid
+        self.phase = Phase.ESTABLISHED
+        reply = etree.Element(_IQ, nsmap={None: ns.CLIENT})
+        reply.set("type", "result")
+        reply.set("id", iq_id)
+        bind = etree.SubElement(reply, _BIND, nsmap={None: ns.BIND})
+        etree.SubElement(bind, "{%s}jid" % ns.BIND).text = str(jid)
+        self.send_stanza(reply)
+
+
+def _version_ok(version: str) -> bool:
+    try:
+        major, _, _minor = version.partition(".")
+        return int(major) >= 1
+    except ValueError:
+        return False
+
+
+def _attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+def _text(value: str) -> str:
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,0 +1,1 @@
+"""trio shells around the sans-IO streams: listeners, connections, TLS."""

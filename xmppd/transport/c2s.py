@@ -1,0 +1,318 @@
+"""The trio shell of one client connection: socket, TLS, timeouts, bounded send queue.
+
+The protocol lives in :class:`xmppd.stream.c2s.C2SStream`; this module only performs
+the I/O its events ask for. Two tasks per bound connection: the reader (parse, route)
+and the writer (drain the queue). Before binding there is only the reader, which writes
+directly, so nothing else can be interleaved with negotiation.
+
+A peer that does not read is cut off when its queue passes ``send_queue_bytes``: memory
+stays bounded and the router never blocks on one slow client.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+from lxml import etree
+
+from xmppd.auth.base import AuthContext, AuthError
+from xmppd.session import Session
+from xmppd.stream.c2s import (
+    Authenticated,
+    AuthFailed,
+    BindRequest,
+    C2SStream,
+    CheckPassword,
+    FetchScram,
+    StanzaReceived,
+    StartTLS,
+    StreamEnded,
+    StreamEvent,
+)
+from xmppd.xml import ns
+from xmppd.xml.errors import StanzaError
+
+if TYPE_CHECKING:
+    from xmppd.server import Server
+
+log = logging.getLogger("xmppd.c2s")
+
+READ_SIZE = 65536
+
+
+class C2SConnection:
+    """One accepted TCP (or direct TLS) connection, from accept to close."""
+
+    def __init__(
+        self, server: Server, transport: trio.abc.Stream, peer_ip: str, *, direct_tls: bool
+    ) -> None:
+        self.server = server
+        self.transport = transport
+        self.peer_ip = peer_ip
+        self.direct_tls = direct_tls
+        self.session: Session | None = None
+        self.stream = C2SStream(server.c2s_settings(peer_ip, direct_tls))
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
+        self._wake: trio.Event | None = None
+        self._closing = False
+        self._cancel: trio.CancelScope | None = None
+        self._failures = 0
+
+    # ---------------------------------------------------------------- Outbox
+    def enqueue(self, data: bytes) -> bool:
+        if self._closing:
+            return False
+        if self._queued + len(data) > self.server.config.c2s.send_queue_bytes:
+            log.warning(
+                "event=slow_reader_disconnected jid=%s ip=%s queued=%d",
+                self.session.full_str if self.session else "-",
+                self.peer_ip,
+                self._queued,
+            )
+            self._abort()
+            return False
+        self._queue.append(data)
+        self._queued += len(data)
+        if self._wake is not None:
+            self._wake.set()
+        return True
+
+    def close(self, condition: str | None = None, text: str | None = None) -> None:
+        """End the stream politely: queue the error and the close tag, then hang up."""
+        if self._closing:
+            return
+        self.stream.close(condition, text)
+        self._queue.append(self.stream.data_to_send())
+        self._closing = True
+        if self._wake is not None:
+            self._wake.set()
+        elif self._cancel is not None and self.session is None:
+            self._cancel.cancel()
+
+    def _abort(self) -> None:
+        self._closing = True
+        self._queue.clear()
+        self._queued = 0
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    # ------------------------------------------------------------------- run
+    async def run(self) -> None:
+        cfg = self.server.config.c2s
+        try:
+            with trio.CancelScope() as self._cancel:
+                if self.direct_tls:
+                    with trio.fail_after(cfg.handshake_timeout):
+                        await self._start_tls()
+                with trio.move_on_after(cfg.handshake_timeout) as deadline:
+                    bound = await self._negotiate()
+                if deadline.cancelled_caught:
+                    await self._send_direct_close("connection-timeout", "negotiation took too long")
+                    return
+                if not bound:
+                    return
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer, nursery.cancel_scope)
+                    await self._reader()
+                    # reader finished: let the writer flush the closing bytes
+                    self._closing = True
+                    if self._wake is not None:
+                        self._wake.set()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+            pass
+        except Exception:
+            log.exception("event=connection_crashed ip=%s", self.peer_ip)
+        finally:
+            await self._teardown()
+
+    async def _teardown(self) -> None:
+        session = self.session
+        self.session = None
+        if session is not None:
+            self.server.router.unbind(session)
+            handler = self.server.router.presence_handler
+            if handler is not None:
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    try:
+                        await handler.session_ended(session)
+                    except Exception:
+                        log.exception("event=presence_cleanup_failed jid=%s", session.full_str)
+            log.info("event=session_ended jid=%s", session.full_str)
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            try:
+                await self.transport.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+    async def _send_direct(self) -> None:
+        data = self.stream.data_to_send()
+        if data:
+            await self.transport.send_all(data)
+
+    async def _send_direct_close(self, condition: str, text: str) -> None:
+        self.stream.close(condition, text)
+        with trio.move_on_after(2):
+            await self._send_direct()
+
+    async def _start_tls(self) -> None:
+        ctx = self.server.ssl_context
+        assert ctx is not None
+        tls = trio.SSLStream(self.transport, ctx, server_side=True)
+        await tls.do_handshake()
+        self.transport = tls
+
+    # ------------------------------------------------------------ negotiation
+    async def _negotiate(self) -> bool:
+        """Run the stream up to a bound resource; ``False`` if it ended before."""
+        while True:
+            data = await self.transport.receive_some(READ_SIZE)
+            if not data:
+                return False
+            events = self.stream.receive_data(data)
+            while events:
+                event = events.pop(0)
+                more = await self._negotiation_event(event)
+                if more is None:
+                    await self._send_direct()
+                    return False
+                events.extend(more)
+            await self._send_direct()
+            if self.session is not None:
+                return True
+            if self.stream.closed:
+                return False
+
+    async def _negotiation_event(self, event: StreamEvent) -> list[StreamEvent] | None:
+        """Handle one event; ``None`` means the stream is over."""
+        server = self.server
+        if isinstance(event, StartTLS):
+            await self._send_direct()
+            await self._start_tls()
+            self.stream.tls_established()
+            return []
+        if isinstance(event, CheckPassword):
+            if not server.login_allowed(self.peer_ip, event.authcid):
+                return self.stream.rate_limited()
+            ctx = AuthContext(
+                peer_ip=self.peer_ip,
+                transport="tls" if self.stream.tls_active else "tcp",
+                secure=self.stream.tls_active,
+            )
+            try:
+                identity = await server.authenticator.check_password(
+                    event.authcid, event.password, ctx
+                )
+            except AuthError as err:
+                return self.stream.password_checked(err)
+            return self.stream.password_checked(identity)
+        if isinstance(event, FetchScram):
+            if not server.login_allowed(self.peer_ip, event.username):
+                return self.stream.rate_limited()
+            try:
+                found = await server.authenticator.scram_credentials(
+                    event.username, event.hash_name
+                )  # type: ignore[arg-type]
+            except AuthError:
+                found = None
+            return self.stream.scram_credentials(found)
+        if isinstance(event, AuthFailed):
+            server.record_login_failure(self.peer_ip, event.username)
+            self._failures += 1
+            log.info("event=auth_failed ip=%s condition=%s", self.peer_ip, event.condition)
+            # Slow down guessing from one connection: each failure costs more time.
+            await trio.sleep(min(0.2 * self._failures, 2.0))
+            return []
+        if isinstance(event, Authenticated):
+            server.record_login_success(self.peer_ip, event.identity.localpart)
+            log.info(
+                "event=authenticated user=%s mechanism=%s ip=%s",
+                event.identity.localpart,
+                event.mechanism,
+                self.peer_ip,
+            )
+            return []
+        if isinstance(event, BindRequest):
+            session = Session(event.jid, self, "tls" if self.stream.tls_active else "tcp")
+            replaced = server.router.bind(session)
+            if replaced is not None:
+                replaced.close("conflict", "replaced by a new session with the same resource")
+            self.session = session
+            self.stream.bind_result(event.iq_id, event.jid)
+            log.info("event=session_bound jid=%s ip=%s", session.full_str, self.peer_ip)
+            return []
+        if isinstance(event, StreamEnded):
+            return None
+        if isinstance(event, StanzaReceived):  # cannot happen before bind
+            return []
+        return []
+
+    # ----------------------------------------------------------- established
+    async def _reader(self) -> None:
+        cfg = self.server.config.c2s
+        router = self.server.router
+        session = self.session
+        assert session is not None
+        ping_id: str | None = None
+        while not self._closing:
+            timeout = cfg.ping_timeout if ping_id else cfg.ping_interval
+            with trio.move_on_after(timeout if timeout > 0 else math.inf) as idle:
+                data = await self.transport.receive_some(READ_SIZE)
+            if idle.cancelled_caught:
+                if ping_id is not None:
+                    self.close("connection-timeout", "no answer to ping")
+                    return
+                ping_id = "ping-" + secrets.token_hex(4)
+                self.enqueue(_ping(self.server.config.server.domain, session.full_str, ping_id))
+                continue
+            if not data:
+                return
+            ping_id = None
+            for event in self.stream.receive_data(data):
+                if isinstance(event, StanzaReceived):
+                    try:
+                        await router.route(event.stanza, session)
+                    except Exception:
+                        log.exception("event=routing_failed jid=%s", session.full_str)
+                        router.bounce(event.stanza, StanzaError("internal-server-error"))
+                elif isinstance(event, StreamEnded):
+                    out = self.stream.data_to_send()
+                    if out:
+                        self._queue.append(out)
+                    return
+            out = self.stream.data_to_send()
+            if out:
+                self.enqueue(out)
+
+    async def _writer(self, cancel_scope: trio.CancelScope) -> None:
+        transport = self.transport
+        try:
+            while True:
+                if not self._queue:
+                    if self._closing:
+                        break
+                    self._wake = trio.Event()
+                    await self._wake.wait()
+                    self._wake = None
+                    continue
+                data = b"".join(self._queue)
+                self._queue.clear()
+                self._queued = 0
+                await transport.send_all(data)
+        finally:
+            cancel_scope.cancel()
+
+
+def _ping(domain: str, to: str, iq_id: str) -> bytes:
+    iq = etree.Element("{%s}iq" % ns.CLIENT, nsmap={None: ns.CLIENT})
+    iq.set("type", "get")
+    iq.set("id", iq_id)
+    iq.set("from", domain)
+    iq.set("to", to)
+    etree.SubElement(iq, "{%s}ping" % ns.PING, nsmap={None: ns.PING})
+    return etree.tostring(iq)
