@@ -185,8 +185,8 @@ class Server:
         for conn in list(self.connections):
             conn.close("system-shutdown", "the server is shutting down")
         with trio.move_on_after(grace):
-            while self.connections:
-                await trio.sleep(0.05)  # noqa: ASYNC110 - connections end on their own tasks
+            while self.connections:  # noqa: ASYNC110 - connections end on their own tasks
+                await trio.sleep(0.05)
 
 
 async def _refuse(stream: trio.SocketStream, domain: str) -> None:

@@ -39,18 +39,22 @@ class Meter:
     wall: float = 0.0
     client_cpu_s: float = 0.0
     server_cpu_s: float = 0.0
+    server_rss_start_kib: int = 0
+    server_rss_end_kib: int = 0
     _start: tuple[float, float, float] = field(default=(0.0, 0.0, 0.0), repr=False)
 
     def start(self) -> None:
         self._start = (time.perf_counter(), client_cpu(), server_cpu(self.server_pid))
+        self.server_rss_start_kib = rss_kib(self.server_pid)
 
     def stop(self) -> None:
         t0, c0, s0 = self._start
         self.wall = time.perf_counter() - t0
         self.client_cpu_s = client_cpu() - c0
         self.server_cpu_s = server_cpu(self.server_pid) - s0
+        self.server_rss_end_kib = rss_kib(self.server_pid)
 
-    def as_dict(self) -> dict[str, float]:
+    def as_dict(self) -> dict[str, float | int]:
         wall = self.wall or 1e-9
         return {
             "wall_s": round(self.wall, 3),
@@ -58,6 +62,8 @@ class Meter:
             "server_cpu_s": round(self.server_cpu_s, 3),
             "client_cpu_pct": round(100 * self.client_cpu_s / wall, 1),
             "server_cpu_pct": round(100 * self.server_cpu_s / wall, 1),
+            "server_rss_start_kib": self.server_rss_start_kib,
+            "server_rss_end_kib": self.server_rss_end_kib,
         }
 
 

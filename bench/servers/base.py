@@ -7,6 +7,7 @@ block, signal handlers and atexit) leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -128,23 +129,25 @@ class Server:
         raise TimeoutError(f"{self.name} not ready after {timeout:.0f} s ({last})")
 
     def stop(self, timeout: float = 20.0) -> None:
-        proc, self.proc = self.proc, None
-        RUNNING.discard(self)
+        """SIGTERM the process group, wait, then SIGKILL whatever is left (even if interrupted
+        while waiting)."""
+        proc = self.proc
         if proc is None:
+            RUNNING.discard(self)
             return
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            except ProcessLookupError:
-                pass
-        try:  # whatever is left in the group (erl_child_setup, stragglers)
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait(5)
+        try:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # stragglers (erl_child_setup, ...)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+            self.proc = None
+            RUNNING.discard(self)
 
     def restart(self) -> None:
         self.stop()
@@ -187,8 +190,15 @@ class Server:
 
 
 def stop_all() -> None:
-    for server in list(RUNNING):
-        try:
-            server.stop()
-        except Exception as exc:  # keep stopping the others
-            print(f"[bench] stopping {server.name} failed: {exc}", flush=True)
+    """Stop every server this process started; a second Ctrl-C does not cut it short."""
+    if not RUNNING:
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for server in list(RUNNING):
+            try:
+                server.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"[bench] stopping {server.name} failed: {exc}", flush=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
