@@ -18,6 +18,7 @@ from xmppd.auth.base import Authenticator
 from xmppd.auth.ratelimit import FailureLimiter
 from xmppd.config import Config
 from xmppd.jid import JIDError, nodeprep
+from xmppd.memory import trim_periodically
 from xmppd.router import Router
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings
@@ -237,6 +238,7 @@ async def run_server(
     """Serve until cancelled or SIGTERM/SIGINT; then shut down gracefully."""
     async with trio.open_nursery() as nursery:
         listening = await nursery.start(server.serve_c2s)
+        nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         log.info(
             "event=started domain=%s version=%s python=%s",
             server.config.server.domain,

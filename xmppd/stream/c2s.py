@@ -195,6 +195,14 @@ class C2SStream:
     def send_stanza(self, stanza: etree._Element) -> None:
         self._out.append(etree.tostring(stanza))
 
+    def dispose(self) -> None:
+        """Free parser state; the connection is gone."""
+        self._parser.dispose()
+
+    def hibernate(self) -> bool:
+        """Release parser memory while an established stream is idle between stanzas."""
+        return self.phase is Phase.ESTABLISHED and self._parser.hibernate()
+
     @property
     def closed(self) -> bool:
         return self.phase is Phase.CLOSED
@@ -535,6 +543,7 @@ class C2SStream:
         self._restart()
 
     def _restart(self) -> None:
+        self._parser.dispose()
         self._parser = self._make_parser()
         self._header_sent = False
         self.phase = Phase.EXPECT_HEADER

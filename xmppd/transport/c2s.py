@@ -60,6 +60,8 @@ class C2SConnection:
         self._queue: deque[bytes] = deque()
         self._queued = 0
         self._wake: trio.Event | None = None
+        self._nursery: trio.Nursery | None = None
+        self._writer_running = False
         self._closing = False
         self._cancel: trio.CancelScope | None = None
         self._failures = 0
@@ -79,9 +81,16 @@ class C2SConnection:
             return False
         self._queue.append(data)
         self._queued += len(data)
+        self._kick_writer()
+        return True
+
+    def _kick_writer(self) -> None:
+        """Wake the writer, or start one: idle connections keep no writer task."""
         if self._wake is not None:
             self._wake.set()
-        return True
+        elif not self._writer_running and self._nursery is not None:
+            self._writer_running = True
+            self._nursery.start_soon(self._writer)
 
     def close(self, condition: str | None = None, text: str | None = None) -> None:
         """End the stream politely: queue the error and the close tag, then hang up."""
@@ -90,9 +99,9 @@ class C2SConnection:
         self.stream.close(condition, text)
         self._queue.append(self.stream.data_to_send())
         self._closing = True
-        if self._wake is not None:
-            self._wake.set()
-        elif self._cancel is not None and self.session is None:
+        if self._nursery is not None:
+            self._kick_writer()
+        elif self._cancel is not None:
             self._cancel.cancel()
 
     def _abort(self) -> None:
@@ -118,12 +127,13 @@ class C2SConnection:
                 if not bound:
                     return
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer, nursery.cancel_scope)
+                    self._nursery = nursery
+                    if self._queue:
+                        self._kick_writer()
                     await self._reader()
-                    # reader finished: let the writer flush the closing bytes
+                    # reader finished: let the writer flush the closing bytes, then stop
                     self._closing = True
-                    if self._wake is not None:
-                        self._wake.set()
+                    self._kick_writer()
         except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
             pass
         except Exception:
@@ -132,6 +142,7 @@ class C2SConnection:
             await self._teardown()
 
     async def _teardown(self) -> None:
+        self.stream.dispose()
         session = self.session
         self.session = None
         if session is not None:
@@ -259,11 +270,22 @@ class C2SConnection:
         session = self.session
         assert session is not None
         ping_id: str | None = None
+        hibernate_after = cfg.hibernate_after
         while not self._closing:
             timeout = cfg.ping_timeout if ping_id else cfg.ping_interval
-            with trio.move_on_after(timeout if timeout > 0 else math.inf) as idle:
-                data = await self.transport.receive_some(READ_SIZE)
-            if idle.cancelled_caught:
+            if timeout <= 0:
+                timeout = math.inf
+            data = None
+            if 0 < hibernate_after < timeout:
+                with trio.move_on_after(hibernate_after):
+                    data = await self.transport.receive_some(READ_SIZE)
+                if data is None:
+                    self.stream.hibernate()
+                    timeout -= hibernate_after
+            if data is None:
+                with trio.move_on_after(timeout):
+                    data = await self.transport.receive_some(READ_SIZE)
+            if data is None:
                 if ping_id is not None:
                     self.close("connection-timeout", "no answer to ping")
                     return
@@ -289,23 +311,36 @@ class C2SConnection:
             if out:
                 self.enqueue(out)
 
-    async def _writer(self, cancel_scope: trio.CancelScope) -> None:
+    async def _writer(self) -> None:
+        """Drain the queue; linger a little, then exit so idle peers hold no task."""
         transport = self.transport
+        linger = self.server.config.c2s.hibernate_after or 5.0
         try:
             while True:
                 if not self._queue:
                     if self._closing:
                         break
                     self._wake = trio.Event()
-                    await self._wake.wait()
+                    with trio.move_on_after(linger):
+                        await self._wake.wait()
+                    woken = self._wake.is_set()
                     self._wake = None
+                    if not woken and not self._queue:
+                        return
                     continue
                 data = b"".join(self._queue)
                 self._queue.clear()
                 self._queued = 0
                 await transport.send_all(data)
+        except BaseException:
+            if self._cancel is not None:
+                self._cancel.cancel()
+            raise
         finally:
-            cancel_scope.cancel()
+            self._writer_running = False
+        # closing and flushed: hang up (cancels the reader too)
+        if self._cancel is not None:
+            self._cancel.cancel()
 
 
 def _ping(domain: str, to: str, iq_id: str) -> bytes:

@@ -1,0 +1,183 @@
+"""Run a real ``xmppd serve`` in a subprocess for integration tests.
+
+Tests talk to it over real sockets with real clients (slixmpp, raw sockets, Debian
+clients), exactly as users would. Each server gets its own temp data dir and free ports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from xmppd.storage import Database
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_toml(data: dict[str, dict[str, Any]]) -> str:
+    lines: list[str] = []
+
+    def section(name: str, table: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        lines.append("")
+        for k, v in table.items():
+            if isinstance(v, dict):
+                section(f"{name}.{k}", v)
+
+    for name, table in data.items():
+        section(name, table)
+    return "\n".join(lines)
+
+
+@dataclass
+class XmppdProcess:
+    """A running server; ``port`` is plain c2s (STARTTLS), ``tls_port`` direct TLS."""
+
+    data_dir: Path
+    config_path: Path
+    port: int
+    tls_port: int
+    domain: str = "localhost"
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path = field(default_factory=Path)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        db = self.overrides.get("database", {}).get("url")
+        return db or f"sqlite:///{self.data_dir / 'xmppd.sqlite3'}"
+
+    def database(self) -> Database:
+        return Database(self.database_url)
+
+    def add_user(self, localpart: str, password: str) -> str:
+        db = self.database()
+        try:
+            db.upgrade()
+            db.create_user(localpart, password)
+        finally:
+            db.dispose()
+        return f"{localpart}@{self.domain}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        env = dict(os.environ)
+        env.pop("XMPPD_CONFIG", None)
+        self.log_path = self.data_dir / "xmppd.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "xmppd", "--config", str(self.config_path), "serve"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"xmppd exited early:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"xmppd did not start listening:\n{self.log()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+def make_server(tmp: Path, **overrides: dict[str, Any]) -> XmppdProcess:
+    """Write a config under ``tmp`` (defaults suitable for tests; ``overrides`` per section)."""
+    port, tls_port = free_port(), free_port()
+    data: dict[str, dict[str, Any]] = {
+        "server": {"domain": "localhost", "data_dir": str(tmp), "log_level": "INFO"},
+        "c2s": {
+            "bind": "127.0.0.1",
+            "port": port,
+            "direct_tls_port": tls_port,
+            "require_encryption": True,
+            "allow_plain_on_loopback": True,
+            "handshake_timeout": 10.0,
+        },
+    }
+    for section, values in overrides.items():
+        data.setdefault(section, {}).update(values)
+    config_path = tmp / "xmppd.toml"
+    config_path.write_text(render_toml(data), encoding="utf-8")
+    return XmppdProcess(
+        data_dir=tmp,
+        config_path=config_path,
+        port=data["c2s"]["port"],
+        tls_port=data["c2s"]["direct_tls_port"],
+        overrides=overrides,
+    )
+
+
+@contextlib.contextmanager
+def running_server(tmp: Path, **overrides: dict[str, Any]) -> Iterator[XmppdProcess]:
+    server = make_server(tmp, **overrides)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def xmppd_server(tmp_path: Path) -> Iterator[XmppdProcess]:
+    """A fresh server with default settings and users alice/bob (password ``secret``)."""
+    server = make_server(tmp_path)
+    server.add_user("alice", "secret")
+    server.add_user("bob", "secret")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
