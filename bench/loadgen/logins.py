@@ -15,7 +15,15 @@ from .meter import Meter, percentile
 from .target import Target
 
 HEADLINE = ("logins_per_s", "logins/s", True)
-DEFAULTS = {"mechanism": "scram", "workers": 50, "duration": 10.0, "warmup": 1.0, "pool": 200}
+DEFAULTS = {
+    "mechanism": "scram",
+    "workers": 50,
+    "duration": 10.0,
+    "warmup": 1.0,
+    "pool": 200,
+    "graceful_close": True,
+    "fixed_resource": False,
+}
 QUICK = {"duration": 2.0, "warmup": 0.5}
 
 
@@ -26,6 +34,8 @@ def accounts_needed(params: dict) -> int:
 async def run(target: Target, params: dict) -> dict:
     mechanism = target.mechanism if params["mechanism"] == "scram" else params["mechanism"]
     workers = int(params["workers"])
+    fixed_resource = str(params["fixed_resource"]).lower() in ("1", "true", "yes")
+    graceful = str(params["graceful_close"]).lower() in ("1", "true", "yes")
     pool = target.users[: int(params["pool"])]
     counter = itertools.count()
     state = {"measuring": False, "stop": False, "ok": 0, "errors": 0, "last_error": ""}
@@ -42,10 +52,13 @@ async def run(target: Target, params: dict) -> dict:
             try:
                 client = await xmpp.connect(target.host, target.port, target.domain)
                 async with asyncio.timeout(30):
-                    await client.login(user, password, mechanism, f"l{next(counter)}")
+                    resource = f"w{w}" if fixed_resource else f"l{next(counter)}"
+                    await client.login(user, password, mechanism, resource)
                 if state["measuring"]:
                     state["ok"] += 1
                     latencies.append(time.perf_counter() - t0)
+                if graceful:
+                    await client.close_gracefully()
             except (OSError, TimeoutError, ValueError, xmpp.XmppError) as exc:
                 state["errors"] += 1
                 state["last_error"] = str(exc)[:200]

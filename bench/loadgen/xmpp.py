@@ -230,6 +230,21 @@ class Client(asyncio.Protocol):
         )
         await self.recv_until(lambda e: e.startswith("<iq") and attr_id(e) == ident)
 
+    async def close_gracefully(self, wait: float = 5.0) -> None:
+        """Send the stream end and wait (bounded) for the server's before closing the socket."""
+        if self.transport is None or self.closed:
+            return
+        self.on_stanza = None
+        self.transport.write(b"</stream:stream>")
+        try:
+            async with asyncio.timeout(wait):
+                while await self.recv() != "</stream:stream>":
+                    pass
+        except (TimeoutError, XmppError):
+            pass
+        self.transport.close()
+        self.closed = True
+
     def close(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.write(b"</stream:stream>")
