@@ -1,0 +1,1 @@
+"""Server-side handlers: disco, ping, version, roster, presence, offline messages …"""

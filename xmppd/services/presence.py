@@ -1,0 +1,588 @@
+"""Presence subscriptions (RFC 6121 §3) and presence exchange (§4) for local accounts.
+
+Subscription state lives on both rosters; every subscription stanza is processed once
+on the sender's roster ("outbound", Appendix A.2) and once on the recipient's roster
+("inbound", Appendix A.3). Both tables are the pure functions :func:`outbound_state` and
+:func:`inbound_state`, so the transitions can be read (and tested) in one place.
+
+There is no server-to-server link, so contacts on other domains never see our presence
+and we never see theirs; local contacts are served directly from their sessions, which
+is what a probe (§4.3) would have returned.
+
+Pending inbound requests are kept in storage's pending-subscription table, which is
+authoritative; ``RosterItem.pending_in`` is only written along when an item changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, replace
+
+from lxml import etree
+
+from xmppd.jid import JID, JIDError
+from xmppd.router import Router
+from xmppd.services import roster as roster_mod
+from xmppd.services.offline import OfflineService
+from xmppd.services.roster import RosterService
+from xmppd.session import Session
+from xmppd.storage import AsyncDatabase, RosterItem
+from xmppd.storage.database import Database
+from xmppd.xml import ns
+from xmppd.xml.errors import StanzaError
+
+log = logging.getLogger("xmppd.presence")
+
+PRESENCE = "{%s}presence" % ns.CLIENT
+PRIORITY = "{%s}priority" % ns.CLIENT
+SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
+FROM_STATES = frozenset({"from", "both"})
+TO_STATES = frozenset({"to", "both"})
+
+
+# ------------------------------------------------------------------- state tables
+@dataclass(frozen=True, slots=True)
+class SubState:
+    """One side's view of a subscription: RFC 6121 Appendix A's states plus pre-approval."""
+
+    subscription: str = "none"
+    ask_out: bool = False
+    pending_in: bool = False
+    approved: bool = False
+
+    @property
+    def has_to(self) -> bool:
+        return self.subscription in TO_STATES
+
+    @property
+    def has_from(self) -> bool:
+        return self.subscription in FROM_STATES
+
+    def visible(self) -> tuple[str, bool, bool]:
+        """What a roster item shows (§2.1.2); a change here needs a roster push."""
+        return self.subscription, self.ask_out, self.approved
+
+
+def _with(state: SubState, *, to: bool | None = None, from_: bool | None = None) -> SubState:
+    has_to = state.has_to if to is None else to
+    has_from = state.has_from if from_ is None else from_
+    sub = {(False, False): "none", (True, False): "to", (False, True): "from", (True, True): "both"}
+    return replace(state, subscription=sub[(has_to, has_from)])
+
+
+def outbound_state(kind: str, state: SubState) -> SubState:
+    """The sender's roster after it sends ``kind`` to the contact (Appendix A.2)."""
+    if kind == "subscribe":
+        return state if state.has_to else replace(state, ask_out=True)
+    if kind == "unsubscribe":
+        return replace(_with(state, to=False), ask_out=False)
+    if kind == "subscribed":
+        if state.pending_in:
+            return replace(_with(state, from_=True), pending_in=False, approved=False)
+        if state.has_from:
+            return state
+        return replace(state, approved=True)  # §3.4 pre-approval
+    if kind == "unsubscribed":
+        return replace(_with(state, from_=False), pending_in=False, approved=False)
+    raise ValueError(kind)
+
+
+def inbound_state(kind: str, state: SubState) -> SubState:
+    """The recipient's roster after ``kind`` arrives from the contact (Appendix A.3)."""
+    if kind == "subscribe":
+        if state.has_from:
+            return state  # auto-reply "subscribed" (§3.1.3)
+        if state.approved:
+            return replace(_with(state, from_=True), approved=False, pending_in=False)
+        return replace(state, pending_in=True)
+    if kind == "subscribed":
+        if not state.ask_out:
+            return state  # unsolicited: ignored (§3.1.6)
+        return replace(_with(state, to=True), ask_out=False)
+    if kind == "unsubscribe":
+        return replace(_with(state, from_=False), pending_in=False)
+    if kind == "unsubscribed":
+        return replace(_with(state, to=False), ask_out=False)
+    raise ValueError(kind)
+
+
+def parse_priority(stanza: etree._Element) -> int:
+    """``<priority/>`` as an int in -128..127; absent or invalid means 0 (RFC 6121 §4.7.2.3)."""
+    el = stanza.find(PRIORITY)
+    if el is None or el.text is None:
+        return 0
+    try:
+        value = int(el.text.strip())
+    except ValueError:
+        return 0
+    return value if -128 <= value <= 127 else 0
+
+
+def _apply_sync(
+    db: Database,
+    owner: str,
+    peer: str,
+    transition: Callable[[SubState], SubState],
+    request_xml: str | None,
+) -> tuple[SubState, SubState, RosterItem | None, int | None]:
+    """Read, transition and write one roster's view of ``peer`` in a single thread hop.
+
+    Returns the old and new state, plus the item and version when a push is due.
+    """
+    item = db.get_roster_item(owner, peer)
+    pending = any(from_jid == peer for from_jid, _ in db.get_pending_subscriptions(owner))
+    if item is None:
+        old = SubState(pending_in=pending)
+    else:
+        old = SubState(item.subscription, item.ask_out, pending, item.approved)
+    new = transition(old)
+    if new.pending_in and request_xml is not None:
+        db.add_pending_subscription(owner, peer, request_xml)
+    elif old.pending_in and not new.pending_in:
+        db.remove_pending_subscription(owner, peer)
+    if new.visible() == old.visible():
+        return old, new, None, None
+    base = item if item is not None else RosterItem(jid=peer)
+    updated = replace(
+        base,
+        subscription=new.subscription,
+        ask_out=new.ask_out,
+        pending_in=new.pending_in,
+        approved=new.approved,
+    )
+    return old, new, updated, db.put_roster_item(owner, updated)
+
+
+def _presence(type_: str | None, from_: str, to: str, id_: str | None = None) -> etree._Element:
+    el = etree.Element(PRESENCE, nsmap={None: ns.CLIENT})
+    if type_ is not None:
+        el.set("type", type_)
+    el.set("from", from_)
+    el.set("to", to)
+    if id_ is not None:
+        el.set("id", id_)
+    return el
+
+
+def _addressed(stanza: etree._Element, to: str, from_: str | None = None) -> etree._Element:
+    """A copy of ``stanza`` with a new 'to' (and optionally 'from')."""
+    out = copy.deepcopy(stanza)
+    out.set("to", to)
+    if from_ is not None:
+        out.set("from", from_)
+    return out
+
+
+# ------------------------------------------------------------------------ manager
+class PresenceManager:
+    """The router's :class:`~xmppd.router.PresenceHandler` for local accounts."""
+
+    def __init__(
+        self,
+        router: Router,
+        adb: AsyncDatabase,
+        roster: RosterService,
+        offline: OfflineService | None = None,
+    ) -> None:
+        self.router = router
+        self.adb = adb
+        self.roster = roster
+        self.offline = offline
+
+    # ------------------------------------------------------- PresenceHandler API
+    async def outbound(self, stanza: etree._Element, origin: Session) -> None:
+        """Presence a local session sent: broadcast, directed, or subscription."""
+        kind = stanza.get("type")
+        to_attr = stanza.get("to")
+        try:
+            if kind in SUBSCRIPTION_TYPES:
+                if to_attr is None:
+                    raise StanzaError("bad-request", "a subscription stanza needs a 'to'")
+                await self._outbound_subscription(kind, stanza, origin, _bare(to_attr))
+            elif to_attr is not None:
+                await self._directed_elsewhere(stanza, origin, _parse(to_attr))
+            elif kind is None:
+                await self._available(stanza, origin)
+            elif kind == "unavailable":
+                await self._unavailable(stanza, origin)
+            elif kind not in ("probe", "error"):
+                raise StanzaError("bad-request", "unknown presence type")
+            # probe/error without 'to': nothing to do (§4.3.1: probes are the server's job)
+        except StanzaError as err:
+            self.router.bounce(stanza, err)
+
+    async def inbound(self, stanza: etree._Element, to: JID) -> None:
+        """Presence addressed to a local account, from a session, service or component."""
+        kind = stanza.get("type")
+        sender_attr = stanza.get("from")
+        if sender_attr is None:
+            return
+        try:
+            sender = JID.parse(sender_attr)
+        except JIDError:
+            return
+        if kind in SUBSCRIPTION_TYPES:
+            routed = _addressed(stanza, str(to.bare), str(sender.bare))
+            await self._inbound_subscription(kind, routed, to.bare)
+            return
+        if kind == "probe":
+            await self._answer_probe(stanza, sender, to.bare)
+            return
+        if kind not in (None, "unavailable", "error"):
+            return
+        if kind != "error":
+            self._track_directed(sender, to, kind)
+        data = etree.tostring(stanza)
+        if to.resource is not None:
+            # §8.5.3: a full JID gets it if that resource is connected, else it is dropped.
+            target = self.router.session_for(to)
+            if target is not None:
+                target.send(data)
+            return
+        # §4.6.3 / §8.5.2.1.2: directed presence to a bare JID reaches every available resource.
+        for session in self._available_sessions(str(to)):
+            session.send(data)
+
+    async def session_ended(self, session: Session) -> None:
+        """The stream closed without unavailable presence: act as if it had sent it (§4.5.2)."""
+        current = self.router.session_for(session.jid)
+        if current is not None and current is not session and current.available:
+            # Replaced by a new session on the same full JID that is already online:
+            # an unavailable from that JID would make contacts think it went away.
+            session.available = False
+            session.directed_presence.clear()
+            return
+        if not session.available and not session.directed_presence:
+            return
+        el = etree.Element(PRESENCE, nsmap={None: ns.CLIENT}, type="unavailable")
+        el.set("from", session.full_str)
+        await self._unavailable(el, session)
+
+    # ------------------------------------------------------------ broadcasting
+    async def _available(self, stanza: etree._Element, origin: Session) -> None:
+        """Initial presence (§4.2) or a presence update (§4.4)."""
+        initial = not origin.available
+        was_negative = origin.priority < 0
+        pres = copy.deepcopy(stanza)
+        pres.attrib.pop("to", None)
+        pres.set("from", origin.full_str)
+        origin.available = True
+        origin.priority = parse_priority(stanza)
+        origin.presence = pres
+        items = await self._roster_items(origin.bare_str)
+        for contact in (i.jid for i in items if i.subscription in FROM_STATES):
+            await self._send_to_bare(pres, contact)
+        for session in self._available_sessions(origin.bare_str):
+            session.send(etree.tostring(_addressed(pres, session.full_str)))
+        if initial:
+            self._answer_own_probes(origin, items)
+            await self._deliver_pending_requests(origin)
+        if self.offline is not None and origin.priority >= 0 and (initial or was_negative):
+            await self.offline.deliver(origin)
+
+    async def _unavailable(self, stanza: etree._Element, origin: Session) -> None:
+        """Unavailable presence (§4.5): subscribers, own resources and directed targets."""
+        pres = copy.deepcopy(stanza)
+        pres.attrib.pop("to", None)
+        pres.set("from", origin.full_str)
+        covered: set[str] = set()
+        if origin.available:
+            items = await self._roster_items(origin.bare_str)
+            for contact in (i.jid for i in items if i.subscription in FROM_STATES):
+                covered.add(contact)
+                await self._send_to_bare(pres, contact)
+            covered.add(origin.bare_str)
+            for session in self._available_sessions(origin.bare_str):
+                session.send(etree.tostring(_addressed(pres, session.full_str)))
+        targets = sorted(origin.directed_presence)
+        origin.available = False
+        origin.presence = None
+        origin.directed_presence.clear()
+        for target in targets:
+            try:
+                target_jid = JID.parse(target)
+            except JIDError:
+                continue
+            if str(target_jid.bare) in covered:
+                continue  # already told through the broadcast
+            await self.router.route(_addressed(pres, target))
+
+    def _answer_own_probes(self, origin: Session, items: Iterable[RosterItem]) -> None:
+        """Give a newly available resource everyone's current presence (§4.2.2, §4.3.2).
+
+        Local contacts are answered straight from their sessions; a contact with no
+        available resource is reported unavailable. Remote contacts cannot be probed.
+        """
+        for session in self._available_sessions(origin.bare_str):
+            if session is not origin and session.presence is not None:
+                origin.send(etree.tostring(_addressed(session.presence, origin.full_str)))
+        for item in items:
+            if item.subscription not in TO_STATES:
+                continue
+            try:
+                contact = JID.parse(item.jid)
+            except JIDError:
+                continue
+            if not self.router.is_local(contact) or contact.local is None:
+                continue
+            self._send_current_presence(str(contact), origin.full_str)
+
+    def _send_current_presence(self, owner: str, to: str) -> None:
+        """Answer a probe on behalf of local ``owner``: last presence of each resource."""
+        sessions = [s for s in self._available_sessions(owner) if s.presence is not None]
+        if not sessions:
+            self.router.deliver_local(_presence("unavailable", owner, to))
+            return
+        for session in sessions:
+            assert session.presence is not None
+            self.router.deliver_local(_addressed(session.presence, to))
+
+    async def _deliver_pending_requests(self, origin: Session) -> None:
+        """§3.1.3: stored subscription requests go to the next available resource."""
+        pending = await self.adb.run(self.adb.db.get_pending_subscriptions, origin.bare_str)
+        for _from_jid, xml in pending:
+            origin.send(xml.encode("utf-8"))
+
+    async def _directed_elsewhere(self, stanza: etree._Element, origin: Session, to: JID) -> None:
+        """Non-subscription presence with a 'to' the router did not resolve locally."""
+        if self.router.is_local(to):
+            await self.inbound(stanza, to)
+            return
+        if stanza.get("type") in (None, "probe"):
+            raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
+        # unavailable/error to an unreachable domain: nothing to tell anyone
+
+    async def _answer_probe(self, stanza: etree._Element, prober: JID, owner: JID) -> None:
+        """A probe addressed to local ``owner`` (§4.3.2)."""
+        if prober.bare == owner:
+            self._send_current_presence(str(owner), str(prober))
+            return
+        if owner.local is None or not await self.router.accounts.user_exists(owner.local):
+            await self._route_subscription(
+                "unsubscribed", _presence("unsubscribed", str(owner), str(prober.bare)), prober.bare
+            )
+            return
+        item = await self.adb.run(self.adb.db.get_roster_item, str(owner), str(prober.bare))
+        if item is not None and item.subscription in FROM_STATES:
+            self._send_current_presence(str(owner), str(prober))
+            return
+        pending = await self.adb.run(self.adb.db.get_pending_subscriptions, str(owner))
+        if any(j == str(prober.bare) for j, _ in pending):
+            return  # the owner has not decided yet: neither reveal nor deny
+        # Not authorised: say so, which lets the prober's server fix a stale "to" (§4.3.2).
+        await self._route_subscription(
+            "unsubscribed", _presence("unsubscribed", str(owner), str(prober.bare)), prober.bare
+        )
+
+    def _track_directed(self, sender: JID, to: JID, kind: str | None) -> None:
+        """Remember directed presence to a bare JID; the router tracks full JIDs (§4.6.3)."""
+        if to.resource is not None or sender.resource is None:
+            return
+        session = self.router.session_for(sender)
+        if session is None or session.bare == to.bare:
+            return
+        if kind is None:
+            session.directed_presence.add(str(to))
+        else:
+            session.directed_presence.discard(str(to))
+
+    # ------------------------------------------------------------ subscriptions
+    async def _outbound_subscription(
+        self, kind: str, stanza: etree._Element, origin: Session, contact: JID
+    ) -> None:
+        """§3.1.2, §3.2.2, §3.3.2, §3.4: the sender's side, then route to the contact."""
+        user = origin.bare
+        if contact == user:
+            return  # one's own presence is shared among one's resources anyway
+        reachable = self._reachable(contact)
+        if kind == "subscribe" and not reachable:
+            raise StanzaError("remote-server-not-found", f"no route to {contact.domain}")
+        old, new = await self._apply(
+            str(user), str(contact), lambda s: outbound_state(kind, s), None
+        )
+        # §3.1.2/§3.2.2/§3.3.2: the server stamps the bare JID as 'from'.
+        routed = _addressed(stanza, str(contact), str(user))
+        if kind == "subscribed":
+            if not (old.pending_in and not new.pending_in):
+                return  # pre-approval or nothing to approve: not routed (§3.1.5, §3.4)
+            await self._route_subscription(kind, routed, contact)
+            # §3.1.5: the new subscriber gets the user's current presence.
+            await self._send_presence_of(user, contact)
+            return
+        await self._route_subscription(kind, routed, contact)
+        if kind == "unsubscribed" and old.has_from:
+            # §3.2.2: the former subscriber learns the user is now unavailable to it.
+            await self._send_unavailable_of(user, contact)
+
+    async def _inbound_subscription(self, kind: str, stanza: etree._Element, owner: JID) -> None:
+        """§3.1.3, §3.1.6, §3.2.3, §3.3.3: a subscription stanza reached local ``owner``.
+
+        ``stanza`` is already addressed bare-to-bare.
+        """
+        peer = _bare(stanza.get("from") or "")
+        if owner.local is None or not await self.router.accounts.user_exists(owner.local):
+            if kind == "subscribe":
+                # §3.1.3 / §8.5.2.2: no such contact; tell the requester "unsubscribed".
+                await self._route_subscription(
+                    "unsubscribed", _presence("unsubscribed", str(owner), str(peer)), peer
+                )
+            return
+        request_xml = etree.tostring(stanza, encoding="unicode") if kind == "subscribe" else None
+        old, new = await self._apply(
+            str(owner), str(peer), lambda s: inbound_state(kind, s), request_xml
+        )
+        if kind == "subscribe":
+            if new.has_from:
+                # Already subscribed, or pre-approved: answer for the owner (§3.1.3, §3.4).
+                reply = _presence("subscribed", str(owner), str(peer), stanza.get("id"))
+                await self._route_subscription("subscribed", reply, peer)
+                if not old.has_from:
+                    await self._send_presence_of(owner, peer)
+                return
+            self._send_to_available(str(owner), stanza)
+            return
+        if new == old:
+            return  # no state change: not delivered (Appendix A.3)
+        self._send_to_available(str(owner), stanza)
+        if kind == "unsubscribe" and old.has_from:
+            # §3.3.3: the former subscriber sees the owner go unavailable.
+            await self._send_unavailable_of(owner, peer)
+
+    async def roster_item_removed(self, owner: JID, item: RosterItem, pending_in: bool) -> None:
+        """§2.5.2: removing an item cancels the subscriptions in both directions."""
+        try:
+            contact = JID.parse(item.jid).bare
+        except JIDError:
+            return
+        if contact == owner:
+            return
+        user = str(owner)
+        if item.subscription in TO_STATES or item.ask_out:
+            await self._route_subscription(
+                "unsubscribe", _presence("unsubscribe", user, str(contact)), contact
+            )
+        if item.subscription in FROM_STATES or pending_in or item.approved:
+            await self._route_subscription(
+                "unsubscribed", _presence("unsubscribed", user, str(contact)), contact
+            )
+            if item.subscription in FROM_STATES:
+                await self._send_unavailable_of(owner, contact)
+
+    async def _route_subscription(self, kind: str, stanza: etree._Element, to: JID) -> None:
+        """Hand a bare-to-bare subscription stanza to the addressee's side."""
+        if self.router.is_local(to):
+            if to.local is not None:
+                await self._inbound_subscription(kind, stanza, to)
+            return
+        service = self.router.services.get(to.domain)
+        if service is not None:
+            await service.handle(stanza, to, None)
+        # other domains: no s2s, so the local state change is all that happens
+
+    async def _apply(
+        self,
+        owner: str,
+        peer: str,
+        transition: Callable[[SubState], SubState],
+        request_xml: str | None,
+    ) -> tuple[SubState, SubState]:
+        async with self.roster.locks.hold(owner):
+            old, new, item, version = await self.adb.run(
+                _apply_sync, self.adb.db, owner, peer, transition, request_xml
+            )
+            if item is not None and version is not None:
+                self.roster.push(owner, item, peer, version)
+        if old != new:
+            log.info(
+                "event=subscription owner=%s peer=%s old=%s new=%s",
+                owner, peer, _fmt(old), _fmt(new),
+            )  # fmt: skip
+        return old, new
+
+    # ---------------------------------------------------------------- delivery
+    def _available_sessions(self, bare: str) -> list[Session]:
+        return [s for s in self.router.resources_of(bare) if s.available]
+
+    def _send_to_available(self, bare: str, stanza: etree._Element) -> None:
+        data = etree.tostring(stanza)
+        for session in self._available_sessions(bare):
+            session.send(data)
+
+    async def _send_to_bare(self, pres: etree._Element, contact: str) -> None:
+        """Broadcast ``pres`` to a contact's bare JID: its available resources, or a service."""
+        try:
+            jid = JID.parse(contact)
+        except JIDError:
+            return
+        if self.router.is_local(jid):
+            if jid.local is not None:
+                self._send_to_available(str(jid.bare), _addressed(pres, contact))
+            return
+        service = self.router.services.get(jid.domain)
+        if service is not None:
+            await service.handle(_addressed(pres, contact), jid, None)
+
+    async def _send_presence_of(self, owner: JID, to: JID) -> None:
+        """Current presence of each of ``owner``'s available resources, to ``to``."""
+        for session in self._available_sessions(str(owner)):
+            if session.presence is not None:
+                await self._send_to_bare(session.presence, str(to))
+
+    async def _send_unavailable_of(self, owner: JID, to: JID) -> None:
+        for session in self._available_sessions(str(owner)):
+            await self._send_to_bare(_presence("unavailable", session.full_str, str(to)), str(to))
+
+    def _reachable(self, jid: JID) -> bool:
+        return self.router.is_local(jid) or jid.domain in self.router.services
+
+    async def _roster_items(self, owner: str) -> list[RosterItem]:
+        _version, items = await self.adb.run(self.adb.db.get_roster, owner)
+        return items
+
+    # -------------------------------------------------------------- disco hook
+    async def presence_authorized(self, requester: JID, account: JID) -> bool:
+        """Whether ``account``'s roster lets ``requester`` see its presence (from/both)."""
+        if requester.bare == account.bare:
+            return True
+        item = await self.adb.run(
+            self.adb.db.get_roster_item, str(account.bare), str(requester.bare)
+        )
+        return item is not None and item.subscription in FROM_STATES
+
+
+def _fmt(state: SubState) -> str:
+    flags = "".join(
+        flag for flag, on in (("+PO", state.ask_out), ("+PI", state.pending_in),
+                              ("+PA", state.approved)) if on
+    )  # fmt: skip
+    return state.subscription + flags
+
+
+def _parse(text: str) -> JID:
+    try:
+        return JID.parse(text)
+    except JIDError:
+        raise StanzaError("jid-malformed") from None
+
+
+def _bare(text: str) -> JID:
+    """§3.1.3: a subscription stanza to a full JID is handled as if sent to the bare JID."""
+    return _parse(text).bare
+
+
+def install(
+    router: Router, adb: AsyncDatabase, offline: OfflineService | None = None
+) -> PresenceManager:
+    """Make a :class:`PresenceManager` the router's presence handler.
+
+    Uses the roster service already installed on ``router`` (for its locks and pushes),
+    or installs one.
+    """
+    roster = roster_mod.service_for(router) or roster_mod.install(router, adb)
+    manager = PresenceManager(router, adb, roster, offline)
+    roster.presence = manager
+    router.presence_handler = manager
+    router.features.add(ns.PRE_APPROVAL)
+    return manager

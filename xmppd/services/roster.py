@@ -1,0 +1,257 @@
+"""The roster (RFC 6121 §2) with XEP-0237 versioning.
+
+The roster is the one piece of per-account state that both iq (roster get/set) and
+presence (subscription state, §3) change, so this module owns the three things both need:
+the per-owner lock that serialises read-modify-write cycles on one roster, the roster
+push, and the removal hook that lets the presence module cancel subscriptions (§2.5.2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import weakref
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import trio
+from lxml import etree
+
+from xmppd.jid import JID, JIDError
+from xmppd.router import Router
+from xmppd.session import Session
+from xmppd.storage import AsyncDatabase, RosterItem
+from xmppd.storage.database import Database
+from xmppd.xml import ns
+from xmppd.xml.errors import StanzaError
+
+if TYPE_CHECKING:
+    from xmppd.services.presence import PresenceManager
+
+log = logging.getLogger("xmppd.roster")
+
+QUERY = "{%s}query" % ns.ROSTER
+ITEM = "{%s}item" % ns.ROSTER
+GROUP = "{%s}group" % ns.ROSTER
+IQ = "{%s}iq" % ns.CLIENT
+#: RFC 6121 §2.3.3 lets the server pick limits; these match the storage column sizes.
+MAX_NAME = 1023
+MAX_GROUP = 1023
+MAX_GROUPS = 100
+
+_services: weakref.WeakKeyDictionary[Router, RosterService] = weakref.WeakKeyDictionary()
+
+
+class OwnerLocks:
+    """One trio lock per roster owner, dropped again when nobody holds or waits for it.
+
+    Subscription handling reads an item, computes the next state and writes it back in
+    separate steps; two stanzas for the same roster must not interleave there.
+    """
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[trio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, owner: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(owner, (None, 0))
+        if lock is None:
+            lock = trio.Lock()
+        self._locks[owner] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[owner]
+            if users <= 1:
+                del self._locks[owner]
+            else:
+                self._locks[owner] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+def item_element(item: RosterItem, *, remove: bool = False) -> etree._Element:
+    """``<item/>`` as the client sees it (§2.1.2): pending inbound state is never shown."""
+    el = etree.Element(ITEM, nsmap={None: ns.ROSTER})
+    el.set("jid", item.jid)
+    if item.name:
+        el.set("name", item.name)
+    el.set("subscription", "remove" if remove else item.subscription)
+    if not remove:
+        if item.ask_out:
+            el.set("ask", "subscribe")
+        if item.approved:
+            el.set("approved", "true")
+        for group in item.groups:
+            etree.SubElement(el, GROUP).text = group
+    return el
+
+
+def _result() -> etree._Element:
+    return etree.Element(IQ, type="result", nsmap={None: ns.CLIENT})
+
+
+def _parse_set_item(query: etree._Element) -> tuple[str, etree._Element]:
+    """Validate a roster set per RFC 6121 §2.3.3 and return (contact JID, item element)."""
+    items = [child for child in query if child.tag == ITEM]
+    if len(items) != 1:
+        raise StanzaError("bad-request", "a roster set carries exactly one item")
+    item = items[0]
+    raw = item.get("jid")
+    if not raw:
+        raise StanzaError("bad-request", "the item has no 'jid' attribute")
+    try:
+        jid = JID.parse(raw)
+    except JIDError:
+        raise StanzaError("jid-malformed", "the item's 'jid' is not a valid JID") from None
+    name = item.get("name")
+    if name is not None and len(name) > MAX_NAME:
+        raise StanzaError("not-acceptable", "the item name is too long")
+    groups = [(g.text or "") for g in item if g.tag == GROUP]
+    if len(groups) != len(set(groups)):
+        raise StanzaError("bad-request", "the item lists a group twice")
+    if any(not g for g in groups):
+        raise StanzaError("not-acceptable", "a group name is empty")
+    if any(len(g) > MAX_GROUP for g in groups) or len(groups) > MAX_GROUPS:
+        raise StanzaError("not-acceptable", "a group name is too long, or too many groups")
+    return str(jid), item
+
+
+def _remove_sync(db: Database, owner: str, jid: str) -> tuple[RosterItem, bool, int] | None:
+    """Delete the item and any pending inbound request from that contact, in one hop."""
+    item = db.get_roster_item(owner, jid)
+    if item is None:
+        return None
+    pending = any(from_jid == jid for from_jid, _ in db.get_pending_subscriptions(owner))
+    if pending:
+        db.remove_pending_subscription(owner, jid)
+    version = db.delete_roster_item(owner, jid)
+    if version is None:  # removed concurrently by another node
+        return None
+    return item, pending, version
+
+
+def _update_sync(
+    db: Database, owner: str, jid: str, name: str | None, groups: tuple[str, ...]
+) -> tuple[RosterItem, int]:
+    """Create or update an item; subscription state is kept (§2.1.5: the client cannot set it)."""
+    existing = db.get_roster_item(owner, jid)
+    if existing is None:
+        item = RosterItem(jid=jid, name=name, groups=groups)
+    else:
+        item = RosterItem(
+            jid=jid,
+            name=name,
+            subscription=existing.subscription,
+            ask_out=existing.ask_out,
+            pending_in=existing.pending_in,
+            approved=existing.approved,
+            groups=groups,
+        )
+    return item, db.put_roster_item(owner, item)
+
+
+class RosterService:
+    """``jabber:iq:roster`` for local accounts, plus pushes for the presence module."""
+
+    def __init__(self, router: Router, adb: AsyncDatabase) -> None:
+        self.router = router
+        self.adb = adb
+        self.locks = OwnerLocks()
+        #: Set by :func:`xmppd.services.presence.install`; runs §2.5.2 side effects.
+        self.presence: PresenceManager | None = None
+
+    # ------------------------------------------------------------------- iq
+    async def handle(
+        self, stanza: etree._Element, origin: Session | None, router: Router
+    ) -> etree._Element | None:
+        """Roster get/set from one of the owner's own resources."""
+        if origin is None:
+            raise StanzaError("forbidden")
+        query = stanza[0]
+        if stanza.get("type") == "get":
+            return await self._get(query, origin)
+        return await self._set(query, origin)
+
+    async def handle_foreign(
+        self, stanza: etree._Element, origin: Session | None, router: Router
+    ) -> etree._Element | None:
+        """A roster request addressed to someone else's account (§2.3.3: forbidden)."""
+        raise StanzaError("forbidden", "only the account's own resources may use its roster")
+
+    async def _get(self, query: etree._Element, origin: Session) -> etree._Element:
+        # §2.2: a resource that asked for the roster is "interested" and gets pushes.
+        origin.interested = True
+        version, items = await self.adb.run(self.adb.db.get_roster, origin.bare_str)
+        current = str(version)
+        reply = _result()
+        # XEP-0237 §2.3: an unchanged roster is answered with an empty result.
+        if query.get("ver") == current:
+            return reply
+        out = etree.SubElement(reply, QUERY, nsmap={None: ns.ROSTER})
+        out.set("ver", current)
+        for item in items:
+            out.append(item_element(item))
+        return reply
+
+    async def _set(self, query: etree._Element, origin: Session) -> etree._Element:
+        jid, el = _parse_set_item(query)
+        owner = origin.bare_str
+        if el.get("subscription") == "remove":
+            async with self.locks.hold(owner):
+                removed = await self.adb.run(_remove_sync, self.adb.db, owner, jid)
+                if removed is None:
+                    raise StanzaError("item-not-found", "no such roster item")
+                item, pending_in, version = removed
+                self.push(owner, None, jid, version)
+            log.info("event=roster_remove owner=%s contact=%s", owner, jid)
+            if self.presence is not None:
+                await self.presence.roster_item_removed(origin.bare, item, pending_in)
+            return _result()
+        groups = tuple(g.text or "" for g in el if g.tag == GROUP)
+        name = el.get("name") or None
+        async with self.locks.hold(owner):
+            item, version = await self.adb.run(_update_sync, self.adb.db, owner, jid, name, groups)
+            self.push(owner, item, jid, version)
+        return _result()
+
+    # ----------------------------------------------------------------- push
+    def push(self, owner_bare: str, item: RosterItem | None, jid: str, version: int) -> int:
+        """Send a roster push (§2.1.6) to every interested resource of ``owner_bare``.
+
+        ``item`` None means the contact ``jid`` was removed. Returns how many resources
+        it went to. The push has no 'from', which §2.1.6 treats as the account itself.
+        """
+        targets = [s for s in self.router.resources_of(owner_bare) if s.interested]
+        if not targets:
+            return 0
+        iq = etree.Element(IQ, type="set", nsmap={None: ns.CLIENT})
+        iq.set("id", "push-" + secrets.token_hex(6))
+        query = etree.SubElement(iq, QUERY, nsmap={None: ns.ROSTER})
+        query.set("ver", str(version))
+        if item is None:
+            query.append(item_element(RosterItem(jid=jid), remove=True))
+        else:
+            query.append(item_element(item))
+        for session in targets:
+            iq.set("to", session.full_str)
+            session.send(etree.tostring(iq))
+        return len(targets)
+
+
+def service_for(router: Router) -> RosterService | None:
+    """The roster service installed on ``router`` (the presence module needs its locks)."""
+    return _services.get(router)
+
+
+def install(router: Router, adb: AsyncDatabase) -> RosterService:
+    """Register the roster handlers and advertise roster versioning (XEP-0237)."""
+    service = RosterService(router, adb)
+    router.account_iq[QUERY] = service.handle
+    router.server_iq[QUERY] = service.handle_foreign
+    router.features.add(ns.ROSTER_VER)
+    _services[router] = service
+    return service
