@@ -44,7 +44,7 @@ class Client(slixmpp.ClientXMPP):
         self.messages: asyncio.Queue[slixmpp.Message] = asyncio.Queue()
         self.presences: asyncio.Queue[slixmpp.Presence] = asyncio.Queue()
         self.started = asyncio.get_event_loop().create_future()
-        for plugin in ("xep_0030", "xep_0199", "xep_0092", "xep_0202", *plugins):
+        for plugin in ("xep_0030", "xep_0199", "xep_0092", "xep_0202", "xep_0203", *plugins):
             self.register_plugin(plugin)
         self.add_event_handler("session_start", self._on_start)
         self.add_event_handler("failed_all_auth", self._on_failed)
@@ -102,9 +102,9 @@ async def login(
     """Connect and log in; raise :class:`AuthFailed` if the server refuses."""
     client = Client(jid, password, plugins)
     if mechanism:
-        client["feature_mechanisms"].use_mech = mechanism
-    client["feature_mechanisms"].unencrypted_plain = True
-    client["feature_mechanisms"].unencrypted_scram = True
+        client.plugin["feature_mechanisms"].use_mech = mechanism
+    client.plugin["feature_mechanisms"].unencrypted_plain = True
+    client.plugin["feature_mechanisms"].unencrypted_scram = True
     if direct_tls:
         client.enable_direct_tls = True
         client.enable_starttls = False

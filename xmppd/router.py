@@ -147,15 +147,24 @@ class Router:
             return
         service = self.services.get(to.domain)
         if service is not None:
+            if stanza.tag == PRESENCE and origin is not None:
+                self._track_directed(stanza, to, origin)
             await service.handle(stanza, to, origin)
             return
-        if stanza.tag == PRESENCE and stanza.get("type") not in (None, "unavailable", "error"):
-            pass  # subscription traffic to unknown domains still goes through presence logic
         if stanza.tag == PRESENCE and origin is not None and self.presence_handler:
             # Outbound presence to remote contacts updates roster state locally.
             await self.presence_handler.outbound(stanza, origin)
             return
         raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
+
+    @staticmethod
+    def _track_directed(stanza: etree._Element, to: JID, origin: Session) -> None:
+        """RFC 6121 §4.6: remember directed presence so unavailable reaches it too."""
+        kind = stanza.get("type")
+        if kind is None:
+            origin.directed_presence.add(str(to))
+        elif kind == "unavailable":
+            origin.directed_presence.discard(str(to))
 
     async def _to_own_account(self, stanza: etree._Element, origin: Session | None) -> None:
         """RFC 6120 §10.3: no ``to`` means the sender's own account (or broadcast)."""
@@ -215,13 +224,8 @@ class Router:
             ):  # fmt: skip
                 await self.presence_handler.outbound(stanza, origin)
                 return
-            if origin is not None and self.presence_handler is not None and to.resource is not None:
-                # directed presence to a full JID: remember it for unavailable broadcast
-                if stanza.get("type") in (None, "unavailable"):
-                    if stanza.get("type") is None:
-                        origin.directed_presence.add(str(to))
-                    else:
-                        origin.directed_presence.discard(str(to))
+            if origin is not None and to.resource is not None:
+                self._track_directed(stanza, to, origin)
             if self.presence_handler is not None:
                 await self.presence_handler.inbound(stanza, to)
             return

@@ -79,10 +79,11 @@ class Server:
         from xmppd.services.presence import install as install_presence
         from xmppd.services.roster import install as install_roster
 
-        install_basic_services(self.router, version=xmppd.__version__, os_name=None)
+        disco = install_basic_services(self.router, version=xmppd.__version__, os_name=None)
         offline = install_offline(self.router, self.adb)
         install_roster(self.router, self.adb)
-        install_presence(self.router, self.adb, offline)
+        presence = install_presence(self.router, self.adb, offline)
+        disco.presence_authorized = presence.presence_authorized
 
     def load_tls(self) -> None:
         cfg = self.config

@@ -318,6 +318,7 @@ class C2SStream:
             parts.append(b'<bind xmlns="%s"/>' % ns.BIND.encode())
             parts.append(b'<session xmlns="%s"><optional/></session>' % ns.SESSION.encode())
             parts.append(b'<ver xmlns="%s"/>' % ns.ROSTER_VER.encode())
+            parts.append(b'<sub xmlns="%s"/>' % ns.PRE_APPROVAL.encode())
         parts.append(b"</stream:features>")
         return b"".join(parts)
 

@@ -79,7 +79,8 @@ def stream_error_bytes(condition: str, text: str | None = None) -> bytes:
     el = etree.Element("{%s}error" % ns.STREAMS, nsmap={"stream": ns.STREAMS})
     etree.SubElement(el, "{%s}%s" % (ns.STREAM_ERRORS, condition), nsmap={None: ns.STREAM_ERRORS})
     if text:
-        t = etree.SubElement(el, "{%s}text" % ns.STREAM_ERRORS)
+        t = etree.SubElement(el, "{%s}text" % ns.STREAM_ERRORS, nsmap={None: ns.STREAM_ERRORS})
+        t.set(ns.XML_LANG, "en")
         t.text = text
     data = etree.tostring(el)
     # The stream prefix is already declared on the stream header.

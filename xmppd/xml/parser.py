@@ -46,6 +46,13 @@ _PREDEFINED_ENTITY = re.compile(rb"&(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-f
 _ENTITY_PREFIX = re.compile(rb"&(?:[a-z]{0,4}|#[0-9]{0,7}|#x[0-9a-fA-F]{0,6})$")
 _XML_DECL = re.compile(rb"<\?xml\s[^?<>]{0,200}\?>")
 _CDATA_OPEN = b"<![CDATA["
+# Where a stanza may end: after an end tag or an empty-element tag not directly followed
+# by another end tag (that one would close the stream, not end a stanza). ``feed`` hands
+# libxml2 the bytes up to each such point separately, so every byte is charged to the
+# stanza it belongs to and "between stanzas" is known exactly.
+_STANZA_END = re.compile(rb"(?:</[^>]*>|/>)(?!\s*</)")
+# The end of a stream header, so its bytes are not charged to the first stanza.
+_HEADER_END = re.compile(rb"""<(?:[\w.-]+:)?stream(?:\s+[^\s=>]+\s*=\s*(?:'[^']*'|"[^"]*"))*\s*>""")
 
 
 class _RestrictedXmlScanner:
@@ -74,6 +81,9 @@ class _RestrictedXmlScanner:
         i = 0
         if not self._seen_markup:
             stripped = buf.lstrip()
+            if stripped == b"<":  # maybe the start of an XML declaration: wait for more
+                self._carry = buf
+                return
             if stripped:
                 i = len(buf) - len(stripped)
                 if stripped.startswith(b"<?"):
@@ -266,6 +276,7 @@ class StreamParser:
             or target.depth != 1
             or target.builder is not None
             or self._last_byte != b">"
+            or self._stanza_bytes != 0
             or self._scanner.pending
         ):
             return False
@@ -313,8 +324,28 @@ class StreamParser:
         if self.closed:
             return []
         self._scanner.scan(data)
+        events: list[ParserEvent] = []
+        start = 0
+        if self._target.depth == 0:
+            m = _HEADER_END.search(data)
+            if m is not None:
+                events += self._feed_piece(data[: m.end()], header_end=True)
+                start = m.end()
+        for m in _STANZA_END.finditer(data, start):
+            end = m.end()
+            if end < len(data):
+                events += self._feed_piece(data[start:end])
+                start = end
+                if self.closed:
+                    return events
+        events += self._feed_piece(data[start:] if start else data)
+        return events
+
+    def _feed_piece(self, data: bytes, header_end: bool = False) -> list[ParserEvent]:
         target = self._target
-        if not (target.depth == 1 and data.isspace()):
+        # Whitespace is free only between stanzas (keepalives): right after one ended,
+        # with nothing of the next one fed yet. Inside a partial start tag it counts.
+        if not (self._stanza_bytes == 0 and target.depth == 1 and data.isspace()):
             self._stanza_bytes += len(data)
         stripped = data.rstrip()
         if stripped:
@@ -330,6 +361,8 @@ class StreamParser:
         events = target.events
         if events:
             target.events = []
+            if header_end and target.depth == 1:
+                self._stanza_bytes = 0
             for event in events:
                 if isinstance(event, StreamClose):
                     self.closed = True
@@ -338,6 +371,8 @@ class StreamParser:
                     raise StreamError(
                         "policy-violation", f"stanza larger than {self.max_stanza_size} bytes"
                     )
+                # ``data`` ends where the stanza ended (see _STANZA_END), unless the
+                # stream closed in it too.
                 self._stanza_bytes = (
                     0 if target.depth == 1 and target.builder is None else len(data)
                 )
