@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from xmppd.config import Config, ConfigError, load_config
 
@@ -139,27 +140,34 @@ def cmd_user(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmppd", description="XMPP server for a web community")
     parser.add_argument("-c", "--config", help="TOML configuration file (default: ./xmppd.toml)")
+    # ``--config`` is accepted after the subcommand too (``xmppd serve --config f``).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    def command(subparsers: Any, name: str, func: Any = None, **kwargs: Any) -> Any:
+        p = subparsers.add_parser(name, parents=[common], **kwargs)
+        if func is not None:
+            p.set_defaults(func=func)
+        return p
+
     sub = parser.add_subparsers(dest="command", required=True)
-
-    sub.add_parser("serve", help="run the server").set_defaults(func=cmd_serve)
-    sub.add_parser("check-config", help="validate the configuration").set_defaults(
-        func=cmd_check_config
+    command(sub, "serve", cmd_serve, help="run the server")
+    command(sub, "check-config", cmd_check_config, help="validate the configuration")
+    db_sub = command(sub, "db", help="database maintenance").add_subparsers(
+        dest="db_command", required=True
     )
-    db = sub.add_parser("db", help="database maintenance")
-    db_sub = db.add_subparsers(dest="db_command", required=True)
-    db_sub.add_parser("upgrade", help="apply migrations").set_defaults(func=cmd_db_upgrade)
+    command(db_sub, "upgrade", cmd_db_upgrade, help="apply migrations")
 
-    user = sub.add_parser("user", help="manage internal accounts")
+    user = command(sub, "user", cmd_user, help="manage internal accounts")
     user_sub = user.add_subparsers(dest="action", required=True)
     for action in ("add", "passwd"):
-        p = user_sub.add_parser(action)
+        p = command(user_sub, action)
         p.add_argument("localpart")
         p.add_argument(
             "--password-stdin", action="store_true", help="read the password from standard input"
         )
-    user_sub.add_parser("del").add_argument("localpart")
-    user_sub.add_parser("list")
-    user.set_defaults(func=cmd_user)
+    command(user_sub, "del").add_argument("localpart")
+    command(user_sub, "list")
     return parser
 
 
