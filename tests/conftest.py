@@ -1,0 +1,33 @@
+"""Shared fixtures and helpers for the whole suite.
+
+- ``xmppd_server``: a real ``xmppd serve`` subprocess with users alice/bob (password
+  ``secret``), see :mod:`tests.xmppd_process`.
+- :func:`require_program`: an external program a test needs (a Debian XMPP client, a
+  browser…). Outside CI a missing program skips the test; in CI (``CI`` set) it FAILS it,
+  so a broken ``.ci/run`` cannot hide behind green skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tests.xmppd_process import xmppd_server  # noqa: F401 - registers the fixture
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_program(name: str, hint: str = "") -> str:
+    """Absolute path of ``name`` on PATH; fail in CI, skip elsewhere, when it is missing."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed" + (f" ({hint})" if hint else "")
+    if in_ci():
+        pytest.fail(f"{message}: .ci/run must install it", pytrace=False)
+    pytest.skip(message)
+    raise AssertionError("unreachable")  # pytest.skip raises
