@@ -176,6 +176,8 @@ class C2SStream:
         self._sasl_failures = 0
         self._peer_from: str | None = None
         self._pending_user: str | None = None
+        #: A CheckPassword/FetchScram is out: the shell owes us its answer.
+        self._awaiting_backend = False
 
     # --------------------------------------------------------------- plumbing
     def _make_parser(self) -> StreamParser:
@@ -324,6 +326,11 @@ class C2SStream:
 
     # --------------------------------------------------------------- elements
     def _on_element(self, el: etree._Element, events: list[StreamEvent]) -> None:
+        if self._awaiting_backend:
+            # The client must wait for <challenge/>, <success/> or <failure/> (RFC 6120
+            # §6.4). Going on would queue one backend check per element of a single read
+            # and let an old answer land on a newer exchange.
+            raise StreamError("not-authorized", "wait for the outcome of the SASL step")
         phase = self.phase
         tag = el.tag
         if phase is Phase.ESTABLISHED:
@@ -478,9 +485,11 @@ class C2SStream:
             self.send(b'<challenge xmlns="%s">%s</challenge>' % (ns.SASL.encode(), payload))
         elif isinstance(step, NeedPassword):
             self._pending_user = step.authcid
+            self._awaiting_backend = True
             events.append(CheckPassword(step.authcid, step.authzid, step.password))
         elif isinstance(step, NeedScramCredentials):
             self._pending_user = step.username
+            self._awaiting_backend = True
             events.append(FetchScram(step.username, step.hash_name))
         elif isinstance(step, Success):
             self._sasl_success(step, events)
@@ -514,6 +523,7 @@ class C2SStream:
         """The backend's verdict on a :class:`CheckPassword`."""
         if self.phase is not Phase.SASL:
             return []
+        self._awaiting_backend = False
         events: list[StreamEvent] = []
         if isinstance(result, AuthError):
             self._sasl_failure(result.condition, None, events)
@@ -527,12 +537,16 @@ class C2SStream:
         """The stored keys for a :class:`FetchScram` (``None``: unknown user)."""
         if self.phase is not Phase.SASL or self._mechanism is None:
             return []
+        self._awaiting_backend = False
         events: list[StreamEvent] = []
         self._sasl_step(self._mechanism.credentials(found), events)
         return events
 
     def rate_limited(self) -> list[StreamEvent]:
         """The shell refused to even try: too many failures from this peer or user."""
+        if self.phase is Phase.CLOSED:
+            return []
+        self._awaiting_backend = False
         events: list[StreamEvent] = []
         self._sasl_failure("temporary-auth-failure", "too many failed attempts, try later", events)
         return events
