@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import atexit
 import datetime
+import fcntl
 import json
 import os
 import platform
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.loadgen import DEFAULT_SCENARIOS, SCENARIOS, xmpp
 from bench.loadgen.target import Target
 from bench.servers import DEFAULT_SERVERS, SERVERS, Server, bench_users, stop_all
-from bench.servers.base import BENCH
+from bench.servers.base import BENCH, RUN
 
 CLIENT_CORE = 0
 CLIENT_BOUND_PCT = 90.0  # client CPU above this share of wall time: the client may be the limit
@@ -57,6 +58,30 @@ def setup_process() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGHUP, _raise_interrupt)
     atexit.register(stop_all)
+
+
+def take_lock(wait_s: float):
+    """One bench run at a time: runs share ports and bench/run/. Waits (bounded) for the lock."""
+    RUN.mkdir(parents=True, exist_ok=True)
+    handle = open(RUN / "bench.lock", "a+")
+    deadline = time.monotonic() + wait_s
+    told = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                log("another bench run still holds bench/run/bench.lock; giving up")
+                sys.exit(75)
+            if not told:
+                log(f"another bench run is in progress; waiting up to {wait_s:.0f} s")
+                told = True
+            time.sleep(2)
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -91,6 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--fresh", action="store_true", help="wipe bench/run/<server> first")
     p.add_argument("--out", type=Path, help="results folder (default bench/results/<timestamp>)")
+    p.add_argument(
+        "--lock-wait",
+        type=float,
+        default=1800.0,
+        help="seconds to wait for another bench run to finish (default %(default)s)",
+    )
     p.add_argument(
         "--max-minutes",
         type=float,
@@ -224,20 +255,24 @@ def markdown(report: dict) -> str:
         out.append("| " + " | ".join(row) + " |")
     out += ["", "## Details (median run)", ""]
     out.append(
-        "| scenario | server | value | client CPU % | server CPU % | p50 ms | p99 ms | "
+        "| scenario | server | value | per server CPU-s | client CPU % | server CPU % | p50 ms | "
+        "p99 ms | "
         "errors | all runs | note |"
     )
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     for name in report["scenarios"]:
         key = SCENARIOS[name].module.HEADLINE[0]
         for s in servers:
             m = report["medians"][s].get(name)
             if not m:
-                out.append(f"| {name} | {s} | failed | | | | | | | |")
+                out.append(f"| {name} | {s} | failed | | | | | | | | |")
                 continue
             note = []
             if m.get("client_cpu_pct", 0) >= CLIENT_BOUND_PCT:
                 note.append("client near saturation")
+            higher = SCENARIOS[name].module.HEADLINE[2]
+            if higher and m.get("server_cpu_pct", 100) < CLIENT_BOUND_PCT:
+                note.append("server below one full core (latency-bound or CPU contention)")
             if "mechanism" in m:
                 note.append(m["mechanism"])
             if "connections" in m:
@@ -245,7 +280,8 @@ def markdown(report: dict) -> str:
                     f"{m['connections']} conns, RSS {m['rss_before_kib']}→{m['rss_after_kib']} KiB"
                 )
             out.append(
-                f"| {name} | {s} | {fmt(m[key])} | {m.get('client_cpu_pct', '')} | "
+                f"| {name} | {s} | {fmt(m[key])} | {fmt(m.get('per_server_cpu_s'))} | "
+                f"{m.get('client_cpu_pct', '')} | "
                 f"{m.get('server_cpu_pct', '')} | {m.get('p50_ms', '')} | {m.get('p99_ms', '')} | "
                 f"{m.get('errors', 0)} | {', '.join(fmt(v) for v in m['all'])} | "
                 f"{'; '.join(note)} |"
@@ -269,6 +305,7 @@ def versions(names: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    lock = take_lock(args.lock_wait)  # noqa: F841 - released when the process ends
     setup_process()
     params = scenario_params(args)
     accounts = max(SCENARIOS[n].module.accounts_needed(params[n]) for n in args.scenarios)

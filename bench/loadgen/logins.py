@@ -21,7 +21,7 @@ DEFAULTS = {
     "duration": 10.0,
     "warmup": 1.0,
     "pool": 200,
-    "graceful_close": True,
+    "graceful_close": False,  # True: wait for the server's stream end (adds its close latency)
     "fixed_resource": False,
 }
 QUICK = {"duration": 2.0, "warmup": 0.5}
@@ -88,6 +88,7 @@ async def run(target: Target, params: dict) -> dict:
     return {
         "logins_per_s": round(state["ok"] / meter.wall, 1),
         "logins": state["ok"],
+        "per_server_cpu_s": round(state["ok"] / max(meter.server_cpu_s, 1e-9), 1),
         "mechanism": mechanism,
         "workers": workers,
         "errors": state["errors"],

@@ -94,6 +94,7 @@ async def run(target: Target, params: dict) -> dict:
     return {
         "messages_per_s": round(state["delivered"] / meter.wall, 1),
         "delivered": state["delivered"],
+        "per_server_cpu_s": round(state["delivered"] / max(meter.server_cpu_s, 1e-9), 1),
         "pairs": pairs,
         "in_flight": 2 * window * pairs,
         "errors": state["errors"],
