@@ -1,0 +1,65 @@
+"""MUC settings, shaped so ``xmppd.config`` can hold them as ``config.muc``.
+
+Every field has a safe default; ``[muc]`` in the TOML file (or ``XMPPD_MUC_*``) overrides.
+Rooms listed in ``[[muc.rooms]]`` exist from start-up and are persistent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(slots=True)
+class RoomSeed:
+    """A room that exists from start-up (created in the database if missing)."""
+
+    name: str = "sax"
+    title: str = ""
+    description: str = ""
+    public: bool = True
+    #: "anyone": real JIDs visible to all (non-anonymous); "moderators": semi-anonymous.
+    whois: Literal["anyone", "moderators"] = "anyone"
+    moderated: bool = False
+    members_only: bool = False
+    subject: str = ""
+
+
+def _default_rooms() -> list[RoomSeed]:
+    return [RoomSeed()]
+
+
+@dataclass(slots=True)
+class MucConfig:
+    enabled: bool = True
+    #: Service domain; empty means ``conference.<server.domain>``.
+    host: str = ""
+    name: str = "Chatrooms"
+    rooms: list[RoomSeed] = field(default_factory=_default_rooms)
+    #: Local users may create rooms (they become owners).
+    allow_room_creation: bool = True
+    #: Bare JIDs owning every room, in addition to ``server.admins``.
+    admins: list[str] = field(default_factory=list)
+    #: History messages sent on join when the client asks for nothing else.
+    history_default: int = 20
+    #: Messages kept in memory per room (the most a join can get).
+    history_max: int = 200
+    max_nick_length: int = 48
+    max_occupants: int = 1000
+    #: A user with a registered nick may only join under that nick.
+    enforce_registered_nick: bool = False
+    #: Users may register a nick in-band (XEP-0045 §7.10).
+    allow_nick_registration: bool = True
+    #: Seconds between reloads of the nick registry (changed by the CLI) from the database.
+    nick_reload_interval: float = 60.0
+    #: Token bucket per occupant: ``flood_burst`` messages, refilled at ``flood_rate``/s.
+    flood_burst: int = 30
+    flood_rate: float = 5.0
+    #: Archive writes: at most this many per batch, at least every ``archive_flush_interval`` s.
+    archive_batch_size: int = 500
+    archive_flush_interval: float = 0.25
+    #: Largest MAM page (RSM ``max``).
+    mam_max_page: int = 250
+
+    def service_host(self, server_domain: str) -> str:
+        return self.host or f"conference.{server_domain}"

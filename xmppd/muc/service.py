@@ -1,0 +1,382 @@
+"""The MUC service: the trio shell around the pure rooms.
+
+Registered at ``router.services[host]``. It owns the room registry, room creation, the
+service's own disco, delivery of room output to sessions, and the one background task
+(:meth:`MucService.run`) that writes the archive and other changes to the database in
+batches and reloads the nick registry. Nothing on the stanza path waits for the
+database except MAM queries, which run in a worker thread.
+
+Start-up (:meth:`MucService.load`) is synchronous on purpose: it runs before the server
+accepts connections, loads rooms, affiliations, nicks and each room's history ring.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import trio
+from lxml import etree
+
+from xmppd.jid import JID
+from xmppd.muc import storage as store
+from xmppd.muc.config import MucConfig
+from xmppd.muc.history import HistoryEntry
+from xmppd.muc.nicks import NickError, check_nick
+from xmppd.muc.room import (
+    IQ,
+    MESSAGE,
+    MUC,
+    PRESENCE,
+    MamRequest,
+    Out,
+    Room,
+    RoomContext,
+    RoomSettings,
+)
+from xmppd.muc.wire import Recipient
+from xmppd.session import Session
+from xmppd.storage import AsyncDatabase
+from xmppd.xml import ns
+from xmppd.xml.errors import StanzaError, error_reply
+
+if TYPE_CHECKING:
+    from xmppd.router import Router
+
+log = logging.getLogger("xmppd.muc")
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class MucService:
+    """XEP-0045 service at one domain (``conference.<domain>`` by default)."""
+
+    def __init__(
+        self,
+        router: Router,
+        adb: AsyncDatabase,
+        config: MucConfig,
+        *,
+        site_admins: Iterable[str] = (),
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.router = router
+        self.adb = adb
+        self.config = config
+        self.domain = config.service_host(router.domain)
+        self.clock = clock
+        admins = {a.strip() for a in [*site_admins, *config.admins] if a.strip()}
+        self.ctx = RoomContext(config=config, service=self.domain, site_admins=frozenset(admins))
+        self.rooms: dict[str, Room] = {}
+        self._queue: list[store.Write] = []
+        self._wakeup = trio.Event()
+        self._flush_lock = trio.Lock()
+        self.written = 0
+
+    # ------------------------------------------------------------------ set-up
+    def install(self) -> MucService:
+        """Register with the router (service + disco item) after loading state."""
+        self.load()
+        self.router.services[self.domain] = self
+        self.router.disco_items[self.domain] = self.config.name
+        return self
+
+    def load(self) -> None:
+        """Blocking start-up: stored rooms, config rooms, nick registry, history rings."""
+        db = self.adb.db
+        self.ctx.nicks.replace_all(store.load_nicks(db))
+        for stored in store.load_rooms(db):
+            room = self._make_room(stored.name, RoomSettings.from_json(stored.settings_json))
+            room.affiliations = dict(stored.affiliations)
+            room.subject, room.subject_nick = stored.subject, stored.subject_nick
+        seeded: list[store.Write] = []
+        for seed in self.config.rooms:
+            name = JID.make(seed.name, self.domain).local or seed.name
+            room = self.rooms.get(name)
+            if room is None:
+                settings = RoomSettings(persistent=True, max_occupants=self.config.max_occupants)
+                room = self._make_room(name, settings)
+                room.subject = seed.subject
+            s = room.settings
+            s.title, s.description, s.public = seed.title, seed.description, seed.public
+            s.whois, s.moderated, s.members_only = seed.whois, seed.moderated, seed.members_only
+            s.persistent, s.locked = True, False
+            seeded.append(self._room_write(room))
+        store.write_batch(db, seeded)
+        for room in self.rooms.values():
+            for sid, stamp, nick, sender, xml in store.load_recent(
+                db, room.name, self.config.history_max
+            ):
+                room.history.append(HistoryEntry(sid, stamp, nick, sender, xml.encode("utf-8")))
+        log.info(
+            "event=muc_loaded host=%s rooms=%d nicks=%d",
+            self.domain,
+            len(self.rooms),
+            len(self.ctx.nicks),
+        )
+
+    def _make_room(self, name: str, settings: RoomSettings) -> Room:
+        room = Room(JID(name, self.domain, None), settings, self.ctx)
+        self.rooms[name] = room
+        return room
+
+    @staticmethod
+    def _room_write(room: Room) -> store.Write:
+        return store.Write(
+            "room",
+            {
+                "name": room.name,
+                "settings_json": room.settings.to_json(),
+                "subject": room.subject,
+                "subject_nick": room.subject_nick,
+            },
+        )
+
+    # ------------------------------------------------------------- background
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Write queued changes in batches; reload nicks; flush everything on cancel."""
+        task_status.started()
+        next_reload = trio.current_time() + self.config.nick_reload_interval
+        try:
+            while True:
+                with trio.move_on_after(max(0.01, self.config.archive_flush_interval)):
+                    await self._wakeup.wait()
+                self._wakeup = trio.Event()
+                if not await self.flush():
+                    await trio.sleep(1.0)
+                if trio.current_time() >= next_reload:
+                    next_reload = trio.current_time() + self.config.nick_reload_interval
+                    rows = await self.adb.run(store.load_nicks, self.adb.db)
+                    self.ctx.nicks.replace_all(rows)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.flush()
+
+    async def flush(self) -> bool:
+        """Write everything queued so far (in order, batch by batch); False on failure.
+
+        A failed batch goes back to the head of the queue and is retried on the next
+        round: a database outage delays the archive, it does not lose it or stop the chat.
+        """
+        async with self._flush_lock:
+            while self._queue:
+                size = max(1, self.config.archive_batch_size)
+                batch, self._queue = self._queue[:size], self._queue[size:]
+                try:
+                    await self.adb.run(store.write_batch, self.adb.db, batch)
+                except Exception:
+                    log.exception("event=muc_write_failed count=%d", len(batch))
+                    self._queue[:0] = batch
+                    return False
+                self.written += len(batch)
+        return True
+
+    def _enqueue(self, writes: Iterable[store.Write]) -> None:
+        before = len(self._queue)
+        self._queue.extend(writes)
+        if len(self._queue) != before and len(self._queue) >= self.config.archive_batch_size:
+            self._wakeup.set()
+
+    # ---------------------------------------------------------------- routing
+    async def handle(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
+        """A stanza for the service domain, a room, or an occupant JID."""
+        from_attr = stanza.get("from")
+        if from_attr is None:
+            return
+        sender = JID.parse(from_attr)
+        if to.local is None:
+            self._to_service(stanza, to, sender)
+            return
+        room = self.rooms.get(to.local)
+        now = self.clock()
+        if room is None:
+            room = self._maybe_create(stanza, to, sender)
+            if room is None:
+                return
+            out = room.join_as_creator(stanza, sender, to.resource or "", now)
+            if out.gone:
+                self.rooms.pop(room.name, None)
+            else:
+                log.info("event=muc_room_created room=%s owner=%s", room.jid_str, sender.bare)
+            self._deliver(out)
+            return
+        tag = stanza.tag
+        if tag == MESSAGE:
+            out = room.handle_message(stanza, sender, to.resource, now)
+        elif tag == PRESENCE:
+            out = room.handle_presence(stanza, sender, to.resource, now)
+        elif tag == IQ:
+            out = room.handle_iq(stanza, sender, to.resource, now)
+        else:
+            return
+        self._apply(room, out)
+        if out.mam is not None:
+            await self._run_mam(room, out.mam)
+
+    def _apply(self, room: Room, out: Out) -> None:
+        writes: list[store.Write] = []
+        if out.archive and room.settings.persistent:
+            writes.extend(
+                store.Write(
+                    "message",
+                    {
+                        "room": room.name,
+                        "stanza_id": e.stanza_id,
+                        "stamp": e.stamp,
+                        "nick": e.nick,
+                        "sender": e.sender,
+                        "stanza": e.xml.decode("utf-8"),
+                    },
+                )
+                for e in out.archive
+            )
+        persistent = room.settings.persistent
+        if out.save_room and persistent:
+            writes.append(self._room_write(room))
+            # The room may just have become persistent: store its whole list.
+            out.affiliations = [*out.affiliations, *room.affiliations.items()]
+        for jid, aff in out.affiliations if persistent else ():
+            writes.append(
+                store.Write("affiliation", {"room": room.name, "jid": jid, "affiliation": aff})
+            )
+        for scope, jid, nick in out.nick_changes:
+            writes.append(store.Write("nick", {"room": scope, "jid": jid, "nick": nick}))
+        if out.gone:
+            self.rooms.pop(room.name, None)
+            writes.append(store.Write("room_delete", {"name": room.name}))
+            log.info("event=muc_room_gone room=%s", room.jid_str)
+        self._enqueue(writes)
+        self._deliver(out, room)
+
+    def _deliver(self, out: Out, room: Room | None = None) -> None:
+        """Hand each copy to its session; forget resources that are gone (status 333)."""
+        sessions = self.router.sessions
+        local = self.router.domain
+        lost: list[str] = []
+        for rcpt, data in out.sends:
+            resources = sessions.get(rcpt.bare)
+            session = resources.get(rcpt.resource) if resources else None
+            if session is not None:
+                if not session.send(data):
+                    lost.append(rcpt.full)
+                continue
+            if rcpt.domain != local:
+                self._to_other_domain(rcpt, data)
+            else:
+                lost.append(rcpt.full)
+        if room is not None and lost:
+            for full in dict.fromkeys(lost):
+                if full in room.by_real:
+                    log.info("event=muc_occupant_lost room=%s jid=%s", room.jid_str, full)
+                    self._apply(room, room.remove_session(full))
+
+    def _to_other_domain(self, rcpt: Recipient, data: bytes) -> None:
+        """A component occupant (bridges): hand the stanza to its service's ``deliver``."""
+        service = self.router.services.get(rcpt.domain)
+        deliver = getattr(service, "deliver", None)
+        if deliver is None or service is self:
+            return
+        deliver(etree.fromstring(data), JID.parse(rcpt.full))
+
+    def deliver(self, stanza: etree._Element, to: JID) -> None:
+        """Server-made stanzas addressed to us (bounces): nothing to do."""
+
+    # ------------------------------------------------------------- creation
+    def _maybe_create(self, stanza: etree._Element, to: JID, sender: JID) -> Room | None:
+        """A presence to a room that does not exist creates it (§10.1) when allowed."""
+        if stanza.tag != PRESENCE or stanza.get("type") is not None:
+            if stanza.tag != PRESENCE and stanza.get("type") not in ("error", "result"):
+                self._bounce(stanza, StanzaError("item-not-found", "no such room"))
+            return None
+        if to.resource is None:
+            self._bounce(stanza, StanzaError("jid-malformed", "join at room@service/nickname"))
+            return None
+        if stanza.find("{%s}x" % MUC) is None:
+            return None
+        if not self.config.allow_room_creation or sender.domain != self.router.domain:
+            self._bounce(stanza, StanzaError("not-allowed", "rooms cannot be created here"))
+            return None
+        try:
+            check_nick(to.resource, self.config.max_nick_length)
+        except NickError as exc:
+            self._bounce(stanza, StanzaError(exc.condition, exc.text))
+            return None
+        settings = RoomSettings(
+            persistent=False, locked=True, max_occupants=self.config.max_occupants
+        )
+        room = self._make_room(to.local or "", settings)
+        room.affiliations[str(sender.bare)] = "owner"
+        return room
+
+    def _bounce(self, stanza: etree._Element, err: StanzaError) -> None:
+        reply = error_reply(stanza, err)
+        if stanza.tag == PRESENCE:
+            etree.SubElement(reply, "{%s}x" % MUC, nsmap={None: MUC})
+        self.router.deliver_local(reply)
+
+    # -------------------------------------------------------------- service
+    def _to_service(self, stanza: etree._Element, to: JID, sender: JID) -> None:
+        if stanza.tag != IQ or stanza.get("type") not in ("get", "set"):
+            return
+        if len(stanza) != 1:
+            self._bounce(stanza, StanzaError("bad-request"))
+            return
+        tag = stanza[0].tag
+        reply = etree.Element(IQ, type="result", nsmap={None: ns.CLIENT})
+        if stanza.get("id") is not None:
+            reply.set("id", stanza.get("id"))
+        reply.set("from", self.domain)
+        reply.set("to", str(sender))
+        kind = stanza.get("type")
+        if tag == "{%s}query" % ns.DISCO_INFO and kind == "get" and not stanza[0].get("node"):
+            q = etree.SubElement(reply, tag, nsmap={None: ns.DISCO_INFO})
+            etree.SubElement(q, "{%s}identity" % ns.DISCO_INFO, category="conference",
+                             type="text", name=self.config.name)  # fmt: skip
+            for var in sorted((ns.DISCO_INFO, ns.DISCO_ITEMS, MUC, ns.PING,
+                               "urn:xmpp:mam:2", "urn:xmpp:occupant-id:0")):  # fmt: skip
+                etree.SubElement(q, "{%s}feature" % ns.DISCO_INFO, var=var)
+        elif tag == "{%s}query" % ns.DISCO_ITEMS and kind == "get" and not stanza[0].get("node"):
+            q = etree.SubElement(reply, tag, nsmap={None: ns.DISCO_ITEMS})
+            for name in sorted(self.rooms):
+                room = self.rooms[name]
+                if room.settings.public and not room.settings.locked:
+                    etree.SubElement(q, "{%s}item" % ns.DISCO_ITEMS, jid=room.jid_str,
+                                     name=room.settings.title or name)  # fmt: skip
+        elif tag == "{%s}ping" % ns.PING and kind == "get":
+            pass
+        else:
+            self._bounce(stanza, StanzaError("service-unavailable"))
+            return
+        self.router.deliver_local(reply)
+
+    # ------------------------------------------------------------------ MAM
+    async def _run_mam(self, room: Room, request: MamRequest) -> None:
+        await self.flush()  # what was broadcast must be findable
+        try:
+            page = await self.adb.run(store.query_archive, self.adb.db, room.name, request.query)
+        except StanzaError as err:
+            self._deliver(room.mam_error(request, err))
+            return
+        self._deliver(room.mam_reply(request, page))
+
+
+def install(
+    router: Router,
+    adb: AsyncDatabase,
+    config: MucConfig,
+    site_admins: Iterable[str] = (),
+    clock: Clock = _utcnow,
+) -> MucService | None:
+    """Create and register the MUC service; None when ``config.enabled`` is false."""
+    if not config.enabled:
+        return None
+    return MucService(router, adb, config, site_admins=site_admins, clock=clock).install()
+
+
+__all__ = ["MucService", "install"]

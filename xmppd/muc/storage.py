@@ -1,0 +1,363 @@
+"""MUC tables and queries: rooms, the message archive, affiliations, registered nicks.
+
+Tables live on the shared :data:`xmppd.storage.models.metadata`, so ``alembic`` sees them
+(migration ``0002_muc``). Every function takes a :class:`~xmppd.storage.Database` and is
+blocking: trio code calls them through ``AsyncDatabase.run``; start-up may call them
+directly. The archive is written in batches by the service, never per message.
+
+Times are stored as naive UTC, like the rest of storage (MariaDB has no zone type).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from xmppd.muc.mam import ArchivedMessage, MamPage, MamQuery
+from xmppd.muc.nicks import NickError, check_nick, nick_key
+from xmppd.storage.database import Database, _upsert
+from xmppd.storage.engine import WRITE_OPTION
+from xmppd.storage.models import JID_MAX, LOCALPART_MAX, BigId, StanzaText, metadata
+from xmppd.xml.errors import StanzaError
+
+log = logging.getLogger("xmppd.muc.storage")
+
+_MYSQL = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
+NICK_MAX = 255
+
+rooms = sa.Table(
+    "muc_rooms",
+    metadata,
+    sa.Column("name", sa.String(LOCALPART_MAX), primary_key=True),
+    sa.Column("settings_json", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False, default=""),
+    sa.Column("subject_nick", sa.String(NICK_MAX), nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    **_MYSQL,
+)
+
+messages = sa.Table(
+    "muc_messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("room", sa.String(LOCALPART_MAX), nullable=False),
+    sa.Column("stanza_id", sa.String(64), nullable=False),
+    sa.Column("stamp", sa.DateTime, nullable=False),
+    sa.Column("nick", sa.String(NICK_MAX), nullable=False),
+    sa.Column("sender", sa.String(JID_MAX), nullable=False),
+    sa.Column("stanza", StanzaText, nullable=False),
+    sa.Index("ix_muc_messages_room_id", "room", "id"),
+    sa.Index("ix_muc_messages_room_stamp", "room", "stamp"),
+    sa.UniqueConstraint("room", "stanza_id"),
+    **_MYSQL,
+)
+
+affiliations = sa.Table(
+    "muc_affiliations",
+    metadata,
+    sa.Column("room", sa.String(LOCALPART_MAX), primary_key=True),
+    sa.Column("jid", sa.String(JID_MAX), primary_key=True),
+    sa.Column("affiliation", sa.String(8), nullable=False),
+    **_MYSQL,
+)
+
+nicks = sa.Table(
+    "muc_nicks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    #: a room's localpart, or "" for every room of the service
+    sa.Column("room", sa.String(LOCALPART_MAX), nullable=False),
+    sa.Column("nick_key", sa.String(NICK_MAX), nullable=False),
+    sa.Column("nick", sa.String(NICK_MAX), nullable=False),
+    sa.Column("jid", sa.String(JID_MAX), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("room", "nick_key"),
+    sa.UniqueConstraint("room", "jid"),
+    **_MYSQL,
+)
+
+
+def _naive(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(tzinfo=None)
+
+
+def _aware(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC)
+
+
+@contextlib.contextmanager
+def _write(db: Database) -> Iterator[sa.Connection]:
+    with db.engine.connect() as conn:
+        conn.execution_options(**{WRITE_OPTION: True})
+        with conn.begin():
+            yield conn
+
+
+# ---------------------------------------------------------------------- rooms
+@dataclass(slots=True)
+class StoredRoom:
+    name: str
+    settings_json: str
+    subject: str
+    subject_nick: str
+    affiliations: dict[str, str]
+
+
+def load_rooms(db: Database) -> list[StoredRoom]:
+    with db.engine.connect() as conn:
+        affs: dict[str, dict[str, str]] = {}
+        for row in conn.execute(sa.select(affiliations)):
+            affs.setdefault(row.room, {})[row.jid] = row.affiliation
+        return [
+            StoredRoom(r.name, r.settings_json, r.subject, r.subject_nick, affs.get(r.name, {}))
+            for r in conn.execute(sa.select(rooms).order_by(rooms.c.name))
+        ]
+
+
+def load_recent(db: Database, room: str, limit: int) -> list[tuple[str, datetime, str, str, str]]:
+    """The last ``limit`` archived messages of ``room``, oldest first:
+    ``(stanza_id, stamp, nick, sender, stanza)``."""
+    if limit <= 0:
+        return []
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                messages.c.stanza_id,
+                messages.c.stamp,
+                messages.c.nick,
+                messages.c.sender,
+                messages.c.stanza,
+            )
+            .where(messages.c.room == room)
+            .order_by(messages.c.id.desc())
+            .limit(limit)
+        ).all()
+    return [(r[0], _aware(r[1]), r[2], r[3], r[4]) for r in reversed(rows)]
+
+
+# ------------------------------------------------------------- batched writes
+@dataclass(slots=True)
+class Write:
+    """One queued change; ``kind`` is message, room, room_delete, affiliation or nick."""
+
+    kind: str
+    values: dict[str, Any]
+
+
+def write_batch(db: Database, batch: Sequence[Write]) -> None:
+    """Apply queued writes in order, in one transaction."""
+    if not batch:
+        return
+    with _write(db) as conn:
+        pending: list[dict[str, Any]] = []
+        for w in batch:
+            if w.kind == "message":
+                v = dict(w.values)
+                v["stamp"] = _naive(v["stamp"])
+                pending.append(v)
+                continue
+            if pending:
+                conn.execute(messages.insert(), pending)
+                pending = []
+            _apply(conn, w)
+        if pending:
+            conn.execute(messages.insert(), pending)
+
+
+def _apply(conn: sa.Connection, w: Write) -> None:
+    v = w.values
+    if w.kind == "room":
+        fields = {k: v[k] for k in ("settings_json", "subject", "subject_nick")}
+        _upsert(conn, rooms, ["name"], {"name": v["name"], "created_at": _naive(
+            datetime.now(UTC)), **fields}, fields)  # fmt: skip
+    elif w.kind == "room_delete":
+        for table in (rooms, affiliations):
+            key = table.c.name if table is rooms else table.c.room
+            conn.execute(table.delete().where(key == v["name"]))
+        conn.execute(nicks.delete().where(nicks.c.room == v["name"]))
+    elif w.kind == "affiliation":
+        where = sa.and_(affiliations.c.room == v["room"], affiliations.c.jid == v["jid"])
+        if v["affiliation"] == "none":
+            conn.execute(affiliations.delete().where(where))
+        else:
+            _upsert(conn, affiliations, ["room", "jid"], dict(v),
+                    {"affiliation": v["affiliation"]})  # fmt: skip
+    elif w.kind == "nick":
+        _set_nick(conn, v["room"], v["jid"], v["nick"])
+    else:
+        raise ValueError(f"unknown write {w.kind}")
+
+
+def _set_nick(conn: sa.Connection, room: str, jid: str, nick: str | None) -> None:
+    """Give ``jid`` exactly ``nick`` in ``room`` (None: no nick), taking it from others."""
+    conn.execute(nicks.delete().where(nicks.c.room == room, nicks.c.jid == jid))
+    if nick is None:
+        return
+    key = nick_key(nick)
+    conn.execute(nicks.delete().where(nicks.c.room == room, nicks.c.nick_key == key))
+    conn.execute(
+        nicks.insert(),
+        {
+            "room": room,
+            "nick_key": key,
+            "nick": nick,
+            "jid": jid,
+            "created_at": _naive(datetime.now(UTC)),
+        },
+    )
+
+
+# ------------------------------------------------------------------ archive
+def query_archive(db: Database, room: str, q: MamQuery) -> MamPage:
+    """One MAM page (XEP-0313 + XEP-0059) from the archive, oldest first."""
+    m = messages.c
+    base = [m.room == room]
+    if q.start is not None:
+        base.append(m.stamp >= _naive(q.start))
+    if q.end is not None:
+        base.append(m.stamp <= _naive(q.end))
+    if q.with_nick is not None:
+        base.append(m.nick == q.with_nick)
+    with db.engine.connect() as conn:
+
+        def row_id(stanza_id: str) -> int:
+            found = conn.execute(
+                sa.select(m.id).where(m.room == room, m.stanza_id == stanza_id)
+            ).scalar_one_or_none()
+            if found is None:
+                raise StanzaError("item-not-found", f"no archived message {stanza_id}")
+            return int(found)
+
+        count = conn.execute(sa.select(sa.func.count()).select_from(messages).where(*base))
+        total = int(count.scalar_one())
+        where = list(base)
+        if q.after:
+            where.append(m.id > row_id(q.after))
+        backwards = q.before is not None
+        if q.before:
+            where.append(m.id < row_id(q.before))
+        order = m.id.desc() if backwards else m.id.asc()
+        cols = (m.stanza_id, m.stamp, m.stanza)
+        rows = conn.execute(sa.select(*cols).where(*where).order_by(order).limit(q.max + 1)).all()
+    more = len(rows) > q.max
+    rows = rows[: q.max]
+    if backwards:
+        rows.reverse()
+    page = [ArchivedMessage(r[0], _aware(r[1]), r[2]) for r in rows]
+    return MamPage(page, complete=not more, count=total)
+
+
+# ---------------------------------------------------------------- nicks (CLI)
+def load_nicks(db: Database) -> list[tuple[str, str, str]]:
+    """Every registration as ``(room, nick, jid)`` (room "" = all rooms)."""
+    with db.engine.connect() as conn:
+        return [
+            (r.room, r.nick, r.jid)
+            for r in conn.execute(sa.select(nicks.c.room, nicks.c.nick, nicks.c.jid))
+        ]
+
+
+def _bare(jid: str) -> str:
+    from xmppd.jid import JID, JIDError
+
+    try:
+        parsed = JID.parse(jid)
+    except JIDError as exc:
+        raise ValueError(f"invalid JID {jid!r}: {exc}") from None
+    if parsed.local is None:
+        raise ValueError(f"{jid!r} is not a user's JID")
+    return str(parsed.bare)
+
+
+def _checked(nick: str) -> str:
+    try:
+        check_nick(nick, NICK_MAX)
+    except NickError as exc:
+        raise ValueError(f"invalid nickname {nick!r}: {exc.text}") from None
+    return nick
+
+
+def register_nick(db: Database, nick: str, jid: str, room: str = "") -> None:
+    """Reserve ``nick`` for ``jid`` (in every room by default); replaces either's old entry."""
+    nick, bare = _checked(nick), _bare(jid)
+    with _write(db) as conn:
+        _set_nick(conn, room, bare, nick)
+    log.info("event=muc_nick_registered room=%s nick=%s jid=%s", room or "*", nick, bare)
+
+
+def unregister_nick(db: Database, nick: str, room: str = "") -> bool:
+    """Free ``nick``; False if it was not registered."""
+    key = nick_key(_checked(nick))
+    with _write(db) as conn:
+        gone = conn.execute(
+            nicks.delete().where(nicks.c.room == room, nicks.c.nick_key == key)
+        ).rowcount
+    log.info(
+        "event=muc_nick_unregistered room=%s nick=%s existed=%s", room or "*", nick, bool(gone)
+    )
+    return bool(gone)
+
+
+@dataclass(slots=True)
+class SyncResult:
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    skipped: int = 0
+
+
+def sync_nicks(
+    db: Database, pairs: Iterable[tuple[str, str]], room: str = "", prune: bool = False
+) -> SyncResult:
+    """Make the registry hold ``(nick, jid)`` pairs, idempotently, in ONE transaction.
+
+    Invalid pairs are skipped (counted). With ``prune``, registrations in ``room`` whose
+    JID is not among ``pairs`` are removed (a forum user deleted upstream).
+    """
+    result = SyncResult()
+    wanted: dict[str, tuple[str, str]] = {}
+    keys: set[str] = set()
+    for nick, jid in pairs:
+        try:
+            nick, bare = _checked(nick), _bare(jid)
+        except ValueError:
+            result.skipped += 1
+            continue
+        key = nick_key(nick)
+        if key in keys:
+            result.skipped += 1  # two users folding to one nick: neither wins silently
+            continue
+        keys.add(key)
+        wanted[bare] = (nick, key)
+    with _write(db) as conn:
+        current = {
+            r.jid: (r.nick, r.nick_key)
+            for r in conn.execute(sa.select(nicks).where(nicks.c.room == room))
+        }
+        for bare, (nick, _key) in wanted.items():
+            have = current.get(bare)
+            if have is not None and have[0] == nick:
+                continue
+            _set_nick(conn, room, bare, nick)
+            if have is None:
+                result.added += 1
+            else:
+                result.changed += 1
+        if prune:
+            stale = [j for j in current if j not in wanted]
+            for i in range(0, len(stale), 500):
+                conn.execute(
+                    nicks.delete().where(nicks.c.room == room, nicks.c.jid.in_(stale[i : i + 500]))
+                )
+            result.removed = len(stale)
+    log.info(
+        "event=muc_nicks_synced room=%s added=%d changed=%d removed=%d skipped=%d",
+        room or "*", result.added, result.changed, result.removed, result.skipped,
+    )  # fmt: skip
+    return result
