@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import platform
@@ -29,6 +30,7 @@ from xmppd.transport.c2s import C2SConnection
 log = logging.getLogger("xmppd.server")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_loopback(ip: str) -> bool:
     try:
         return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback

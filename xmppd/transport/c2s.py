@@ -148,18 +148,21 @@ class C2SConnection:
         if session is not None:
             self.server.router.unbind(session)
             handler = self.server.router.presence_handler
-            if handler is not None:
+            if handler is not None and (session.available or session.directed_presence):
                 with trio.CancelScope(shield=True), trio.move_on_after(5):
                     try:
                         await handler.session_ended(session)
                     except Exception:
                         log.exception("event=presence_cleanup_failed jid=%s", session.full_str)
             log.info("event=session_ended jid=%s", session.full_str)
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            try:
-                await self.transport.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
+        # SocketStream.aclose only closes the socket; TLS may try a close_notify, so
+        # give it a bound (shielded: we may be here because we were cancelled).
+        if isinstance(self.transport, trio.SSLStream):
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await _quiet_aclose(self.transport)
+        else:
+            with trio.CancelScope(shield=True):
+                await _quiet_aclose(self.transport)
 
     async def _send_direct(self) -> None:
         data = self.stream.data_to_send()
@@ -341,6 +344,13 @@ class C2SConnection:
         # closing and flushed: hang up (cancels the reader too)
         if self._cancel is not None:
             self._cancel.cancel()
+
+
+async def _quiet_aclose(stream: trio.abc.Stream) -> None:
+    try:
+        await stream.aclose()
+    except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        pass
 
 
 def _ping(domain: str, to: str, iq_id: str) -> bytes:

@@ -226,6 +226,74 @@ class _StanzaTarget:
         return None
 
 
+class _Forward:
+    """The target lxml sees: forwards to whichever stream currently owns the parser.
+
+    lxml inspects a Python target's method signatures (``inspect.getfullargspec``)
+    every time a parser starts a document, about 35 µs, twice per login. Parsers are
+    therefore pooled and reused (lxml allows ``feed()`` again after ``close()``), each
+    bound once to a forwarder whose ``sink`` changes hands.
+    """
+
+    __slots__ = ("sink",)
+
+    def __init__(self) -> None:
+        self.sink: _StanzaTarget | None = None
+
+    def start(self, tag: str, attrib: dict[str, str], nsmap: dict[str, str]) -> None:
+        self.sink.start(tag, attrib, nsmap)  # type: ignore[union-attr]
+
+    def end(self, tag: str) -> None:
+        self.sink.end(tag)  # type: ignore[union-attr]
+
+    def data(self, text: str) -> None:
+        self.sink.data(text)  # type: ignore[union-attr]
+
+    def comment(self, text: str) -> None:
+        self.sink.comment(text)  # type: ignore[union-attr]
+
+    def pi(self, target: str, data: str | None = None) -> None:
+        self.sink.pi(target, data)  # type: ignore[union-attr]
+
+    def doctype(self, *args: object) -> None:
+        self.sink.doctype(*args)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        return None
+
+
+_POOL_MAX = 256
+_pool: list[etree.XMLParser] = []
+
+
+def _acquire_parser(sink: _StanzaTarget) -> etree.XMLParser:
+    if _pool:
+        parser = _pool.pop()
+    else:
+        parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            huge_tree=False,
+            encoding="utf-8",
+            collect_ids=False,
+            target=_Forward(),
+        )
+    parser.target.sink = sink
+    return parser
+
+
+def _release_parser(parser: etree.XMLParser) -> None:
+    """Close ``parser`` (lxml frees its C state only then) and keep it for reuse."""
+    try:
+        parser.close()
+    except (etree.XMLSyntaxError, StreamError):
+        pass
+    parser.target.sink = None
+    if len(_pool) < _POOL_MAX:
+        _pool.append(parser)
+
+
 class StreamParser:
     """One XML stream (a new instance after every stream restart)."""
 
@@ -251,15 +319,7 @@ class StreamParser:
         self.closed = False
 
     def _new_libxml_parser(self) -> etree.XMLParser:
-        return etree.XMLParser(
-            target=self._target,
-            resolve_entities=False,
-            no_network=True,
-            load_dtd=False,
-            huge_tree=False,
-            encoding="utf-8",
-            collect_ids=False,
-        )
+        return _acquire_parser(self._target)
 
     def hibernate(self) -> bool:
         """Drop libxml2's state (about 10 KiB) while the stream sits between stanzas.
@@ -297,10 +357,7 @@ class StreamParser:
         target = self._target
         saved = (target.depth, target.builder, target.events)
         target.events = []
-        try:
-            parser.close()
-        except (etree.XMLSyntaxError, StreamError):
-            pass
+        _release_parser(parser)
         target.depth, target.builder, target.events = saved
 
     def _wake(self) -> etree.XMLParser:
