@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from xmppd.muc.config import MucConfig
+
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the key."""
@@ -91,6 +93,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    muc: MucConfig = field(default_factory=MucConfig)
 
     @property
     def data_path(self) -> Path:
@@ -228,5 +231,9 @@ def validate(config: Config) -> None:
         raise ConfigError("tls: give both cert and key, or neither (a self-signed pair is made)")
     if config.auth.backend == "phpbb" and not config.auth.phpbb.url:
         raise ConfigError("auth.phpbb.url: required when auth.backend = 'phpbb'")
+    if config.muc.history_default > config.muc.history_max:
+        raise ConfigError("muc.history_default: must not exceed muc.history_max")
+    if not 1 <= config.muc.max_nick_length <= 1023:
+        raise ConfigError("muc.max_nick_length: must be between 1 and 1023")
     if config.c2s.send_queue_bytes < config.limits.max_stanza_size:
         raise ConfigError("c2s.send_queue_bytes: must be at least limits.max_stanza_size")

@@ -87,6 +87,10 @@ class Server:
         presence = install_presence(self.router, self.adb, offline)
         disco.presence_authorized = presence.presence_authorized
 
+        from xmppd.muc.service import install as install_muc
+
+        self.muc = install_muc(self.router, self.adb, self.config.muc, self.config.server.admins)
+
     def load_tls(self) -> None:
         cfg = self.config
         if cfg.tls.cert:
@@ -240,6 +244,8 @@ async def run_server(
 ) -> None:
     """Serve until cancelled or SIGTERM/SIGINT; then shut down gracefully."""
     async with trio.open_nursery() as nursery:
+        if server.muc is not None:
+            await nursery.start(server.muc.run)
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         log.info(

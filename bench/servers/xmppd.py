@@ -36,7 +36,7 @@ db.dispose()
 
 class Xmppd(Server):
     name = "xmppd"
-    port = 35222
+    port = 30222
     accounts_offline = True
 
     @property

@@ -74,7 +74,10 @@ def _fields(cls: Any, prefix: str = "") -> dict[str, Any]:
         if dataclasses.is_dataclass(hints[f.name]):
             out.update(_fields(hints[f.name], f"{key}."))
         else:
-            out[key] = getattr(default, f.name)
+            value = getattr(default, f.name)
+            if isinstance(value, list):  # e.g. [[muc.rooms]]: tables, compared as dicts
+                value = [dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for v in value]
+            out[key] = value
     return out
 
 

@@ -87,7 +87,14 @@ class OfflineService:
         stored = await self.adb.run(self.adb.db.store_offline, owner, xml, self.limit)
         if not stored:
             log.info("event=offline_full owner=%s limit=%d", owner, self.limit)
-        return stored
+            return False
+        # The owner may have come online while we were writing (its initial presence
+        # popped the queue before our row landed): hand it over now, or it would wait
+        # for the next login. pop_offline is atomic, so nothing is delivered twice.
+        online = [s for s in self.router.resources_of(owner) if s.available and s.priority >= 0]
+        if online:
+            await self.deliver(max(online, key=lambda s: s.priority))
+        return True
 
     async def deliver(self, session: Session) -> int:
         """Send every queued message to ``session``; returns how many were sent.

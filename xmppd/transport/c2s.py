@@ -134,9 +134,9 @@ class C2SConnection:
                     # reader finished: let the writer flush the closing bytes, then stop
                     self._closing = True
                     self._kick_writer()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
-            pass
-        except Exception:
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+            pass  # the peer went away (TLS clients often skip close_notify): not our bug
+        except* Exception:
             log.exception("event=connection_crashed ip=%s", self.peer_ip)
         finally:
             await self._teardown()
