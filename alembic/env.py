@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 
 import sqlalchemy as sa
-
 from alembic import context
+
 from xmppd.storage.models import metadata
 
 config = context.config

@@ -41,7 +41,7 @@ RFC7677 = {
 USER = Identity("user")
 
 
-def _creds(vector: dict[str, Any], password: str = "pencil") -> ScramCredentials:  # noqa: S107
+def _creds(vector: dict[str, Any], password: str = "pencil") -> ScramCredentials:
     cls = vector["cls"]
     return derive_scram(password, cls.hash_name, base64.b64decode(vector["salt"]))
 
@@ -263,7 +263,7 @@ def _client_login(
     username: str,
     password: str,
     *,
-    stored_password: str = "pencil",  # noqa: S107
+    stored_password: str = "pencil",
     authzid: str | None = None,
     binding_proposed: bool = True,
     known: bool = True,
