@@ -209,3 +209,42 @@ def test_client_that_never_reads_is_cut_off(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, server.log()[-2000:]
             time.sleep(0.1)
         sink.close()
+
+
+def test_server_pings_idle_clients_and_drops_dead_ones(tmp_path: Path) -> None:
+    with running_server(
+        tmp_path, c2s={"ping_interval": 1.0, "ping_timeout": 1.0, "hibernate_after": 0.5}
+    ) as server:
+        server.add_user("alice", "secret")
+        c = RawClient(server.port)
+        c.login("alice", "secret", resource="idle")
+        data = c.read_until(b"urn:xmpp:ping", timeout=5)
+        assert b"type=\"get\"" in data or b"type='get'" in data
+        # never answer: the server gives up after ping_timeout
+        data = c.read_to_close(timeout=5)
+        assert b"<connection-timeout" in data
+
+        # a client that answers stays connected
+        live = RawClient(server.port)
+        live.login("alice", "secret", resource="live")
+        for _ in range(2):
+            got = live.read_until(b"</iq>", timeout=5)
+            ping_id = got.split(b"id=\"", 1)[1].split(b"\"", 1)[0]
+            live.buffer = b""
+            live.send(b"<iq type='result' to='localhost' id='" + ping_id + b"'/>")
+        live.send(b"<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert b"id=\"p1\"" in live.read_until(b"p1", timeout=5)
+
+
+def test_connections_per_ip_are_capped(tmp_path: Path) -> None:
+    with running_server(tmp_path, c2s={"max_connections_per_ip": 2}) as server:
+        time.sleep(0.5)  # let the start-up probe connection be forgotten
+        first, second = RawClient(server.port), RawClient(server.port)
+        first.open_stream()
+        second.open_stream()
+        third = RawClient(server.port)
+        data = third.read_to_close()
+        assert b"<policy-violation" in data
+        # the first two are unaffected
+        first.send(b"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='X-NONE'/>")
+        assert b"<invalid-mechanism/>" in first.read_until(b"</failure>")
