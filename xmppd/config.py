@@ -28,7 +28,7 @@ class ServerConfig:
     admins: list[str] = field(default_factory=list)
     log_level: str = "INFO"
     #: Seconds between returning freed heap pages to the OS (0 disables).
-    memory_trim_interval: float = 10.0
+    memory_trim_interval: float = 5.0
 
 
 @dataclass(slots=True)
@@ -43,7 +43,7 @@ class C2SConfig:
     ping_interval: float = 120.0
     ping_timeout: float = 60.0
     #: Idle seconds after which a stream drops its parser buffers and writer task.
-    hibernate_after: float = 5.0
+    hibernate_after: float = 2.0
     max_connections_per_ip: int = 64
     send_queue_bytes: int = 1_048_576
 

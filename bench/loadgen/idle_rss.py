@@ -19,7 +19,7 @@ from .meter import Meter, rss_kib
 from .target import Target
 
 HEADLINE = ("kib_per_conn", "KiB/conn", False)
-DEFAULTS = {"connections": 1000, "concurrency": 100, "settle": 3.0, "mechanism": "PLAIN"}
+DEFAULTS = {"connections": 1000, "concurrency": 100, "settle": 10.0, "mechanism": "PLAIN"}
 QUICK = {"connections": 200, "settle": 1.0}
 RESTART_BEFORE_EACH = True
 
