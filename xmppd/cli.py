@@ -137,6 +137,61 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_register_nick(args: argparse.Namespace) -> int:
+    """The seed's patched ``ejabberdctl muc_register_nick``, natively."""
+    from xmppd.muc.storage import register_nick
+
+    config = _load(args)
+    db = _database(config)
+    db.upgrade()
+    try:
+        register_nick(db, args.nick, args.jid, room=args.room)
+    except ValueError as exc:
+        print(f"xmppd: {exc}", file=sys.stderr)
+        return 1
+    where = f"room {args.room}" if args.room else "every room"
+    print(f"nick {args.nick!r} reserved for {args.jid} in {where}")
+    return 0
+
+
+def cmd_unregister_nick(args: argparse.Namespace) -> int:
+    from xmppd.muc.storage import unregister_nick
+
+    config = _load(args)
+    db = _database(config)
+    db.upgrade()
+    try:
+        existed = unregister_nick(db, args.nick, room=args.room)
+    except ValueError as exc:
+        print(f"xmppd: {exc}", file=sys.stderr)
+        return 1
+    if not existed:
+        print(f"xmppd: nick {args.nick!r} was not registered", file=sys.stderr)
+        return 1
+    print(f"nick {args.nick!r} released")
+    return 0
+
+
+def cmd_sync_nicks(args: argparse.Namespace) -> int:
+    """Reserve every forum username as a nick for its owner (phpbb backend), idempotently."""
+    from xmppd.auth.phpbb_members import forum_members
+    from xmppd.muc.storage import sync_nicks
+
+    config = _load(args)
+    if config.auth.backend != "phpbb":
+        print("xmppd: sync-nicks reads the forum: set auth.backend = 'phpbb'", file=sys.stderr)
+        return 2
+    db = _database(config)
+    db.upgrade()
+    members = forum_members(config.auth.phpbb, config.server.domain)
+    result = sync_nicks(db, members, prune=args.prune)
+    print(
+        f"{len(members)} forum members: added={result.added} changed={result.changed}"
+        f" removed={result.removed} skipped={result.skipped}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xmppd", description="XMPP server for a web community")
     parser.add_argument("-c", "--config", help="TOML configuration file (default: ./xmppd.toml)")
@@ -168,6 +223,18 @@ def build_parser() -> argparse.ArgumentParser:
         )
     command(user_sub, "del").add_argument("localpart")
     command(user_sub, "list")
+
+    reg = command(sub, "register-nick", cmd_register_nick, help="reserve a MUC nick for a JID")
+    reg.add_argument("nick")
+    reg.add_argument("jid")
+    reg.add_argument("--room", default="", help="only in this room (default: every room)")
+    unreg = command(sub, "unregister-nick", cmd_unregister_nick, help="release a MUC nick")
+    unreg.add_argument("nick")
+    unreg.add_argument("--room", default="", help="the room it was reserved in (default: all)")
+    sync = command(sub, "sync-nicks", cmd_sync_nicks, help="reserve every forum username")
+    sync.add_argument(
+        "--prune", action="store_true", help="also release nicks of members gone from the forum"
+    )
     return parser
 
 

@@ -159,6 +159,24 @@ def _b64decode(text: str | None) -> bytes | None:
 class C2SStream:
     """One client stream on the server side; no I/O, no clock, no database."""
 
+    __slots__ = (
+        "_awaiting_backend",
+        "_header_sent",
+        "_mechanism",
+        "_new_id",
+        "_out",
+        "_parser",
+        "_peer_from",
+        "_pending_user",
+        "_sasl_failures",
+        "identity",
+        "jid",
+        "phase",
+        "settings",
+        "stream_id",
+        "tls_active",
+    )
+
     def __init__(
         self, settings: C2SSettings, stream_id_factory: Callable[[], str] | None = None
     ) -> None:

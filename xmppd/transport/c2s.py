@@ -48,6 +48,24 @@ READ_SIZE = 65536
 class C2SConnection:
     """One accepted TCP (or direct TLS) connection, from accept to close."""
 
+    # Thousands of these sit idle: no per-instance __dict__.
+    __slots__ = (
+        "_cancel",
+        "_closing",
+        "_failures",
+        "_nursery",
+        "_queue",
+        "_queued",
+        "_wake",
+        "_writer_running",
+        "direct_tls",
+        "peer_ip",
+        "server",
+        "session",
+        "stream",
+        "transport",
+    )
+
     def __init__(
         self, server: Server, transport: trio.abc.Stream, peer_ip: str, *, direct_tls: bool
     ) -> None:

@@ -262,7 +262,7 @@ class _Forward:
         return None
 
 
-_POOL_MAX = 256
+_POOL_MAX = 64
 _pool: list[etree.XMLParser] = []
 
 
