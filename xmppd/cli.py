@@ -174,21 +174,18 @@ def cmd_unregister_nick(args: argparse.Namespace) -> int:
 
 def cmd_sync_nicks(args: argparse.Namespace) -> int:
     """Reserve every forum username as a nick for its owner (phpbb backend), idempotently."""
-    from xmppd.auth.phpbb_members import forum_members
-    from xmppd.muc.storage import sync_nicks
+    from xmppd.muc.forum_sync import sync_once
 
     config = _load(args)
     if config.auth.backend != "phpbb":
         print("xmppd: sync-nicks reads the forum: set auth.backend = 'phpbb'", file=sys.stderr)
         return 2
+    if args.prune:
+        config.muc.sync_nicks_prune = True
     db = _database(config)
     db.upgrade()
-    members = forum_members(config.auth.phpbb, config.server.domain)
-    result = sync_nicks(db, members, prune=args.prune)
-    print(
-        f"{len(members)} forum members: added={result.added} changed={result.changed}"
-        f" removed={result.removed} skipped={result.skipped}"
-    )
+    count, summary = sync_once(config, db)
+    print(f"{count} forum members: {summary}")
     return 0
 
 

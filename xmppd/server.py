@@ -20,6 +20,7 @@ from xmppd.auth.ratelimit import FailureLimiter
 from xmppd.config import Config
 from xmppd.jid import JIDError, nodeprep
 from xmppd.memory import trim_periodically
+from xmppd.muc.forum_sync import sync_nicks_periodically
 from xmppd.router import Router
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings
@@ -246,6 +247,7 @@ async def run_server(
     async with trio.open_nursery() as nursery:
         if server.muc is not None:
             await nursery.start(server.muc.run)
+            nursery.start_soon(sync_nicks_periodically, server.config, server.database)
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         log.info(

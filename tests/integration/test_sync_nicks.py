@@ -96,3 +96,19 @@ def test_register_and_unregister_nick_cli(tmp_path: Path) -> None:
     assert _nicks(server.database_url) == {}
     missing = _xmppd(server.config_path, "unregister-nick", "carol")
     assert missing.returncode == 1
+
+
+def test_running_server_syncs_new_forum_members(tmp_path: Path, phpbb_db: PhpbbDatabase) -> None:  # noqa: F811
+    phpbb_db.add_user("early bird", password_hash=_bcrypt("pw"))
+    auth = {"backend": "phpbb", "phpbb": {"url": phpbb_db.url}}
+    muc = {"sync_nicks_interval": 0.5, "nick_reload_interval": 0.5}
+    with running_server(tmp_path, auth=auth, muc=muc) as live:
+        deadline = time.monotonic() + 10
+        while "early bird" not in _nicks(live.database_url):  # synced at start-up
+            assert time.monotonic() < deadline, live.log()[-2000:]
+            time.sleep(0.1)
+        phpbb_db.add_user("Newcomer", password_hash=_bcrypt("pw"))
+        while _nicks(live.database_url).get("Newcomer") != "newcomer@localhost":
+            assert time.monotonic() < deadline + 5, live.log()[-2000:]
+            time.sleep(0.1)
+        assert "event=nicks_synced" in live.log()

@@ -52,6 +52,11 @@ class MucConfig:
     allow_nick_registration: bool = True
     #: Seconds between reloads of the nick registry (changed by the CLI) from the database.
     nick_reload_interval: float = 60.0
+    #: With the phpbb backend: seconds between syncs of forum usernames into the nick
+    #: registry while serving (the first runs at start-up); 0 disables.
+    sync_nicks_interval: float = 3600.0
+    #: The periodic sync also releases nicks of members deleted from the forum.
+    sync_nicks_prune: bool = False
     #: Token bucket per occupant: ``flood_burst`` messages, refilled at ``flood_rate``/s.
     flood_burst: int = 30
     flood_rate: float = 5.0
