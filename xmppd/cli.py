@@ -60,8 +60,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from xmppd.server import build_server, run_server
 
+    from xmppd.memory import limit_arenas
+
     config = _load(args)
     setup_logging(config.server.log_level)
+    limit_arenas()
     server = build_server(config)
     trio.run(run_server, server)
     return 0
