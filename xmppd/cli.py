@@ -58,9 +58,8 @@ def _load(args: argparse.Namespace) -> Config:
 def cmd_serve(args: argparse.Namespace) -> int:
     import trio
 
-    from xmppd.server import build_server, run_server
-
     from xmppd.memory import limit_arenas
+    from xmppd.server import build_server, run_server
 
     config = _load(args)
     setup_logging(config.server.log_level)

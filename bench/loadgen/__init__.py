@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from . import idle_rss, logins, messages
+from . import idle_rss, logins, messages, muc_fanout, muc_join
 
 
 @dataclass
@@ -46,7 +46,41 @@ SCENARIOS: dict[str, Scenario] = {
             {"connections": 1000, "mechanism": "scram"},
             "RSS/idle conn, 1,000, SCRAM logins",
         ),
+        Scenario(
+            "muc_fanout_20",
+            muc_fanout,
+            {"occupants": 20, "senders": 4, "window": 5},
+            "MUC fan-out, N=20, 4 senders x 5 in flight",
+        ),
+        Scenario(
+            "muc_fanout_200",
+            muc_fanout,
+            {"occupants": 200, "senders": 4, "window": 5},
+            "MUC fan-out, N=200, 4 senders x 5 in flight",
+        ),
+        Scenario(
+            "muc_fanout_20_1x1",
+            muc_fanout,
+            {"occupants": 20, "senders": 1, "window": 1},
+            "MUC fan-out, N=20, 1 sender, 1 in flight",
+        ),
+        Scenario(
+            "muc_fanout_200_1x1",
+            muc_fanout,
+            {"occupants": 200, "senders": 1, "window": 1},
+            "MUC fan-out, N=200, 1 sender, 1 in flight",
+        ),
+        Scenario("muc_join_history", muc_join, {}, "MUC join with 20 history msgs, p50"),
     ]
 }
-# idle_rss_1000_scram is an extra: ask for it with --scenarios
-DEFAULT_SCENARIOS = ["logins", "logins_plain", "messages", "idle_rss_1000", "idle_rss_5000"]
+# idle_rss_1000_scram and the muc_fanout_*_1x1 runs are extras: ask for them with --scenarios
+DEFAULT_SCENARIOS = [
+    "logins",
+    "logins_plain",
+    "messages",
+    "idle_rss_1000",
+    "idle_rss_5000",
+    "muc_fanout_20",
+    "muc_fanout_200",
+    "muc_join_history",
+]

@@ -21,6 +21,10 @@ port = {port}
 direct_tls_port = 0          # disabled
 require_encryption = false   # plaintext PLAIN/SCRAM on loopback, as for the other two
 max_connections_per_ip = 100000
+
+[muc]
+flood_burst = 0              # no per-occupant message limit (ejabberd: min_message_interval 0;
+                             # Prosody 0.12 has none); default 30 + 5/s would throttle senders
 """
 
 # Runs in the venv: reads [(localpart, password), ...] as JSON on stdin.
