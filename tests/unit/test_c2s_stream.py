@@ -505,6 +505,8 @@ def test_invalid_iq_bounced_not_routed(iq: bytes) -> None:
     assert stanza_error(reply) == "bad-request"
     assert reply.get("to") == "juliet@example.com/balcony"
     assert reply.get("id") == etree.fromstring(iq).get("id")
+    # the error comes from the addressee; with no 'to', implicitly from the account
+    assert reply.get("from") == etree.fromstring(iq).get("to")
     assert not d.stream.closed
 
 

@@ -398,8 +398,9 @@ class C2SStream:
         return False
 
     def _bounce(self, el: etree._Element, err: StanzaError) -> None:
+        # error_reply answers from the stanza's addressee; with no 'to' the error comes
+        # from the account itself, which RFC 6120 §8.1.2.1 lets us leave implicit.
         reply = error_reply(el, err)
-        reply.attrib.pop("from", None)
         reply.set("to", str(self.jid) if self.jid else "")
         if not reply.get("to"):
             del reply.attrib["to"]
