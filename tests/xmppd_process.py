@@ -39,7 +39,8 @@ def _toml_value(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def render_toml(data: dict[str, dict[str, Any]]) -> str:
+def render_toml(data: dict[str, Any]) -> str:
+    """Tables per section; a list of dicts (``components=[{…}]``) becomes ``[[name]]``."""
     lines: list[str] = []
 
     def section(name: str, table: dict[str, Any]) -> None:
@@ -52,22 +53,30 @@ def render_toml(data: dict[str, dict[str, Any]]) -> str:
                 section(f"{name}.{k}", v)
 
     for name, table in data.items():
+        if isinstance(table, list):
+            for entry in table:
+                lines.append(f"[[{name}]]")
+                lines.extend(f"{k} = {_toml_value(v)}" for k, v in entry.items())
+                lines.append("")
+            continue
         section(name, table)
     return "\n".join(lines)
 
 
 @dataclass
 class XmppdProcess:
-    """A running server; ``port`` is plain c2s (STARTTLS), ``tls_port`` direct TLS."""
+    """A running server; ``port`` is plain c2s (STARTTLS), ``tls_port`` direct TLS,
+    ``component_port`` the XEP-0114 listener (listening only with ``components=[…]``)."""
 
     data_dir: Path
     config_path: Path
     port: int
     tls_port: int
+    component_port: int = 0
     domain: str = "localhost"
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
-    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def database_url(self) -> str:
@@ -133,10 +142,14 @@ class XmppdProcess:
             return ""
 
 
-def make_server(tmp: Path, **overrides: dict[str, Any]) -> XmppdProcess:
-    """Write a config under ``tmp`` (defaults suitable for tests; ``overrides`` per section)."""
+def make_server(tmp: Path, **overrides: Any) -> XmppdProcess:
+    """Write a config under ``tmp`` (defaults suitable for tests; ``overrides`` per section).
+
+    ``components=[{"domain": "irc.localhost", "secret": "s"}]`` adds XEP-0114 components
+    (``[[components]]``); their listener gets a free port, see ``component_port``.
+    """
     port, tls_port = free_port(), free_port()
-    data: dict[str, dict[str, Any]] = {
+    data: dict[str, Any] = {
         "server": {"domain": "localhost", "data_dir": str(tmp), "log_level": "INFO"},
         "c2s": {
             "bind": "127.0.0.1",
@@ -146,9 +159,13 @@ def make_server(tmp: Path, **overrides: dict[str, Any]) -> XmppdProcess:
             "allow_plain_on_loopback": True,
             "handshake_timeout": 10.0,
         },
+        "component_listener": {"host": "127.0.0.1", "port": free_port()},
     }
     for section, values in overrides.items():
-        data.setdefault(section, {}).update(values)
+        if isinstance(values, list):
+            data[section] = values
+        else:
+            data.setdefault(section, {}).update(values)
     config_path = tmp / "xmppd.toml"
     config_path.write_text(render_toml(data), encoding="utf-8")
     return XmppdProcess(
@@ -156,12 +173,13 @@ def make_server(tmp: Path, **overrides: dict[str, Any]) -> XmppdProcess:
         config_path=config_path,
         port=data["c2s"]["port"],
         tls_port=data["c2s"]["direct_tls_port"],
+        component_port=data["component_listener"]["port"],
         overrides=overrides,
     )
 
 
 @contextlib.contextmanager
-def running_server(tmp: Path, **overrides: dict[str, Any]) -> Iterator[XmppdProcess]:
+def running_server(tmp: Path, **overrides: Any) -> Iterator[XmppdProcess]:
     server = make_server(tmp, **overrides)
     server.start()
     try:

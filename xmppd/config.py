@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -86,6 +87,35 @@ class AuthConfig:
 
 
 @dataclass(slots=True)
+class ComponentListenerConfig:
+    """The XEP-0114 listener; it only listens when ``[[components]]`` are configured."""
+
+    #: Loopback by default: components are trusted local programs (the bridges).
+    host: str = "127.0.0.1"
+    port: int = 5347
+    handshake_timeout: float = 10.0
+    #: Seconds of silence from a component before the server pings it.
+    ping_interval: float = 60.0
+    ping_timeout: float = 30.0
+    #: Bytes queued for a component that does not read before it is disconnected.
+    send_queue_bytes: int = 4_194_304
+
+
+@dataclass(slots=True)
+class ComponentConfig:
+    """One ``[[components]]`` entry: an external component (XEP-0114) and its secret."""
+
+    domain: str = ""
+    #: The shared secret, or ``secret_file`` naming a file holding it; the environment
+    #: variable ``XMPPD_COMPONENT_<DOMAIN>_SECRET`` (domain upper-cased, every character
+    #: other than A-Z and 0-9 replaced by ``_``) overrides both.
+    secret: str = ""
+    secret_file: str = ""
+    #: Nicknames (glob patterns, matched case-insensitively) it may take in MUC rooms.
+    muc_nicks: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     c2s: C2SConfig = field(default_factory=C2SConfig)
@@ -94,6 +124,8 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     muc: MucConfig = field(default_factory=MucConfig)
+    component_listener: ComponentListenerConfig = field(default_factory=ComponentListenerConfig)
+    components: list[ComponentConfig] = field(default_factory=list)
 
     @property
     def data_path(self) -> Path:
@@ -162,14 +194,34 @@ def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+_SECTIONS = sorted((f.name for f in dataclasses.fields(Config)), key=len, reverse=True)
+_COMPONENT_SECRET = re.compile(r"XMPPD_COMPONENT_([A-Z0-9_]+)_SECRET")
+
+
+def component_env_key(domain: str) -> str:
+    """``irc.localhost`` -> ``IRC_LOCALHOST`` (for ``XMPPD_COMPONENT_<KEY>_SECRET``)."""
+    return re.sub(r"[^A-Z0-9]", "_", domain.upper())
+
+
 def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
-    """``XMPPD_C2S_PORT=5522`` -> ``{"c2s": {"port": "5522"}}``; ``__`` nests deeper."""
+    """``XMPPD_C2S_PORT=5522`` -> ``{"c2s": {"port": "5522"}}``; ``__`` nests deeper.
+
+    Section names may contain ``_`` (``XMPPD_COMPONENT_LISTENER_PORT``): the longest
+    section name that prefixes the variable wins. Component secrets are not sections;
+    :func:`_component_secrets` handles them.
+    """
     out: dict[str, Any] = {}
     for name, value in environ.items():
         if not name.startswith("XMPPD_") or name in ("XMPPD_CONFIG",):
             continue
         rest = name[len("XMPPD_") :].lower()
-        section, _, key = rest.partition("_")
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section is not None:
+            key = rest[len(section) + 1 :]
+        else:
+            if _COMPONENT_SECRET.fullmatch(name):
+                continue
+            section, _, key = rest.partition("_")
         if not key:
             continue
         path = [section, *key.split("__")]
@@ -209,8 +261,65 @@ def load_config(
     if overrides:
         data = _merge(data, overrides)
     config: Config = _build(Config, data, "")
+    _component_secrets(config, environ)
     validate(config)
     return config
+
+
+def _component_secrets(config: Config, environ: typing.Mapping[str, str]) -> None:
+    """Apply ``XMPPD_COMPONENT_<DOMAIN>_SECRET``; one naming no component is a typo."""
+    by_key = {component_env_key(c.domain): c for c in config.components}
+    for name, value in environ.items():
+        m = _COMPONENT_SECRET.fullmatch(name)
+        if m is None or name.startswith("XMPPD_COMPONENT_LISTENER_"):
+            continue
+        component = by_key.get(m.group(1))
+        if component is None:
+            raise ConfigError(f"{name}: no [[components]] entry has that domain")
+        component.secret, component.secret_file = value, ""
+
+
+def _validate_components(config: Config) -> None:
+    from xmppd.jid import JIDError, nameprep_domain
+
+    listener = config.component_listener
+    if not 0 <= listener.port <= 65535:
+        raise ConfigError(f"component_listener.port: {listener.port} is not a TCP port")
+    if listener.send_queue_bytes < config.limits.max_stanza_size:
+        raise ConfigError(
+            "component_listener.send_queue_bytes: must be at least limits.max_stanza_size"
+        )
+    taken = {config.server.domain}
+    if config.muc.enabled:
+        taken.add(config.muc.service_host(config.server.domain))
+    for i, comp in enumerate(config.components):
+        key = f"components[{i}]"
+        try:
+            comp.domain = nameprep_domain(comp.domain)
+        except JIDError as exc:
+            raise ConfigError(f"{key}.domain: {exc}") from None
+        if comp.domain in taken:
+            raise ConfigError(
+                f"{key}.domain: {comp.domain} is already served (server, MUC or another component)"
+            )
+        taken.add(comp.domain)
+        if comp.secret and comp.secret_file:
+            raise ConfigError(f"{key}: give secret or secret_file, not both")
+        if comp.secret_file:
+            try:
+                comp.secret = Path(comp.secret_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{key}.secret_file: cannot read it ({exc.strerror})") from None
+            if not comp.secret:
+                raise ConfigError(f"{key}.secret_file: the file is empty")
+        if not comp.secret:
+            raise ConfigError(
+                f"{key}.secret: required (or secret_file, or "
+                f"XMPPD_COMPONENT_{component_env_key(comp.domain)}_SECRET)"
+            )
+        for pattern in comp.muc_nicks:
+            if not pattern.strip():
+                raise ConfigError(f"{key}.muc_nicks: empty pattern")
 
 
 def validate(config: Config) -> None:
@@ -237,3 +346,4 @@ def validate(config: Config) -> None:
         raise ConfigError("muc.max_nick_length: must be between 1 and 1023")
     if config.c2s.send_queue_bytes < config.limits.max_stanza_size:
         raise ConfigError("c2s.send_queue_bytes: must be at least limits.max_stanza_size")
+    _validate_components(config)

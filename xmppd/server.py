@@ -92,6 +92,10 @@ class Server:
 
         self.muc = install_muc(self.router, self.adb, self.config.muc, self.config.server.admins)
 
+        from xmppd.transport.component import ComponentHub
+
+        self.components = ComponentHub(self)
+
     def load_tls(self) -> None:
         cfg = self.config
         if cfg.tls.cert:
@@ -248,6 +252,9 @@ async def run_server(
         if server.muc is not None:
             await nursery.start(server.muc.run)
             nursery.start_soon(sync_nicks_periodically, server.config, server.database)
+        component_port = await nursery.start(server.components.serve)
+        if component_port is not None:
+            server.listening["component"] = component_port
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         log.info(
@@ -263,6 +270,7 @@ async def run_server(
                     log.info("event=signal signal=%s", signal.Signals(signum).name)
                     break
             await server.shutdown()
+            await server.components.shutdown()
             nursery.cancel_scope.cancel()
     with trio.CancelScope(shield=True):
         await server.authenticator.aclose()

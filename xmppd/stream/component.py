@@ -1,0 +1,458 @@
+"""XEP-0114 (Jabber Component Protocol) as two sans-IO machines: the accepting server
+side and the connecting component side, on the same parser as c2s.
+
+Why both here: one module owns the handshake and the namespace rewriting, so the server
+and ``bridges/component.py`` cannot drift apart, and tests can wire one to the other in
+memory without a socket.
+
+The handshake (XEP-0114 §3): the component opens a stream in ``jabber:component:accept``
+with ``to`` = its domain; the server answers with a stream header carrying a fresh ``id``;
+the component sends ``<handshake>`` = lowercase hex SHA-1(id + secret); the server
+answers ``<handshake/>`` or a stream error. Server phases:
+
+=================  ==============================================================
+``EXPECT_HEADER``  the component's stream header
+``HANDSHAKE``      one ``<handshake>``; anything else is ``not-authorized``
+``ACCEPTING``      digest verified: the shell checks the domain is free and calls
+                   :meth:`ComponentServerStream.accept` (or ``close("conflict")``)
+``ESTABLISHED``    stanzas, ``from`` checked against the component's domain
+``CLOSED``         nothing
+=================  ==============================================================
+
+Inside the server stanzas live in ``jabber:client`` (what the router, MUC and c2s
+sessions expect); on a component stream they are in ``jabber:component:accept``.
+:func:`convert_namespace` rewrites a tree from one to the other.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from lxml import etree
+
+from xmppd.jid import JID, JIDError
+from xmppd.xml import ns
+from xmppd.xml.errors import STREAM_CONDITIONS, StanzaError, StreamError, error_reply
+from xmppd.xml.parser import StreamClose, StreamOpen, StreamParser
+
+_HANDSHAKE = "{%s}handshake" % ns.COMPONENT
+_STREAM_ERROR = "{%s}error" % ns.STREAMS
+_STANZA_NAMES = frozenset({"message", "presence", "iq"})
+_ACCEPTED_NS = (ns.COMPONENT, ns.CLIENT)
+# For bytes handed to ComponentClientStream.stanza_bytes: our own caller's, but still
+# no entities or network access.
+_SAFE_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+
+
+def handshake_digest(stream_id: str, secret: str) -> str:
+    """XEP-0114 §3: lowercase hex SHA-1 of the stream id followed by the secret (UTF-8)."""
+    return hashlib.sha1((stream_id + secret).encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def convert_namespace(el: etree._Element, sources: tuple[str, ...], dst: str) -> etree._Element:
+    """A copy of ``el`` with every element in one of the ``sources`` namespaces moved to
+    ``dst`` (``""`` in ``sources`` stands for elements in no namespace).
+
+    lxml cannot change a namespace declaration in place, and a byte-level replace would
+    also rewrite text that merely looks like one, so the tree is copied. Each element
+    declares its namespace as the default only where it differs from its parent's, which
+    keeps the output prefix-free (``<message xmlns="…"><body>…</body></message>``).
+    """
+    prefixes = tuple("{%s}" % s for s in sources if s)
+    bare = "" in sources
+    dst_tag = "{%s}" % dst
+
+    def tag_of(node: etree._Element) -> tuple[str, str | None]:
+        tag = node.tag
+        if tag[:1] != "{":
+            return (dst_tag + tag, dst) if bare else (tag, None)
+        if tag.startswith(prefixes):
+            return dst_tag + tag[tag.index("}") + 1 :], dst
+        return tag, tag[1 : tag.index("}")]
+
+    def copy(node: etree._Element, parent: etree._Element, parent_ns: str | None) -> None:
+        for child in node:
+            if not isinstance(child.tag, str):
+                continue  # comments/PIs cannot come from our parser; skip defensively
+            tag, namespace = tag_of(child)
+            nsmap = {None: namespace} if namespace and namespace != parent_ns else None
+            new = etree.SubElement(parent, tag, dict(child.attrib), nsmap=nsmap)
+            new.text = child.text
+            new.tail = child.tail
+            copy(child, new, namespace)
+
+    tag, namespace = tag_of(el)
+    root = etree.Element(tag, dict(el.attrib), nsmap={None: namespace} if namespace else None)
+    root.text = el.text
+    copy(el, root, namespace)
+    return root
+
+
+def to_router(el: etree._Element) -> etree._Element:
+    """A stanza read from a component stream, in ``jabber:client`` for the router."""
+    return convert_namespace(el, (ns.COMPONENT,), ns.CLIENT)
+
+
+def to_component(el: etree._Element) -> etree._Element:
+    """A stanza from inside the server or a bridge, in ``jabber:component:accept``.
+
+    ``jabber:client`` elements and elements built without a namespace (which on the wire
+    would inherit the stream's default namespace anyway) are moved.
+    """
+    return convert_namespace(el, (ns.CLIENT, ""), ns.COMPONENT)
+
+
+def _attr(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+# --------------------------------------------------------------------- events
+@dataclass(frozen=True, slots=True)
+class HandshakeVerified:
+    """The secret matched. The shell checks ``domain`` is not connected already, then
+    calls :meth:`ComponentServerStream.accept` or ``close("conflict", …)``."""
+
+    domain: str
+
+
+@dataclass(frozen=True, slots=True)
+class Established:
+    """Client side: the server accepted our handshake; stanzas may flow."""
+
+
+@dataclass(frozen=True, slots=True)
+class StanzaReceived:
+    """A stanza: on the server side in ``jabber:client`` with a checked ``from``; on the
+    client side as parsed (``jabber:component:accept``)."""
+
+    stanza: etree._Element
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The stream is over; close the transport. ``error`` is the stream error we sent
+    (server side) or received (client side); ``by_peer``: the peer closed first."""
+
+    error: StreamError | None = None
+    by_peer: bool = False
+
+
+ComponentEvent = HandshakeVerified | Established | StanzaReceived | StreamEnded
+
+
+class Phase(enum.Enum):
+    EXPECT_HEADER = "expect-header"
+    HANDSHAKE = "handshake"
+    ACCEPTING = "accepting"
+    ESTABLISHED = "established"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class ComponentSettings:
+    """What the accepting side knows: the configured component domains and secrets."""
+
+    secrets: Mapping[str, str]
+    max_stanza_size: int = 262_144
+    max_depth: int = 64
+
+
+class _Base:
+    """Output buffer and parser plumbing shared by both sides."""
+
+    __slots__ = ("_out", "_parser", "phase")
+
+    def __init__(self, max_stanza_size: int, max_depth: int) -> None:
+        self._out: list[bytes] = []
+        self._parser = StreamParser(max_stanza_size, max_depth)
+        self.phase = Phase.EXPECT_HEADER
+
+    def data_to_send(self) -> bytes:
+        """Bytes produced since the last call, in order."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
+
+    @property
+    def established(self) -> bool:
+        return self.phase is Phase.ESTABLISHED
+
+    def dispose(self) -> None:
+        """Free parser state; the connection is gone."""
+        self._parser.dispose()
+
+
+# ----------------------------------------------------------------- server side
+class ComponentServerStream(_Base):
+    """The accepting (server) side of one component connection; no I/O, no clock."""
+
+    __slots__ = ("_header_sent", "_new_id", "domain", "settings", "stream_id")
+
+    def __init__(
+        self, settings: ComponentSettings, stream_id_factory: Callable[[], str] | None = None
+    ) -> None:
+        super().__init__(settings.max_stanza_size, settings.max_depth)
+        self.settings = settings
+        self._new_id = stream_id_factory or (lambda: secrets.token_hex(12))
+        self.stream_id = ""
+        #: The component's domain once its header named a configured one.
+        self.domain: str | None = None
+        self._header_sent = False
+
+    def receive_data(self, data: bytes) -> list[ComponentEvent]:
+        """Feed bytes from the component; returns the events they complete."""
+        if self.phase is Phase.CLOSED:
+            return []
+        events: list[ComponentEvent] = []
+        try:
+            for item in self._parser.feed(data):
+                if self.phase is Phase.CLOSED:
+                    break
+                if isinstance(item, StreamOpen):
+                    self._on_header(item)
+                elif isinstance(item, StreamClose):
+                    self._ensure_header()
+                    self._out.append(b"</stream:stream>")
+                    self.phase = Phase.CLOSED
+                    events.append(StreamEnded(by_peer=True))
+                else:
+                    self._on_element(item, events)
+        except StreamError as err:
+            events.append(self._fail(err))
+        return events
+
+    def accept(self) -> None:
+        """The shell registered the domain: confirm the handshake (``<handshake/>``)."""
+        if self.phase is not Phase.ACCEPTING:
+            return
+        self._out.append(b"<handshake/>")
+        self.phase = Phase.ESTABLISHED
+
+    def close(self, condition: str | None = None, text: str | None = None) -> StreamEnded:
+        """End the stream from our side, with a stream error when ``condition`` is set."""
+        if self.phase is Phase.CLOSED:
+            return StreamEnded()
+        if condition is None:
+            self._ensure_header()
+            self._out.append(b"</stream:stream>")
+            self.phase = Phase.CLOSED
+            return StreamEnded()
+        return self._fail(StreamError(condition, text))
+
+    def stanza_bytes(self, stanza: etree._Element) -> bytes:
+        """Serialise a router stanza (``jabber:client``) for this component stream."""
+        return etree.tostring(to_component(stanza))
+
+    # ------------------------------------------------------------- internals
+    def _fail(self, err: StreamError) -> StreamEnded:
+        self._ensure_header()
+        self._out.append(err.to_bytes())
+        self._out.append(b"</stream:stream>")
+        self.phase = Phase.CLOSED
+        return StreamEnded(error=err)
+
+    def _ensure_header(self) -> None:
+        if self._header_sent:
+            return
+        if not self.stream_id:
+            self.stream_id = self._new_id()
+        attrs = f' id="{_attr(self.stream_id)}"'
+        if self.domain:
+            attrs = f' from="{_attr(self.domain)}"' + attrs
+        self._out.append(
+            b"<?xml version='1.0'?><stream:stream xmlns=\"jabber:component:accept\" "
+            b'xmlns:stream="http://etherx.jabber.org/streams"' + attrs.encode() + b">"
+        )
+        self._header_sent = True
+
+    def _on_header(self, header: StreamOpen) -> None:
+        if self.phase is not Phase.EXPECT_HEADER:
+            raise StreamError("not-well-formed", "unexpected stream header")
+        self.stream_id = self._new_id()
+        if header.default_ns != ns.COMPONENT:
+            raise StreamError(
+                "invalid-namespace", "the default namespace must be jabber:component:accept"
+            )
+        to = header.attrs.get("to")
+        if not to:
+            raise StreamError("host-unknown", "the stream header has no 'to' address")
+        try:
+            to_jid = JID.parse(to)
+        except JIDError:
+            raise StreamError("host-unknown", "the 'to' address is not a valid domain") from None
+        domain = to_jid.domain
+        if not to_jid.is_domain or domain not in self.settings.secrets:
+            raise StreamError("host-unknown", f"no component is configured for {to}")
+        self.domain = domain
+        self._ensure_header()
+        self.phase = Phase.HANDSHAKE
+
+    def _on_element(self, el: etree._Element, events: list[ComponentEvent]) -> None:
+        phase = self.phase
+        if phase is Phase.ESTABLISHED:
+            self._stanza(el, events)
+            return
+        if phase is Phase.HANDSHAKE:
+            if el.tag != _HANDSHAKE:
+                raise StreamError("not-authorized", "send <handshake/> first")
+            assert self.domain is not None
+            given = (el.text or "").strip().lower().encode("utf-8", "replace")
+            expected = handshake_digest(self.stream_id, self.settings.secrets[self.domain])
+            if not hmac.compare_digest(given, expected.encode("ascii")):
+                raise StreamError("not-authorized", "the handshake does not match the secret")
+            self.phase = Phase.ACCEPTING
+            events.append(HandshakeVerified(self.domain))
+            return
+        if phase is Phase.ACCEPTING:
+            raise StreamError("not-authorized", "wait for the handshake result")
+        raise StreamError("not-well-formed", "unexpected element")
+
+    def _stanza(self, el: etree._Element, events: list[ComponentEvent]) -> None:
+        qname = etree.QName(el)
+        if qname.namespace not in _ACCEPTED_NS or qname.localname not in _STANZA_NAMES:
+            raise StreamError("unsupported-stanza-type", f"{qname.localname} is not a stanza")
+        stanza = to_router(el)
+        err = self._check(stanza)
+        if err is not None:
+            if stanza.get("type") != "error":
+                self._out.append(self.stanza_bytes(error_reply(stanza, err)))
+            return
+        events.append(StanzaReceived(stanza))
+
+    def _check(self, stanza: etree._Element) -> StanzaError | None:
+        """The component may only speak for its own domain (XEP-0114 §3; Prosody and
+        ejabberd validate this too); RFC 6120 §8.2 iq rules as on c2s."""
+        assert self.domain is not None
+        sender = stanza.get("from")
+        if not sender:
+            return StanzaError("bad-request", "a component must set 'from' on every stanza")
+        try:
+            sender_jid = JID.parse(sender)
+        except JIDError:
+            return StanzaError("jid-malformed", "the 'from' address is not a valid JID")
+        if sender_jid.domain != self.domain:
+            return StanzaError("forbidden", f"this component may only send from {self.domain}")
+        stanza.set("from", str(sender_jid))
+        if not stanza.get("to"):
+            return StanzaError("bad-request", "a component must address every stanza ('to')")
+        if etree.QName(stanza).localname == "iq":
+            kind = stanza.get("type")
+            if stanza.get("id") is None or kind not in ("get", "set", "result", "error"):
+                return StanzaError("bad-request", "an iq needs an id and a valid type")
+            if kind in ("get", "set") and len(stanza) != 1:
+                return StanzaError("bad-request", "an iq get/set carries exactly one payload")
+        return None
+
+
+# ----------------------------------------------------------------- client side
+class ComponentClientStream(_Base):
+    """The connecting (component) side; used by ``bridges/component.py``."""
+
+    __slots__ = ("domain", "secret", "stream_id")
+
+    def __init__(
+        self, domain: str, secret: str, max_stanza_size: int = 1_048_576, max_depth: int = 64
+    ) -> None:
+        super().__init__(max_stanza_size, max_depth)
+        self.domain = domain
+        self.secret = secret
+        self.stream_id = ""
+
+    def initiate(self) -> bytes:
+        """The opening stream header (call once, first)."""
+        return (
+            b"<?xml version='1.0'?><stream:stream xmlns='jabber:component:accept' "
+            b"xmlns:stream='http://etherx.jabber.org/streams' to='"
+            + _attr(self.domain).replace("'", "&apos;").encode()
+            + b"'>"
+        )
+
+    def receive_data(self, data: bytes) -> list[ComponentEvent]:
+        """Feed bytes from the server; returns the events they complete."""
+        if self.phase is Phase.CLOSED:
+            return []
+        events: list[ComponentEvent] = []
+        try:
+            for item in self._parser.feed(data):
+                if self.phase is Phase.CLOSED:
+                    break
+                if isinstance(item, StreamOpen):
+                    self._on_header(item)
+                elif isinstance(item, StreamClose):
+                    self._out.append(b"</stream:stream>")
+                    self.phase = Phase.CLOSED
+                    events.append(StreamEnded(by_peer=True))
+                elif item.tag == _STREAM_ERROR:
+                    self.phase = Phase.CLOSED
+                    self._out.append(b"</stream:stream>")
+                    events.append(StreamEnded(error=_parse_stream_error(item), by_peer=True))
+                elif self.phase is Phase.HANDSHAKE:
+                    if item.tag != _HANDSHAKE:
+                        raise StreamError("not-authorized", "expected <handshake/>")
+                    self.phase = Phase.ESTABLISHED
+                    events.append(Established())
+                elif self.phase is Phase.ESTABLISHED:
+                    events.append(StanzaReceived(item))
+                else:
+                    raise StreamError("not-well-formed", "unexpected element")
+        except StreamError as err:
+            # The server broke the protocol: tell it, and report the error locally.
+            self._out.append(err.to_bytes() + b"</stream:stream>")
+            self.phase = Phase.CLOSED
+            events.append(StreamEnded(error=err))
+        return events
+
+    def _on_header(self, header: StreamOpen) -> None:
+        if self.phase is not Phase.EXPECT_HEADER:
+            raise StreamError("not-well-formed", "unexpected stream header")
+        if header.default_ns != ns.COMPONENT:
+            raise StreamError("invalid-namespace", "expected jabber:component:accept")
+        stream_id = header.attrs.get("id")
+        if not stream_id:
+            raise StreamError("invalid-xml", "the server's stream header has no id")
+        self.stream_id = stream_id
+        digest = handshake_digest(stream_id, self.secret)
+        self._out.append(b"<handshake>%s</handshake>" % digest.encode("ascii"))
+        self.phase = Phase.HANDSHAKE
+
+    def stanza_bytes(self, stanza: etree._Element | bytes) -> bytes:
+        """Serialise a stanza for the stream, in ``jabber:component:accept``.
+
+        Elements (or serialised bytes) in ``jabber:client``, ``jabber:component:accept``
+        or no namespace are all accepted; the copy costs microseconds per stanza.
+        """
+        if isinstance(stanza, bytes | bytearray):
+            stanza = etree.fromstring(bytes(stanza), _SAFE_PARSER)
+        return etree.tostring(to_component(stanza))
+
+    def close(self) -> bytes:
+        """Our closing tag (after which the shell waits briefly for the server's)."""
+        if self.phase is Phase.CLOSED:
+            return b""
+        self.phase = Phase.CLOSED
+        return b"</stream:stream>"
+
+
+def _parse_stream_error(el: etree._Element) -> StreamError:
+    condition = "undefined-condition"
+    text = None
+    for child in el:
+        q = etree.QName(child)
+        if q.namespace != ns.STREAM_ERRORS:
+            continue
+        if q.localname == "text":
+            text = child.text
+        elif q.localname in STREAM_CONDITIONS:
+            condition = q.localname
+    return StreamError(condition, text)

@@ -1,0 +1,328 @@
+"""The trio shell for XEP-0114 components: listener, connections, and the router hook.
+
+The protocol lives in :class:`xmppd.stream.component.ComponentServerStream`. Each
+configured component domain has one :class:`ComponentService` registered at
+``router.services[domain]`` for the server's whole life, connected or not, so a stanza
+for a component that is down gets ``service-unavailable`` rather than "no such server".
+
+One connection per domain: a second one is refused with ``<conflict/>`` and the first
+keeps running (XEP-0114 §3 lists ``conflict`` for a name already connected). Refusing the
+newcomer, unlike c2s resource conflicts, keeps two copies of one bridge from knocking each
+other off forever; a dead first connection is found quickly because the conflict makes
+the server ping it, and the newcomer retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import trio
+from lxml import etree
+
+from xmppd.config import ComponentConfig
+from xmppd.jid import JID
+from xmppd.stream.component import (
+    ComponentServerStream,
+    ComponentSettings,
+    HandshakeVerified,
+    StanzaReceived,
+    StreamEnded,
+)
+from xmppd.transport.outbox import SendQueue
+from xmppd.xml import ns
+from xmppd.xml.errors import StanzaError
+
+if TYPE_CHECKING:
+    from xmppd.router import Router
+    from xmppd.server import Server
+    from xmppd.session import Session
+
+log = logging.getLogger("xmppd.component")
+
+READ_SIZE = 65536
+
+
+class ComponentService:
+    """The router's destination for one component domain."""
+
+    __slots__ = ("config", "connection", "domain", "router")
+
+    def __init__(self, router: Router, config: ComponentConfig) -> None:
+        self.router = router
+        self.config = config
+        self.domain = config.domain
+        self.connection: ComponentConnection | None = None
+
+    async def handle(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
+        self.deliver(stanza, to)
+
+    def deliver(self, stanza: etree._Element, to: JID) -> None:
+        """Send ``stanza`` down the component's stream, or answer for it while it is down."""
+        conn = self.connection
+        if conn is not None and conn.send_stanza(stanza):
+            return
+        if stanza.tag == "{%s}presence" % ns.CLIENT:
+            return  # presence to an absent entity is dropped (RFC 6121 §4.3, §4.6)
+        if stanza.tag == "{%s}iq" % ns.CLIENT and stanza.get("type") not in ("get", "set"):
+            return
+        self.router.bounce(
+            stanza, StanzaError("service-unavailable", f"{self.domain} is not connected")
+        )
+
+
+class ComponentHub:
+    """All configured components of one server: settings, services, the listener."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        cfg = server.config
+        self.services: dict[str, ComponentService] = {}
+        for comp in cfg.components:
+            service = ComponentService(server.router, comp)
+            self.services[comp.domain] = service
+            server.router.services[comp.domain] = service
+        self.settings = ComponentSettings(
+            secrets={c.domain: c.secret for c in cfg.components},
+            max_stanza_size=cfg.limits.max_stanza_size,
+            max_depth=cfg.limits.max_depth,
+        )
+        self.connections: set[ComponentConnection] = set()
+        self.port: int | None = None
+
+    def attach(self, domain: str, conn: ComponentConnection) -> ComponentConnection | None:
+        """Make ``conn`` the connection of ``domain``; return the one already there."""
+        service = self.services[domain]
+        if service.connection is not None:
+            return service.connection
+        service.connection = conn
+        self.server.router.disco_items[domain] = None
+        return None
+
+    def detach(self, domain: str, conn: ComponentConnection) -> None:
+        service = self.services.get(domain)
+        if service is not None and service.connection is conn:
+            service.connection = None
+            self.server.router.disco_items.pop(domain, None)
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Listen (only when components are configured); ``started`` once bound."""
+        cfg = self.server.config.component_listener
+        if not self.services:
+            task_status.started(None)
+            await trio.sleep_forever()
+        listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
+        self.port = listeners[0].socket.getsockname()[1]
+        log.info(
+            "event=listening service=component address=%s port=%d components=%d",
+            cfg.host,
+            self.port,
+            len(self.services),
+        )
+        task_status.started(self.port)
+        await trio.serve_listeners(self._handle, listeners)
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        try:
+            peer = stream.socket.getpeername()
+            ip = peer[0] if isinstance(peer, tuple) else str(peer)
+        except OSError:
+            await stream.aclose()
+            return
+        conn = ComponentConnection(self, stream, ip)
+        self.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+
+    async def shutdown(self, grace: float = 2.0) -> None:
+        for conn in list(self.connections):
+            conn.close("system-shutdown", "the server is shutting down")
+        with trio.move_on_after(grace):
+            while self.connections:  # noqa: ASYNC110 - connections end on their own tasks
+                await trio.sleep(0.05)
+
+
+class ComponentConnection:
+    """One accepted component TCP connection, from accept to close."""
+
+    def __init__(self, hub: ComponentHub, transport: trio.SocketStream, peer_ip: str) -> None:
+        self.hub = hub
+        self.transport = transport
+        self.peer_ip = peer_ip
+        self.stream = ComponentServerStream(hub.settings)
+        cfg = hub.server.config.component_listener
+        self.queue = SendQueue(cfg.send_queue_bytes)
+        self.domain: str | None = None
+        self._cancel: trio.CancelScope | None = None
+        self._recv_scope: trio.CancelScope | None = None
+        #: A ping is out: the trio time by which any data must have arrived.
+        self._answer_by: float | None = None
+
+    # ----------------------------------------------------------- outbox
+    def send_stanza(self, stanza: etree._Element) -> bool:
+        return self.enqueue(self.stream.stanza_bytes(stanza))
+
+    def enqueue(self, data: bytes) -> bool:
+        if self.queue.put(data):
+            return True
+        if not self.stream.closed:
+            log.warning(
+                "event=slow_component_disconnected domain=%s queued=%d",
+                self.domain,
+                self.queue.queued,
+            )
+            self.stream.close()
+            self.queue.clear()
+            if self._cancel is not None:
+                self._cancel.cancel()
+        return False
+
+    def close(self, condition: str | None = None, text: str | None = None) -> None:
+        """End the stream politely: queue the error and close tag; the writer hangs up."""
+        if self.stream.closed:
+            return
+        self.stream.close(condition, text)
+        self.queue.put_final(self.stream.data_to_send())
+
+    def poke(self) -> None:
+        """Someone else claims our domain: ping now, so a dead peer is noticed soon."""
+        if not self.stream.established or self._answer_by is not None:
+            return
+        self._answer_by = (
+            trio.current_time() + self.hub.server.config.component_listener.ping_timeout
+        )
+        self.enqueue(self._ping())
+        if self._recv_scope is not None:
+            self._recv_scope.deadline = self._answer_by
+
+    def _ping(self) -> bytes:
+        assert self.domain is not None
+        iq = etree.Element("{%s}iq" % ns.CLIENT, nsmap={None: ns.CLIENT})
+        iq.set("type", "get")
+        iq.set("id", "ping-" + secrets.token_hex(4))
+        iq.set("from", self.hub.server.config.server.domain)
+        iq.set("to", self.domain)
+        etree.SubElement(iq, "{%s}ping" % ns.PING, nsmap={None: ns.PING})
+        return self.stream.stanza_bytes(iq)
+
+    # -------------------------------------------------------------- run
+    async def run(self) -> None:
+        cfg = self.hub.server.config.component_listener
+        try:
+            with trio.CancelScope() as self._cancel:
+                with trio.move_on_after(cfg.handshake_timeout) as deadline:
+                    ok = await self._handshake()
+                if deadline.cancelled_caught:
+                    self.stream.close("connection-timeout", "the handshake took too long")
+                    await self._send_direct()
+                    return
+                if not ok:
+                    return
+                log.info("event=component_connected domain=%s ip=%s", self.domain, self.peer_ip)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._writer)
+                    await self._reader()
+                    self.close()  # flush what is queued, then our close tag
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+            pass  # the peer went away
+        except* Exception:
+            log.exception("event=component_crashed domain=%s ip=%s", self.domain, self.peer_ip)
+        finally:
+            self.stream.dispose()
+            if self.domain is not None:
+                self.hub.detach(self.domain, self)
+                log.info("event=component_disconnected domain=%s", self.domain)
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.transport.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+
+    async def _send_direct(self) -> None:
+        data = self.stream.data_to_send()
+        if data:
+            with trio.move_on_after(2):
+                await self.transport.send_all(data)
+
+    async def _handshake(self) -> bool:
+        """Up to an accepted handshake; ``False`` if the stream ended before."""
+        while True:
+            data = await self.transport.receive_some(READ_SIZE)
+            if not data:
+                return False
+            for event in self.stream.receive_data(data):
+                if isinstance(event, HandshakeVerified):
+                    existing = self.hub.attach(event.domain, self)
+                    if existing is not None:
+                        log.warning(
+                            "event=component_conflict domain=%s ip=%s",
+                            event.domain,
+                            self.peer_ip,
+                        )
+                        existing.poke()
+                        self.stream.close("conflict", f"{event.domain} is already connected")
+                    else:
+                        self.domain = event.domain
+                        self.stream.accept()
+                elif isinstance(event, StreamEnded):
+                    if event.error is not None and event.error.condition != "conflict":
+                        log.info(
+                            "event=component_refused ip=%s condition=%s",
+                            self.peer_ip,
+                            event.error.condition,
+                        )
+            await self._send_direct()
+            if self.stream.closed:
+                return False
+            if self.stream.established:
+                return True
+
+    async def _reader(self) -> None:
+        """Read and route; ping after ``ping_interval`` of silence, hang up after
+        ``ping_timeout`` more (any data counts as an answer)."""
+        cfg = self.hub.server.config.component_listener
+        router = self.hub.server.router
+        interval = cfg.ping_interval if cfg.ping_interval > 0 else math.inf
+        while not self.stream.closed:
+            deadline = self._answer_by
+            if deadline is None:
+                deadline = trio.current_time() + interval
+            with trio.CancelScope(deadline=deadline) as scope:
+                self._recv_scope = scope
+                data = await self.transport.receive_some(READ_SIZE)
+            self._recv_scope = None
+            if scope.cancelled_caught:
+                if self._answer_by is not None:
+                    self.close("connection-timeout", "no answer to ping")
+                    return
+                self._answer_by = trio.current_time() + cfg.ping_timeout
+                self.enqueue(self._ping())
+                continue
+            if not data:
+                return
+            self._answer_by = None
+            for event in self.stream.receive_data(data):
+                if isinstance(event, StanzaReceived):
+                    try:
+                        await router.route(event.stanza, None)
+                    except Exception:
+                        log.exception("event=routing_failed domain=%s", self.domain)
+                        router.bounce(event.stanza, StanzaError("internal-server-error"))
+                elif isinstance(event, StreamEnded):
+                    self.queue.put_final(self.stream.data_to_send())
+                    return
+            out = self.stream.data_to_send()
+            if out:
+                self.enqueue(out)
+
+    async def _writer(self) -> None:
+        try:
+            await self.queue.drain(self.transport)
+        finally:
+            # flushed (or failed): hang up, which also ends the reader
+            if self._cancel is not None:
+                self._cancel.cancel()
