@@ -293,3 +293,45 @@ def _serve(config_path: str, muc_json: str) -> None:
 
 if __name__ == "__main__":
     _serve(sys.argv[1], sys.argv[2])
+
+
+def test_password_protected_room(server: MucProcess) -> None:
+    """§7.2.6: an owner sets a password; joins without it or with a wrong one are refused."""
+    config = (
+        '<query xmlns="http://jabber.org/protocol/muc#owner"><x xmlns="jabber:x:data" '
+        'type="submit"><field var="FORM_TYPE"><value>'
+        "http://jabber.org/protocol/muc#roomconfig</value></field>"
+        '<field var="muc#roomconfig_passwordprotectedroom"><value>1</value></field>'
+        '<field var="muc#roomconfig_roomsecret"><value>open sesame</value></field></x></query>'
+    )
+
+    async def scenario() -> dict[str, Any]:
+        boss, alice = await _client(server, "boss"), await _client(server, "alice")
+        await boss.plugin["xep_0045"].join_muc_wait(ROOM, "Boss", maxstanzas=0, timeout=10)
+        iq = boss.make_iq_set(ito=ROOM)
+        iq.append(ElementTree.fromstring(config))  # noqa: S314 - our own literal
+        await iq.send(timeout=10)
+        out: dict[str, Any] = {}
+        for label, password in (("none", None), ("wrong", "open sesam")):
+            try:
+                await alice.plugin["xep_0045"].join_muc_wait(
+                    ROOM, "Alice", password=password, maxstanzas=0, timeout=10
+                )
+            except PresenceError as exc:
+                out[label] = (exc.condition, exc.presence["error"]["type"])
+        pres, *_ = await alice.plugin["xep_0045"].join_muc_wait(
+            ROOM, "Alice", password="open sesame", maxstanzas=0, timeout=10
+        )
+        out["right"] = str(pres["from"])
+        info = await alice.plugin["xep_0030"].get_info(jid=ROOM, timeout=10)
+        out["features"] = set(info["disco_info"]["features"])
+        for client in (boss, alice):
+            await client.close()
+        return out
+
+    out = run(scenario)
+    assert out["none"] == ("not-authorized", "auth")
+    assert out["wrong"] == ("not-authorized", "auth")
+    assert out["right"] == f"{ROOM}/Alice"
+    assert "muc_passwordprotected" in out["features"]
+    assert "muc_unsecured" not in out["features"]

@@ -26,6 +26,8 @@ class Occupant:
     views: dict[bool, Template] = field(default_factory=dict)
     tokens: float = 0.0
     refilled: float = 0.0
+    #: when this occupant last asked for voice (§7.13), to keep moderators from being spammed
+    voice_requested: float = 0.0
 
     def take_token(self, now: float, burst: int, rate: float) -> bool:
         """Flood control: a token bucket of ``burst`` messages refilled at ``rate``/s."""

@@ -58,6 +58,10 @@ HISTORY = "{%s}history" % MUC
 DISCO_INFO_Q = "{%s}query" % ns.DISCO_INFO
 DISCO_ITEMS_Q = "{%s}query" % ns.DISCO_ITEMS
 PING = "{%s}ping" % ns.PING
+PASSWORD = "{%s}password" % MUC
+REQUEST = MUC + "#request"
+#: One voice request per occupant per this many seconds reaches the moderators.
+VOICE_REQUEST_INTERVAL = 60.0
 
 #: Children a room never relays from a client: it adds its own.
 _STRIPPED = frozenset({OCC_ID, USER_X, MUC_X})
@@ -79,6 +83,8 @@ class RoomSettings:
     change_subject: bool = False
     allow_pm: str = "anyone"
     max_occupants: int = 1000
+    #: §7.2.6 password-protected room when non-empty (shown to owners in the config form).
+    password: str = ""
     #: A new user-created room stays locked until its owner configures it (§10.1).
     locked: bool = False
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
@@ -128,6 +134,14 @@ class Out:
     def send(self, rcpt: Recipient, el: etree._Element) -> None:
         el.set("to", rcpt.full)
         self.sends.append((rcpt, etree.tostring(el)))
+
+
+def _request_form(stanza: etree._Element) -> etree._Element | None:
+    """The muc#request data form of a message (voice request or its approval), if any."""
+    form = forms.find_form(stanza)
+    if form is None or forms.form_type(form) != REQUEST:
+        return None
+    return form
 
 
 def _el(tag: str, nsuri: str | None = None, **attrs: str) -> etree._Element:
@@ -371,6 +385,12 @@ class Room:
             raise StanzaError("forbidden", "you are banned from this room")
         if self.settings.members_only and R.aff_rank(aff) < R.aff_rank(R.MEMBER):
             raise StanzaError("registration-required", "this room is for members only")
+        if self.settings.password and aff != R.OWNER and bare not in self.ctx.site_admins:
+            given = stanza.find(MUC_X).findtext(PASSWORD)  # type: ignore[union-attr]
+            if not hmac.compare_digest(
+                (given or "").encode("utf-8"), self.settings.password.encode("utf-8")
+            ):
+                raise StanzaError("not-authorized", "this room needs a password")
         key = self._check_nick(nick, bare)
         occ = self.occupants.get(key)
         if occ is None:
@@ -531,6 +551,8 @@ class Room:
                 self._groupchat(out, stanza, rcpt, now)
             elif kind == "normal" and stanza.find(USER_X) is not None:
                 self._invite(out, stanza, rcpt)
+            elif kind == "normal" and _request_form(stanza) is not None:
+                self._voice_form(out, _request_form(stanza), rcpt, now)  # type: ignore[arg-type]
             else:
                 raise StanzaError(
                     "bad-request", "only groupchat messages can be sent to the room itself"
@@ -611,6 +633,57 @@ class Room:
         _sub(stanza, OCC_ID, OCCUPANT_ID, id=occ.occupant_id)
         tpl = Template(stanza)
         out.sends.extend((r, tpl.to(r)) for r in target.sessions.values())
+
+    def _voice_form(self, out: Out, form: etree._Element, rcpt: Recipient, now: datetime) -> None:
+        """§7.13 a visitor asks for voice; §8.6 a moderator answers the approval form."""
+        occ = self.by_real.get(rcpt.full)
+        if occ is None:
+            raise StanzaError("not-acceptable", "you are not an occupant of this room")
+        values = forms.form_values(form)
+        if occ.role == R.MODERATOR and forms.first(values, "muc#request_allow") is not None:
+            self._voice_decision(out, occ, values)
+            return
+        if forms.first(values, "muc#role") not in (None, R.PARTICIPANT):
+            raise StanzaError("bad-request", "only voice (role participant) can be requested")
+        if occ.role != R.VISITOR:
+            raise StanzaError("not-acceptable", "you already have voice in this room")
+        stamp = now.timestamp()
+        if occ.voice_requested and stamp - occ.voice_requested < VOICE_REQUEST_INTERVAL:
+            raise StanzaError("resource-constraint", "your voice request is already pending")
+        occ.voice_requested = stamp
+        moderators = [o for o in self.occupants.values() if o.role == R.MODERATOR]
+        if not moderators:
+            raise StanzaError("service-unavailable", "no moderator is present to grant voice")
+        msg = _el(MESSAGE)
+        msg.set("from", self.jid_str)
+        f = forms.Form("form", REQUEST, title="Voice request")
+        _sub(f.el, "{%s}instructions" % forms.DATA).text = (
+            'To approve this request for voice, select the "Grant voice to this person?" '
+            "checkbox and click OK. To skip this request, click the cancel button."
+        )
+        f.add("muc#role", "list-single", [R.PARTICIPANT], "Requested role",
+              options=[(R.PARTICIPANT, "Participant")])  # fmt: skip
+        f.add("muc#jid", "jid-single", [occ.primary], "User ID")
+        f.add("muc#roomnick", "text-single", [occ.nick], "Room Nickname")
+        f.add("muc#request_allow", "boolean", ["false"], "Grant voice to this person?")
+        msg.append(f.el)
+        tpl = Template(msg)
+        out.sends.extend((r, tpl.to(r)) for mod in moderators for r in mod.sessions.values())
+
+    def _voice_decision(self, out: Out, moderator: Occupant, values: dict[str, list[str]]) -> None:
+        try:
+            allow = forms.parse_bool(forms.first(values, "muc#request_allow") or "")
+        except ValueError:
+            raise StanzaError("bad-request", "muc#request_allow must be a boolean") from None
+        if not allow:
+            return
+        nick = forms.first(values, "muc#roomnick") or ""
+        target = self.occupants.get(nick_key_or_none(nick) or "")
+        if target is None:
+            raise StanzaError("item-not-found", "no occupant has that nickname")
+        if target.role == R.VISITOR:
+            target.voice_requested = 0.0
+            self._apply_role(out, target, R.PARTICIPANT, moderator.nick, None)
 
     def _invite(self, out: Out, stanza: etree._Element, rcpt: Recipient) -> None:
         """§7.8.2 mediated invitations: the room forwards them from itself."""
@@ -732,13 +805,14 @@ class Room:
             "muc_membersonly" if s.members_only else "muc_open",
             "muc_moderated" if s.moderated else "muc_unmoderated",
             "muc_nonanonymous" if s.whois == "anyone" else "muc_semianonymous",
-            "muc_unsecured",
+            "muc_passwordprotected" if s.password else "muc_unsecured",
             mam_mod.MAM,
             SID,
             OCCUPANT_ID,
             SELF_PING_OPT,
             STABLE_ID,
             REGISTER,
+            REQUEST,
             ns.PING,
         ]
         return sorted(feats)
@@ -971,6 +1045,9 @@ class Room:
         f.add("muc#roomconfig_allowpm", "list-single", [s.allow_pm], "Private messages",
               options=[(v, v.capitalize()) for v in ALLOW_PM])  # fmt: skip
         f.add("muc#roomconfig_maxusers", "text-single", [str(s.max_occupants)], "Max occupants")
+        f.add("muc#roomconfig_passwordprotectedroom", "boolean", forms.bool_value(bool(s.password)),
+              "Password required to enter")  # fmt: skip
+        f.add("muc#roomconfig_roomsecret", "text-private", [s.password], "Password")
         owners = sorted(j for j, a in self.affiliations.items() if a == R.OWNER)
         admins = sorted(j for j, a in self.affiliations.items() if a == R.ADMIN)
         f.add("muc#roomconfig_roomowners", "jid-multi", owners, "Owners")
@@ -1010,6 +1087,14 @@ class Room:
                 if pm not in ALLOW_PM:
                     raise ValueError(pm)
                 s.allow_pm = pm
+            protected = forms.first(values, "muc#roomconfig_passwordprotectedroom")
+            secret = forms.first(values, "muc#roomconfig_roomsecret")
+            if secret is not None:
+                s.password = secret[:256]
+            if protected is not None and not forms.parse_bool(protected):
+                s.password = ""
+            elif protected is not None and not s.password:
+                raise StanzaError("not-acceptable", "a password-protected room needs a password")
             maxusers = forms.first(values, "muc#roomconfig_maxusers")
             if maxusers:
                 s.max_occupants = max(1, min(int(maxusers), self.ctx.config.max_occupants))
