@@ -186,7 +186,14 @@ def run_scenarios(server: Server, args, params: dict, mechanism: str, deadline: 
             if rep and getattr(spec.module, "RESTART_BEFORE_EACH", False):
                 server.restart()
             target = Target(
-                server.name, server.host, server.port, server.domain, server.pid, users, mechanism
+                server.name,
+                server.host,
+                server.port,
+                server.domain,
+                server.pid,
+                users,
+                mechanism,
+                http_port=server.http_port,
             )
             try:
                 res = asyncio.run(spec.module.run(target, params[name]))

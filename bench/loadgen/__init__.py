@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from . import idle_rss, logins, messages, muc_fanout, muc_join
+from . import bosh, idle_rss, logins, messages, muc_fanout, muc_join
 
 
 @dataclass
@@ -71,6 +71,12 @@ SCENARIOS: dict[str, Scenario] = {
             "MUC fan-out, N=200, 1 sender, 1 in flight",
         ),
         Scenario("muc_join_history", muc_join, {}, "MUC join with 20 history msgs, p50"),
+        Scenario(
+            "bosh",
+            bosh,
+            {},
+            "BOSH sessions set up/s (200); details: room round trip, 200 long-pollers",
+        ),
     ]
 }
 # idle_rss_1000_scram and the muc_fanout_*_1x1 runs are extras: ask for them with --scenarios
@@ -83,4 +89,5 @@ DEFAULT_SCENARIOS = [
     "muc_fanout_20",
     "muc_fanout_200",
     "muc_join_history",
+    "bosh",
 ]

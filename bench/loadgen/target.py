@@ -14,3 +14,4 @@ class Target:
     pid: int  # the server process, for CPU and RSS readings
     users: list[tuple[str, str]]  # existing accounts (localpart, password)
     mechanism: str  # SASL mechanism for the SCRAM runs (strongest common one)
+    http_port: int = 0  # BOSH at http://host:http_port/http-bind (0: none)

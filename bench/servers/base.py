@@ -53,6 +53,7 @@ def apt_install(*packages: str) -> None:
 class Server:
     name = "server"
     port = 0
+    http_port = 0  # BOSH /http-bind (0: none)
     host = "127.0.0.1"
     domain = "localhost"
     accounts_offline = False  # True: accounts are created while the server is stopped

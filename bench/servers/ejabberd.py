@@ -13,6 +13,7 @@ from .base import CONFIGS, Server, apt_install
 class Ejabberd(Server):
     name = "ejabberd"
     port = 25222
+    http_port = 25280
     password_format = "plain"  # the reference config (and ejabberd 23.01's default)
 
     def install(self) -> None:

@@ -11,6 +11,7 @@ from .base import CONFIGS, Server, apt_install
 class Prosody(Server):
     name = "prosody"
     port = 15222
+    http_port = 15280
     template = "prosody.cfg.lua"
     data_rel = "run/prosody"  # the path the reference config uses, relative to bench/
 
@@ -44,5 +45,6 @@ class ProsodyPlainAuth(Prosody):
 
     name = "prosody-plainauth"
     port = 15222
+    http_port = 15280
     template = "prosody-plainauth.cfg.lua"
     data_rel = "run/prosody-plainauth"
