@@ -426,11 +426,13 @@ class ComponentClientStream(_Base):
         self._out.append(b"<handshake>%s</handshake>" % digest.encode("ascii"))
         self.phase = Phase.HANDSHAKE
 
-    def stanza_bytes(self, stanza: etree._Element | bytes) -> bytes:
+    @staticmethod
+    def stanza_bytes(stanza: etree._Element | bytes) -> bytes:
         """Serialise a stanza for the stream, in ``jabber:component:accept``.
 
         Elements (or serialised bytes) in ``jabber:client``, ``jabber:component:accept``
         or no namespace are all accepted; the copy costs microseconds per stanza.
+        Independent of the stream's state, so callers may serialise while disconnected.
         """
         if isinstance(stanza, bytes | bytearray):
             stanza = etree.fromstring(bytes(stanza), _SAFE_PARSER)
