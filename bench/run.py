@@ -194,6 +194,7 @@ def run_scenarios(server: Server, args, params: dict, mechanism: str, deadline: 
                 users,
                 mechanism,
                 http_port=server.http_port,
+                component_port=server.component_port,
             )
             try:
                 res = asyncio.run(spec.module.run(target, params[name]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from . import bosh, idle_rss, logins, messages, muc_fanout, muc_join
+from . import bosh, component, idle_rss, logins, messages, muc_fanout, muc_join
 
 
 @dataclass
@@ -72,6 +72,12 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario("muc_join_history", muc_join, {}, "MUC join with 20 history msgs, p50"),
         Scenario(
+            "component_messages",
+            component,
+            {},
+            "component -> user messages/s, 50 users x 10 in flight",
+        ),
+        Scenario(
             "bosh",
             bosh,
             {},
@@ -89,5 +95,6 @@ DEFAULT_SCENARIOS = [
     "muc_fanout_20",
     "muc_fanout_200",
     "muc_join_history",
+    "component_messages",
     "bosh",
 ]

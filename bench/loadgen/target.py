@@ -15,3 +15,4 @@ class Target:
     users: list[tuple[str, str]]  # existing accounts (localpart, password)
     mechanism: str  # SASL mechanism for the SCRAM runs (strongest common one)
     http_port: int = 0  # BOSH at http://host:http_port/http-bind (0: none)
+    component_port: int = 0  # XEP-0114 component port (0: none)

@@ -54,6 +54,7 @@ class Server:
     name = "server"
     port = 0
     http_port = 0  # BOSH /http-bind (0: none)
+    component_port = 0  # XEP-0114, component relay.localhost / relaysecret (0: none)
     host = "127.0.0.1"
     domain = "localhost"
     accounts_offline = False  # True: accounts are created while the server is stopped

@@ -14,6 +14,7 @@ class Ejabberd(Server):
     name = "ejabberd"
     port = 25222
     http_port = 25280
+    component_port = 25347
     password_format = "plain"  # the reference config (and ejabberd 23.01's default)
 
     def install(self) -> None:

@@ -12,6 +12,7 @@ class Prosody(Server):
     name = "prosody"
     port = 15222
     http_port = 15280
+    component_port = 15347
     template = "prosody.cfg.lua"
     data_rel = "run/prosody"  # the path the reference config uses, relative to bench/
 
@@ -46,5 +47,6 @@ class ProsodyPlainAuth(Prosody):
     name = "prosody-plainauth"
     port = 15222
     http_port = 15280
+    component_port = 15347
     template = "prosody-plainauth.cfg.lua"
     data_rel = "run/prosody-plainauth"

@@ -22,6 +22,14 @@ direct_tls_port = 0          # disabled
 require_encryption = false   # plaintext PLAIN/SCRAM on loopback, as for the other two
 max_connections_per_ip = 100000
 
+[component_listener]
+host = "127.0.0.1"
+port = {component_port}
+
+[[components]]
+domain = "relay.localhost"
+secret = "relaysecret"
+
 [muc]
 flood_burst = 0              # no per-occupant message limit (ejabberd: min_message_interval 0;
                              # Prosody 0.12 has none); default 30 + 5/s would throttle senders
@@ -41,6 +49,7 @@ db.dispose()
 class Xmppd(Server):
     name = "xmppd"
     port = 30222
+    component_port = 30347
     accounts_offline = True
 
     @property
@@ -57,7 +66,9 @@ class Xmppd(Server):
 
     def configure(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(CONFIG.format(data_dir=self.dir, port=self.port))
+        self.config_path.write_text(
+            CONFIG.format(data_dir=self.dir, port=self.port, component_port=self.component_port)
+        )
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
         argv = [str(REPO / ".venv/bin/xmppd"), "serve", "--config", str(self.config_path)]
