@@ -42,7 +42,7 @@ def test_module_imports_no_io(module: str) -> None:
         f"print(json.dumps(sorted(m for m in {FORBIDDEN!r} if m in sys.modules)))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-I", "-c", code],
+        [sys.executable, "-E", "-s", "-c", code],
         cwd=ROOT,
         capture_output=True,
         text=True,

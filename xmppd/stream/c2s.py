@@ -17,6 +17,11 @@ Negotiation phases, and what each accepts (anything else is a stream error):
 ``ESTABLISHED``       stanzas (emitted with the authenticated ``from``)
 ``CLOSED``            nothing
 ====================  ===============================================================
+
+The same machine serves TCP, WebSocket and BOSH: a :class:`~xmppd.stream.framing.Framing`
+decides the header, close tag and input parsing (see that module for the BOSH API).
+Output is kept as frames (one top-level element each) so WebSocket can send one message
+per element and BOSH can wrap them in ``<body/>``.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from lxml import etree
 
 from xmppd.auth.base import AuthError, Identity, ScramCredentials
 from xmppd.jid import JID, JIDError, resourceprep
+from xmppd.stream.framing import STREAM, Framing, Reader, adopt_httpbind
 from xmppd.stream.sasl import (
     Challenge,
     Failure,
@@ -43,7 +49,7 @@ from xmppd.stream.sasl import (
 )
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError, StreamError, error_reply
-from xmppd.xml.parser import StreamClose, StreamOpen, StreamParser
+from xmppd.xml.parser import StreamClose, StreamOpen
 
 MAX_SASL_ATTEMPTS = 5
 
@@ -161,6 +167,7 @@ class C2SStream:
 
     __slots__ = (
         "_awaiting_backend",
+        "_framing",
         "_header_sent",
         "_mechanism",
         "_new_id",
@@ -178,9 +185,13 @@ class C2SStream:
     )
 
     def __init__(
-        self, settings: C2SSettings, stream_id_factory: Callable[[], str] | None = None
+        self,
+        settings: C2SSettings,
+        stream_id_factory: Callable[[], str] | None = None,
+        framing: Framing = STREAM,
     ) -> None:
         self.settings = settings
+        self._framing = framing
         self._new_id = stream_id_factory or (lambda: secrets.token_hex(8))
         self.phase = Phase.EXPECT_HEADER
         self.tls_active = settings.tls_active
@@ -198,8 +209,12 @@ class C2SStream:
         self._awaiting_backend = False
 
     # --------------------------------------------------------------- plumbing
-    def _make_parser(self) -> StreamParser:
-        return StreamParser(self.settings.max_stanza_size, self.settings.max_depth)
+    def _make_parser(self) -> Reader:
+        return self._framing.reader(self.settings.max_stanza_size, self.settings.max_depth)
+
+    @property
+    def framing(self) -> Framing:
+        return self._framing
 
     def data_to_send(self) -> bytes:
         """Bytes produced since the last call, in order."""
@@ -209,8 +224,16 @@ class C2SStream:
         self._out.clear()
         return data
 
+    def frames_to_send(self) -> list[bytes]:
+        """Output since the last call, one top-level element (or header/close) per item."""
+        frames = self._out
+        self._out = []
+        return frames
+
     def send(self, data: bytes) -> None:
-        self._out.append(data)
+        """Queue one frame (a complete element, or for TCP any bytes)."""
+        if data:
+            self._out.append(data)
 
     def send_stanza(self, stanza: etree._Element) -> None:
         self._out.append(etree.tostring(stanza))
@@ -239,7 +262,7 @@ class C2SStream:
                 if isinstance(item, StreamOpen):
                     self._on_header(item)
                 elif isinstance(item, StreamClose):
-                    self.send(b"</stream:stream>")
+                    self.send(self._framing.closing())
                     self.phase = Phase.CLOSED
                     events.append(StreamEnded(by_peer=True))
                 else:
@@ -250,21 +273,44 @@ class C2SStream:
             events.append(self._fail(err))
         return events
 
+    def open_stream(self, attrs: dict[str, str]) -> list[StreamEvent]:
+        """A stream header that arrived outside the byte stream (BOSH creation/restart)."""
+        if self.phase is Phase.CLOSED:
+            return []
+        try:
+            self._on_header(StreamOpen(dict(attrs), ns.CLIENT))
+        except StreamError as err:
+            return [self._fail(err)]
+        return []
+
+    def receive_element(self, el: etree._Element) -> list[StreamEvent]:
+        """One top-level element parsed by the transport (a BOSH ``<body/>`` child)."""
+        if self.phase in (Phase.CLOSED, Phase.WAIT_TLS):
+            return []
+        events: list[StreamEvent] = []
+        try:
+            if self.phase is Phase.EXPECT_HEADER:
+                raise StreamError("not-authorized", "the stream is not open")
+            self._on_element(adopt_httpbind(el), events)
+        except StreamError as err:
+            events.append(self._fail(err))
+        return events
+
     def close(self, condition: str | None = None, text: str | None = None) -> StreamEnded:
         """End the stream from our side, with a stream error when ``condition`` is set."""
         if self.phase is Phase.CLOSED:
             return StreamEnded()
         if condition is None:
             self._ensure_header()
-            self.send(b"</stream:stream>")
+            self.send(self._framing.closing())
             self.phase = Phase.CLOSED
             return StreamEnded()
         return self._fail(StreamError(condition, text))
 
     def _fail(self, err: StreamError) -> StreamEnded:
         self._ensure_header()
-        self.send(err.to_bytes())
-        self.send(b"</stream:stream>")
+        self.send(self._framing.stream_error(err))
+        self.send(self._framing.closing())
         self.phase = Phase.CLOSED
         return StreamEnded(error=err)
 
@@ -278,11 +324,7 @@ class C2SStream:
         }
         if self._peer_from:
             attrs["to"] = self._peer_from
-        rendered = " ".join(f'{k}="{_attr(v)}"' for k, v in attrs.items())
-        return (
-            b"<?xml version='1.0'?><stream:stream xmlns=\"jabber:client\" "
-            b'xmlns:stream="http://etherx.jabber.org/streams" ' + rendered.encode() + b">"
-        )
+        return self._framing.header(attrs)
 
     def _ensure_header(self) -> None:
         if not self._header_sent:
@@ -324,7 +366,7 @@ class C2SStream:
         return self.tls_active or not self.settings.tls_required
 
     def _features(self) -> bytes:
-        parts = [b"<stream:features>"]
+        parts = [self._framing.features_open]
         if self.identity is None:
             if self.settings.tls_available and not self.tls_active:
                 required = b"<required/>" if self.settings.tls_required else b""
@@ -419,7 +461,7 @@ class C2SStream:
         if tag == _STARTTLS:
             if not self.settings.tls_available or self.tls_active:
                 self.send(b'<failure xmlns="%s"/>' % ns.TLS.encode())
-                self.send(b"</stream:stream>")
+                self.send(self._framing.closing())
                 self.phase = Phase.CLOSED
                 events.append(StreamEnded())
                 return
@@ -607,10 +649,6 @@ def _version_ok(version: str) -> bool:
         return int(major) >= 1
     except ValueError:
         return False
-
-
-def _attr(value: str) -> str:
-    return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
 
 
 def _text(value: str) -> str:

@@ -1,7 +1,8 @@
 """The trio shell of one client connection: socket, TLS, timeouts, bounded send queue.
 
-The protocol lives in :class:`xmppd.stream.c2s.C2SStream`; this module only performs
-the I/O its events ask for. Two tasks per bound connection: the reader (parse, route)
+The protocol lives in :class:`xmppd.stream.c2s.C2SStream` and what its events ask of the
+server in :class:`xmppd.transport.driver.C2SDriver` (shared with WebSocket and BOSH);
+this module only moves bytes. Two tasks per bound connection: the reader (parse, route)
 and the writer (drain the queue). Before binding there is only the reader, which writes
 directly, so nothing else can be interleaved with negotiation.
 
@@ -20,22 +21,10 @@ from typing import TYPE_CHECKING
 import trio
 from lxml import etree
 
-from xmppd.auth.base import AuthContext, AuthError
 from xmppd.session import Session
-from xmppd.stream.c2s import (
-    Authenticated,
-    AuthFailed,
-    BindRequest,
-    C2SStream,
-    CheckPassword,
-    FetchScram,
-    StanzaReceived,
-    StartTLS,
-    StreamEnded,
-    StreamEvent,
-)
+from xmppd.stream.c2s import C2SStream
+from xmppd.transport.driver import C2SDriver
 from xmppd.xml import ns
-from xmppd.xml.errors import StanzaError
 
 if TYPE_CHECKING:
     from xmppd.server import Server
@@ -52,16 +41,15 @@ class C2SConnection:
     __slots__ = (
         "_cancel",
         "_closing",
-        "_failures",
         "_nursery",
         "_queue",
         "_queued",
         "_wake",
         "_writer_running",
         "direct_tls",
+        "driver",
         "peer_ip",
         "server",
-        "session",
         "stream",
         "transport",
     )
@@ -73,8 +61,15 @@ class C2SConnection:
         self.transport = transport
         self.peer_ip = peer_ip
         self.direct_tls = direct_tls
-        self.session: Session | None = None
         self.stream = C2SStream(server.c2s_settings(peer_ip, direct_tls))
+        self.driver = C2SDriver(
+            server,
+            self.stream,
+            self,
+            peer_ip,
+            "tls" if direct_tls else "tcp",
+            start_tls=self._starttls,
+        )
         self._queue: deque[bytes] = deque()
         self._queued = 0
         self._wake: trio.Event | None = None
@@ -82,7 +77,10 @@ class C2SConnection:
         self._writer_running = False
         self._closing = False
         self._cancel: trio.CancelScope | None = None
-        self._failures = 0
+
+    @property
+    def session(self) -> Session | None:
+        return self.driver.session
 
     # ---------------------------------------------------------------- Outbox
     def enqueue(self, data: bytes) -> bool:
@@ -160,19 +158,7 @@ class C2SConnection:
             await self._teardown()
 
     async def _teardown(self) -> None:
-        self.stream.dispose()
-        session = self.session
-        self.session = None
-        if session is not None:
-            self.server.router.unbind(session)
-            handler = self.server.router.presence_handler
-            if handler is not None and (session.available or session.directed_presence):
-                with trio.CancelScope(shield=True), trio.move_on_after(5):
-                    try:
-                        await handler.session_ended(session)
-                    except Exception:
-                        log.exception("event=presence_cleanup_failed jid=%s", session.full_str)
-            log.info("event=session_ended jid=%s", session.full_str)
+        await self.driver.teardown()
         # SocketStream.aclose only closes the socket; TLS may try a close_notify, so
         # give it a bound (shielded: we may be here because we were cancelled).
         if isinstance(self.transport, trio.SSLStream):
@@ -192,6 +178,12 @@ class C2SConnection:
         with trio.move_on_after(2):
             await self._send_direct()
 
+    async def _starttls(self) -> None:
+        """STARTTLS: flush ``<proceed/>``, handshake, then the stream restarts."""
+        await self._send_direct()
+        await self._start_tls()
+        self.stream.tls_established()
+
     async def _start_tls(self) -> None:
         ctx = self.server.ssl_context
         assert ctx is not None
@@ -206,88 +198,16 @@ class C2SConnection:
             data = await self.transport.receive_some(READ_SIZE)
             if not data:
                 return False
-            events = self.stream.receive_data(data)
-            while events:
-                event = events.pop(0)
-                more = await self._negotiation_event(event)
-                if more is None:
-                    await self._send_direct()
-                    return False
-                events.extend(more)
+            alive = await self.driver.handle(self.stream.receive_data(data))
             await self._send_direct()
+            if not alive:
+                return False
             if self.session is not None:
                 return True
-            if self.stream.closed:
-                return False
-
-    async def _negotiation_event(self, event: StreamEvent) -> list[StreamEvent] | None:
-        """Handle one event; ``None`` means the stream is over."""
-        server = self.server
-        if isinstance(event, StartTLS):
-            await self._send_direct()
-            await self._start_tls()
-            self.stream.tls_established()
-            return []
-        if isinstance(event, CheckPassword):
-            if not server.login_allowed(self.peer_ip, event.authcid):
-                return self.stream.rate_limited()
-            ctx = AuthContext(
-                peer_ip=self.peer_ip,
-                transport="tls" if self.stream.tls_active else "tcp",
-                secure=self.stream.tls_active,
-            )
-            try:
-                identity = await server.authenticator.check_password(
-                    event.authcid, event.password, ctx
-                )
-            except AuthError as err:
-                return self.stream.password_checked(err)
-            return self.stream.password_checked(identity)
-        if isinstance(event, FetchScram):
-            if not server.login_allowed(self.peer_ip, event.username):
-                return self.stream.rate_limited()
-            try:
-                found = await server.authenticator.scram_credentials(
-                    event.username, event.hash_name
-                )  # type: ignore[arg-type]
-            except AuthError:
-                found = None
-            return self.stream.scram_credentials(found)
-        if isinstance(event, AuthFailed):
-            server.record_login_failure(self.peer_ip, event.username)
-            self._failures += 1
-            log.info("event=auth_failed ip=%s condition=%s", self.peer_ip, event.condition)
-            # Slow down guessing from one connection: each failure costs more time.
-            await trio.sleep(min(0.2 * self._failures, 2.0))
-            return []
-        if isinstance(event, Authenticated):
-            server.record_login_success(self.peer_ip, event.identity.localpart)
-            log.info(
-                "event=authenticated user=%s mechanism=%s ip=%s",
-                event.identity.localpart,
-                event.mechanism,
-                self.peer_ip,
-            )
-            return []
-        if isinstance(event, BindRequest):
-            session = Session(event.jid, self, "tls" if self.stream.tls_active else "tcp")
-            replaced = server.router.bind(session)
-            if replaced is not None:
-                replaced.close("conflict", "replaced by a new session with the same resource")
-            self.session = session
-            self.stream.bind_result(event.iq_id, event.jid)
-            log.info("event=session_bound jid=%s ip=%s", session.full_str, self.peer_ip)
-            return []
-        if isinstance(event, StreamEnded):
-            return None
-        if isinstance(event, StanzaReceived):  # cannot happen before bind
-            return []
-        return []
 
     # ----------------------------------------------------------- established
     async def _reader(self) -> None:
         cfg = self.server.config.c2s
-        router = self.server.router
         session = self.session
         assert session is not None
         ping_id: str | None = None
@@ -316,18 +236,12 @@ class C2SConnection:
             if not data:
                 return
             ping_id = None
-            for event in self.stream.receive_data(data):
-                if isinstance(event, StanzaReceived):
-                    try:
-                        await router.route(event.stanza, session)
-                    except Exception:
-                        log.exception("event=routing_failed jid=%s", session.full_str)
-                        router.bounce(event.stanza, StanzaError("internal-server-error"))
-                elif isinstance(event, StreamEnded):
-                    out = self.stream.data_to_send()
-                    if out:
-                        self._queue.append(out)
-                    return
+            alive = await self.driver.handle(self.stream.receive_data(data))
+            if not alive:
+                out = self.stream.data_to_send()
+                if out:
+                    self._queue.append(out)
+                return
             out = self.stream.data_to_send()
             if out:
                 self.enqueue(out)

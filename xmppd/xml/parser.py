@@ -376,6 +376,17 @@ class StreamParser:
     def default_ns(self) -> str | None:
         return self._target.default_ns
 
+    @property
+    def between_stanzas(self) -> bool:
+        """Inside the stream root with no element open (every byte fed was consumed)."""
+        target = self._target
+        return (
+            not self.closed
+            and target.depth == 1
+            and target.builder is None
+            and not self._scanner.pending
+        )
+
     def feed(self, data: bytes) -> list[ParserEvent]:
         """Parse ``data``; return the events it completes. Raises ``StreamError``."""
         if self.closed:

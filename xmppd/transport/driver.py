@@ -1,0 +1,197 @@
+"""What every c2s transport does with stream events, whatever carries the bytes.
+
+:class:`~xmppd.stream.c2s.C2SStream` turns input into events; this driver performs
+them against the server: rate limits and the auth backend for SASL, binding in the
+router, routing stanzas, and the teardown that unbinds and sends unavailable presence.
+TCP, direct TLS, WebSocket and BOSH shells differ only in how bytes move and in the
+framing they gave the stream; they all run their events through one :class:`C2SDriver`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Literal
+
+import trio
+
+from xmppd.auth.base import AuthContext, AuthError
+from xmppd.session import Outbox, Session
+from xmppd.stream.c2s import (
+    Authenticated,
+    AuthFailed,
+    BindRequest,
+    C2SStream,
+    CheckPassword,
+    FetchScram,
+    StanzaReceived,
+    StartTLS,
+    StreamEnded,
+    StreamEvent,
+)
+from xmppd.xml.errors import StanzaError
+
+if TYPE_CHECKING:
+    from xmppd.server import Server
+
+log = logging.getLogger("xmppd.c2s")
+
+TransportName = Literal["tcp", "tls", "bosh", "websocket"]
+
+
+class C2SDriver:
+    """Performs one stream's events; the shell moves the bytes the stream produces."""
+
+    __slots__ = (
+        "_failures",
+        "outbox",
+        "peer_ip",
+        "server",
+        "session",
+        "start_tls",
+        "stream",
+        "transport",
+        "user_agent",
+    )
+
+    def __init__(
+        self,
+        server: Server,
+        stream: C2SStream,
+        outbox: Outbox,
+        peer_ip: str,
+        transport: TransportName,
+        *,
+        start_tls: Callable[[], Awaitable[None]] | None = None,
+        user_agent: str | None = None,
+    ) -> None:
+        self.server = server
+        self.stream = stream
+        self.outbox = outbox
+        self.peer_ip = peer_ip
+        #: ``tcp`` becomes ``tls`` after STARTTLS; WebSocket/BOSH keep their name.
+        self.transport: TransportName = transport
+        #: Flush, swap the transport for TLS and call ``stream.tls_established()``.
+        self.start_tls = start_tls
+        self.user_agent = user_agent
+        self.session: Session | None = None
+        self._failures = 0
+
+    def _transport_name(self) -> TransportName:
+        if self.transport == "tcp" and self.stream.tls_active:
+            return "tls"
+        return self.transport
+
+    async def handle(self, events: list[StreamEvent]) -> bool:
+        """Perform ``events`` (and those they lead to); ``False`` once the stream ended."""
+        pending = list(events)
+        while pending:
+            event = pending.pop(0)
+            if isinstance(event, StreamEnded):
+                return False
+            if isinstance(event, StanzaReceived):
+                await self.route(event)
+                continue
+            pending.extend(await self._negotiation_event(event))
+        return not self.stream.closed
+
+    async def route(self, event: StanzaReceived) -> None:
+        session = self.session
+        if session is None:  # cannot happen: the stream emits stanzas only once bound
+            return
+        router = self.server.router
+        try:
+            await router.route(event.stanza, session)
+        except Exception:
+            log.exception("event=routing_failed jid=%s", session.full_str)
+            router.bounce(event.stanza, StanzaError("internal-server-error"))
+
+    async def _negotiation_event(self, event: StreamEvent) -> list[StreamEvent]:
+        server = self.server
+        stream = self.stream
+        if isinstance(event, StartTLS):
+            if self.start_tls is None:  # the stream only asks when tls_available
+                return [stream.close("internal-server-error")]
+            await self.start_tls()
+            return []
+        if isinstance(event, CheckPassword):
+            if not server.login_allowed(self.peer_ip, event.authcid):
+                return stream.rate_limited()
+            ctx = AuthContext(
+                peer_ip=self.peer_ip,
+                transport=self._transport_name(),
+                secure=stream.tls_active,
+                user_agent=self.user_agent,
+            )
+            try:
+                identity = await server.authenticator.check_password(
+                    event.authcid, event.password, ctx
+                )
+            except AuthError as err:
+                return stream.password_checked(err)
+            return stream.password_checked(identity)
+        if isinstance(event, FetchScram):
+            if not server.login_allowed(self.peer_ip, event.username):
+                return stream.rate_limited()
+            try:
+                found = await server.authenticator.scram_credentials(
+                    event.username, event.hash_name
+                )  # type: ignore[arg-type]
+            except AuthError:
+                found = None
+            return stream.scram_credentials(found)
+        if isinstance(event, AuthFailed):
+            server.record_login_failure(self.peer_ip, event.username)
+            self._failures += 1
+            log.info(
+                "event=auth_failed ip=%s transport=%s condition=%s",
+                self.peer_ip,
+                self.transport,
+                event.condition,
+            )
+            # Slow down guessing from one connection: each failure costs more time.
+            await trio.sleep(min(0.2 * self._failures, 2.0))
+            return []
+        if isinstance(event, Authenticated):
+            server.record_login_success(self.peer_ip, event.identity.localpart)
+            log.info(
+                "event=authenticated user=%s mechanism=%s ip=%s transport=%s",
+                event.identity.localpart,
+                event.mechanism,
+                self.peer_ip,
+                self.transport,
+            )
+            return []
+        if isinstance(event, BindRequest):
+            session = Session(event.jid, self.outbox, self._transport_name())
+            replaced = server.router.bind(session)
+            if replaced is not None:
+                replaced.close("conflict", "replaced by a new session with the same resource")
+            self.session = session
+            stream.bind_result(event.iq_id, event.jid)
+            log.info(
+                "event=session_bound jid=%s ip=%s transport=%s",
+                session.full_str,
+                self.peer_ip,
+                self.transport,
+            )
+            return []
+        return []
+
+    async def teardown(self) -> None:
+        """Unbind and announce the session's end; safe to call more than once."""
+        self.stream.dispose()
+        session = self.session
+        self.session = None
+        if session is None:
+            return
+        server = self.server
+        server.router.unbind(session)
+        handler = server.router.presence_handler
+        if handler is not None and (session.available or session.directed_presence):
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await handler.session_ended(session)
+                except Exception:
+                    log.exception("event=presence_cleanup_failed jid=%s", session.full_str)
+        log.info("event=session_ended jid=%s", session.full_str)
