@@ -66,13 +66,16 @@ def render_toml(data: dict[str, Any]) -> str:
 @dataclass
 class XmppdProcess:
     """A running server; ``port`` is plain c2s (STARTTLS), ``tls_port`` direct TLS,
-    ``component_port`` the XEP-0114 listener (listening only with ``components=[…]``)."""
+    ``component_port`` the XEP-0114 listener (listening only with ``components=[…]``),
+    ``http_port``/``https_port`` the HTTP listener (BOSH, WebSocket, /chat/)."""
 
     data_dir: Path
     config_path: Path
     port: int
     tls_port: int
     component_port: int = 0
+    http_port: int = 0
+    https_port: int = 0
     domain: str = "localhost"
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
@@ -112,7 +115,7 @@ class XmppdProcess:
                 raise RuntimeError(f"xmppd exited early:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    return  # HTTP starts before c2s: both are up
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"xmppd did not start listening:\n{self.log()}")
@@ -160,6 +163,7 @@ def make_server(tmp: Path, **overrides: Any) -> XmppdProcess:
             "handshake_timeout": 10.0,
         },
         "component_listener": {"host": "127.0.0.1", "port": free_port()},
+        "http": {"host": "127.0.0.1", "port": free_port(), "tls_port": free_port()},
     }
     for section, values in overrides.items():
         if isinstance(values, list):
@@ -174,6 +178,8 @@ def make_server(tmp: Path, **overrides: Any) -> XmppdProcess:
         port=data["c2s"]["port"],
         tls_port=data["c2s"]["direct_tls_port"],
         component_port=data["component_listener"]["port"],
+        http_port=data["http"]["port"],
+        https_port=data["http"]["tls_port"],
         overrides=overrides,
     )
 

@@ -116,6 +116,35 @@ class ComponentConfig:
 
 
 @dataclass(slots=True)
+class HttpConfig:
+    """The HTTP listener: BOSH, WebSocket, the widget's files, history JSON, health."""
+
+    enabled: bool = True
+    host: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
+    port: int = 5280
+    #: HTTPS with the server's certificate (ALPN h2 + http/1.1); 0 disables.
+    tls_port: int = 5443
+    #: Accept HTTP/2 without TLS (prior knowledge or Upgrade: h2c) on ``port``.
+    h2c: bool = True
+    #: Serve every path under this prefix (e.g. "/xmpp" behind a shared web server).
+    path_prefix: str = ""
+    #: Reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For /
+    #: Forwarded / X-Forwarded-Proto headers are believed.
+    trusted_proxies: list[str] = field(default_factory=list)
+    #: Origins (scheme://host[:port]) other sites' pages may call BOSH / history from;
+    #: "*" allows any. Same-origin requests are always allowed.
+    cors_origins: list[str] = field(default_factory=list)
+    websocket: bool = True
+    bosh: bool = True
+    #: Directory served at /chat/; empty: the widget shipped in the package (xmppd/web/dist).
+    static_dir: str = ""
+    #: Largest request body accepted (BOSH POST), bytes.
+    max_body_size: int = 1_048_576
+    #: Seconds /chat/history responses may be cached by browsers and proxies.
+    history_max_age: int = 5
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     c2s: C2SConfig = field(default_factory=C2SConfig)
@@ -126,6 +155,7 @@ class Config:
     muc: MucConfig = field(default_factory=MucConfig)
     component_listener: ComponentListenerConfig = field(default_factory=ComponentListenerConfig)
     components: list[ComponentConfig] = field(default_factory=list)
+    http: HttpConfig = field(default_factory=HttpConfig)
 
     @property
     def data_path(self) -> Path:
@@ -334,6 +364,25 @@ def validate(config: Config) -> None:
         port = getattr(config.c2s, port_key)
         if not 0 <= port <= 65535:
             raise ConfigError(f"c2s.{port_key}: {port} is not a TCP port")
+    for port_key in ("port", "tls_port"):
+        port = getattr(config.http, port_key)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"http.{port_key}: {port} is not a TCP port")
+    prefix = config.http.path_prefix
+    if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "?" in prefix):
+        raise ConfigError("http.path_prefix: must start with '/' and not end with '/'")
+    import ipaddress
+
+    for proxy in config.http.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(f"http.trusted_proxies: {proxy!r} is not an address") from None
+    for origin in config.http.cors_origins:
+        if origin != "*" and ("://" not in origin or origin.endswith("/")):
+            raise ConfigError(f"http.cors_origins: {origin!r} is not scheme://host[:port]")
+    if config.http.max_body_size < config.limits.max_stanza_size:
+        raise ConfigError("http.max_body_size: must be at least limits.max_stanza_size")
     if config.limits.max_stanza_size < 10_000:
         raise ConfigError("limits.max_stanza_size: must be at least 10000 (RFC 6120 §13.12)")
     if bool(config.tls.cert) != bool(config.tls.key):

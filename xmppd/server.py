@@ -60,6 +60,10 @@ class Server:
         self.connections: set[C2SConnection] = set()
         self.connections_per_ip: Counter[str] = Counter()
         self.ssl_context = None
+        #: (certificate, key) files of ssl_context: hypercorn loads them for HTTPS.
+        self.tls_files: tuple[Path, Path] | None = None
+        #: The ASGI app once ``serve_http`` runs (xmppd.bosh.app.HttpApp).
+        self.http_app: Any = None
         self.listening: dict[str, int] = {}
         self._mechanisms = self._mechanism_factories()
         self._install_services()
@@ -105,6 +109,7 @@ class Server:
             key = cfg.data_path / "tls" / "key.pem"
             tls.ensure_self_signed(cert, key, cfg.server.domain)
         self.ssl_context = tls.server_context(cert, key)
+        self.tls_files = (cert, key)
 
     def c2s_settings(self, peer_ip: str, direct_tls: bool) -> C2SSettings:
         cfg = self.config
@@ -255,6 +260,10 @@ async def run_server(
         component_port = await nursery.start(server.components.serve)
         if component_port is not None:
             server.listening["component"] = component_port
+        if server.config.http.enabled:
+            from xmppd.bosh.app import serve_http
+
+            await nursery.start(serve_http, server)
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         log.info(

@@ -39,6 +39,8 @@ def xmppd(
     """``python -m xmppd [--config CONFIG] ARGS`` with a clean XMPPD_* environment."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("XMPPD_")}
     environ.update(env or {})
+    # The checkout under test, also when cwd is elsewhere (not the editable install).
+    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
     cmd = [sys.executable, "-m", "xmppd"]
     if config is not None:
         cmd += ["--config", str(config)]

@@ -65,6 +65,9 @@ class MucConfig:
     archive_flush_interval: float = 0.25
     #: Largest MAM page (RSM ``max``).
     mam_max_page: int = 250
+    #: Rooms whose recent messages anyone may read over HTTP at ``/chat/history``
+    #: (the forum embeds them in its pages). Rooms not listed are never exposed there.
+    public_history_rooms: list[str] = field(default_factory=lambda: ["sax"])
 
     def service_host(self, server_domain: str) -> str:
         return self.host or f"conference.{server_domain}"

@@ -1,0 +1,407 @@
+"""The ASGI app of ``xmppd serve``'s HTTP port, run by hypercorn's trio worker in our trio run.
+
+Routes (below ``[http] path_prefix``):
+
+- ``/healthz``: 200 JSON while serving;
+- ``/xmpp-websocket``: RFC 7395 (``xmpp`` subprotocol required, ``Origin`` checked);
+- ``/http-bind``: BOSH, handed to :meth:`HttpApp.http_bind` (the one dispatch point);
+- ``/chat/``: the widget's static files; ``/chat/history``: public rooms' recent messages.
+
+Every request first gets its real client (``proxy.resolve_client``: forwarding headers
+only from ``trusted_proxies``) and its CORS verdict (``cors.OriginPolicy``). Plaintext
+SASL over plain HTTP follows the c2s rule: only when the client is on loopback (and not
+behind an untrusted proxy) or a trusted proxy says the request came over HTTPS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import trio
+
+from xmppd.bosh import static
+from xmppd.bosh.cors import PREFLIGHT_HEADERS, OriginPolicy
+from xmppd.bosh.history import HistoryFeed
+from xmppd.bosh.proxy import ClientInfo, parse_networks, resolve_client
+from xmppd.bosh.request import HttpRequest, HttpResponse, header_map
+from xmppd.bosh.websocket import WebSocketConnection
+from xmppd.stream.c2s import C2SSettings
+
+if TYPE_CHECKING:
+    from xmppd.server import Server
+
+log = logging.getLogger("xmppd.http")
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+WS_PATH = "/xmpp-websocket"
+BOSH_PATH = "/http-bind"
+CHAT_PATH = "/chat/"
+HISTORY_PATH = "/chat/history"
+HEALTH_PATH = "/healthz"
+
+
+class BoshHandler(Protocol):
+    """What ``/http-bind`` needs from the BOSH layer (xmppd.bosh, helper "bosh")."""
+
+    async def handle(self, request: HttpRequest) -> HttpResponse: ...
+
+
+def make_bosh_handler(server: Server) -> BoshHandler | None:
+    """The BOSH connection manager for ``/http-bind``, or ``None`` (then 404).
+
+    The single place where BOSH is wired in: return an object with
+    ``async handle(HttpRequest) -> HttpResponse``; if it also has
+    ``async run(*, task_status)``, :func:`serve_http` starts it in the server's nursery.
+    """
+    return None
+
+
+class HttpApp:
+    """One instance per server; hypercorn calls it per request / WebSocket."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        cfg = server.config.http
+        self.cfg = cfg
+        self.prefix = cfg.path_prefix
+        self.trusted = parse_networks(cfg.trusted_proxies)
+        self.origins = OriginPolicy(cfg.cors_origins)
+        self.static_root = Path(cfg.static_dir) if cfg.static_dir else static.default_root()
+        muc_cfg = server.config.muc
+        self.history = HistoryFeed(
+            getattr(server, "muc", None), muc_cfg.public_history_rooms, muc_cfg.history_max
+        )
+        self.bosh: BoshHandler | None = make_bosh_handler(server) if cfg.bosh else None
+        self.serving = False
+
+    # ---------------------------------------------------------------- ASGI
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.serving = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.serving = False
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _route(self, scope: Scope) -> str | None:
+        path: str = scope["path"]
+        if self.prefix:
+            if path != self.prefix and not path.startswith(self.prefix + "/"):
+                return None
+            path = path[len(self.prefix) :] or "/"
+        return path
+
+    def _client(self, scope: Scope, headers: dict[str, str]) -> ClientInfo:
+        client = scope.get("client")
+        peer = client[0] if client else ""
+        secure = scope.get("scheme") in ("https", "wss")
+        return resolve_client(peer, secure, headers, self.trusted)
+
+    def _origin_ok(self, headers: dict[str, str], client: ClientInfo) -> bool:
+        return self.origins.allowed(
+            headers.get("origin"), "https" if client.secure else "http", headers.get("host")
+        )
+
+    def c2s_settings(self, client: ClientInfo) -> C2SSettings:
+        """The c2s rule for HTTP: TLS is the HTTP layer's; plaintext only when exempt."""
+        server = self.server
+        base = server.c2s_settings(client.ip, direct_tls=client.secure)
+        exempt = (
+            server.config.c2s.allow_plain_on_loopback
+            and not client.untrusted_forwarding
+            and _is_loopback(client.ip)
+        )
+        return dataclasses.replace(
+            base,
+            tls_available=False,
+            tls_active=client.secure,
+            tls_required=server.config.c2s.require_encryption and not exempt,
+        )
+
+    # ---------------------------------------------------------------- HTTP
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = header_map(scope.get("headers", []))
+        client = self._client(scope, headers)
+        path = self._route(scope)
+        method = scope["method"]
+        if not self.cfg.h2c and scope.get("scheme") == "http" and scope.get("http_version") == "2":
+            await _respond(send, HttpResponse(505, b"HTTP/2 needs TLS here\n"))
+            return
+        origin = headers.get("origin")
+        origin_ok = self._origin_ok(headers, client)
+        cors = OriginPolicy.response_headers(origin) if origin_ok else []
+        if path is None:
+            await _respond(send, _not_found())
+            return
+        if method == "OPTIONS" and path in (BOSH_PATH, HISTORY_PATH):
+            if not origin_ok:
+                await _respond(send, HttpResponse(403, b"origin not allowed\n"))
+                return
+            await _respond(send, HttpResponse(204, headers=cors + PREFLIGHT_HEADERS))
+            return
+        if path == HEALTH_PATH and method in ("GET", "HEAD"):
+            response = self._health()
+        elif path == BOSH_PATH:
+            if not origin_ok:
+                response = HttpResponse(403, b"origin not allowed\n")
+            else:
+                body = await _read_body(scope, receive, self.cfg.max_body_size)
+                if body is None:
+                    response = HttpResponse(413, b"request body too large\n")
+                else:
+                    request = HttpRequest(
+                        method=method,
+                        path=path,
+                        query=scope.get("query_string", b"").decode("latin-1"),
+                        headers=headers,
+                        body=body,
+                        client_ip=client.ip,
+                        secure=client.secure,
+                        origin=origin,
+                        http_version=scope.get("http_version", "1.1"),
+                    )
+                    response = await self.http_bind(request)
+                    response.headers = [*response.headers, *cors]
+        elif path == HISTORY_PATH and method in ("GET", "HEAD"):
+            response = self._history(scope, headers)
+            response.headers += cors
+        elif path == WS_PATH:
+            response = HttpResponse(426, b"use a WebSocket (RFC 7395)\n")
+            response.headers.append(("upgrade", "websocket"))
+        elif path == CHAT_PATH.rstrip("/") and method in ("GET", "HEAD"):
+            response = HttpResponse(301, headers=[("location", self.prefix + CHAT_PATH)])
+        elif path.startswith(CHAT_PATH) and method in ("GET", "HEAD"):
+            response = self._static(path[len(CHAT_PATH) :], headers)
+        elif path in (HEALTH_PATH, HISTORY_PATH) or path.startswith(CHAT_PATH):
+            response = HttpResponse(405, b"method not allowed\n", headers=[("allow", "GET")])
+        else:
+            response = _not_found()
+        await _respond(send, response, head=method == "HEAD")
+
+    async def http_bind(self, request: HttpRequest) -> HttpResponse:
+        """``/http-bind``: the one hand-off to BOSH (XEP-0124/0206); 404 when BOSH is off."""
+        if self.bosh is None:
+            return _not_found()
+        return await self.bosh.handle(request)
+
+    def _health(self) -> HttpResponse:
+        server = self.server
+        doc = {
+            "status": "ok" if self.serving else "starting",
+            "domain": server.config.server.domain,
+            "sessions": sum(len(r) for r in server.router.sessions.values()),
+        }
+        status = 200 if self.serving else 503
+        return HttpResponse(
+            status,
+            json.dumps(doc).encode(),
+            "application/json",
+            [("cache-control", "no-store")],
+        )
+
+    def _history(self, scope: Scope, headers: dict[str, str]) -> HttpResponse:
+        answer = self.history.answer(scope.get("query_string", b"").decode("latin-1"))
+        if answer.status != 200:
+            return HttpResponse(answer.status, answer.body, "application/json")
+        max_age = self.cfg.history_max_age
+        extra = [("cache-control", f"public, max-age={max_age}"), ("etag", answer.etag or "")]
+        if answer.etag and _etag_matches(headers.get("if-none-match"), answer.etag):
+            return HttpResponse(304, headers=extra)
+        return HttpResponse(200, answer.body, "application/json; charset=utf-8", extra)
+
+    def _static(self, rel: str, headers: dict[str, str]) -> HttpResponse:
+        path = static.resolve(self.static_root, rel)
+        item = static.load(path) if path is not None else None
+        if item is None:
+            return _not_found()
+        extra = [("cache-control", item.cache_control), ("etag", item.etag)]
+        if _etag_matches(headers.get("if-none-match"), item.etag):
+            return HttpResponse(304, headers=extra)
+        return HttpResponse(200, item.body, item.content_type, extra)
+
+    # ----------------------------------------------------------- WebSocket
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = header_map(scope.get("headers", []))
+        client = self._client(scope, headers)
+        path = self._route(scope)
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if path != WS_PATH or not self.cfg.websocket:
+            await _deny(send, 404, "not found")
+            return
+        if "xmpp" not in scope.get("subprotocols", []):
+            # RFC 7395 §3.3.1: the handshake must negotiate the "xmpp" subprotocol.
+            await _deny(send, 400, "the xmpp WebSocket subprotocol is required (RFC 7395)")
+            return
+        if not self._origin_ok(headers, client):
+            log.info("event=websocket_refused reason=origin ip=%s", client.ip)
+            await _deny(send, 403, "origin not allowed")
+            return
+        server = self.server
+        limit = server.config.c2s.max_connections_per_ip
+        if server.connections_per_ip[client.ip] >= limit:
+            await _deny(send, 429, "too many connections from your address")
+            return
+        await send({"type": "websocket.accept", "subprotocol": "xmpp"})
+        conn = WebSocketConnection(
+            server,
+            self.c2s_settings(client),
+            receive,
+            send,
+            client.ip,
+            headers.get("user-agent"),
+        )
+        server.connections.add(conn)  # type: ignore[arg-type]
+        server.connections_per_ip[client.ip] += 1
+        try:
+            await conn.run()
+        finally:
+            server.connections.discard(conn)  # type: ignore[arg-type]
+            server.connections_per_ip[client.ip] -= 1
+            if server.connections_per_ip[client.ip] <= 0:
+                del server.connections_per_ip[client.ip]
+
+
+# --------------------------------------------------------------------- helpers
+def _is_loopback(ip: str) -> bool:
+    from xmppd.server import is_loopback
+
+    return is_loopback(ip)
+
+
+def _not_found() -> HttpResponse:
+    return HttpResponse(404, b"not found\n")
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
+    """The request body, or ``None`` once it passes ``limit`` bytes (answer 413)."""
+    for name, value in scope.get("headers", []):
+        if name.lower() == b"content-length":
+            try:
+                if int(value) > limit:
+                    return None
+            except ValueError:
+                return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b""
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, response: HttpResponse, head: bool = False) -> None:
+    headers = [
+        (b"content-type", response.content_type.encode()),
+        (b"content-length", str(len(response.body)).encode()),
+        (b"x-content-type-options", b"nosniff"),
+    ]
+    if response.status in (204, 304):
+        headers = headers[2:]
+    headers += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
+    body = b"" if head or response.status in (204, 304) else response.body
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _deny(send: Send, status: int, text: str) -> None:
+    """Refuse a WebSocket handshake with an HTTP answer (ASGI denial response extension)."""
+    body = (text + "\n").encode()
+    await send(
+        {
+            "type": "websocket.http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "websocket.http.response.body", "body": body})
+
+
+# ----------------------------------------------------------------- serving
+def hypercorn_config(server: Server) -> Any:
+    from hypercorn.config import Config as HyperConfig
+
+    cfg = server.config.http
+    hc = HyperConfig()
+
+    def addr(port: int) -> str:
+        host = cfg.host
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    tls_files = getattr(server, "tls_files", None)
+    if cfg.tls_port and tls_files is not None:
+        hc.certfile, hc.keyfile = (str(p) for p in tls_files)
+        hc.bind = [addr(cfg.tls_port)]
+        hc.insecure_bind = [addr(cfg.port)] if cfg.port or cfg.port == 0 else []
+    else:
+        hc.bind = [addr(cfg.port)]
+    hc.alpn_protocols = ["h2", "http/1.1"]
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("xmppd.http.server")
+    hc.errorlog.setLevel(logging.WARNING)  # our own event=listening lines say it
+    hc.keep_alive_timeout = 75
+    hc.graceful_timeout = 2
+    hc.backlog = 1024
+    hc.include_server_header = False
+    hc.websocket_max_message_size = server.config.limits.max_stanza_size + 65536
+    hc.h11_max_incomplete_size = 64 * 1024
+    return hc
+
+
+async def serve_http(server: Server, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    """Run hypercorn for :class:`HttpApp` in this trio run; reports the bound ports."""
+    from hypercorn.trio import serve
+
+    app = HttpApp(server)
+    server.http_app = app
+    config = hypercorn_config(server)
+    async with trio.open_nursery() as nursery:
+        run = getattr(app.bosh, "run", None)
+        if run is not None:
+            await nursery.start(run)
+        binds: list[str] = await nursery.start(serve, app, config)
+        ports: dict[str, int] = {}
+        for bind in binds:
+            scheme, _, rest = bind.partition("://")
+            ports["https" if scheme == "https" else "http"] = int(rest.rsplit(":", 1)[1])
+            log.info("event=listening service=%s address=%s", scheme, rest)
+        server.listening.update(ports)
+        app.serving = True
+        task_status.started(ports)

@@ -1,0 +1,107 @@
+"""``GET /chat/history``: a public room's recent messages as JSON, from the MUC's memory ring.
+
+No database query per request: each room's ring is turned into JSON-ready items once
+per change (keyed by its newest stanza-id and length) and then only sliced. The forum's
+PHP embeds the result in its pages and the widget renders it before it has connected;
+the live stream continues from the newest ``stanza_id`` (XEP-0359), which the widget
+uses to drop duplicates.
+
+Query parameters: ``room`` (localpart, default the first public room), ``since`` (a
+stanza-id: only newer messages; if it is no longer in the ring, everything kept is
+returned with ``"gap": true``) and ``limit`` (newest N, default 50, at most the ring size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from lxml import etree
+
+from xmppd.muc.history import HistoryEntry, format_stamp
+from xmppd.xml import ns
+
+_BODY = "{%s}body" % ns.CLIENT
+DEFAULT_LIMIT = 50
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryAnswer:
+    status: int
+    body: bytes
+    etag: str | None = None
+
+
+def _item(entry: HistoryEntry) -> dict[str, Any] | None:
+    try:
+        el = etree.fromstring(entry.xml)
+    except etree.XMLSyntaxError:
+        return None
+    body = el.find(_BODY)
+    if body is None or body.text is None:
+        return None
+    return {
+        "stanza_id": entry.stanza_id,
+        "nick": entry.nick,
+        "text": body.text,
+        "timestamp": format_stamp(entry.stamp),
+    }
+
+
+class HistoryFeed:
+    """Serves the public rooms of one MUC service."""
+
+    def __init__(self, muc: Any, public_rooms: list[str], max_limit: int) -> None:
+        self.muc = muc
+        self.public = [r.lower() for r in public_rooms]
+        self.max_limit = max(1, max_limit)
+        self._cache: dict[str, tuple[tuple[str, int], list[dict[str, Any]]]] = {}
+
+    def _items(self, name: str, room: Any) -> list[dict[str, Any]]:
+        entries = room.history.entries
+        key = (entries[-1].stanza_id if entries else "", len(entries))
+        cached = self._cache.get(name)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        items = [i for i in map(_item, entries) if i is not None]
+        self._cache[name] = (key, items)
+        return items
+
+    def answer(self, query: str) -> HistoryAnswer:
+        params = parse_qs(query, keep_blank_values=True)
+        name = (params.get("room", [""])[0] or (self.public[0] if self.public else "")).lower()
+        rooms = getattr(self.muc, "rooms", {}) if self.muc is not None else {}
+        room = rooms.get(name) if name in self.public else None
+        if room is None:
+            return HistoryAnswer(404, _json({"error": "no public history for this room"}))
+        try:
+            limit = int(params.get("limit", [str(DEFAULT_LIMIT)])[0])
+        except ValueError:
+            return HistoryAnswer(400, _json({"error": "limit must be an integer"}))
+        if limit < 0:
+            return HistoryAnswer(400, _json({"error": "limit must not be negative"}))
+        limit = min(limit, self.max_limit)
+        since = params.get("since", [""])[0]
+        items = self._items(name, room)
+        gap = False
+        if since:
+            for index in range(len(items) - 1, -1, -1):
+                if items[index]["stanza_id"] == since:
+                    items = items[index + 1 :]
+                    break
+            else:
+                gap = True
+        items = items[-limit:] if limit else []
+        doc: dict[str, Any] = {"room": room.jid_str, "messages": items}
+        if since:
+            doc["gap"] = gap
+        body = _json(doc)
+        etag = '"%s"' % hashlib.blake2b(body, digest_size=12).hexdigest()
+        return HistoryAnswer(200, body, etag)
+
+
+def _json(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
