@@ -278,3 +278,20 @@ def test_forwarding_headers_from_untrusted_peer_are_ignored(server: XmppdProcess
         assert await _mechanisms(server, spoof) == []
 
     run(scenario, timeout=30)
+
+
+def test_h2c_can_be_turned_off(tmp_path: Path) -> None:
+    srv = make_server(tmp_path, http={"h2c": False})
+    srv.start()
+    try:
+        with httpx.Client(http1=False, http2=True, timeout=10) as client:
+            resp = client.get(f"http://127.0.0.1:{srv.http_port}/healthz")
+            assert resp.status_code == 505
+        with httpx.Client(timeout=10) as client:
+            resp = client.get(f"http://127.0.0.1:{srv.http_port}/healthz")
+            assert resp.status_code == 200 and resp.http_version == "HTTP/1.1"
+        with httpx.Client(http2=True, verify=False, timeout=10) as client:  # noqa: S501
+            resp = client.get(f"https://127.0.0.1:{srv.https_port}/healthz")
+            assert resp.status_code == 200 and resp.http_version == "HTTP/2"
+    finally:
+        srv.stop()

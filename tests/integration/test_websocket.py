@@ -221,3 +221,52 @@ def test_features_declare_stream_prefix_and_elements_stand_alone(server: XmppdPr
         await ws.close()
 
     run(scenario, timeout=20)
+
+
+def test_idle_ping_and_negotiation_timeout(tmp_path: Path) -> None:
+    srv = make_server(tmp_path, c2s={"ping_interval": 1.0, "ping_timeout": 1.0,
+                                     "handshake_timeout": 1.5})  # fmt: skip
+    srv.add_user("alice", "secret")
+    srv.start()
+    try:
+
+        async def scenario() -> None:
+            silent = await WsXmpp.connect(ws_url(srv))
+            await silent.open()  # …and never authenticates
+            error = await silent.recv_until(q(STREAMS, "error"), timeout=10)
+            assert stream_error(error) == "connection-timeout"
+            ws = await WsXmpp.connect(ws_url(srv))
+            await ws.login("alice", "secret")
+            ping = await ws.recv_until(q(CLIENT, "iq"), timeout=10)
+            assert ping.get("type") == "get" and ping.find("{urn:xmpp:ping}ping") is not None
+            # answering keeps the session; the next unanswered ping ends it
+            await ws.send(
+                f"<iq xmlns='jabber:client' type='result' id='{ping.get('id')}' to='localhost'/>"
+            )
+            await ws.recv_until(q(CLIENT, "iq"), timeout=10)
+            error = await ws.recv_until(q(STREAMS, "error"), timeout=10)
+            assert stream_error(error) == "connection-timeout"
+
+        run(scenario, timeout=40)
+    finally:
+        srv.stop()
+
+
+def test_server_shutdown_tells_websocket_clients(tmp_path: Path) -> None:
+    srv = make_server(tmp_path)
+    srv.add_user("alice", "secret")
+    srv.start()
+    try:
+
+        async def scenario() -> None:
+            ws = await WsXmpp.connect(ws_url(srv))
+            await ws.login("alice", "secret")
+            stopper = asyncio.get_running_loop().run_in_executor(None, srv.stop)
+            error = await ws.recv_until(q(STREAMS, "error"), timeout=10)
+            assert stream_error(error) == "system-shutdown"
+            assert (await ws.recv()).tag == q(FRAMING, "close")
+            assert await stopper == 0
+
+        run(scenario, timeout=40)
+    finally:
+        srv.stop()

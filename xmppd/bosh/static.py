@@ -64,15 +64,28 @@ def resolve(root: Path, rel: str) -> Path | None:
     return path
 
 
+_cache: dict[Path, tuple[tuple[int, int], StaticFile]] = {}
+_CACHE_MAX = 256
+
+
 def load(path: Path) -> StaticFile | None:
+    """The file, read and hashed once per (mtime, size): page loads cost a ``stat``."""
     try:
         stat = path.stat()
         if stat.st_size > MAX_FILE:
             return None
+        key = (stat.st_mtime_ns, stat.st_size)
+        cached = _cache.get(path)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         body = path.read_bytes()
     except OSError:
         return None
     ctype = CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
     etag = '"%s"' % hashlib.blake2b(body, digest_size=12).hexdigest()
     cache = "no-cache" if path.name == "index.html" else "public, max-age=3600"
-    return StaticFile(body, ctype, etag, cache)
+    item = StaticFile(body, ctype, etag, cache)
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[path] = (key, item)
+    return item
