@@ -1,17 +1,15 @@
 """``bridges.component.ComponentClient`` against a real ``xmppd serve`` and slixmpp users.
 
-The component runs on trio in a background thread (slixmpp needs asyncio in the test's
-thread); stanzas it receives land in a thread-safe queue.
+The component runs on trio in a background thread (:mod:`tests.component_thread`;
+slixmpp needs asyncio in the test's thread).
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import re
-import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import trio
 from lxml import etree
 
 from bridges.component import Backoff, ComponentClient
+from tests.component_thread import ComponentThread
 from tests.slix import login, run
 from tests.xmppd_process import XmppdProcess, free_port, make_server
 
@@ -38,72 +37,6 @@ def message(to: str, body: str, sender: str = f"relay@{DOMAIN}/bot") -> etree._E
     el.set("type", "chat")
     etree.SubElement(el, "{jabber:client}body").text = body
     return el
-
-
-class ComponentThread:
-    """A ComponentClient on its own trio loop; call into it with :meth:`call`."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.received: queue.Queue[etree._Element] = queue.Queue()
-        self.events: list[str] = []
-        self.kwargs = kwargs
-        self.client: ComponentClient | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._ready = threading.Event()
-        self._exit = trio.Event()
-        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
-
-    async def _main(self) -> None:
-        async def on_stanza(stanza: etree._Element) -> None:
-            self.received.put(stanza)
-
-        on_connected = self.kwargs.pop("on_connected", None)
-
-        async def connected() -> None:
-            self.events.append("connected")
-            if on_connected is not None:
-                await on_connected(self.client)
-
-        self.client = ComponentClient(on_stanza=on_stanza, on_connected=connected, **self.kwargs)
-        self._token = trio.lowlevel.current_trio_token()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self.client.run)
-            self._ready.set()
-        self.events.append("stopped")
-        await self._exit.wait()  # calls from the test thread may still be running
-
-    def __enter__(self) -> ComponentThread:
-        self._thread.start()
-        assert self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread.is_alive():
-            self.call(lambda: self.client.aclose())  # type: ignore[union-attr]
-            self.sync(self._exit.set)
-        self._thread.join(10)
-
-    def call(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        return trio.from_thread.run(fn, trio_token=self._token)
-
-    def sync(self, fn: Callable[[], Any]) -> Any:
-        return trio.from_thread.run_sync(fn, trio_token=self._token)
-
-    def send(self, stanza: etree._Element) -> None:
-        self.sync(lambda: self.client.send(stanza))  # type: ignore[union-attr]
-
-    def wait_connected(self, timeout: float = 10.0) -> None:
-        async def wait() -> None:
-            with trio.fail_after(timeout):
-                await self.client.wait_connected()  # type: ignore[union-attr]
-
-        self.call(wait)
-
-    def wait_disconnected(self, timeout: float = 10.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.sync(lambda: self.client.connected):  # type: ignore[union-attr]
-            assert time.monotonic() < deadline, "still connected"
-            time.sleep(0.02)
 
 
 def component_kwargs(server: XmppdProcess, **extra: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ CLI and the phpBB sync write). It is an in-memory mirror of the ``muc_nicks`` ta
 
 from __future__ import annotations
 
+import fnmatch
 import unicodedata
 from collections.abc import Iterable
 from functools import lru_cache
@@ -65,6 +66,22 @@ def check_nick(nick: str, max_length: int) -> str:
         if unicodedata.category(char) in _REFUSED_CATEGORIES or char in _INVISIBLE:
             raise NickError("not-acceptable", "the nickname contains an invisible character")
     return nick_key(nick)
+
+
+def nick_matches(key: str, patterns: Iterable[str]) -> bool:
+    """Whether a nick (by its comparison ``key``) matches one of the glob ``patterns``.
+
+    Patterns are normalised like nicks (``IRC*`` matches ``irc_bob`` and the fullwidth
+    form of ``IRC``), so an allowance cannot be dodged with case or width variants.
+    """
+    for pattern in patterns:
+        try:
+            pattern_key = nick_key(pattern)
+        except NickError:
+            pattern_key = pattern.casefold()
+        if fnmatch.fnmatchcase(key, pattern_key):
+            return True
+    return False
 
 
 class NickRegistry:

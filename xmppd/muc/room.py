@@ -30,7 +30,7 @@ from xmppd.muc import mam as mam_mod
 from xmppd.muc import roles as R
 from xmppd.muc.config import MucConfig
 from xmppd.muc.history import HistoryEntry, HistoryRequest, HistoryRing
-from xmppd.muc.nicks import NickError, NickRegistry, check_nick, nick_key
+from xmppd.muc.nicks import NickError, NickRegistry, check_nick, nick_key, nick_matches
 from xmppd.muc.occupant import Occupant
 from xmppd.muc.wire import Recipient, Template, recipient
 from xmppd.xml import ns
@@ -108,6 +108,8 @@ class RoomContext:
     nicks: NickRegistry = field(default_factory=NickRegistry)
     site_admins: frozenset[str] = frozenset()
     new_id: Callable[[], str] = field(default=lambda: secrets.token_urlsafe(12))
+    #: XEP-0114 component domain -> nick glob patterns it may use (``muc_nicks``).
+    component_nicks: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -305,6 +307,12 @@ class Room:
             key = check_nick(nick, self.ctx.config.max_nick_length)
         except NickError as exc:
             raise StanzaError(exc.condition, exc.text) from None
+        patterns = self.ctx.component_nicks.get(bare.rpartition("@")[2])
+        if patterns is not None and not nick_matches(key, patterns):
+            # XEP-0045's answer to a nick the room's nick policy does not allow
+            allowed = ", ".join(patterns) or "none"
+            text = f"this component may only use the nicknames {allowed}"
+            raise StanzaError("not-acceptable", text)
         owner = self.ctx.nicks.owner(self.name, key)
         if owner is not None and owner != bare:
             raise StanzaError("conflict", "that nickname is registered to another user")

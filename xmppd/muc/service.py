@@ -266,9 +266,7 @@ class MucService:
                 if not session.send(data):
                     lost.append(rcpt.full)
                 continue
-            if rcpt.domain != local:
-                self._to_other_domain(rcpt, data)
-            else:
+            if rcpt.domain == local or not self._to_other_domain(rcpt, data):
                 lost.append(rcpt.full)
         if room is not None and lost:
             for full in dict.fromkeys(lost):
@@ -276,13 +274,26 @@ class MucService:
                     log.info("event=muc_occupant_lost room=%s jid=%s", room.jid_str, full)
                     self._apply(room, room.remove_session(full))
 
-    def _to_other_domain(self, rcpt: Recipient, data: bytes) -> None:
-        """A component occupant (bridges): hand the stanza to its service's ``deliver``."""
+    def _to_other_domain(self, rcpt: Recipient, data: bytes) -> bool:
+        """A component occupant (bridges): hand the stanza to its service's ``deliver``.
+
+        False when it cannot be delivered (no such service, or the component is not
+        connected / cut off): the occupant is then gone, as for a lost session.
+        """
         service = self.router.services.get(rcpt.domain)
         deliver = getattr(service, "deliver", None)
         if deliver is None or service is self:
-            return
-        deliver(etree.fromstring(data), JID.parse(rcpt.full))
+            return False
+        return deliver(etree.fromstring(data), JID.parse(rcpt.full)) is not False
+
+    def domain_gone(self, domain: str) -> None:
+        """A component disconnected: its occupants leave every room (status 333)."""
+        for room in list(self.rooms.values()):
+            gone = [f for f in room.by_real if f.split("/", 1)[0].rpartition("@")[2] == domain]
+            for full in gone:
+                if full in room.by_real:
+                    log.info("event=muc_occupant_lost room=%s jid=%s", room.jid_str, full)
+                    self._apply(room, room.remove_session(full))
 
     def deliver(self, stanza: etree._Element, to: JID) -> None:
         """Server-made stanzas addressed to us (bounces): nothing to do."""

@@ -59,18 +59,23 @@ class ComponentService:
     async def handle(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
         self.deliver(stanza, to)
 
-    def deliver(self, stanza: etree._Element, to: JID) -> None:
-        """Send ``stanza`` down the component's stream, or answer for it while it is down."""
+    def deliver(self, stanza: etree._Element, to: JID) -> bool:
+        """Send ``stanza`` down the component's stream, or answer for it while it is down.
+
+        Returns whether it was queued for the component (the MUC drops an occupant
+        whose stanzas cannot be delivered).
+        """
         conn = self.connection
         if conn is not None and conn.send_stanza(stanza):
-            return
+            return True
         if stanza.tag == "{%s}presence" % ns.CLIENT:
-            return  # presence to an absent entity is dropped (RFC 6121 §4.3, §4.6)
+            return False  # presence to an absent entity is dropped (RFC 6121 §4.3, §4.6)
         if stanza.tag == "{%s}iq" % ns.CLIENT and stanza.get("type") not in ("get", "set"):
-            return
+            return False
         self.router.bounce(
             stanza, StanzaError("service-unavailable", f"{self.domain} is not connected")
         )
+        return False
 
 
 class ComponentHub:
@@ -80,10 +85,13 @@ class ComponentHub:
         self.server = server
         cfg = server.config
         self.services: dict[str, ComponentService] = {}
+        muc = getattr(server, "muc", None)
         for comp in cfg.components:
             service = ComponentService(server.router, comp)
             self.services[comp.domain] = service
             server.router.services[comp.domain] = service
+            if muc is not None:
+                muc.ctx.component_nicks[comp.domain] = tuple(comp.muc_nicks)
         self.settings = ComponentSettings(
             secrets={c.domain: c.secret for c in cfg.components},
             max_stanza_size=cfg.limits.max_stanza_size,
@@ -106,6 +114,9 @@ class ComponentHub:
         if service is not None and service.connection is conn:
             service.connection = None
             self.server.router.disco_items.pop(domain, None)
+            muc = getattr(self.server, "muc", None)
+            if muc is not None:
+                muc.domain_gone(domain)  # its occupants leave the rooms (status 333)
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Listen (only when components are configured); ``started`` once bound."""
