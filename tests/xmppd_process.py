@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,20 @@ def render_toml(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+class _PortTaken(Exception):
+    pass
+
+
+#: (config section, key, XmppdProcess attribute) of every port a test server listens on.
+_PORTS = [
+    ("c2s", "port", "port"),
+    ("c2s", "direct_tls_port", "tls_port"),
+    ("component_listener", "port", "component_port"),
+    ("http", "port", "http_port"),
+    ("http", "tls_port", "https_port"),
+]
+
+
 @dataclass
 class XmppdProcess:
     """A running server; ``port`` is plain c2s (STARTTLS), ``tls_port`` direct TLS,
@@ -99,10 +114,34 @@ class XmppdProcess:
         return f"{localpart}@{self.domain}"
 
     def start(self, timeout: float = 20.0) -> None:
+        # free_port() releases the port before xmppd binds it; under load another
+        # process can take it meanwhile: then pick new ports and try again.
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                return
+            except _PortTaken:
+                if attempt == 2:
+                    raise RuntimeError(f"xmppd could not bind its ports:\n{self.log()}") from None
+                self._repick_ports()
+
+    def _repick_ports(self) -> None:
+        data = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+        for section, key, attr in _PORTS:
+            if attr == "https_port" and not getattr(self, attr):
+                continue
+            if section in data and key in data[section] and data[section][key]:
+                port = free_port()
+                data[section][key] = port
+                setattr(self, attr, port)
+        self.config_path.write_text(render_toml(data), encoding="utf-8")
+
+    def _start_once(self, timeout: float) -> None:
         env = dict(os.environ)
         env.pop("XMPPD_CONFIG", None)
         self.log_path = self.data_dir / "xmppd.log"
         log = self.log_path.open("ab")
+        offset = log.tell()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "xmppd", "--config", str(self.config_path), "serve"],
             stdout=log,
@@ -112,6 +151,9 @@ class XmppdProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.proc = None
+                if "Address already in use" in self.log()[offset:]:
+                    raise _PortTaken
                 raise RuntimeError(f"xmppd exited early:\n{self.log()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
