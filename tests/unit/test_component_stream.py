@@ -297,3 +297,30 @@ def test_client_bytes_input_is_converted() -> None:
     client = ComponentClientStream(DOMAIN, SECRET)
     out = client.stanza_bytes(b"<message xmlns='jabber:client' to='a@b'><body>x</body></message>")
     assert out == b'<message xmlns="jabber:component:accept" to="a@b"><body>x</body></message>'
+
+
+def test_forwarded_client_stanza_keeps_its_namespace() -> None:
+    """XEP-0297 payloads declare jabber:client themselves: only the outer stanza moves."""
+    s = established()
+    msg = etree.fromstring(
+        b'<message xmlns="jabber:client" to="bot@irc.example.com"><result xmlns="urn:xmpp:mam:2">'
+        b'<forwarded xmlns="urn:xmpp:forward:0"><message xmlns="jabber:client" from="a@b">'
+        b"<body>old</body></message></forwarded></result></message>"
+    )
+    out = s.stanza_bytes(msg)
+    assert out.startswith(b'<message xmlns="jabber:component:accept"')
+    el = etree.fromstring(out)
+    inner = el.find("{urn:xmpp:mam:2}result/{urn:xmpp:forward:0}forwarded/{jabber:client}message")
+    assert inner is not None and inner.findtext("{jabber:client}body") == "old"
+
+
+def test_prefixed_component_stanza_is_converted_too() -> None:
+    s = established()
+    (event,) = s.receive_data(
+        b"<c:message xmlns:c='jabber:component:accept' from='bot@%s' to='a@example.com'>"
+        b"<c:body>prefixed</c:body></c:message>" % DOMAIN.encode()
+    )
+    assert isinstance(event, StanzaReceived)
+    assert event.stanza.tag == "{%s}message" % ns.CLIENT
+    assert event.stanza.findtext("{%s}body" % ns.CLIENT) == "prefixed"
+    assert etree.tostring(event.stanza).startswith(b'<message xmlns="jabber:client"')

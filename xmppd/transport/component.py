@@ -6,10 +6,14 @@ configured component domain has one :class:`ComponentService` registered at
 for a component that is down gets ``service-unavailable`` rather than "no such server".
 
 One connection per domain: a second one is refused with ``<conflict/>`` and the first
-keeps running (XEP-0114 §3 lists ``conflict`` for a name already connected). Refusing the
-newcomer, unlike c2s resource conflicts, keeps two copies of one bridge from knocking each
-other off forever; a dead first connection is found quickly because the conflict makes
-the server ping it, and the newcomer retries with backoff.
+keeps running. XEP-0114 §3 has the server refuse a component name it will not service
+with a stream error "e.g., <conflict/> or <host-unknown/>" in answer to the stream
+header; we answer ``conflict`` only after the handshake proved the secret, so an
+unauthenticated peer learns nothing about which components are connected and cannot
+make us ping them. Refusing the newcomer, unlike c2s resource conflicts, keeps two copies
+of one bridge from knocking each other off forever; a dead first connection is found
+quickly because the conflict makes the server ping it, and the newcomer retries with
+backoff.
 """
 
 from __future__ import annotations
