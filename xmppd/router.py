@@ -34,6 +34,7 @@ log = logging.getLogger("xmppd.router")
 MESSAGE = "{%s}message" % ns.CLIENT
 PRESENCE = "{%s}presence" % ns.CLIENT
 IQ = "{%s}iq" % ns.CLIENT
+_SUBSCRIPTION = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
 
 IqHandler = Callable[
     [etree._Element, "Session | None", "Router"], Awaitable["etree._Element | None"]
@@ -148,6 +149,11 @@ class Router:
         service = self.services.get(to.domain)
         if service is not None:
             if stanza.tag == PRESENCE and origin is not None:
+                if stanza.get("type") in _SUBSCRIPTION and self.presence_handler is not None:
+                    # RFC 6121 §3: the user's roster state changes first (a component
+                    # contact is a contact like any other); the handler routes it on.
+                    await self.presence_handler.outbound(stanza, origin)
+                    return
                 self._track_directed(stanza, to, origin)
             await service.handle(stanza, to, origin)
             return

@@ -244,3 +244,39 @@ def test_server_disco_lists_connected_component(server: XmppdProcess) -> None:
     assert DOMAIN in jids
     assert OTHER not in jids
     raw.sock.close()
+
+
+def test_subscription_to_a_component_contact_follows_rfc6121(server: XmppdProcess) -> None:
+    """The user's roster changes (§3.1.2), the component gets a bare 'from', and its
+    'subscribed' and presence come back to the user."""
+    raw = connect(server)
+
+    async def scenario() -> tuple[str, str, str, str]:
+        alice = await login(server, "alice@localhost/sub")
+        alice.send_presence(pto="helper@irc.localhost", ptype="subscribe")
+        sub = await asyncio.to_thread(wait_for, raw, rb"<presence [^>]*type=\"subscribe\"[^>]*>")
+        raw.send(
+            b"<presence type='subscribed' from='helper@irc.localhost' to='alice@localhost'/>"
+            b"<presence from='helper@irc.localhost/x' to='alice@localhost'><show>chat</show>"
+            b"</presence>"
+        )
+        pres = await alice.next_presence(
+            match=lambda p: p["from"].bare == "helper@irc.localhost" and p["type"] == "chat"
+        )
+        deadline = asyncio.get_running_loop().time() + 5
+        while alice.client_roster["helper@irc.localhost"]["subscription"] != "to":
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        await alice.close()
+        return (
+            sub.group(0).decode(),
+            alice.client_roster["helper@irc.localhost"]["subscription"],
+            str(pres["from"]),
+            pres["type"],
+        )
+
+    sub, subscription, sender, show = run(scenario)
+    assert 'from="alice@localhost"' in sub  # the bare JID (§3.1.2)
+    assert subscription == "to"
+    assert (sender, show) == ("helper@irc.localhost/x", "chat")
+    raw.sock.close()
