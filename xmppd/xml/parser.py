@@ -453,3 +453,15 @@ class StreamParser:
 
 def _escape_attr(value: str) -> str:
     return value.replace("&", "&amp;").replace('"', "&quot;").replace("<", "&lt;")
+
+
+def check_restricted_xml(data: bytes) -> None:
+    """Raise ``StreamError`` if one complete document ``data`` holds restricted markup.
+
+    For transports that receive whole documents (a BOSH ``<body/>``) rather than a
+    stream: the same rules as :class:`StreamParser` (no DTD, comment, PI or entity).
+    """
+    scanner = _RestrictedXmlScanner()
+    scanner.scan(data)
+    if scanner.pending and data.rstrip()[-1:] != b">":
+        raise StreamError("not-well-formed", "the document ends mid-token")
