@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
+from xmppd import web
 from xmppd.bosh import static
 from xmppd.bosh.cors import PREFLIGHT_HEADERS, OriginPolicy
 from xmppd.bosh.history import HistoryFeed
@@ -232,6 +233,10 @@ class HttpApp:
         path = static.resolve(self.static_root, rel)
         item = static.load(path) if path is not None else None
         if item is None:
+            if not rel.strip("/") and not (self.static_root / "index.html").is_file():
+                # /chat/ itself is missing: the widget was never built here.
+                hint = f"{web.build_hint()}\n".encode()
+                return HttpResponse(404, hint, "text/plain; charset=utf-8")
             return _not_found()
         extra = [("cache-control", item.cache_control), ("etag", item.etag)]
         if _etag_matches(headers.get("if-none-match"), item.etag):

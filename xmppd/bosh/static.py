@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from xmppd.web import DIST_DIR
+
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",
@@ -40,7 +42,8 @@ class StaticFile:
 
 
 def default_root() -> Path:
-    return Path(__file__).resolve().parent.parent / "web" / "dist"
+    """The built widget (``xmppd.web.DIST_DIR``: ``npm ci && node build.mjs`` makes it)."""
+    return DIST_DIR
 
 
 def resolve(root: Path, rel: str) -> Path | None:

@@ -1,0 +1,431 @@
+"""The chat widget in real headless Chromium against a real ``xmppd serve``.
+
+Debian's /usr/bin/chromium is driven by Python playwright (no browser download). The
+widget is the built ``xmppd/web/dist`` (``.ci/run`` builds it), served by xmppd itself at
+``/chat/`` from a copy that adds forum-like pages (the README's embedding HTML, with the
+forum's username and session id filled in as a template would).
+
+The network between page and server runs through playwright, so a test can cut it the way
+Wi-Fi loss or a sleeping laptop does: WebSocket connections are closed on both ends and new
+ones refused; BOSH requests in flight have their responses thrown away (what the server
+sent is lost on the wire) and new ones fail. The page also goes offline (its
+online/offline events fire).
+
+Screenshots land in ``test-artifacts/widget/`` (git-ignored); the paths are printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import in_ci, require_program
+from tests.slix import login, run
+from tests.xmppd_process import XmppdProcess, make_server
+from xmppd.web import DIST_DIR, SCRIPT_NAME, build_hint, is_built
+
+pytestmark = pytest.mark.integration
+
+ROOM = "sax@conference.localhost"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "widget"
+TRANSPORTS = ["websocket", "bosh"]
+PHP_HELPER = DIST_DIR.parent / "php" / "xmppd_chat.php"
+
+
+# -- set-up ------------------------------------------------------------------------------
+
+
+def _require_browser() -> str:
+    chromium = require_program("chromium", "Debian package chromium")
+    try:
+        import playwright.async_api  # noqa: F401
+    except ImportError:
+        if in_ci():
+            pytest.fail("Python playwright is missing: it is in the test extras", pytrace=False)
+        pytest.skip("Python playwright is not installed")
+    if not is_built():
+        if in_ci():
+            pytest.fail(build_hint() + " (.ci/run must build it)", pytrace=False)
+        pytest.skip(build_hint())
+    return chromium
+
+
+def _page_html(transport: str, *, user: str, session_id: str, embedded: str = "") -> str:
+    """The README's embedding HTML, as a forum template renders it."""
+    service = (
+        'data-websocket="/xmpp-websocket"' if transport == "websocket" else 'data-bosh="/http-bind"'
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Forum page</title></head>
+<body><h1>A forum page</h1>
+<div id="chat" data-xmppd-chat {service}
+     data-history="/chat/history"
+     data-room="{ROOM}" data-domain="localhost"
+     data-username="{user}" data-session-id="{session_id}">{embedded}</div>
+<script src="/chat/{SCRIPT_NAME}"></script>
+</body></html>
+"""
+
+
+def _static_root(tmp: Path) -> Path:
+    root = tmp / "static"
+    shutil.copytree(DIST_DIR, root)
+    for transport in TRANSPORTS:
+        (root / f"forum-{transport}.html").write_text(
+            _page_html(transport, user="alice", session_id="secret"), encoding="utf-8"
+        )
+    return root
+
+
+def _start_server(tmp: Path) -> XmppdProcess:
+    server = make_server(tmp, http={"static_dir": str(_static_root(tmp))})
+    for user in ("alice", "bob", "carol"):
+        server.add_user(user, "secret")
+    server.start()
+    return server
+
+
+def _require_bosh(server: XmppdProcess, transport: str) -> None:
+    if transport != "bosh":
+        return
+    try:
+        answer = httpx.post(
+            f"http://127.0.0.1:{server.http_port}/http-bind",
+            content=b"<body xmlns='http://jabber.org/protocol/httpbind'/>",
+            headers={"Content-Type": "text/xml; charset=utf-8"},
+            timeout=5,
+        )
+    except httpx.HTTPError:
+        return
+    if answer.status_code == 404:
+        pytest.skip("this xmppd does not serve BOSH (/http-bind) yet")
+
+
+def _shot_path(name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS / f"{name}.png"
+
+
+async def _screenshot(page: Any, name: str) -> None:
+    path = _shot_path(name)
+    await page.screenshot(path=str(path), full_page=True)
+    print(f"screenshot: {path}")
+
+
+# -- the simulated network between page and server --------------------------------------
+
+
+class Network:
+    """Routes the page's BOSH and WebSocket traffic so the test can cut and restore it."""
+
+    def __init__(self) -> None:
+        self.up = asyncio.Event()
+        self.up.set()
+        self.gate = asyncio.Event()  # closed: connections wait (nothing reaches the server)
+        self.gate.set()
+        self.sockets: list[tuple[Any, Any]] = []
+        self.websocket_opened = 0
+        self.bosh_requests = 0
+
+    async def install(self, page: Any) -> None:
+        await page.route(re.compile(r".*/http-bind$"), self._bosh)
+        await page.route_web_socket(re.compile(r".*/xmpp-websocket$"), self._websocket)
+
+    async def _bosh(self, route: Any) -> None:
+        self.bosh_requests += 1
+        await self.gate.wait()
+        if not self.up.is_set():
+            await route.abort("internetdisconnected")
+            return
+        try:
+            response = await route.fetch(timeout=0)
+        except Exception:  # the server closed on us: what a browser sees as a failed request
+            await route.abort("connectionreset")
+            return
+        if not self.up.is_set():
+            await route.abort("internetdisconnected")  # the answer is lost on the wire
+            return
+        await route.fulfill(response=response)
+
+    async def _websocket(self, ws: Any) -> None:
+        self.websocket_opened += 1
+        await self.gate.wait()
+        if not self.up.is_set():
+            await ws.close(code=1011, reason="network down")
+            return
+        self.sockets.append((ws, ws.connect_to_server()))
+
+    async def cut(self, context: Any) -> None:
+        self.up.clear()
+        await context.set_offline(True)
+        sockets, self.sockets = self.sockets, []
+        for page_side, server_side in sockets:
+            for side in (page_side, server_side):
+                try:
+                    await side.close(code=1011, reason="network down")
+                except Exception:  # already closed
+                    pass
+
+    async def restore(self, context: Any) -> None:
+        await context.set_offline(False)
+        self.up.set()
+
+
+# -- helpers ----------------------------------------------------------------------------
+
+
+async def _texts(page: Any) -> list[str]:
+    return await page.locator("#chat .xc-msg .xc-text").all_inner_texts()
+
+
+async def _wait_for(
+    check: Callable[[], Awaitable[bool]], what: str, page: Any, timeout: float = 20.0
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    await _screenshot(page, "failure")
+    state = await page.locator("#chat .xc-state").text_content()
+    raise AssertionError(f"timed out waiting for {what}; state {state!r}; {await _texts(page)}")
+
+
+async def _wait_text(page: Any, text: str, timeout: float = 20.0) -> None:
+    async def shown() -> bool:
+        return text in await _texts(page)
+
+    await _wait_for(shown, f"message {text!r} in the page", page, timeout)
+
+
+async def _wait_state(page: Any, state: str, timeout: float = 20.0) -> None:
+    async def reached() -> bool:
+        return await page.locator("#chat .xc").get_attribute("data-state") == state
+
+    await _wait_for(reached, f"state {state}", page, timeout)
+
+
+async def _bob(server: XmppdProcess) -> Any:
+    bob = await login(server, "bob@localhost/desk", plugins=["xep_0045"])
+    await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
+    return bob
+
+
+async def _say(bob: Any, text: str) -> None:
+    """Send to the room and wait for the room's echo (it is in the history from then on)."""
+    bob.send_message(mto=ROOM, mbody=text, mtype="groupchat")
+    while True:
+        msg = await bob.next_message(10)
+        if msg["type"] == "groupchat" and msg["body"] == text:
+            return
+
+
+async def _from_page(bob: Any, text: str) -> Any:
+    while True:
+        msg = await bob.next_message(15)
+        if msg["type"] == "groupchat" and msg["body"] == text:
+            return msg
+
+
+async def _launch(playwright: Any, chromium: str, **context_args: Any) -> tuple[Any, Any]:
+    browser = await playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+    context = await browser.new_context(**context_args)
+    return browser, context
+
+
+# -- the widget ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_widget_history_live_and_reconnect(tmp_path: Path, transport: str) -> None:
+    chromium = _require_browser()
+    from playwright.async_api import async_playwright
+
+    server = _start_server(tmp_path)
+    try:
+        _require_bosh(server, transport)
+        url = f"http://127.0.0.1:{server.http_port}/chat/forum-{transport}.html"
+
+        async def scenario() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            bob = await _bob(server)
+            async with async_playwright() as pw:
+                browser, context = await _launch(pw, chromium)
+                try:
+                    page = await context.new_page()
+                    errors: list[str] = []
+                    page.on("pageerror", lambda exc: errors.append(str(exc)))
+                    for i in (1, 2, 3):
+                        await _say(bob, f"history {i} <b>&amp;</b>")
+
+                    # 1. History first, while the XMPP transport is held back entirely.
+                    net = Network()
+                    net.gate.clear()
+                    await net.install(page)
+                    await page.goto(url)
+                    await _wait_text(page, "history 3 <b>&</b>")
+                    out["before_connect"] = await _texts(page)
+                    out["state_before"] = await page.locator("#chat .xc").get_attribute(
+                        "data-state"
+                    )
+                    out["bold_elements"] = await page.locator("#chat .xc-msg b").count()
+                    await _screenshot(page, f"{transport}-1-history-before-connect")
+                    net.gate.set()
+                    await _wait_state(page, "online")
+
+                    # 2. Live: the join history is not shown again, bob's line appears.
+                    await _say(bob, "live 1")
+                    await _wait_text(page, "live 1")
+                    out["after_join"] = await _texts(page)
+                    occupants = page.locator("#chat .xc-occupants li")
+                    out["occupants"] = await occupants.all_inner_texts()
+
+                    # 3. Typed in the page (Enter) reaches bob.
+                    await page.fill("#chat .xc-send input", "from the page")
+                    await page.press("#chat .xc-send input", "Enter")
+                    msg = await _from_page(bob, "from the page")
+                    out["page_sender"] = str(msg["from"])
+                    await _wait_text(page, "from the page")
+                    await _screenshot(page, f"{transport}-2-live")
+
+                    # 4. Network cut; bob talks meanwhile; network back.
+                    await net.cut(context)
+                    await _wait_for(
+                        lambda: _state_is_not(page, "online"), "the page to notice", page
+                    )
+                    for i in (1, 2, 3):
+                        await _say(bob, f"during cut {i}")
+                    await asyncio.sleep(1.5)  # some reconnect attempts fail meanwhile
+                    await _screenshot(page, f"{transport}-3-offline")
+                    await net.restore(context)
+                    await _wait_text(page, "during cut 3", timeout=40)
+                    await _wait_state(page, "online")
+                    await _say(bob, "after cut")
+                    await _wait_text(page, "after cut")
+                    out["final"] = await _texts(page)
+                    await _screenshot(page, f"{transport}-4-after-reconnect")
+
+                    # 5. Phone width stays readable.
+                    await page.set_viewport_size({"width": 360, "height": 740})
+                    await _screenshot(page, f"{transport}-5-phone")
+                    out["phone_overflow"] = await page.evaluate(
+                        "document.documentElement.scrollWidth - window.innerWidth"
+                    )
+                    out["errors"] = errors
+                finally:
+                    await browser.close()
+            await bob.close()
+            return out
+
+        out = run(scenario, timeout=150)
+    finally:
+        server.stop()
+
+    history = [f"history {i} <b>&</b>" for i in (1, 2, 3)]
+    assert out["before_connect"] == history
+    assert out["state_before"] != "online"
+    assert out["bold_elements"] == 0  # text, never markup
+    assert out["after_join"] == [*history, "live 1"]
+    assert "bob" in out["occupants"] and "alice" in out["occupants"]
+    assert out["page_sender"] == f"{ROOM}/alice"
+    expected = [
+        *history,
+        "live 1",
+        "from the page",
+        *(f"during cut {i}" for i in (1, 2, 3)),
+        "after cut",
+    ]
+    assert out["final"] == expected
+    assert out["phone_overflow"] <= 0
+    assert out["errors"] == []
+
+
+async def _state_is_not(page: Any, state: str) -> bool:
+    return await page.locator("#chat .xc").get_attribute("data-state") != state
+
+
+def test_widget_shows_history_embedded_by_php(tmp_path: Path) -> None:
+    """The forum's PHP (xmppd/web/php/xmppd_chat.php, run by php-cli) embeds /chat/history
+    into the page: it shows without any request, legacy entities are decoded once, markup
+    and a "</script>" in a message stay text, and joining later does not repeat it."""
+    chromium = _require_browser()
+    php = require_program("php", "Debian package php-cli")
+    from playwright.async_api import async_playwright
+
+    nasty = "new topic &quot;A &amp;amp; B&quot; <img src=x onerror=alert(1)></script><b>x</b>"
+    server = _start_server(tmp_path)
+    try:
+
+        async def post() -> None:
+            bob = await login(server, "bob@localhost/desk", plugins=["xep_0045"])
+            await bob.plugin["xep_0045"].join_muc_wait(ROOM, "webridge", maxstanzas=0)
+            await _say(bob, nasty)
+            await bob.close()
+
+        run(post, timeout=30)
+        snippet = (
+            f"require '{PHP_HELPER}'; "
+            f"echo xmppd_chat_history('http://127.0.0.1:{server.http_port}/chat/history');"
+        )
+        rendered = subprocess.run(
+            [php, "-r", snippet], capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        assert rendered.startswith('<script type="application/json"')
+        page_html = _page_html("websocket", user="alice", session_id="secret", embedded=rendered)
+        static = Path(server.overrides["http"]["static_dir"])
+        (static / "embedded.html").write_text(page_html, encoding="utf-8")
+        url = f"http://127.0.0.1:{server.http_port}/chat/embedded.html"
+
+        async def scenario() -> dict[str, Any]:
+            async with async_playwright() as pw:
+                browser, context = await _launch(pw, chromium)
+                try:
+                    page = await context.new_page()
+                    fetched: list[str] = []
+                    page.on(
+                        "request",
+                        lambda req: fetched.append(req.url) if "/chat/history" in req.url else None,
+                    )
+                    dialogs: list[str] = []
+                    page.on("dialog", lambda d: dialogs.append(d.message))
+                    net = Network()
+                    net.gate.clear()  # XMPP held back: only the embedded JSON can show
+                    await net.install(page)
+                    await page.goto(url)
+                    await page.locator("#chat .xc-msg").first.wait_for(timeout=10000)
+                    before = await _texts(page)
+                    net.gate.set()
+                    await _wait_state(page, "online")
+                    await asyncio.sleep(1)  # the join history has arrived by now
+                    await _screenshot(page, "embedded-history")
+                    return {
+                        "before": before,
+                        "nicks": await page.locator("#chat .xc-nick").all_inner_texts(),
+                        "texts": await _texts(page),
+                        "markup": await page.locator("#chat .xc-log img, #chat .xc-log b").count(),
+                        "fetched": fetched,
+                        "dialogs": dialogs,
+                    }
+                finally:
+                    await browser.close()
+
+        out = run(scenario, timeout=60)
+    finally:
+        server.stop()
+    shown = 'new topic "A &amp; B" <img src=x onerror=alert(1)></script><b>x</b>'
+    assert out["before"] == [shown]
+    assert out["texts"] == [shown]
+    assert out["nicks"] == ["webridge"]
+    assert out["markup"] == 0 and out["dialogs"] == []
+    assert out["fetched"] == []
