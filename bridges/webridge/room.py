@@ -20,18 +20,23 @@ PRESENCE, MESSAGE = _C + "presence", _C + "message"
 STATUS = "{%s}x/{%s}status" % (MUC_USER, MUC_USER)
 
 
-def join_presence(room: str, nick: str, sender: str, history: int = 0) -> etree._Element:
+def join_presence(
+    room: str, nick: str, sender: str, history: int = 0, seconds: int = 0
+) -> etree._Element:
     """Join ``room`` as ``nick`` from ``sender``.
 
-    ``history`` > 0 asks for that many recent messages: after a reconnect the bot looks in
-    them for its own unconfirmed messages, so none is posted twice or lost.
+    ``history`` > 0 asks for up to that many recent messages (of the last ``seconds``, if
+    given): after a reconnect the bot looks in them for its own unconfirmed messages, so
+    none is posted twice or lost.
     """
     pres = etree.Element(
         PRESENCE, {"from": sender, "to": f"{room}/{nick}"}, nsmap={None: ns.COMPONENT}
     )
     x = etree.SubElement(pres, "{%s}x" % MUC, nsmap={None: MUC})
     if history > 0:
-        etree.SubElement(x, "{%s}history" % MUC, maxstanzas=str(history))
+        hist = etree.SubElement(x, "{%s}history" % MUC, maxstanzas=str(history))
+        if seconds > 0:
+            hist.set("seconds", str(seconds))
     else:
         etree.SubElement(x, "{%s}history" % MUC, maxchars="0")
     return pres

@@ -41,6 +41,8 @@ REJOIN_INTERVAL = 15.0
 MAX_ATTEMPTS = 3
 #: Unconfirmed messages remembered (beyond it the oldest is forgotten as delivered).
 MAX_INFLIGHT = 500
+#: Most history messages asked for when looking for unconfirmed messages after a rejoin.
+HISTORY_WINDOW = 1000
 #: Seconds between two log lines about queue drops.
 DROP_LOG_INTERVAL = 5.0
 
@@ -65,8 +67,9 @@ class Webridge:
         )
         #: (id, text, earlier attempts) waiting to be posted, oldest first.
         self.pending: deque[tuple[str, str, int]] = deque()
-        #: id -> (text, attempts): handed to the client, not yet seen back from the room.
-        self.inflight: OrderedDict[str, tuple[str, int]] = OrderedDict()
+        #: id -> (text, attempts, when sent): handed to the client, not yet seen back from
+        #: the room.
+        self.inflight: OrderedDict[str, tuple[str, int, float]] = OrderedDict()
         self.joined = False
         self.dropped = 0
         self.posted = 0
@@ -142,12 +145,12 @@ class Webridge:
         unconfirmed = list(self.inflight.items())
         older = unconfirmed[: max(0, len(unconfirmed) - still_queued)]
         resent = 0
-        for stanza_id, (text, attempts) in older:
+        for stanza_id, (text, attempts, _sent) in older:
             if stanza_id in self._history_ids:
                 self.inflight.pop(stanza_id, None)
                 continue
             await self.client.send_now(room.groupchat(self.room, self.jid, text, stanza_id))
-            self.inflight[stanza_id] = (text, attempts)
+            self.inflight[stanza_id] = (text, attempts, trio.current_time())
             resent += 1
         if older:
             log.info("event=room_rejoined confirmed=%d resent=%d", len(older) - resent, resent)
@@ -156,14 +159,22 @@ class Webridge:
         self._join_state = trio.Event()
         self._history_done = trio.Event()
         self._join_error = ""
-        history = min(len(self.inflight), self.config.messages.queue_size) if self.inflight else 0
-        await self.client.send_now(room.join_presence(self.room, self.nick, self.jid, history))
+        history = seconds = 0
+        if self.inflight:
+            # our unconfirmed messages, and whatever others said in between
+            history = HISTORY_WINDOW
+            oldest = min(sent for _, _, sent in self.inflight.values())
+            seconds = math.ceil(trio.current_time() - oldest) + 10
+        await self.client.send_now(
+            room.join_presence(self.room, self.nick, self.jid, history, seconds)
+        )
         with trio.move_on_after(JOIN_TIMEOUT):
             await self._join_state.wait()
             if self.joined:
                 await self._history_done.wait()
         if self.joined:
             log.info("event=room_joined room=%s nick=%s", self.room, self.nick)
+            self._log_drops(force=True)  # what the outage cost, before delivery resumes
             self._rejoin_at = math.inf
             self._notify()
         else:
@@ -211,7 +222,7 @@ class Webridge:
             self._notify()
         if item is None:
             return
-        text, attempts = item
+        text, attempts, _sent = item
         retry = signal.condition in ("not-acceptable", "resource-constraint")
         if retry and attempts + 1 < MAX_ATTEMPTS:
             self.pending.appendleft((signal.stanza_id, text, attempts + 1))
@@ -240,7 +251,7 @@ class Webridge:
                 continue
             bucket.take()
             stanza_id, text, attempts = self.pending.popleft()
-            self.inflight[stanza_id] = (text, attempts)
+            self.inflight[stanza_id] = (text, attempts, trio.current_time())
             while len(self.inflight) > MAX_INFLIGHT:
                 self.inflight.popitem(last=False)
             self.client.send(room.groupchat(self.room, self.jid, text, stanza_id))
