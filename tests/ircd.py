@@ -39,6 +39,9 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 class Ngircd:
     tmp: Path
     port: int = field(default_factory=free_port)
+    #: Also listen with TLS (a self-signed certificate for "localhost") on ``tls_port``.
+    tls: bool = False
+    tls_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -66,8 +69,17 @@ class Ngircd:
             "[Options]\n"
             "DNS = no\n"
             "Ident = no\n"
-            "PAM = no\n"
+            "PAM = no\n" + self._ssl_section()
         )
+
+    def _ssl_section(self) -> str:
+        if not self.tls:
+            return ""
+        from xmppd.transport.tls import ensure_self_signed
+
+        cert, key = self.tmp / "cert.pem", self.tmp / "key.pem"
+        ensure_self_signed(cert, key, "localhost")
+        return f"[SSL]\nCertFile = {cert}\nKeyFile = {key}\nPorts = {self.tls_port}\n"
 
     def start(self) -> None:
         binary = require_program("ngircd", "Debian package ngircd")
@@ -77,7 +89,9 @@ class Ngircd:
             [binary, "-n", "-f", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
         )
         try:
-            wait_port(self.port)
+            wait_port(self.port, 30)
+            if self.tls:
+                wait_port(self.tls_port, 30)  # after ngircd generated its DH parameters
         except RuntimeError:
             self.stop()
             raise RuntimeError("ngircd did not start:\n" + self.log()) from None

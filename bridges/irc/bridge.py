@@ -378,7 +378,8 @@ class IrcBridge:
             log.debug("event=muc_duplicate_skipped id=%s", ev.stanza_id)
             return
         else:
-            budget = privmsg_budget(self.irc_nick, self.cfg.irc.channel)
+            nick = self.irc.nick if self.irc is not None else self.irc_nick  # after a reclaim
+            budget = privmsg_budget(nick, self.cfg.irc.channel)
             self._to_irc(self.fmt.room_message(ev.nick, ev.body, budget))
             self.state.record(ev.stanza_id, stamp)
         self._state_changed.set()

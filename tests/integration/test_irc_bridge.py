@@ -18,7 +18,7 @@ import pytest
 
 from tests.ircd import BridgeProcess, FakeIrcServer, IrcUser, Ngircd
 from tests.slix import Client, login, run
-from tests.xmppd_process import XmppdProcess, make_server
+from tests.xmppd_process import XmppdProcess, free_port, make_server
 
 pytestmark = pytest.mark.integration
 
@@ -63,13 +63,14 @@ def bridge_config(tmp: Path, xmppd: XmppdProcess, irc_port: int, **irc: Any) -> 
 
 
 class Env:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **overrides: Any) -> None:
         self.tmp = tmp
         (tmp / "xmppd").mkdir()
         (tmp / "ircd").mkdir()
         self.xmppd = make_server(
             tmp / "xmppd",
             components=[{"domain": DOMAIN, "secret": SECRET, "muc_nicks": ["IRC"]}],
+            **overrides,
         )
         self.xmppd.add_user("alice", "secret")
         self.ircd = Ngircd(tmp / "ircd")
@@ -334,3 +335,123 @@ def test_faulty_irc_server_mid_line_close_overlong_line_and_no_pong(env: Env) ->
     assert "event=irc_line_too_long" in log
     assert "closed mid-line" in log
     assert "no PONG" in log or "lag check failed" in log
+
+
+async def until_body(client: Client, wanted: str, timeout: float = 15.0) -> list[str]:
+    """Bridge bodies up to and including ``wanted``."""
+    got: list[str] = []
+    deadline = time.monotonic() + timeout
+    while wanted not in got:
+        try:
+            got += await bridge_bodies(client, 1, max(0.01, deadline - time.monotonic()))
+        except TimeoutError:
+            raise AssertionError(f"{wanted!r} never came; got {got!r}") from None
+    return got
+
+
+def test_nick_collision_reclaim_kick_rejoin_and_joins_parts(tmp_path: Path) -> None:
+    env = Env(tmp_path, muc={"admins": ["alice@localhost"]})
+    env.xmppd.add_user("carol", "secret")
+    env.xmppd.start()
+    env.ircd.start()
+
+    async def scenario() -> None:
+        squatter = IrcUser(BOT)  # holds the bot's nick: 433 -> fallback
+        await squatter.connect(env.ircd.port, CHANNEL)
+        alice = await join_room(env)
+        bob = IrcUser("bob")
+        await bob.connect(env.ircd.port, CHANNEL)
+        config = bridge_config(
+            env.tmp,
+            env.xmppd,
+            env.ircd.port,
+            fallback_nicks=["saxbridge"],
+            nick_reclaim_interval=1.0,
+        )
+        config["relay"]["joins_parts"] = True
+        config["xmpp"]["kick_rejoin_delay"] = 0.5
+        env.bridge = BridgeProcess(env.tmp, config)
+        env.bridge.start()
+        await bob.expect(lambda p: p[1] == "JOIN" and p[0].startswith("saxbridge!"), 20)
+        await alice.next_presence(20, match=lambda p: p["from"].resource == "IRC")
+        bob.send(f"PRIVMSG {CHANNEL} :hi from bob")
+        assert await until_body(alice, "<bob> hi from bob") == ["<bob> hi from bob"]
+
+        # the squatter leaves: relayed as a quit, and the bot takes its nick back
+        await squatter.close()
+        assert '*** saxjax quit ("bye")' in await until_body(alice, '*** saxjax quit ("bye")')
+        parts = await bob.expect(lambda p: p[1] == "NICK", 10)
+        assert parts[0].startswith("saxbridge!") and parts[-1] == BOT
+
+        # XMPP joins and parts reach IRC
+        carol = await join_room(env, "carol")
+        assert (await bob.privmsgs(1)) == ["*** carol joined the room"]
+        await carol.close()
+        assert (await bob.privmsgs(1)) == ["*** carol left the room"]
+
+        # a moderator kicks the bot (307): it rejoins after kick_rejoin_delay, and what
+        # IRC said in between arrives exactly once
+        await alice.plugin["xep_0045"].set_role(ROOM, "IRC", "none")
+        bob.send(f"PRIVMSG {CHANNEL} :said during the kick")
+        await alice.next_presence(
+            20, match=lambda p: p["from"].resource == "IRC" and p["type"] != "unavailable"
+        )
+        got = await until_body(alice, "<bob> said during the kick", 20)
+        got += await quiet_room(alice, 1.5)
+        assert got.count("<bob> said during the kick") == 1, got
+
+        # IRC joins reach the room
+        dave = IrcUser("dave")
+        await dave.connect(env.ircd.port, CHANNEL)
+        assert "*** dave joined #sax" in await until_body(alice, "*** dave joined #sax")
+        for user in (dave, bob):
+            await user.close()
+        await alice.close()
+
+    try:
+        run(scenario, timeout=90)
+    except BaseException:
+        print(env.logs())
+        raise
+    finally:
+        env.stop()
+
+
+def test_tls_to_irc_and_server_rotation(tmp_path: Path) -> None:
+    env = Env(tmp_path)
+    env.ircd.tls = True
+    env.xmppd.start()
+    env.ircd.start()
+    dead = free_port()  # nothing listens here: the bridge must move on to the next server
+
+    async def scenario() -> None:
+        alice = await join_room(env)
+        bob = IrcUser("bob")
+        await bob.connect(env.ircd.port, CHANNEL)  # bob is on the plain port
+        config = bridge_config(env.tmp, env.xmppd, env.ircd.tls_port)
+        config["irc"].update(
+            servers=[f"127.0.0.1:{dead}", f"localhost:{env.ircd.tls_port}"],
+            tls=True,
+            tls_verify=False,  # self-signed test certificate
+        )
+        env.bridge = BridgeProcess(env.tmp, config)
+        env.bridge.start()
+        await wait_bridge_ready(env, bob, alice)
+        bob.send(f"PRIVMSG {CHANNEL} :over tls é")
+        assert await until_body(alice, "<bob> over tls é") == ["<bob> over tls é"]
+        alice.send_message(mto=ROOM, mbody="back over tls", mtype="groupchat")
+        assert await bob.privmsgs(1) == ["<alice> back over tls"]
+        await bob.close()
+        await alice.close()
+
+    try:
+        run(scenario, timeout=90)
+    except BaseException:
+        print(env.logs())
+        raise
+    finally:
+        env.stop()
+    log = env.bridge.log() if env.bridge else ""
+    assert f"event=irc_connect_failed host=127.0.0.1 port={dead}" in log
+    assert "tls=True" in log
+    assert "Connection" in env.ircd.log() and "TLS" in env.ircd.log()
