@@ -10,13 +10,12 @@ from pathlib import Path
 
 import trio
 
-from bridges.irc.config import ConfigError, load
+from bridges.irc.config import BridgeConfig, ConfigError, load
 
 
-async def _main(config_path: Path | None) -> None:
+async def _main(cfg: BridgeConfig) -> None:
     from bridges.irc.bridge import IrcBridge
 
-    cfg = load(config_path)
     bridge = IrcBridge(cfg)
     log = logging.getLogger("bridges.irc")
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         level=getattr(logging, cfg.relay.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    trio.run(_main, args.config)
+    trio.run(_main, cfg)
     return 0
 
 

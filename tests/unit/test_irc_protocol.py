@@ -81,3 +81,49 @@ def test_line_buffer_drops_an_endless_line_and_recovers() -> None:
     assert buf.dropped == 1
     assert buf.feed(b"tail\r\nPING :ok\r\n") == [b"PING :ok"]
     assert buf.dropped == 1
+
+
+SANS_IO = ["protocol", "client", "text", "flood", "muc", "relay", "state", "config"]
+
+
+def test_the_sans_io_modules_import_no_io_library() -> None:
+    """DESIGN.md: the protocol core imports no trio/socket; only bridge.py is the shell."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    forbidden = ["trio", "asyncio", "socket", "ssl", "selectors", "anyio"]
+    code = (
+        "import importlib, json, sys\n"
+        f"sys.path.insert(0, {str(root)!r})\n"
+        f"for m in {SANS_IO!r}: importlib.import_module('bridges.irc.' + m)\n"
+        f"print(json.dumps(sorted(m for m in {forbidden!r} if m in sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60, cwd=root
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_cli_reports_a_bad_config_and_exits_2(tmp_path: object) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    bad = Path(str(tmp_path)) / "irc.toml"
+    bad.write_text('[irc]\nservers = ["x:1"]\nchannel = "nochan"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "bridges.irc", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "XMPPD_IRC_XMPP_SECRET": "do-not-print-me"},
+    )
+    assert result.returncode == 2
+    assert "config error" in result.stderr
+    assert "do-not-print-me" not in result.stderr + result.stdout
