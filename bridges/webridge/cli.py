@@ -16,7 +16,7 @@ from bridges.webridge import dgram
 from bridges.webridge.events import MAX_DATAGRAM
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bridges.webridge",
         description="Forum events from a UNIX datagram socket into the chat room.",
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     path = args.sub_config or args.config
     try:
         config = wconfig.load(path, require_secret=args.command != "say")
