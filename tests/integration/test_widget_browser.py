@@ -17,10 +17,14 @@ Screenshots land in ``test-artifacts/widget/`` (git-ignored); the paths are prin
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import http.server
 import re
 import shutil
 import subprocess
-from collections.abc import Awaitable, Callable
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -238,9 +242,15 @@ async def _from_page(bob: Any, text: str) -> Any:
             return msg
 
 
+async def _abort(route: Any) -> None:
+    await route.abort("blockedbyclient")
+
+
 async def _launch(playwright: Any, chromium: str, **context_args: Any) -> tuple[Any, Any]:
     browser = await playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
     context = await browser.new_context(**context_args)
+    # Nothing leaves the machine (Converse's start page links sponsor logos on its website).
+    await context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), _abort)
     return browser, context
 
 
@@ -429,3 +439,128 @@ def test_widget_shows_history_embedded_by_php(tmp_path: Path) -> None:
     assert out["nicks"] == ["webridge"]
     assert out["markup"] == 0 and out["dialogs"] == []
     assert out["fetched"] == []
+
+
+# -- a third-party browser client ----------------------------------------------------------
+
+CONVERSE_DIST = Path(__file__).resolve().parents[1] / "browser" / "node_modules" / "converse.js"
+
+
+def _converse_page(transport: str, http_port: int) -> str:
+    if transport == "websocket":
+        service = f"websocket_url: 'ws://127.0.0.1:{http_port}/xmpp-websocket',"
+    else:
+        service = f"bosh_service_url: 'http://127.0.0.1:{http_port}/http-bind',"
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Converse.js against xmppd</title>
+<link rel="stylesheet" href="/dist/converse.min.css">
+<script type="module" src="/dist/converse.min.js"></script></head>
+<body><script type="module">
+converse.initialize({{
+    {service}
+    assets_path: '/dist/',
+    discover_connection_methods: false,
+    jid: 'carol@localhost', password: 'secret', auto_login: true,
+    auto_join_rooms: ['{ROOM}'], nickname: 'carol',
+    view_mode: 'fullscreen', persistent_store: 'sessionStorage',
+    i18n: 'en', play_sounds: false, show_desktop_notifications: false,
+    loglevel: 'info',
+}});
+</script></body></html>
+"""
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _serve_dir(root: Path) -> Iterator[int]:
+    """Serve ``root`` (the test page + Converse's dist) on a free loopback port."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_converse_js_logs_in_and_joins_the_room(tmp_path: Path, transport: str) -> None:
+    """An unmodified Converse.js (npm converse.js, tests/browser) logs in and joins the room."""
+    chromium = _require_browser()
+    if not (CONVERSE_DIST / "dist" / "converse.min.js").is_file():
+        message = "Converse.js is not installed: npm ci in tests/browser"
+        if in_ci():
+            pytest.fail(message + " (.ci/run does it)", pytrace=False)
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "dist").symlink_to(CONVERSE_DIST / "dist", target_is_directory=True)
+    with _serve_dir(site) as site_port:
+        origin = f"http://127.0.0.1:{site_port}"
+        (tmp_path / "xmppd").mkdir()
+        server = make_server(tmp_path / "xmppd", http={"cors_origins": [origin]})
+        for user in ("bob", "carol"):
+            server.add_user(user, "secret")
+        server.start()
+        try:
+            _require_bosh(server, transport)
+            (site / "index.html").write_text(
+                _converse_page(transport, server.http_port), encoding="utf-8"
+            )
+
+            async def scenario() -> dict[str, Any]:
+                bob = await _bob(server)
+                joined = asyncio.get_running_loop().create_future()
+
+                def on_presence(pres: Any) -> None:
+                    if pres["from"].resource == "carol" and pres["type"] != "unavailable":
+                        if not joined.done():
+                            joined.set_result(str(pres["muc"]["jid"]))
+
+                bob.add_event_handler(f"muc::{ROOM}::presence", on_presence)
+                async with async_playwright() as pw:
+                    browser, context = await _launch(pw, chromium)
+                    try:
+                        page = await context.new_page()
+                        errors: list[str] = []
+                        page.on("pageerror", lambda exc: errors.append(str(exc)))
+                        page.on("console", lambda m: print(f"console {m.type}: {m.text}"))
+                        await page.goto(f"{origin}/index.html")
+                        try:
+                            real_jid = await asyncio.wait_for(joined, 30)
+                        except TimeoutError:
+                            await _screenshot(page, f"converse-{transport}-failure")
+                            raise
+                        await _say(bob, "hello Converse")
+                        await page.get_by_text("hello Converse").first.wait_for(timeout=20000)
+                        await _screenshot(page, f"converse-{transport}")
+                        carol_said = asyncio.get_running_loop().create_future()
+
+                        def on_message(msg: Any) -> None:
+                            if msg["type"] == "groupchat" and msg["from"].resource == "carol":
+                                if not carol_said.done():
+                                    carol_said.set_result(msg["body"])
+
+                        bob.add_event_handler("groupchat_message", on_message)
+                        box = page.locator("converse-muc textarea").first
+                        await box.fill("hello from Converse")
+                        await box.press("Enter")
+                        said = await asyncio.wait_for(carol_said, 20)
+                        return {"jid": real_jid, "said": said, "errors": errors}
+                    finally:
+                        await browser.close()
+                        await bob.close()
+
+            out = run(scenario, timeout=120)
+        finally:
+            server.stop()
+    assert out["jid"].startswith("carol@localhost/")
+    assert out["said"] == "hello from Converse"

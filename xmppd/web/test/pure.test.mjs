@@ -1,0 +1,90 @@
+// Unit tests of the widget's pure modules (no DOM, no network): `node --test test/`.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { parseHistory, toMessage } from '../src/history.js';
+import { fingerprint, MessageStore } from '../src/store.js';
+import { decodeEntities, formatStamp, parseStamp } from '../src/text.js';
+
+const at = (s) => new Date(`2026-11-28T10:00:${String(s).padStart(2, '0')}Z`);
+
+test('entities are decoded exactly once; unknown and dangerous ones stay', () => {
+    assert.equal(decodeEntities('A &amp; B'), 'A & B');
+    assert.equal(decodeEntities('&amp;lt;b&amp;gt;'), '&lt;b&gt;');
+    assert.equal(decodeEntities('&lt;script&gt;'), '<script>');
+    assert.equal(decodeEntities('it&#39;s &#x263A; &quot;q&quot;'), 'it\'s \u263a "q"');
+    assert.equal(decodeEntities('&bogus; &#0; &#xD800; &#1114112;'), '&bogus; &#0; &#xD800; &#1114112;');
+    assert.equal(decodeEntities('no entities'), 'no entities');
+    assert.equal(decodeEntities(undefined), '');
+});
+
+test('timestamps: XEP-0082 in, whole seconds out', () => {
+    assert.equal(parseStamp('2026-11-28T10:52:08.123Z').toISOString(), '2026-11-28T10:52:08.123Z');
+    assert.equal(parseStamp('not a date'), null);
+    assert.equal(parseStamp(''), null);
+    assert.equal(parseStamp(1700000000).getTime(), 1700000000000);
+    assert.equal(formatStamp(new Date('2026-11-28T10:52:08.123Z')), '2026-11-28T10:52:08Z');
+});
+
+test('history JSON from /chat/history, tolerant of missing pieces', () => {
+    const { room, messages } = parseHistory({
+        room: 'sax@conference.localhost',
+        messages: [
+            { stanza_id: 'b', nick: 'n', text: 'second', timestamp: '2026-11-28T10:00:02Z' },
+            { stanza_id: 'a', nick: 'n', text: 'first', timestamp: '2026-11-28T10:00:01Z' },
+            { stanza_id: 'c', nick: 'n', timestamp: '2026-11-28T10:00:03Z' }, // no text
+            { stanza_id: 'd', nick: 'n', text: 'x', timestamp: 'garbage' },
+            null,
+        ],
+    });
+    assert.equal(room, 'sax@conference.localhost');
+    assert.deepEqual(
+        messages.map((m) => m.text),
+        ['first', 'second'],
+    );
+    assert.deepEqual(parseHistory('nonsense').messages, []);
+    assert.equal(toMessage({ text: 't', timestamp: '2026-11-28T10:00:01Z' }).id, null);
+});
+
+test('store: a stanza-id is shown once, whichever copy comes first', () => {
+    const store = new MessageStore();
+    assert.equal(store.add({ id: 'x1', nick: 'a', text: 'hi', time: at(1) }), 0);
+    assert.equal(store.add({ id: 'x1', nick: 'a', text: 'hi', time: at(1) }), -1); // join history
+    assert.equal(store.add({ id: 'x2', nick: 'a', text: 'hi', time: at(1) }), 1); // same words, new message
+    assert.equal(store.size, 2);
+});
+
+test('store: without ids, sender + text + second decide', () => {
+    const store = new MessageStore();
+    assert.equal(store.add({ id: null, nick: 'a', text: 'hi', time: at(1) }), 0);
+    // The live copy with its id is the same message: not shown again, id remembered.
+    assert.equal(store.add({ id: 'x1', nick: 'a', text: 'hi', time: new Date(at(1).getTime() + 400) }), -1);
+    assert.equal(store.add({ id: 'x1', nick: 'a', text: 'hi', time: at(1) }), -1);
+    // A copy without id of something already shown.
+    assert.equal(store.add({ id: null, nick: 'a', text: 'hi', time: at(1) }), -1);
+    assert.equal(store.add({ id: null, nick: 'b', text: 'hi', time: at(1) }), 1);
+    assert.equal(fingerprint({ nick: 'a', text: 'hi', time: at(1) }), fingerprint({ nick: 'a', text: 'hi', time: at(1) }));
+});
+
+test('store: kept in time order, newest() drives <history since>', () => {
+    const store = new MessageStore();
+    store.add({ id: '3', nick: 'a', text: 'c', time: at(3) });
+    store.add({ id: '1', nick: 'a', text: 'a', time: at(1) });
+    assert.equal(store.add({ id: '2', nick: 'a', text: 'b', time: at(2) }), 1);
+    assert.deepEqual(
+        store.messages.map((m) => m.text),
+        ['a', 'b', 'c'],
+    );
+    assert.equal(store.newest().getTime(), at(3).getTime());
+    assert.equal(new MessageStore().newest(), null);
+});
+
+test('store: bounded, and the dropped oldest line is reported', () => {
+    const store = new MessageStore(2);
+    store.add({ id: '1', nick: 'a', text: 'a', time: at(1) });
+    store.add({ id: '2', nick: 'a', text: 'b', time: at(2) });
+    assert.equal(store.dropped, false);
+    assert.equal(store.add({ id: '3', nick: 'a', text: 'c', time: at(3) }), 1);
+    assert.equal(store.dropped, true);
+    assert.equal(store.add({ id: '1', nick: 'a', text: 'a', time: at(1) }), -1); // still known
+});
