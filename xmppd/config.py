@@ -142,6 +142,10 @@ class HttpConfig:
     max_body_size: int = 1_048_576
     #: Seconds /chat/history responses may be cached by browsers and proxies.
     history_max_age: int = 5
+    #: With auth.backend = "phpbb": read the forum's session cookies (``<cookie_name>_u``
+    #: and ``_sid``) on WebSocket/BOSH requests from the same origin or a listed
+    #: ``cors_origins`` entry, and offer SASL EXTERNAL for a valid forum session.
+    phpbb_cookie_auth: bool = False
 
 
 @dataclass(slots=True)

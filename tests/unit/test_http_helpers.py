@@ -56,3 +56,35 @@ def test_static_resolution_stays_inside_the_root(tmp_path: Path) -> None:
         assert static.resolve(root, bad) is None, bad
     item = static.load(root / "a" / "b.js")
     assert item is not None and item.content_type.startswith("text/javascript")
+
+
+def test_cookies_trusted_only_for_same_or_listed_origins() -> None:
+    listed = OriginPolicy(["https://forum.example", "*"])
+    assert listed.trusted_for_cookies("https://forum.example", "http", "chat.example")
+    assert listed.trusted_for_cookies("https://chat.example", "https", "chat.example")
+    # "*" lets any page read public data, never act with the member's cookies
+    assert listed.allowed("https://evil.example", "https", "chat.example")
+    assert not listed.trusted_for_cookies("https://evil.example", "https", "chat.example")
+    assert not listed.trusted_for_cookies(None, "https", "chat.example")
+
+
+def test_parse_cookies() -> None:
+    from xmppd.bosh.app import parse_cookies
+
+    assert parse_cookies('a=1; phpbb3_sid="abc" ; phpbb3_u=2; a=3; junk') == {
+        "a": "1",
+        "phpbb3_sid": "abc",
+        "phpbb3_u": "2",
+    }
+
+
+def test_sasl_external_accepts_only_its_own_identity() -> None:
+    from xmppd.auth.base import Identity
+    from xmppd.stream.sasl import Challenge, ExternalMechanism, Failure, Success
+
+    who = Identity("jane\\20doe")
+    assert isinstance(ExternalMechanism(who, "example.com").start(None), Challenge)
+    assert ExternalMechanism(who, "example.com").start(b"") == Success(who)
+    assert ExternalMechanism(who, "example.com").start(b"jane\\20doe@example.com") == Success(who)
+    refused = ExternalMechanism(who, "example.com").start(b"bob@example.com")
+    assert isinstance(refused, Failure) and refused.condition == "invalid-authzid"

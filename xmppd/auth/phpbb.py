@@ -297,6 +297,7 @@ class PhpbbAuthenticator:
         self._sid_cache: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()
         self._exists_cache: OrderedDict[str, tuple[float, bool]] = OrderedDict()
         self._forum_config: tuple[float, dict[str, int]] | None = None
+        self._cookie_name: tuple[float, str] | None = None
         self._dummy_hash: str | None = None
 
     # -- protocol ---------------------------------------------------------------------
@@ -361,6 +362,46 @@ class PhpbbAuthenticator:
         self, authcid: str, candidates: list[str], sid: str, ctx: AuthContext
     ) -> Identity | None:
         """Identity for a valid SID; ``None`` if no such session (maybe it is a password)."""
+        return await self._session_identity(
+            authcid, sid, ctx, lambda row: _names_user(candidates, row.username, row.username_clean)
+        )
+
+    async def check_session_cookie(self, user_id: str, sid: str, ctx: AuthContext) -> Identity:
+        """The forum's ``<cookie_name>_u`` / ``_sid`` cookie pair, read server-side.
+
+        Same rules as a SID login (owner, expiry, IP/browser checks, bans); the session
+        must belong to the user id of the ``_u`` cookie. Raises :class:`AuthError`.
+        """
+        label = f"cookie:{user_id[:20]}"
+        if not user_id.isdigit() or not SID_PATTERN.fullmatch(sid):
+            self._fail("malformed-cookie", label, ctx)
+        uid = int(user_id)
+        identity = await self._session_identity(label, sid, ctx, lambda row: row.user_id == uid)
+        if identity is None:
+            self._fail("no-such-session", label, ctx)
+        return identity
+
+    async def cookie_name(self) -> str:
+        """phpBB's ``cookie_name`` setting (default ``phpbb3``), cached for ``cache_seconds``."""
+        now = self._clock()
+        cached = self._cookie_name
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        name = await self._db(self._cookie_name_sync) or "phpbb3"
+        self._cookie_name = (now + self.config.cache_seconds, name)
+        return name
+
+    def _cookie_name_sync(self) -> str:
+        c = self._tables.config
+        stmt = sa.select(c.c.config_value).where(c.c.config_name == "cookie_name")
+        with self._engine.connect() as conn:
+            value = conn.execute(stmt).scalar()
+        return str(value or "").strip()
+
+    async def _session_identity(
+        self, authcid: str, sid: str, ctx: AuthContext, owns: Callable[[Any], bool]
+    ) -> Identity | None:
+        """Identity for a valid session ``sid`` owned (``owns(row)``) by the claimant."""
         now = self._clock()
         key = self._sid_cache_key(authcid, sid, ctx)
         cached = self._sid_cache.get(key)
@@ -370,7 +411,7 @@ class PhpbbAuthenticator:
         if lookup is None:
             return None
         row, forum_config = lookup.row, lookup.forum_config
-        if not _names_user(candidates, row.username, row.username_clean):
+        if not owns(row):
             self._fail("session-of-other-user", authcid, ctx, row.user_id)
         if row.user_id == ANONYMOUS or row.user_type == USER_IGNORE:
             self._fail("guest-or-bot-session", authcid, ctx, row.user_id)

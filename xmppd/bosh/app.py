@@ -4,7 +4,8 @@ Routes (below ``[http] path_prefix``):
 
 - ``/healthz``: 200 JSON while serving;
 - ``/xmpp-websocket``: RFC 7395 (``xmpp`` subprotocol required, ``Origin`` checked);
-- ``/http-bind``: BOSH, handed to :meth:`HttpApp.http_bind` (the one dispatch point);
+- ``/http-bind``: BOSH, handed to :meth:`HttpApp.http_bind` (the one dispatch point;
+  a new BOSH session gets its stream's settings from :meth:`HttpApp.stream_settings`);
 - ``/chat/``: the widget's static files; ``/chat/history``: public rooms' recent messages.
 
 Every request first gets its real client (``proxy.resolve_client``: forwarding headers
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import trio
 
 from xmppd import web
+from xmppd.auth.base import AuthContext, AuthError, Identity
 from xmppd.bosh import static
 from xmppd.bosh.cors import PREFLIGHT_HEADERS, OriginPolicy
 from xmppd.bosh.history import HistoryFeed
@@ -31,6 +33,8 @@ from xmppd.bosh.proxy import ClientInfo, parse_networks, resolve_client
 from xmppd.bosh.request import HttpRequest, HttpResponse, header_map
 from xmppd.bosh.websocket import WebSocketConnection
 from xmppd.stream.c2s import C2SSettings
+from xmppd.stream.sasl import ExternalMechanism
+from xmppd.transport.driver import TransportName
 
 if TYPE_CHECKING:
     from xmppd.server import Server
@@ -54,12 +58,16 @@ class BoshHandler(Protocol):
     async def handle(self, request: HttpRequest) -> HttpResponse: ...
 
 
-def make_bosh_handler(server: Server) -> BoshHandler | None:
+def make_bosh_handler(app: HttpApp) -> BoshHandler | None:
     """The BOSH connection manager for ``/http-bind``, or ``None`` (then 404).
 
     The single place where BOSH is wired in: return an object with
     ``async handle(HttpRequest) -> HttpResponse``; if it also has
     ``async run(*, task_status)``, :func:`serve_http` starts it in the server's nursery.
+    ``app.server`` is the server; ``await app.stream_settings(request)`` gives a new
+    session's C2SSettings (plaintext rule, SASL EXTERNAL from forum cookies), and
+    ``C2SStream(settings, framing=BOSH)`` + ``C2SDriver(app.server, stream, outbox,
+    request.client_ip, "bosh")`` do the rest (see xmppd/stream/framing.py).
     """
     return None
 
@@ -79,7 +87,7 @@ class HttpApp:
         self.history = HistoryFeed(
             getattr(server, "muc", None), muc_cfg.public_history_rooms, muc_cfg.history_max
         )
-        self.bosh: BoshHandler | None = make_bosh_handler(server) if cfg.bosh else None
+        self.bosh: BoshHandler | None = make_bosh_handler(self) if cfg.bosh else None
         self.serving = False
 
     # ---------------------------------------------------------------- ASGI
@@ -122,8 +130,12 @@ class HttpApp:
             headers.get("origin"), "https" if client.secure else "http", headers.get("host")
         )
 
-    def c2s_settings(self, client: ClientInfo) -> C2SSettings:
-        """The c2s rule for HTTP: TLS is the HTTP layer's; plaintext only when exempt."""
+    def c2s_settings(self, client: ClientInfo, external: Identity | None = None) -> C2SSettings:
+        """The c2s rule for HTTP: TLS is the HTTP layer's; plaintext only when exempt.
+
+        ``external``: an identity proven by the forum's cookies (:meth:`cookie_identity`):
+        SASL EXTERNAL is offered for it, on this stream only.
+        """
         server = self.server
         base = server.c2s_settings(client.ip, direct_tls=client.secure)
         exempt = (
@@ -131,12 +143,79 @@ class HttpApp:
             and not client.untrusted_forwarding
             and _is_loopback(client.ip)
         )
+        mechanisms = base.mechanisms
+        if external is not None:
+            domain = server.config.server.domain
+            mechanisms = {
+                "EXTERNAL": lambda: ExternalMechanism(external, domain),
+                **mechanisms,
+            }
         return dataclasses.replace(
             base,
+            mechanisms=mechanisms,
             tls_available=False,
             tls_active=client.secure,
             tls_required=server.config.c2s.require_encryption and not exempt,
         )
+
+    async def stream_settings(self, request: HttpRequest) -> C2SSettings:
+        """Settings for a new c2s stream carried by ``request`` (a BOSH session creation):
+        the plaintext rule for its real client, plus SASL EXTERNAL when its forum cookies
+        prove a member (``http.phpbb_cookie_auth``)."""
+        client = ClientInfo(request.client_ip, request.secure, request.untrusted_forwarding)
+        external = await self.cookie_identity(request.headers, client, "bosh")
+        return self.c2s_settings(client, external)
+
+    async def cookie_identity(
+        self, headers: dict[str, str], client: ClientInfo, transport: TransportName
+    ) -> Identity | None:
+        """The forum member whose phpBB session cookies came with this request, if any.
+
+        Only with ``http.phpbb_cookie_auth`` and the phpbb backend, and only when the
+        request's ``Origin`` is this server or an explicitly listed one (so no other
+        site's page can ride on the member's cookies). Invalid cookies count as a failed
+        login for the client's address; nothing is offered then.
+        """
+        if not self.cfg.phpbb_cookie_auth:
+            return None
+        check = getattr(self.server.authenticator, "check_session_cookie", None)
+        cookie_name = getattr(self.server.authenticator, "cookie_name", None)
+        if check is None or cookie_name is None:
+            return None
+        scheme = "https" if client.secure else "http"
+        if not self.origins.trusted_for_cookies(headers.get("origin"), scheme, headers.get("host")):
+            return None
+        cookies = parse_cookies(headers.get("cookie", ""))
+        if not cookies:
+            return None
+        server = self.server
+        if not server.login_allowed(client.ip, None):
+            return None
+        try:
+            name = await cookie_name()
+        except AuthError:
+            return None
+        user_id, sid = cookies.get(f"{name}_u"), cookies.get(f"{name}_sid")
+        if not user_id or not sid or user_id == "1":  # 1 is phpBB's guest
+            return None
+        ctx = AuthContext(
+            peer_ip=client.ip,
+            transport=transport,
+            secure=client.secure,
+            user_agent=headers.get("user-agent"),
+        )
+        try:
+            identity: Identity = await check(user_id, sid, ctx)
+        except AuthError:
+            server.record_login_failure(client.ip, None)
+            return None
+        log.info(
+            "event=cookie_session user=%s ip=%s transport=%s",
+            identity.localpart,
+            client.ip,
+            transport,
+        )
+        return identity
 
     # ---------------------------------------------------------------- HTTP
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -179,6 +258,7 @@ class HttpApp:
                         secure=client.secure,
                         origin=origin,
                         http_version=scope.get("http_version", "1.1"),
+                        untrusted_forwarding=client.untrusted_forwarding,
                     )
                     response = await self.http_bind(request)
                     response.headers = [*response.headers, *cors]
@@ -267,10 +347,11 @@ class HttpApp:
         if server.connections_per_ip[client.ip] >= limit:
             await _deny(send, 429, "too many connections from your address")
             return
+        external = await self.cookie_identity(headers, client, "websocket")
         await send({"type": "websocket.accept", "subprotocol": "xmpp"})
         conn = WebSocketConnection(
             server,
-            self.c2s_settings(client),
+            self.c2s_settings(client, external),
             receive,
             send,
             client.ip,
@@ -292,6 +373,16 @@ def _is_loopback(ip: str) -> bool:
     from xmppd.server import is_loopback
 
     return is_loopback(ip)
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """``Cookie: a=1; b=2`` (RFC 6265 §5.4); the first of repeated names wins."""
+    out: dict[str, str] = {}
+    for part in header.split(";"):
+        name, sep, value = part.strip().partition("=")
+        if sep and name and name not in out:
+            out[name] = value.strip().strip('"')
+    return out
 
 
 def _not_found() -> HttpResponse:

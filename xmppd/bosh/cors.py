@@ -32,6 +32,13 @@ class OriginPolicy:
             return True
         return self._any or origin in self._allowed
 
+    def trusted_for_cookies(self, origin: str | None, scheme: str, host: str | None) -> bool:
+        """Same origin or explicitly listed: ``*`` never lets a page use our cookies."""
+        if origin is None:
+            return False
+        origin = origin.strip().lower()
+        return bool(host and origin == f"{scheme}://{host.lower()}") or origin in self._allowed
+
     @staticmethod
     def response_headers(origin: str | None) -> list[tuple[str, str]]:
         if origin is None:

@@ -93,6 +93,36 @@ class PlainMechanism(ServerMechanism):
         return NeedPassword(authcid, authzid or None, password)
 
 
+class ExternalMechanism(ServerMechanism):
+    """RFC 4422 Appendix A EXTERNAL: the transport already proved who the client is.
+
+    Offered only on a stream whose shell established ``identity`` out of band (the
+    forum's session cookie on a same-origin HTTP request). The client may name an
+    authorisation identity; only its own bare JID (or nothing) is accepted.
+    """
+
+    name = "EXTERNAL"
+
+    def __init__(self, identity: Identity, domain: str) -> None:
+        self.identity = identity
+        self.domain = domain
+
+    def start(self, initial_response: bytes | None) -> SaslStep:
+        if initial_response is None:
+            return Challenge(b"")
+        return self.respond(initial_response)
+
+    def respond(self, data: bytes) -> SaslStep:
+        if data:
+            try:
+                authzid = data.decode("utf-8")
+            except UnicodeDecodeError:
+                return Failure("malformed-request", "authzid is not UTF-8")
+            if authzid not in (self.identity.localpart, f"{self.identity.localpart}@{self.domain}"):
+                return Failure("invalid-authzid")
+        return Success(self.identity)
+
+
 def mechanisms_for(scram: bool) -> dict[str, type[ServerMechanism]]:
     """The mechanisms a stream may offer, strongest first."""
     mechs: dict[str, type[ServerMechanism]] = {}
