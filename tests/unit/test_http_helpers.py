@@ -88,3 +88,35 @@ def test_sasl_external_accepts_only_its_own_identity() -> None:
     assert ExternalMechanism(who, "example.com").start(b"jane\\20doe@example.com") == Success(who)
     refused = ExternalMechanism(who, "example.com").start(b"bob@example.com")
     assert isinstance(refused, Failure) and refused.condition == "invalid-authzid"
+
+
+def test_history_feed_from_the_ring() -> None:
+    import json
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from xmppd.bosh.history import HistoryFeed
+    from xmppd.muc.history import HistoryEntry, HistoryRing
+
+    ring = HistoryRing(3)
+    room = SimpleNamespace(history=ring, jid_str="sax@conference.example.com")
+    feed = HistoryFeed(SimpleNamespace(rooms={"sax": room, "staff": room}), ["sax"], 3)
+
+    def add(n: int, body: str | None) -> None:
+        xml = b'<message xmlns="jabber:client" type="groupchat">'
+        xml += f"<body>{body}</body>".encode() if body is not None else b"<subject>s</subject>"
+        stamp = datetime(2026, 1, 1, 0, 0, n, tzinfo=UTC)
+        ring.append(HistoryEntry(f"id{n}", stamp, f"nick{n}", "a@example.com", xml + b"</message>"))
+
+    for n, body in enumerate(["a &amp; b", None, "c"]):
+        add(n, body)
+    doc = json.loads(feed.answer("room=sax").body)
+    assert [m["text"] for m in doc["messages"]] == ["a & b", "c"]  # no body: skipped
+    assert doc["messages"][0]["timestamp"] == "2026-01-01T00:00:00.000Z"
+    add(3, "d")  # the ring drops id0
+    answer = feed.answer("room=sax&since=id2")
+    assert [m["stanza_id"] for m in json.loads(answer.body)["messages"]] == ["id3"]
+    assert json.loads(feed.answer("room=sax&since=id0").body)["gap"] is True
+    assert feed.answer("room=staff").status == 404
+    assert feed.answer("room=sax&limit=-1").status == 400
+    assert json.loads(feed.answer("room=sax&limit=99").body)["messages"][-1]["text"] == "d"

@@ -59,6 +59,7 @@ class HistoryFeed:
         self.public = [r.lower() for r in public_rooms]
         self.max_limit = max(1, max_limit)
         self._cache: dict[str, tuple[tuple[str, int], list[dict[str, Any]]]] = {}
+        self._memo: dict[str, dict[str, dict[str, Any] | None]] = {}
 
     def _items(self, name: str, room: Any) -> list[dict[str, Any]]:
         entries = room.history.entries
@@ -66,7 +67,20 @@ class HistoryFeed:
         cached = self._cache.get(name)
         if cached is not None and cached[0] == key:
             return cached[1]
-        items = [i for i in map(_item, entries) if i is not None]
+        # Only entries not seen before are parsed: a new message costs one parse.
+        memo = self._memo.setdefault(name, {})
+        items = []
+        for entry in entries:
+            if entry.stanza_id in memo:
+                item = memo[entry.stanza_id]
+            else:
+                item = memo[entry.stanza_id] = _item(entry)
+            if item is not None:
+                items.append(item)
+        if len(memo) > 2 * len(entries) + 16:
+            live = {e.stanza_id for e in entries}
+            for stanza_id in [k for k in memo if k not in live]:
+                del memo[stanza_id]
         self._cache[name] = (key, items)
         return items
 
