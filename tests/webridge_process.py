@@ -32,7 +32,12 @@ URL = "https://forum.example/viewtopic.php?p=123"
 
 
 def webridge_server(tmp: Path, **overrides: Any) -> XmppdProcess:
-    """An xmppd (not started) that accepts the webridge component and user alice."""
+    """An xmppd (not started) that accepts the webridge component and user alice.
+
+    The room's flood limit is tighter than the default (a burst of 20, then 10/s), so a
+    bridge that did not pace itself (re-sends after a reconnect included) would be refused.
+    """
+    overrides.setdefault("muc", {"flood_burst": 20, "flood_rate": 10.0})
     server = make_server(
         tmp,
         components=[{"domain": DOMAIN, "secret": SECRET, "muc_nicks": [NICK]}],
@@ -71,7 +76,8 @@ class WebridgeProcess:
                 "reconnect_max": 1.0,
             },
             "socket": {"path": str(self.socket_path), "mode": "0600"},
-            "messages": {"burst": 20, "rate": 10.0},
+            # below the room's flood limit of the test servers (see webridge_server)
+            "messages": {"burst": 10, "rate": 10.0},
             "log": {"level": "INFO"},
         }
         for section, values in self.settings.items():

@@ -82,6 +82,9 @@ class Webridge:
         self._join_error = ""
         self._rejoin_at = math.inf
         self._ids = (f"wb-{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
+        m = config.messages
+        #: One pace for everything posted (new messages and re-sends).
+        self._bucket = TokenBucket(m.burst, m.rate, 0.0)
         self._sock: socket.socket | None = None
         self._inode = 0
 
@@ -149,6 +152,7 @@ class Webridge:
             if stanza_id in self._history_ids:
                 self.inflight.pop(stanza_id, None)
                 continue
+            await self._paced()  # the room's flood limit applies to re-sends too
             await self.client.send_now(room.groupchat(self.room, self.jid, text, stanza_id))
             self.inflight[stanza_id] = (text, attempts, trio.current_time())
             resent += 1
@@ -233,8 +237,6 @@ class Webridge:
     # --------------------------------------------------------------- tasks
     async def _sender(self) -> None:
         """Pending -> client, only while joined, paced below the room's flood limit."""
-        m = self.config.messages
-        bucket = TokenBucket(m.burst, m.rate, trio.current_time())
         while True:
             if not self.pending:
                 await self._changed.wait()
@@ -245,16 +247,24 @@ class Webridge:
             if not self.joined:
                 await self._changed.wait()
                 continue
-            delay = bucket.wait_time(trio.current_time())
+            delay = self._bucket.wait_time(trio.current_time())
             if delay > 0:
                 await trio.sleep(delay)
-                continue
-            bucket.take()
+                continue  # the state may have changed while we waited
+            self._bucket.take()
             stanza_id, text, attempts = self.pending.popleft()
             self.inflight[stanza_id] = (text, attempts, trio.current_time())
             while len(self.inflight) > MAX_INFLIGHT:
                 self.inflight.popitem(last=False)
             self.client.send(room.groupchat(self.room, self.jid, text, stanza_id))
+
+    async def _paced(self) -> None:
+        """Wait for and take a token of the shared bucket."""
+        delay = self._bucket.wait_time(trio.current_time())
+        if delay > 0:
+            await trio.sleep(delay)  # exactly long enough for one token
+            self._bucket.wait_time(trio.current_time())
+        self._bucket.take()
 
     async def _rejoiner(self) -> None:
         """Join again after a refusal or a kick (never more often than the interval)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import re
 import signal
 import socket
 import time
@@ -237,7 +238,7 @@ def test_events_written_to_a_dying_xmppd_are_resent_once(
     room's history after the rejoin and sends them again: each arrives once, in order."""
     server, bridge = pair
     tag = uuid.uuid4().hex[:6]
-    texts = [f"burst {i:02d} {tag}" for i in range(15)]
+    texts = [f"burst {i:02d} {tag}" for i in range(25)]  # more than the room's burst
     joins = bridge.log().count("event=room_joined")
     assert server.proc is not None
     server.proc.send_signal(signal.SIGSTOP)
@@ -260,4 +261,6 @@ def test_events_written_to_a_dying_xmppd_are_resent_once(
         return got
 
     assert outcome(scenario, server, bridge) == texts
-    assert "event=room_rejoined confirmed=0 resent=15" in bridge.log()
+    resent = re.findall(r"event=room_rejoined confirmed=0 resent=(\d+)", bridge.log())
+    assert resent and int(resent[-1]) >= 10  # at least the bot's first burst was re-sent
+    assert "event=message_rejected" not in bridge.log()  # paced: the room refused nothing
