@@ -50,6 +50,19 @@ class C2SConfig:
 
 
 @dataclass(slots=True)
+class SMConfig:
+    """XEP-0198 stream management (acks and resumption) on every c2s transport."""
+
+    enabled: bool = True
+    #: Longest a session whose connection dropped is kept for ``<resume/>``, seconds.
+    resume_timeout: int = 300
+    #: Ask the client for an ack after this many unacknowledged stanzas.
+    request_every: int = 5
+    #: Unacknowledged stanzas kept per session; past it the stream is closed.
+    max_unacked: int = 500
+
+
+@dataclass(slots=True)
 class TLSConfig:
     cert: str = ""
     key: str = ""
@@ -152,6 +165,7 @@ class HttpConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     c2s: C2SConfig = field(default_factory=C2SConfig)
+    sm: SMConfig = field(default_factory=SMConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
@@ -397,6 +411,12 @@ def validate(config: Config) -> None:
         raise ConfigError("muc.history_default: must not exceed muc.history_max")
     if not 1 <= config.muc.max_nick_length <= 1023:
         raise ConfigError("muc.max_nick_length: must be between 1 and 1023")
+    if config.sm.resume_timeout < 1:
+        raise ConfigError("sm.resume_timeout: must be at least 1 second")
+    if config.sm.request_every < 1:
+        raise ConfigError("sm.request_every: must be at least 1")
+    if config.sm.max_unacked < 1:
+        raise ConfigError("sm.max_unacked: must be at least 1")
     if config.c2s.send_queue_bytes < config.limits.max_stanza_size:
         raise ConfigError("c2s.send_queue_bytes: must be at least limits.max_stanza_size")
     _validate_components(config)

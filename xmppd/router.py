@@ -263,6 +263,14 @@ class Router:
         if tag == MESSAGE:
             await self._message_to_bare(stanza, to.bare)
 
+    async def redeliver(self, stanza: etree._Element, bare: JID) -> None:
+        """A message its full-JID recipient never acknowledged (XEP-0198 §4): deliver it
+        as if that resource were unavailable (RFC 6121 §8.5.3.2.1), or bounce it."""
+        try:
+            await self._message_to_bare(stanza, bare)
+        except StanzaError as err:
+            self.bounce(stanza, err)
+
     async def _message_to_bare(self, stanza: etree._Element, bare: JID) -> None:
         """RFC 6121 §8.5.2.1 (account exists) and §8.5.2.2 (no such account)."""
         kind = stanza.get("type") or "normal"

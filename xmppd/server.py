@@ -60,6 +60,10 @@ class Server:
         self.connections: set[C2SConnection] = set()
         self.connections_per_ip: Counter[str] = Counter()
         self.ssl_context = None
+        from xmppd.transport.sm import ResumptionManager
+
+        #: XEP-0198 resumable sessions (one expiry task for all of them).
+        self.sm = ResumptionManager(self)
         #: (certificate, key) files of ssl_context: hypercorn loads them for HTTPS.
         self.tls_files: tuple[Path, Path] | None = None
         #: The ASGI app once ``serve_http`` runs (xmppd.bosh.app.HttpApp).
@@ -122,6 +126,10 @@ class Server:
             tls_required=cfg.c2s.require_encryption and not exempt,
             max_stanza_size=cfg.limits.max_stanza_size,
             max_depth=cfg.limits.max_depth,
+            sm_enabled=cfg.sm.enabled,
+            sm_resume_timeout=cfg.sm.resume_timeout,
+            sm_request_every=cfg.sm.request_every,
+            sm_max_unacked=cfg.sm.max_unacked,
         )
 
     # -------------------------------------------------------------- logins
@@ -200,6 +208,7 @@ class Server:
 
     async def shutdown(self, grace: float = 3.0) -> None:
         """Tell every client ``system-shutdown`` and give writers a moment to flush."""
+        await self.sm.shutdown()
         for conn in list(self.connections):
             conn.close("system-shutdown", "the server is shutting down")
         with trio.move_on_after(grace):
@@ -264,6 +273,7 @@ async def run_server(
             from xmppd.bosh.app import serve_http
 
             await nursery.start(serve_http, server)
+        await nursery.start(server.sm.run)
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         log.info(

@@ -11,6 +11,7 @@ from typing import Protocol
 from lxml import etree
 
 from xmppd.jid import JID
+from xmppd.stream.sm import R, StreamManagement
 
 
 class Outbox(Protocol):
@@ -40,6 +41,7 @@ class Session:
         "outbox",
         "presence",
         "priority",
+        "sm",
         "transport",
     )
 
@@ -60,13 +62,31 @@ class Session:
         #: Full JIDs this session sent directed presence to (RFC 6121 §4.6).
         self.directed_presence: set[str] = set()
         self.extra: dict[str, object] = {}
+        #: XEP-0198 state once the client enabled stream management.
+        self.sm: StreamManagement | None = None
 
     def send(self, data: bytes) -> bool:
-        """Queue serialised stanza bytes for this session."""
-        return self.outbox.enqueue(data)
+        """Queue serialised stanza bytes for this session.
+
+        With stream management the bytes are also kept until the client acknowledges
+        them: if the connection drops, they are resent on resumption or, when the session
+        ends, delivered elsewhere or stored (never silently lost). So once recorded, the
+        stanza is this session's responsibility and ``send`` reports success.
+        """
+        sm = self.sm
+        if sm is None:
+            return self.outbox.enqueue(data)
+        request = sm.record(data)
+        if request is None:
+            # The client stopped acknowledging: end the stream rather than grow memory.
+            self.outbox.close("policy-violation", "too many unacknowledged stanzas")
+            return False
+        if self.outbox.enqueue(data) and request:
+            self.outbox.enqueue(R)
+        return True
 
     def send_stanza(self, stanza: etree._Element) -> bool:
-        return self.outbox.enqueue(etree.tostring(stanza))
+        return self.send(etree.tostring(stanza))
 
     def close(self, condition: str | None = None, text: str | None = None) -> None:
         self.outbox.close(condition, text)

@@ -172,7 +172,9 @@ class WebSocketConnection:
                     self.close("connection-timeout", "no answer to ping")
                     return
                 ping_id = "ping-" + secrets.token_hex(4)
-                self.enqueue(_ping(server.config.server.domain, self.session.full_str, ping_id))
+                # through the session: a managed stream counts it like any stanza
+                full = self.session.full_str
+                self.session.send(_ping(server.config.server.domain, full, ping_id))
                 continue
             if not data:
                 return

@@ -14,9 +14,17 @@ Negotiation phases, and what each accepts (anything else is a stream error):
 ``WAIT_TLS``          nothing: the shell is swapping the transport for TLS
 ``SASL``              ``<response/>`` / ``<abort/>``, or waiting on the shell
 ``BINDING``           waiting on the shell for the router's answer
-``ESTABLISHED``       stanzas (emitted with the authenticated ``from``)
+``ESTABLISHED``       stanzas (emitted with the authenticated ``from``); XEP-0198
+                      ``<enable/>``, ``<r/>``, ``<a/>``
 ``CLOSED``            nothing
 ====================  ===============================================================
+
+Stream management (XEP-0198, :mod:`xmppd.stream.sm`): after authentication the features
+offer ``<sm/>``; instead of binding, ``<resume/>`` is a :class:`ResumeRequest` the shell
+answers with ``resumed()`` or ``resume_failed()``. Once enabled (``<enable/>`` after
+bind, :class:`SMEnabled`) the stream counts every stanza it accepts, answers ``<r/>``,
+applies ``<a/>`` and records the stanzas it makes itself (error replies) in the same
+unacked queue the session records routed stanzas in.
 
 The same machine serves TCP, WebSocket and BOSH: a :class:`~xmppd.stream.framing.Framing`
 decides the header, close tag and input parsing (see that module for the BOSH API).
@@ -37,6 +45,7 @@ from lxml import etree
 
 from xmppd.auth.base import AuthError, Identity, ScramCredentials
 from xmppd.jid import JID, JIDError, resourceprep
+from xmppd.stream import sm as smp
 from xmppd.stream.framing import STREAM, Framing, Reader, adopt_httpbind
 from xmppd.stream.sasl import (
     Challenge,
@@ -114,6 +123,21 @@ class StanzaReceived:
 
 
 @dataclass(frozen=True, slots=True)
+class SMEnabled:
+    """XEP-0198 is on: attach ``sm`` to the session (and register its token)."""
+
+    sm: smp.StreamManagement
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequest:
+    """``<resume/>`` after auth: find the session, then ``resumed()``/``resume_failed()``."""
+
+    previd: str
+    h: int
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEnded:
     """The stream is over (peer closed, or we sent an error); close the transport."""
 
@@ -123,7 +147,7 @@ class StreamEnded:
 
 StreamEvent = (
     StartTLS | CheckPassword | FetchScram | Authenticated | AuthFailed | BindRequest
-    | StanzaReceived | StreamEnded
+    | StanzaReceived | StreamEnded | SMEnabled | ResumeRequest
 )  # fmt: skip
 
 
@@ -150,6 +174,12 @@ class C2SSettings:
     max_stanza_size: int = 262_144
     max_depth: int = 64
     lang: str = "en"
+    #: XEP-0198 offered after authentication.
+    sm_enabled: bool = False
+    #: Longest a detached session is kept, seconds (the ``max`` we grant).
+    sm_resume_timeout: int = 300
+    sm_request_every: int = 5
+    sm_max_unacked: int = 500
 
 
 def _b64decode(text: str | None) -> bytes | None:
@@ -180,6 +210,7 @@ class C2SStream:
         "jid",
         "phase",
         "settings",
+        "sm",
         "stream_id",
         "tls_active",
     )
@@ -207,6 +238,8 @@ class C2SStream:
         self._pending_user: str | None = None
         #: A CheckPassword/FetchScram is out: the shell owes us its answer.
         self._awaiting_backend = False
+        #: XEP-0198 state once enabled or resumed (shared with the session).
+        self.sm: smp.StreamManagement | None = None
 
     # --------------------------------------------------------------- plumbing
     def _make_parser(self) -> Reader:
@@ -236,7 +269,11 @@ class C2SStream:
             self._out.append(data)
 
     def send_stanza(self, stanza: etree._Element) -> None:
-        self._out.append(etree.tostring(stanza))
+        data = etree.tostring(stanza)
+        self._out.append(data)
+        sm = self.sm
+        if sm is not None and self.phase is Phase.ESTABLISHED and sm.record(data):
+            self._out.append(smp.R)
 
     def dispose(self) -> None:
         """Free parser state; the connection is gone."""
@@ -296,7 +333,12 @@ class C2SStream:
             events.append(self._fail(err))
         return events
 
-    def close(self, condition: str | None = None, text: str | None = None) -> StreamEnded:
+    def close(
+        self,
+        condition: str | None = None,
+        text: str | None = None,
+        app: etree._Element | None = None,
+    ) -> StreamEnded:
         """End the stream from our side, with a stream error when ``condition`` is set."""
         if self.phase is Phase.CLOSED:
             return StreamEnded()
@@ -305,7 +347,7 @@ class C2SStream:
             self.send(self._framing.closing())
             self.phase = Phase.CLOSED
             return StreamEnded()
-        return self._fail(StreamError(condition, text))
+        return self._fail(StreamError(condition, text, app))
 
     def _fail(self, err: StreamError) -> StreamEnded:
         self._ensure_header()
@@ -381,6 +423,8 @@ class C2SStream:
             parts.append(b'<session xmlns="%s"><optional/></session>' % ns.SESSION.encode())
             parts.append(b'<ver xmlns="%s"/>' % ns.ROSTER_VER.encode())
             parts.append(b'<sub xmlns="%s"/>' % ns.PRE_APPROVAL.encode())
+            if self.settings.sm_enabled:
+                parts.append(smp.FEATURE)
         parts.append(b"</stream:features>")
         return b"".join(parts)
 
@@ -395,9 +439,14 @@ class C2SStream:
         tag = el.tag
         if phase is Phase.ESTABLISHED:
             if tag not in _STANZAS:
+                if tag.startswith("{urn:xmpp:sm:3}"):
+                    self._sm_element(el, events)
+                    return
                 raise StreamError(
                     "unsupported-stanza-type", f"{etree.QName(el).localname} is not a stanza"
                 )
+            if self.sm is not None:
+                self.sm.handled()
             if tag == _IQ and len(el) == 1 and el[0].tag == _SESSION and el.get("to") in (
                 None, self.settings.domain,
             ):  # fmt: skip
@@ -492,6 +541,13 @@ class C2SStream:
         raise StreamError("unsupported-stanza-type", "unexpected element during negotiation")
 
     def _pre_bind(self, el: etree._Element, events: list[StreamEvent]) -> None:
+        if el.tag == smp.RESUME:
+            self._resume_element(el, events)
+            return
+        if el.tag == smp.ENABLE:
+            # XEP-0198 §3: enabling before a resource is bound is not allowed.
+            self.send(smp.failed_element("unexpected-request", text="bind a resource first"))
+            return
         if el.tag == _IQ and el.get("type") == "set" and len(el) == 1 and el[0].tag == _BIND:
             iq_id = el.get("id")
             if iq_id is None:
@@ -611,6 +667,77 @@ class C2SStream:
         events: list[StreamEvent] = []
         self._sasl_failure("temporary-auth-failure", "too many failed attempts, try later", events)
         return events
+
+    # ------------------------------------------------------ stream management
+    def _sm_element(self, el: etree._Element, events: list[StreamEvent]) -> None:
+        tag = el.tag
+        sm = self.sm
+        if tag == smp.REQUEST and sm is not None:
+            self.send(sm.answer())
+            return
+        if tag == smp.ANSWER and sm is not None:
+            h = smp.parse_h(el.get("h"))
+            if h is None:
+                raise StreamError("invalid-xml", "'h' must be an unsigned 32-bit integer")
+            try:
+                sm.ack(h)
+            except smp.HandledCountTooHigh as exc:
+                raise StreamError("undefined-condition", str(exc), exc.app_condition()) from None
+            return
+        if tag == smp.ENABLE:
+            if not self.settings.sm_enabled:
+                self.send(smp.failed_element("feature-not-implemented"))
+                return
+            if sm is not None:
+                # XEP-0198 §3: at most one <enable/> per stream.
+                self.send(smp.failed_element("unexpected-request", text="already enabled"))
+                return
+            assert self.jid is not None
+            settings = self.settings
+            resume = el.get("resume") in ("true", "1")
+            sm = smp.StreamManagement(
+                str(self.jid.bare),
+                token=smp.new_token() if resume else None,
+                max_seconds=smp.resume_timeout(el.get("max"), settings.sm_resume_timeout),
+                request_every=settings.sm_request_every,
+                max_unacked=settings.sm_max_unacked,
+            )
+            self.sm = sm
+            self.send(sm.enabled_element())
+            events.append(SMEnabled(sm))
+            return
+        if tag == smp.RESUME:
+            self.send(smp.failed_element("unexpected-request", text="the stream is bound"))
+            return
+        raise StreamError("unsupported-stanza-type", "stream management is not enabled")
+
+    def _resume_element(self, el: etree._Element, events: list[StreamEvent]) -> None:
+        if not self.settings.sm_enabled:
+            self.send(smp.failed_element("feature-not-implemented"))
+            return
+        previd = el.get("previd") or ""
+        h = smp.parse_h(el.get("h"))
+        if not previd or h is None:
+            self.send(smp.failed_element("bad-request", text="previd and h are required"))
+            return
+        self.phase = Phase.BINDING
+        events.append(ResumeRequest(previd, h))
+
+    def resumed(self, jid: JID, sm: smp.StreamManagement) -> None:
+        """The shell took over the session ``jid``: answer ``<resumed/>`` (XEP-0198 §5)."""
+        if self.phase is not Phase.BINDING:
+            return
+        self.jid = jid
+        self.sm = sm
+        self.phase = Phase.ESTABLISHED
+        self.send(sm.resumed_element())
+
+    def resume_failed(self, h: int | None = None, text: str | None = None) -> None:
+        """No such session (or not this user's): ``item-not-found``; binding stays open."""
+        if self.phase is not Phase.BINDING:
+            return
+        self.phase = Phase.NEGOTIATING
+        self.send(smp.failed_element("item-not-found", h, text))
 
     # --------------------------------------------------------- TLS and restart
     def tls_established(self) -> None:

@@ -231,7 +231,8 @@ class C2SConnection:
                     self.close("connection-timeout", "no answer to ping")
                     return
                 ping_id = "ping-" + secrets.token_hex(4)
-                self.enqueue(_ping(self.server.config.server.domain, session.full_str, ping_id))
+                # through the session: a managed stream counts it like any stanza
+                session.send(_ping(self.server.config.server.domain, session.full_str, ping_id))
                 continue
             if not data:
                 return
@@ -261,7 +262,10 @@ class C2SConnection:
                     woken = self._wake.is_set()
                     self._wake = None
                     if not woken and not self._queue:
-                        return
+                        request = self.driver.idle_request()
+                        if request is None or self._closing:
+                            return
+                        self._queue.append(request)  # XEP-0198: ack the tail of a burst
                     continue
                 data = b"".join(self._queue)
                 self._queue.clear()

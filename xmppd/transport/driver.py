@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import trio
 
 from xmppd.auth.base import AuthContext, AuthError
+from xmppd.jid import JID
 from xmppd.session import Outbox, Session
 from xmppd.stream.c2s import (
     Authenticated,
@@ -24,11 +25,14 @@ from xmppd.stream.c2s import (
     C2SStream,
     CheckPassword,
     FetchScram,
+    ResumeRequest,
+    SMEnabled,
     StanzaReceived,
     StartTLS,
     StreamEnded,
     StreamEvent,
 )
+from xmppd.stream.sm import HandledCountTooHigh, R
 from xmppd.xml.errors import StanzaError
 
 if TYPE_CHECKING:
@@ -44,6 +48,7 @@ class C2SDriver:
 
     __slots__ = (
         "_failures",
+        "_peer_closed",
         "outbox",
         "peer_ip",
         "server",
@@ -76,6 +81,8 @@ class C2SDriver:
         self.user_agent = user_agent
         self.session: Session | None = None
         self._failures = 0
+        #: The client ended the stream with ``</stream:stream>``: no resumption.
+        self._peer_closed = False
 
     def _transport_name(self) -> TransportName:
         if self.transport == "tcp" and self.stream.tls_active:
@@ -87,13 +94,95 @@ class C2SDriver:
         pending = list(events)
         while pending:
             event = pending.pop(0)
+            session = self.session
+            if session is not None and session.sm is not None:
+                # XEP-0198 counts stanzas in wire order: what the stream produced while
+                # parsing goes out before anything routing this event sends.
+                self.flush()
             if isinstance(event, StreamEnded):
+                self._peer_closed = event.by_peer
                 return False
             if isinstance(event, StanzaReceived):
                 await self.route(event)
                 continue
+            if isinstance(event, SMEnabled):
+                self._sm_enabled(event)
+                continue
+            if isinstance(event, ResumeRequest):
+                pending.extend(self._resume(event))
+                continue
             pending.extend(await self._negotiation_event(event))
         return not self.stream.closed
+
+    def flush(self) -> None:
+        """Move the stream's pending output into the outbox (keeps it in order)."""
+        for frame in self.stream.frames_to_send():
+            self.outbox.enqueue(frame)
+
+    def idle_request(self) -> bytes | None:
+        """An ``<r/>`` to send when output goes quiet with stanzas not yet acknowledged."""
+        session = self.session
+        sm = session.sm if session is not None else None
+        if sm is None or not sm.request_pending():
+            return None
+        sm.requested()
+        return R
+
+    # ------------------------------------------------------ stream management
+    def _sm_enabled(self, event: SMEnabled) -> None:
+        session = self.session
+        if session is None:  # cannot happen: <enable/> is only accepted once bound
+            return
+        session.sm = event.sm
+        self.server.sm.register(session)
+        self.flush()  # <enabled/> before any stanza counted under it
+        log.info(
+            "event=sm_enabled jid=%s resume=%s max=%d",
+            session.full_str,
+            event.sm.resumable,
+            event.sm.max,
+        )
+
+    def _resume(self, event: ResumeRequest) -> list[StreamEvent]:
+        """XEP-0198 §5: take the session over, or fail so the client can bind afresh."""
+        stream = self.stream
+        identity = stream.identity
+        manager = self.server.sm
+        if identity is None:
+            return []
+        owner = str(JID(identity.localpart, self.server.config.server.domain, None))
+        session = manager.lookup(event.previd, owner)
+        sm = session.sm if session is not None else None
+        if session is None or sm is None:
+            stream.resume_failed(manager.ended_h(event.previd, owner), "no such session")
+            log.info("event=sm_resume_failed user=%s ip=%s", identity.localpart, self.peer_ip)
+            return []
+        try:
+            sm.ack(event.h)
+        except HandledCountTooHigh as exc:
+            return [stream.close("undefined-condition", str(exc), app=exc.app_condition())]
+        old = manager.take_over(session, self.outbox)
+        if old is not None:
+            # The old connection looked alive (its peer slept): XEP-0198 §5 'conflict'.
+            old.close("conflict", "the session was resumed on another connection")
+        session.transport = self._transport_name()
+        self.session = session
+        stream.resumed(session.jid, sm)
+        self.flush()
+        resend = sm.unacked()
+        for data in resend:
+            self.outbox.enqueue(data)
+        if resend:
+            sm.requested()
+            self.outbox.enqueue(R)
+        log.info(
+            "event=sm_resumed jid=%s ip=%s transport=%s resent=%d",
+            session.full_str,
+            self.peer_ip,
+            self.transport,
+            len(resend),
+        )
+        return []
 
     async def route(self, event: StanzaReceived) -> None:
         session = self.session
@@ -185,13 +274,19 @@ class C2SDriver:
         self.session = None
         if session is None:
             return
+        if session.outbox is not self.outbox:
+            return  # resumed on another connection: that one carries it now
         server = self.server
-        server.router.unbind(session)
-        handler = server.router.presence_handler
-        if handler is not None and (session.available or session.directed_presence):
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                try:
-                    await handler.session_ended(session)
-                except Exception:
-                    log.exception("event=presence_cleanup_failed jid=%s", session.full_str)
-        log.info("event=session_ended jid=%s", session.full_str)
+        manager = server.sm
+        sm = session.sm
+        if (
+            sm is not None
+            and sm.resumable
+            and not self._peer_closed
+            and not manager.closing
+            and len(sm) < sm.max_unacked
+            and server.router.session_for(session.jid) is session
+        ):
+            manager.detach(session)
+            return
+        await manager.end_session(session)

@@ -53,14 +53,18 @@ STANZA_ERROR_TYPES = {
 class StreamError(Exception):
     """The peer violated the stream protocol; answer with ``condition`` and close."""
 
-    def __init__(self, condition: str, text: str | None = None) -> None:
+    def __init__(
+        self, condition: str, text: str | None = None, app: etree._Element | None = None
+    ) -> None:
         assert condition in STREAM_CONDITIONS, condition
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
+        #: An application-specific condition element (RFC 6120 §4.9.4), if any.
+        self.app = app
 
     def to_bytes(self) -> bytes:
-        return stream_error_bytes(self.condition, self.text)
+        return stream_error_bytes(self.condition, self.text, self.app)
 
 
 class StanzaError(Exception):
@@ -74,7 +78,9 @@ class StanzaError(Exception):
         self.type = type_ or STANZA_ERROR_TYPES[condition]
 
 
-def stream_error_bytes(condition: str, text: str | None = None) -> bytes:
+def stream_error_bytes(
+    condition: str, text: str | None = None, app: etree._Element | None = None
+) -> bytes:
     """``<stream:error>`` ready to write inside an open stream (prefix ``stream`` bound)."""
     el = etree.Element("{%s}error" % ns.STREAMS, nsmap={"stream": ns.STREAMS})
     etree.SubElement(el, "{%s}%s" % (ns.STREAM_ERRORS, condition), nsmap={None: ns.STREAM_ERRORS})
@@ -82,6 +88,8 @@ def stream_error_bytes(condition: str, text: str | None = None) -> bytes:
         t = etree.SubElement(el, "{%s}text" % ns.STREAM_ERRORS, nsmap={None: ns.STREAM_ERRORS})
         t.set(ns.XML_LANG, "en")
         t.text = text
+    if app is not None:
+        el.append(app)
     data = etree.tostring(el)
     # The stream prefix is already declared on the stream header.
     return data.replace(b' xmlns:stream="http://etherx.jabber.org/streams"', b"", 1)

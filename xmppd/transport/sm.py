@@ -1,0 +1,190 @@
+"""XEP-0198 resumption in the trio shell: detached sessions, their expiry, their end.
+
+When a managed, resumable session loses its connection (a laptop sleeps, Wi-Fi drops),
+the session stays bound in the router: stanzas for it keep arriving and wait in its
+unacked queue (:class:`~xmppd.stream.sm.StreamManagement`, bounded). A ``<resume/>``
+within ``max`` seconds moves the session to the new connection, which resends exactly
+what the client has not acknowledged. Otherwise the session really ends: unavailable
+presence goes out (contacts, rooms) and every unacknowledged message of type chat or
+normal is handled as if sent to an unavailable resource (RFC 6121 §8.5.3.2.1 /
+XEP-0198 §4): another resource of the account, offline storage, or an error to its
+sender — never silently dropped.
+
+One task serves all detached sessions (it sleeps until the earliest deadline); an idle
+connection costs nothing here.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import trio
+from lxml import etree
+
+from xmppd.session import Session
+from xmppd.stream.framing import with_client_ns
+from xmppd.stream.sm import ResumeRegistry
+from xmppd.xml import ns
+from xmppd.xml.errors import StanzaError
+
+if TYPE_CHECKING:
+    from xmppd.server import Server
+
+log = logging.getLogger("xmppd.sm")
+
+_MESSAGE = "{%s}message" % ns.CLIENT
+_IQ = "{%s}iq" % ns.CLIENT
+_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+
+
+class Detached:
+    """The outbox of a session without a connection: its unacked queue is the buffer."""
+
+    __slots__ = ("manager", "session")
+
+    def __init__(self, manager: ResumptionManager, session: Session) -> None:
+        self.manager = manager
+        self.session = session
+
+    def enqueue(self, data: bytes) -> bool:
+        return True  # Session.send already kept the stanza in the unacked queue
+
+    def close(self, condition: str | None = None, text: str | None = None) -> None:
+        """Replaced by a new bind, or the queue is full: end the session now."""
+        self.manager.expire_now(self.session)
+
+
+class ResumptionManager:
+    """All resumable sessions of this process, and the one task that expires them."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.registry: ResumeRegistry[Session] = ResumeRegistry()
+        self._wake = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        #: Shutting down: sessions end instead of detaching.
+        self.closing = False
+
+    # ------------------------------------------------------------ bookkeeping
+    def register(self, session: Session) -> None:
+        sm = session.sm
+        if sm is not None and sm.token is not None:
+            self.registry.add(sm.token, sm.owner, session)
+
+    def lookup(self, previd: str, owner: str) -> Session | None:
+        return self.registry.lookup(previd, owner)
+
+    def ended_h(self, previd: str, owner: str) -> int | None:
+        return self.registry.ended_h(previd, owner)
+
+    def detach(self, session: Session) -> None:
+        """The connection is gone; keep the session for ``max`` seconds."""
+        sm = session.sm
+        assert sm is not None and sm.token is not None
+        session.outbox = Detached(self, session)
+        self.registry.detach(sm.token, trio.current_time(), sm.max)
+        self._wake.set()
+        log.info(
+            "event=session_detached jid=%s unacked=%d timeout=%d",
+            session.full_str,
+            len(sm),
+            sm.max,
+        )
+
+    def take_over(self, session: Session, outbox: Any) -> Any:
+        """A ``<resume/>`` won: ``outbox`` carries the session now; returns the old one."""
+        sm = session.sm
+        assert sm is not None and sm.token is not None
+        old = session.outbox
+        self.registry.attach(sm.token)
+        session.outbox = outbox
+        return None if isinstance(old, Detached) else old
+
+    def expire_now(self, session: Session) -> None:
+        sm = session.sm
+        if sm is None or sm.token is None or not self.registry.is_detached(sm.token):
+            return
+        self.registry.expire_now(sm.token, trio.current_time())
+        self._wake.set()
+
+    # -------------------------------------------------------------------- task
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                deadline = self.registry.next_deadline()
+                with trio.move_on_at(math.inf if deadline is None else deadline):
+                    await self._wake.wait()
+                self._wake = trio.Event()
+                for session in self.registry.expired(trio.current_time()):
+                    self._forget(session)
+                    log.info("event=session_expired jid=%s", session.full_str)
+                    nursery.start_soon(self.end_session, session)
+
+    def _forget(self, session: Session) -> None:
+        sm = session.sm
+        if sm is not None and sm.token is not None:
+            self.registry.remove(sm.token, final_h=sm.inbound)
+
+    async def shutdown(self, grace: float = 5.0) -> None:
+        """Stop detaching; end the detached sessions so their stanzas reach storage."""
+        self.closing = True
+        sessions = self.registry.detached()
+        with trio.move_on_after(grace), trio.CancelScope(shield=True):
+            for session in sessions:
+                self._forget(session)
+                await self.end_session(session)
+
+    # --------------------------------------------------------------- the end
+    async def end_session(self, session: Session) -> None:
+        """Unbind, announce unavailable, and find a home for unacknowledged stanzas."""
+        server = self.server
+        router = server.router
+        self._forget(session)
+        router.unbind(session)
+        handler = router.presence_handler
+        if handler is not None and (session.available or session.directed_presence):
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                try:
+                    await handler.session_ended(session)
+                except Exception:
+                    log.exception("event=presence_cleanup_failed jid=%s", session.full_str)
+        sm = session.sm
+        if sm is not None and len(sm):
+            with trio.CancelScope(shield=True):
+                await self.redeliver(session, sm.take_unacked())
+        log.info("event=session_ended jid=%s", session.full_str)
+
+    async def redeliver(self, session: Session, items: list[bytes]) -> None:
+        """Unacked stanzas of an ended session, as if sent to an unavailable resource."""
+        router = self.server.router
+        rerouted = bounced = dropped = 0
+        for data in items:
+            try:
+                el = etree.fromstring(with_client_ns(data), _PARSER)
+            except etree.XMLSyntaxError:
+                log.error("event=sm_unacked_unparsable jid=%s", session.full_str)
+                continue
+            kind = el.get("type") or "normal"
+            if el.tag == _MESSAGE and kind in ("chat", "normal"):
+                try:
+                    await router.redeliver(el, session.bare)
+                    rerouted += 1
+                except Exception:
+                    log.exception("event=sm_redeliver_failed jid=%s", session.full_str)
+            elif el.tag == _IQ and kind in ("get", "set"):
+                router.bounce(el, StanzaError("service-unavailable"))
+                bounced += 1
+            else:
+                # presence, groupchat (the room's history has it), headline, errors
+                dropped += 1
+        log.info(
+            "event=sm_unacked_handled jid=%s rerouted=%d bounced=%d dropped=%d",
+            session.full_str,
+            rerouted,
+            bounced,
+            dropped,
+        )
