@@ -37,12 +37,20 @@ async def _main(cfg: BridgeConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridges.irc", description=__doc__)
     parser.add_argument("--config", type=Path, help="TOML file (env XMPPD_IRC_* override it)")
+    parser.add_argument(
+        "--check-config", action="store_true", help="validate the configuration and exit"
+    )
     args = parser.parse_args(argv)
     try:
         cfg = load(args.config)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return 2
+    if args.check_config:
+        print(
+            f"config ok: {cfg.xmpp.room} <-> {cfg.irc.channel} on {len(cfg.irc.servers)} server(s)"
+        )
+        return 0
     logging.basicConfig(
         level=getattr(logging, cfg.relay.log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -127,3 +127,19 @@ def test_cli_reports_a_bad_config_and_exits_2(tmp_path: object) -> None:
     assert result.returncode == 2
     assert "config error" in result.stderr
     assert "do-not-print-me" not in result.stderr + result.stdout
+    good = Path(str(tmp_path)) / "good.toml"
+    good.write_text(
+        '[xmpp]\ndomain = "irc.localhost"\nroom = "sax@conference.localhost"\n'
+        '[irc]\nservers = ["x:1"]\nchannel = "#sax"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "bridges.irc", "--config", str(good), "--check-config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "XMPPD_IRC_XMPP_SECRET": "do-not-print-me"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "config ok: sax@conference.localhost <-> #sax" in result.stdout
+    assert "do-not-print-me" not in result.stderr + result.stdout
