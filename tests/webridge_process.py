@@ -85,6 +85,8 @@ class WebridgeProcess:
         self.config_path.write_text(render_toml(data), encoding="utf-8")
 
     def start(self, timeout: float = 20.0, wait_joined: bool = True) -> None:
+        started = self.log().count("event=webridge_started")
+        joined = self.log().count("event=room_joined")
         log = self.log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("WEBRIDGE_")}
         self.proc = subprocess.Popen(
@@ -94,9 +96,9 @@ class WebridgeProcess:
             cwd=ROOT,
             env=env,
         )
-        self.wait_log("event=webridge_started", timeout)
+        self.wait_log("event=webridge_started", timeout, count=started + 1)
         if wait_joined:
-            self.wait_log("event=room_joined", timeout)
+            self.wait_log("event=room_joined", timeout, count=joined + 1)
 
     def wait_log(self, text: str, timeout: float = 20.0, count: int = 1) -> None:
         deadline = time.monotonic() + timeout

@@ -33,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     say.add_argument("text", nargs="+", help="the message (words are joined by spaces)")
     say.add_argument("--config", dest="sub_config", default=None, help=argparse.SUPPRESS)
     say.add_argument("--socket", default=None, help="socket path (default: from the config)")
-    say.add_argument("--type", default=None, help="send a JSON event of this type instead")
-    say.add_argument("--who", default=None, help="with --type: the 'who' field")
+    say.add_argument("--who", default=None, help="post as 'WHO: TEXT' (a 'say' event)")
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     check.add_argument("--config", dest="sub_config", default=None, help=argparse.SUPPRESS)
     return p
@@ -60,13 +59,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _say(args: argparse.Namespace, config: wconfig.Config) -> int:
     text = " ".join(args.text)
-    if args.type:
-        event = {"type": args.type, "text": text}
-        if args.who:
-            event["who"] = args.who
-        data = json.dumps(event, ensure_ascii=False).encode("utf-8")
-    else:
-        data = text.encode("utf-8")
+    # JSON even for raw text: a message that starts with "{" stays a message.
+    event = (
+        {"type": "say", "who": args.who, "text": text}
+        if args.who
+        else {"type": "raw", "text": text}
+    )
+    data = json.dumps(event, ensure_ascii=False).encode("utf-8")
     if len(data) >= MAX_DATAGRAM:
         print(f"webridge: message too long ({len(data)} bytes)", file=sys.stderr)
         return 1
@@ -104,6 +103,7 @@ async def _serve(config: wconfig.Config) -> None:
     from bridges.webridge.service import Webridge
 
     bridge = Webridge(config)
+    bridge.open_socket()  # before any task: a refusal is a plain error, exit status 1
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(bridge.run)

@@ -287,13 +287,20 @@ class Webridge:
                 continue
             self.handle_datagram(data, truncated=bool(flags & socket.MSG_TRUNC))
 
+    def open_socket(self) -> None:
+        """Bind the datagram socket (raises :class:`dgram.SocketError`/``OSError``)."""
+        if self._sock is None:
+            s = self.config.socket
+            self._sock, self._inode = dgram.bind(s.path, self.config.socket_mode, s.group)
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Bind the socket, connect, and serve until cancelled."""
-        s = self.config.socket
-        sock, self._inode = dgram.bind(s.path, self.config.socket_mode, s.group)
+        """Bind the socket (unless :meth:`open_socket` did), connect, serve until cancelled."""
+        self.open_socket()
+        assert self._sock is not None
+        sock, path = self._sock, self.config.socket.path
         log.info(
             "event=webridge_started socket=%s mode=%s room=%s nick=%s pid=%d",
-            s.path,
+            path,
             oct(self.config.socket_mode),
             self.room,
             self.nick,
@@ -307,8 +314,9 @@ class Webridge:
                 nursery.start_soon(self._rejoiner)
                 task_status.started()
         finally:
-            dgram.unlink_if_ours(s.path, self._inode)
+            dgram.unlink_if_ours(path, self._inode)
             sock.close()
+            self._sock = None
             self._log_drops(force=True)
             if self.pending or self.inflight:
                 log.warning(

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
+import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -204,10 +207,6 @@ def test_queue_overflow_drops_oldest_and_logs_count(tmp_path: Path) -> None:
 
 
 def test_say_cli_posts_into_the_room(pair: tuple[XmppdProcess, WebridgeProcess]) -> None:
-    import os
-    import subprocess
-    import sys
-
     server, bridge = pair
     tag = uuid.uuid4().hex[:6]
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBRIDGE_")}
@@ -264,3 +263,51 @@ def test_events_written_to_a_dying_xmppd_are_resent_once(
     resent = re.findall(r"event=room_rejoined confirmed=0 resent=(\d+)", bridge.log())
     assert resent and int(resent[-1]) >= 10  # at least the bot's first burst was re-sent
     assert "event=message_rejected" not in bridge.log()  # paced: the room refused nothing
+
+
+def test_bridge_killed_and_restarted_replaces_its_stale_socket(
+    pair: tuple[XmppdProcess, WebridgeProcess],
+) -> None:
+    server, bridge = pair
+    assert bridge.proc is not None
+    bridge.proc.kill()  # no clean-up: the socket file stays behind
+    bridge.proc.wait()
+    bridge.proc = None
+    assert bridge.socket_path.is_socket()
+    bridge.start()
+    assert "event=stale_socket_replaced" in bridge.log()
+    tag = uuid.uuid4().hex[:6]
+
+    async def scenario() -> list[str]:
+        alice = await occupant(server, "again")
+        bridge.send(f"back {tag}")
+        got = await bodies_from_sax(alice, 1, tag)
+        await alice.close()
+        return got
+
+    assert run(scenario) == [f"back {tag}"]
+
+
+def test_second_bridge_on_the_same_socket_refuses_to_start(
+    pair: tuple[XmppdProcess, WebridgeProcess],
+) -> None:
+    _server, bridge = pair
+    inode = bridge.socket_path.stat().st_ino
+    done = subprocess.run(
+        [sys.executable, "-m", "bridges.webridge", "run", "--config", str(bridge.config_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert "event=socket_unusable" in done.stderr and "already reading" in done.stderr
+    assert bridge.socket_path.stat().st_ino == inode  # the running bridge keeps its socket
+
+
+def test_clean_stop_removes_the_socket(pair: tuple[XmppdProcess, WebridgeProcess]) -> None:
+    """(Last in this module: it leaves the bridge stopped.)"""
+    _server, bridge = pair
+    assert bridge.stop() == 0
+    assert not bridge.socket_path.exists()
+    assert "event=webridge_stopping signal=SIGTERM" in bridge.log()

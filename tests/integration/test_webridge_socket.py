@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import json
 import os
 import socket
 import stat
@@ -95,9 +96,12 @@ def test_say_cli_sends_plain_text_and_fails_when_nobody_listens(sockdir: Path) -
     env = {k: v for k, v in os.environ.items() if not k.startswith("WEBRIDGE_")}
     cmd = [sys.executable, "-m", "bridges.webridge", "say", "--socket", str(path)]
     try:
-        done = subprocess.run([*cmd, "hello", "wörld"], cwd=ROOT, env=env, timeout=30)
+        done = subprocess.run([*cmd, "{hello}", "wörld"], cwd=ROOT, env=env, timeout=30)
         assert done.returncode == 0
-        assert sock.recv(100) == "hello wörld".encode()
+        assert json.loads(sock.recv(100)) == {"type": "raw", "text": "{hello} wörld"}
+        done = subprocess.run([*cmd, "--who", "ops", "hi"], cwd=ROOT, env=env, timeout=30)
+        assert done.returncode == 0
+        assert json.loads(sock.recv(100)) == {"type": "say", "who": "ops", "text": "hi"}
     finally:
         sock.close()
     path.unlink()
