@@ -309,7 +309,15 @@ def test_widget_history_live_and_reconnect(tmp_path: Path, transport: str) -> No
                     await _wait_text(page, "from the page")
                     await _screenshot(page, f"{transport}-2-live")
 
-                    # 4. Network cut; bob talks meanwhile; network back.
+                    # 4. A blip: the page goes offline and back while its connection lives on.
+                    await context.set_offline(True)
+                    await _wait_for(
+                        lambda: _state_is_not(page, "online"), "the page to notice", page
+                    )
+                    await context.set_offline(False)
+                    await _wait_state(page, "online")
+
+                    # 5. Network cut; bob talks meanwhile; network back.
                     await net.cut(context)
                     await _wait_for(
                         lambda: _state_is_not(page, "online"), "the page to notice", page
@@ -326,7 +334,7 @@ def test_widget_history_live_and_reconnect(tmp_path: Path, transport: str) -> No
                     out["final"] = await _texts(page)
                     await _screenshot(page, f"{transport}-4-after-reconnect")
 
-                    # 5. Phone width stays readable.
+                    # 6. Phone width stays readable.
                     await page.set_viewport_size({"width": 360, "height": 740})
                     await _screenshot(page, f"{transport}-5-phone")
                     out["phone_overflow"] = await page.evaluate(

@@ -163,9 +163,6 @@ export class ChatWidget {
                 occupant: (nick, present, info) => this._occupant(nick, present, info),
                 occupantsReset: () => this._clearOccupants(),
                 error: (text) => this._notice(text),
-                network: (up) => {
-                    if (!up) this.setState('reconnecting', 'network offline');
-                },
             },
         );
         if (this.options.username && this.options.sessionId) {

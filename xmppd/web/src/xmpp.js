@@ -190,13 +190,16 @@ export class ChatConnection {
         const S = Strophe.Status;
         switch (status) {
             case S.CONNECTED:
-            case S.ATTACHED:
+            case S.ATTACHED: {
+                // A session resumed by an earlier page (reload) left this page without the
+                // occupant list: only a resumption within this page may skip the join.
+                const samePage = this.everConnected;
                 this.online = true;
                 this.everConnected = true;
                 this.failures = 0;
                 this._lastTraffic = Date.now();
                 this.ui.state('joining', this._transportName());
-                if (typeof conn.hasResumed === 'function' && conn.hasResumed()) {
+                if (samePage && typeof conn.hasResumed === 'function' && conn.hasResumed()) {
                     // XEP-0198 resumed: still in the room, the server replays what we missed.
                     this.joined = true;
                     this.ui.state('online', `${this._transportName()}, resumed`);
@@ -204,6 +207,7 @@ export class ChatConnection {
                     this._join(conn);
                 }
                 break;
+            }
             case S.AUTHFAIL:
                 this.stopped = true;
                 this.online = false;
@@ -260,6 +264,7 @@ export class ChatConnection {
             $iq({ type: 'get', to: Strophe.getDomainFromJid(this.jid) }).c('ping', { xmlns: NS_PING }),
             () => {
                 this._lastTraffic = Date.now();
+                if (gen === this.gen && this.joined) this.ui.state('online', this._transportName());
             },
             (stanza) => {
                 if (gen !== this.gen) return;
@@ -272,12 +277,10 @@ export class ChatConnection {
 
     _installWindowListeners() {
         // Installed exactly once per widget; they never add stanza handlers.
-        window.addEventListener('online', () => {
-            this.ui.network(true);
-            this.checkAlive();
-        });
+        window.addEventListener('online', () => this.checkAlive());
         window.addEventListener('offline', () => {
-            this.ui.network(false);
+            // The socket may survive a short loss: keep it, say so, and ping when back.
+            if (!this.stopped) this.ui.state('reconnecting', 'network offline');
         });
         document.addEventListener('visibilitychange', () => {
             if (document.visibilityState === 'visible') this.checkAlive();
