@@ -6,6 +6,7 @@ text, flood, state); this file owns sockets, timers and tasks only.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import random
@@ -35,6 +36,14 @@ def reconnect_delay(floor: float, initial: float, maximum: float, failures: int)
     never in lock-step with other clients (no reconnect storm)."""
     step = min(maximum, initial * (2 ** min(failures, 30)))
     return floor + random.uniform(0, step)
+
+
+def content_key(nick: str, body: str) -> str:
+    """Dedup key for a room without XEP-0359 stanza-ids (rooms without an archive on
+    other servers): the same nick saying the same text again within the rejoin overlap
+    counts as the same message; xmppd always stamps ids, so this is only a fallback."""
+    digest = hashlib.sha256(f"{nick}\0{body}".encode()).hexdigest()[:24]
+    return "~" + digest
 
 
 class IrcBridge:
@@ -313,7 +322,7 @@ class IrcBridge:
         return muc.join_presence(
             self.cfg.occupant_jid,
             self.cfg.bot_jid,
-            self.state.since(x.history_overlap),
+            self.state.since(x.history_overlap, datetime.now(UTC), x.history_max_age),
             x.history_maxstanzas,
         )
 
@@ -372,16 +381,17 @@ class IrcBridge:
 
     def _room_message(self, ev: muc.RoomMessage) -> None:
         stamp = ev.stamp or datetime.now(UTC)
+        key = ev.stanza_id or content_key(ev.nick, ev.body)
         if ev.nick == self.cfg.xmpp.nick:
-            self.state.record(ev.stanza_id, stamp)  # our own echo: never back to IRC
-        elif self.state.seen(ev.stanza_id):
-            log.debug("event=muc_duplicate_skipped id=%s", ev.stanza_id)
+            self.state.record(key, stamp)  # our own echo: never back to IRC
+        elif self.state.seen(key):
+            log.debug("event=muc_duplicate_skipped id=%s", key)
             return
         else:
             nick = self.irc.nick if self.irc is not None else self.irc_nick  # after a reclaim
             budget = privmsg_budget(nick, self.cfg.irc.channel)
             self._to_irc(self.fmt.room_message(ev.nick, ev.body, budget))
-            self.state.record(ev.stanza_id, stamp)
+            self.state.record(key, stamp)
         self._state_changed.set()
 
     def _to_room(self, body: str) -> None:

@@ -40,6 +40,9 @@ class XmppSection:
     #: starting this many seconds earlier (clock skew; the overlap is deduplicated).
     history_maxstanzas: int = 200
     history_overlap: float = 60.0
+    #: ...but never older than this many seconds (0: no limit): after a long outage the
+    #: channel gets the recent past, not a day of backlog.
+    history_max_age: float = 3600.0
     #: Seconds before rejoining after a moderator's kick (307); technical removals (333)
     #: and failed self-pings rejoin at once; bans (301) never.
     kick_rejoin_delay: float = 60.0
@@ -263,5 +266,7 @@ def validate(cfg: BridgeConfig) -> None:
     ):
         if fvalue <= 0:
             raise ConfigError(f"{name}: must be positive")
+    if x.history_max_age < 0 or x.history_overlap < 0:
+        raise ConfigError("xmpp.history_max_age/history_overlap: must not be negative")
     if i.reconnect_floor < 0 or i.reconnect_initial < 0 or i.reconnect_max < 0:
         raise ConfigError("irc.reconnect_*: must not be negative")

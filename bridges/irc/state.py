@@ -64,12 +64,19 @@ class RoomState:
             self.last_stamp = stamp
         self.dirty = True
 
-    def since(self, overlap: float) -> datetime | None:
+    def since(
+        self, overlap: float, now: datetime | None = None, max_age: float = 0.0
+    ) -> datetime | None:
         """The ``since`` for the next join: a little before the last message we saw, to
-        absorb clock skew between bridge and server (the overlap is deduplicated)."""
+        absorb clock skew between bridge and server (the overlap is deduplicated), but
+        never more than ``max_age`` seconds before ``now`` (0: no limit), so a bridge that
+        was down for a day does not replay the day into the channel."""
         if self.last_stamp is None:
             return None
-        return self.last_stamp - timedelta(seconds=overlap)
+        since = self.last_stamp - timedelta(seconds=overlap)
+        if max_age > 0 and now is not None:
+            since = max(since, now - timedelta(seconds=max_age))
+        return since
 
     def to_json(self) -> str:
         return json.dumps(

@@ -183,3 +183,20 @@ def test_reconnect_delay_has_a_floor_and_jitter() -> None:
     assert max(delays) <= 320.0
     assert len({round(d, 3) for d in delays}) > 100  # jittered, not lock-step
     assert max(reconnect_delay(20.0, 2.0, 300.0, 0) for _ in range(50)) <= 22.0
+
+
+async def test_rooms_without_stanza_ids_dedup_by_content(tmp_path: Path) -> None:
+    bridge, _ = make_bridge(tmp_path)
+    await bridge._on_stanza(self_presence())
+
+    def plain(body: str, stamp: str | None = None) -> etree._Element:
+        delay = f'<delay xmlns="urn:xmpp:delay" stamp="{stamp}"/>' if stamp else ""
+        return x(
+            f'<message xmlns="{C}" from="{ROOM}/alice" type="groupchat">'
+            f"<body>{body}</body>{delay}</message>"
+        )
+
+    await bridge._on_stanza(plain("no id here"))
+    await bridge._on_stanza(plain("no id here", "2026-11-28T10:00:00Z"))  # rejoin history
+    await bridge._on_stanza(plain("something new", "2026-11-28T10:00:01Z"))
+    assert list(bridge.irc_queue.items) == ["<alice> no id here", "<alice> something new"]

@@ -116,6 +116,11 @@ def test_recent_ids_bounded_and_state_roundtrip(tmp_path: Path) -> None:
     st.record("s2", t - timedelta(hours=1))  # an older history copy keeps the newest stamp
     assert st.seen("s1") and st.seen("s2") and not st.seen("s3") and not st.seen(None)
     assert st.since(60) == t - timedelta(seconds=60)
+    # a long outage: the backlog is capped at max_age before now
+    later = t + timedelta(days=1)
+    assert st.since(60, later, 3600) == later - timedelta(seconds=3600)
+    assert st.since(60, t + timedelta(seconds=10), 3600) == t - timedelta(seconds=60)
+    assert st.since(60, later, 0) == t - timedelta(seconds=60)
     path = tmp_path / "state" / "irc.json"
     save(path, st)
     again = load(path, 3)
