@@ -162,6 +162,26 @@ class HttpConfig:
 
 
 @dataclass(slots=True)
+class BoshConfig:
+    """BOSH (XEP-0124/0206) at ``/http-bind``: ceilings for what clients may ask for."""
+
+    #: Longest a request is held (s); clients asking for more get this (``wait``).
+    max_wait: int = 60
+    #: Most requests held at once per session (``hold``; ``requests`` = hold + 1).
+    max_hold: int = 1
+    #: Seconds without a request (none held) before the session and its XMPP session end.
+    max_inactivity: int = 60
+    #: Shortest polling interval (s) advertised; enforced for polling sessions (hold 0).
+    polling: int = 2
+    #: Longest pause (s) a client may ask for (``maxpause``, e.g. across a page change).
+    max_pause: int = 120
+    #: Sessions at once on this server; more get HTTP 503.
+    max_sessions: int = 10_000
+    #: Bytes buffered for a client between its requests before it is dropped.
+    max_buffer_bytes: int = 1_048_576
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     c2s: C2SConfig = field(default_factory=C2SConfig)
@@ -174,6 +194,7 @@ class Config:
     component_listener: ComponentListenerConfig = field(default_factory=ComponentListenerConfig)
     components: list[ComponentConfig] = field(default_factory=list)
     http: HttpConfig = field(default_factory=HttpConfig)
+    bosh: BoshConfig = field(default_factory=BoshConfig)
 
     @property
     def data_path(self) -> Path:
@@ -401,6 +422,15 @@ def validate(config: Config) -> None:
             raise ConfigError(f"http.cors_origins: {origin!r} is not scheme://host[:port]")
     if config.http.max_body_size < config.limits.max_stanza_size:
         raise ConfigError("http.max_body_size: must be at least limits.max_stanza_size")
+    bosh = config.bosh
+    for key in ("max_wait", "max_inactivity", "max_sessions"):
+        if getattr(bosh, key) < 1:
+            raise ConfigError(f"bosh.{key}: must be at least 1")
+    for key in ("max_hold", "polling", "max_pause"):
+        if getattr(bosh, key) < 0:
+            raise ConfigError(f"bosh.{key}: must not be negative")
+    if bosh.max_buffer_bytes < config.limits.max_stanza_size:
+        raise ConfigError("bosh.max_buffer_bytes: must be at least limits.max_stanza_size")
     if config.limits.max_stanza_size < 10_000:
         raise ConfigError("limits.max_stanza_size: must be at least 10000 (RFC 6120 §13.12)")
     if bool(config.tls.cert) != bool(config.tls.key):

@@ -130,12 +130,25 @@ def test_gap_waits_for_missing_rid_then_processes_in_order() -> None:
     assert [rid for rid, _ in got] == [RID + 1]  # hold=1: the older one goes, in rid order
 
 
-def test_rid_beyond_window_terminates_item_not_found() -> None:
+def test_rid_just_past_window_with_requests_open_is_policy_violation() -> None:
+    s = started()
+    s.receive(body(RID + 2), 1.0)  # RID+1 still in flight
+    out = s.receive(body(RID + 3), 1.0)  # so the client has 3 > requests(2) open
+    assert isinstance(out, Respond)
+    assert etree.fromstring(out.body).get("condition") == "policy-violation"
+
+
+def test_rid_far_beyond_window_terminates_item_not_found() -> None:
     s = started()
     out = s.receive(body(RID + 3), 1.0)  # window is processed+1 .. processed+requests(2)
     assert isinstance(out, Respond)
     assert etree.fromstring(out.body).get("condition") == "item-not-found"
     assert s.ended and s.end_condition == "item-not-found"
+    s2 = started()
+    s2.receive(body(RID + 1), 1.0)
+    out = s2.receive(body(RID + 1000), 1.0)
+    assert isinstance(out, Respond)
+    assert etree.fromstring(out.body).get("condition") == "item-not-found"
 
 
 def test_old_rid_not_in_cache_terminates_item_not_found() -> None:

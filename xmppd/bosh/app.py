@@ -69,7 +69,9 @@ def make_bosh_handler(app: HttpApp) -> BoshHandler | None:
     ``C2SStream(settings, framing=BOSH)`` + ``C2SDriver(app.server, stream, outbox,
     request.client_ip, "bosh")`` do the rest (see xmppd/stream/framing.py).
     """
-    return None
+    from xmppd.bosh.manager import BoshManager
+
+    return BoshManager(app)
 
 
 class HttpApp:

@@ -19,7 +19,9 @@ Rules, each with its section of XEP-0124:
 - hold (§7): while more than ``hold`` requests wait, the oldest is answered (empty if
   nothing is buffered); answers always go out in rid order.
 - requests (§11): more than ``requests`` unanswered requests at once (one more if the
-  last is a pause or terminate) is ``policy-violation``. Polling sessions (hold or wait
+  last is a pause or terminate), or a rid just past the window while requests are
+  still open (the client has more than ``requests`` in flight), is
+  ``policy-violation``; a rid further out is ``item-not-found``. Polling sessions (hold or wait
   0, §12): two empty polls closer than ``polling`` seconds after an empty answer is
   ``policy-violation``. The stricter non-polling "too frequent" rule of §11 is not
   enforced: it would cut off clients that legitimately keep ``requests`` outstanding.
@@ -266,6 +268,10 @@ class BoshSession:
                 return Respond(cached[0])  # §14.3: the original response, not reprocessed
             return self.fail("item-not-found")
         if rid > self.processed + self.requests:
+            if self._slots and rid <= self.processed + 2 * self.requests:
+                # just past the window while requests are still open: the client has
+                # more than 'requests' in flight (§11), not a stale or forged rid
+                return self.fail("policy-violation")
             return self.fail("item-not-found")
         special = request.terminate or "pause" in request.attrs
         allowed = self.requests + (1 if special else 0)
@@ -347,11 +353,14 @@ class BoshSession:
         return ready
 
     # ---------------------------------------------------------- output, answers
-    def push(self, frame: bytes) -> bool:
-        """Buffer one element for the client; ``False`` when the buffer limit is reached."""
+    def push(self, frame: bytes, force: bool = False) -> bool:
+        """Buffer one element for the client; ``False`` when the buffer limit is reached.
+
+        ``force``: the stream's own output (negotiation, a stream error) is never refused.
+        """
         if self._end_body is not None:
-            return True  # the session is over; nothing more will be delivered
-        if self._out_bytes + len(frame) > self.limits.max_buffer_bytes:
+            return False  # the session is over; nothing more will be delivered
+        if not force and self._out_bytes + len(frame) > self.limits.max_buffer_bytes:
             return False
         self._out.append(frame)
         self._out_bytes += len(frame)

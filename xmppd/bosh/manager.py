@@ -1,0 +1,384 @@
+"""BOSH connection manager: the trio shell around :mod:`xmppd.bosh.session` for ``/http-bind``.
+
+:class:`BoshManager` is what :func:`xmppd.bosh.app.make_bosh_handler` plugs in: it owns
+the session table (sid -> :class:`BoshConnection`) and an inactivity reaper task.
+Each :class:`BoshConnection` is one XMPP session carried over BOSH: the same
+:class:`~xmppd.stream.c2s.C2SStream` (``BOSH`` framing) and
+:class:`~xmppd.transport.driver.C2SDriver` as TCP and WebSocket, so SASL, bind and
+routing are exactly theirs. It is also the session's :class:`~xmppd.session.Outbox`:
+stanzas routed to the user are buffered in the sans-IO session (bounded) and go out in
+the next response; a held request is a :class:`trio.Event` with its ``wait`` deadline.
+
+The session id is a bearer secret: it is never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from xmppd.bosh.body import BadBody, BodyRequest, parse_body, terminate_body
+from xmppd.bosh.request import HttpRequest, HttpResponse
+from xmppd.bosh.session import (
+    LEGACY_STATUS,
+    BoshLimits,
+    BoshSession,
+    CreationError,
+    Hold,
+    Respond,
+)
+from xmppd.stream.c2s import C2SSettings, C2SStream
+from xmppd.stream.framing import BOSH
+from xmppd.transport.driver import C2SDriver
+
+if TYPE_CHECKING:
+    from xmppd.bosh.app import HttpApp
+    from xmppd.server import Server
+    from xmppd.session import Session
+
+log = logging.getLogger("xmppd.bosh")
+
+_NO_STORE = [("cache-control", "no-store")]
+_INFO = (
+    b"xmppd BOSH connection manager (XEP-0124 / XEP-0206).\n"
+    b"POST <body xmlns='http://jabber.org/protocol/httpbind'/> requests to this URL.\n"
+)
+
+
+def _terminal(condition: str, status: int = 200) -> HttpResponse:
+    return HttpResponse(status, terminate_body(condition), "text/xml; charset=utf-8", _NO_STORE)
+
+
+class _Answer:
+    """Where the response for one rid lands; shared by a request and its retransmissions."""
+
+    __slots__ = ("body", "event")
+
+    def __init__(self) -> None:
+        self.event = trio.Event()
+        self.body = b""
+
+
+class BoshConnection:
+    """One BOSH session: sans-IO core + c2s stream + driver; the router's outbox."""
+
+    __slots__ = (
+        "_answers",
+        "_lock",
+        "_torn_down",
+        "core",
+        "driver",
+        "manager",
+        "peer_ip",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        manager: BoshManager,
+        core: BoshSession,
+        settings: C2SSettings,
+        peer_ip: str,
+        user_agent: str | None,
+    ) -> None:
+        self.manager = manager
+        self.core = core
+        self.peer_ip = peer_ip
+        self.stream = C2SStream(settings, framing=BOSH)
+        self.driver = C2SDriver(
+            manager.server, self.stream, self, peer_ip, "bosh", user_agent=user_agent
+        )
+        self._answers: dict[int, _Answer] = {}
+        self._lock = trio.Lock()
+        self._torn_down = False
+
+    @property
+    def session(self) -> Session | None:
+        return self.driver.session
+
+    # ---------------------------------------------------------------- Outbox
+    def enqueue(self, data: bytes) -> bool:
+        """A stanza from the router: buffered until the next response (bounded)."""
+        core = self.core
+        if core.ended:
+            return False
+        if not core.push(BOSH.outbound(data)):
+            log.warning(
+                "event=slow_reader_disconnected jid=%s ip=%s queued=%d transport=bosh",
+                self.session.full_str if self.session else "-",
+                self.peer_ip,
+                core.buffered,
+            )
+            self.close("policy-violation", "too much data waiting for the client")
+            return False
+        self._flush()
+        return True
+
+    def close(self, condition: str | None = None, text: str | None = None) -> None:
+        """End the stream from the server's side (conflict, shutdown, slow reader)."""
+        if self.core.ended:
+            return
+        self.stream.close(condition, text)
+        self._collect()
+        if condition is None:
+            self.core.end(None)
+        elif condition == "system-shutdown":
+            self.core.end("system-shutdown")
+        else:
+            self.core.end("remote-stream-error")
+        self._flush()
+        self._end_xmpp()
+
+    # ---------------------------------------------------------------- helpers
+    def _collect(self) -> None:
+        for frame in self.stream.frames_to_send():
+            self.core.push(frame, force=True)
+
+    def _flush(self) -> None:
+        for rid, body in self.core.flush(trio.current_time()):
+            answer = self._answers.pop(rid, None)
+            if answer is not None:
+                answer.body = body
+                answer.event.set()
+        if self.core.finished:
+            self.manager.drop(self)
+
+    def _end_xmpp(self) -> None:
+        """Unbind and announce unavailable presence (once), in the manager's nursery."""
+        if self._torn_down:
+            return
+        self._torn_down = True
+        self.manager.spawn_teardown(self)
+
+    def fail(self, condition: str) -> None:
+        """Terminate with a binding condition (every waiting request is told)."""
+        if not self.core.ended:
+            self.core.end(condition)
+        self._flush()
+        self._end_xmpp()
+
+    def expire(self) -> None:
+        """Inactivity (§10): the client is gone; end silently."""
+        if not self.core.ended:
+            log.info(
+                "event=bosh_inactive jid=%s ip=%s",
+                self.session.full_str if self.session else "-",
+                self.peer_ip,
+            )
+            self.core.end("item-not-found")
+        self._flush()
+        self._end_xmpp()
+        self.manager.drop(self)
+
+    def _response(self, body: bytes) -> HttpResponse:
+        return HttpResponse(200, body, self.core.content, _NO_STORE)
+
+    # --------------------------------------------------------------- requests
+    async def open(self) -> HttpResponse:
+        """The session creation request: open the stream, answer with its features."""
+        core = self.core
+        self.stream.open_stream(core.stream_attrs)
+        core.set_authid(self.stream.stream_id)
+        self._collect()
+        if self.stream.closed:
+            core.end("remote-stream-error")
+            self._end_xmpp()
+        return await self._wait(core.answered_upto + 1)
+
+    async def request(self, request: BodyRequest) -> HttpResponse:
+        """Any later request of this session."""
+        core = self.core
+        was_ended = core.ended
+        outcome = core.receive(request, trio.current_time())
+        if core.ended and not was_ended:
+            log.info("event=bosh_terminated condition=%s ip=%s", core.end_condition, self.peer_ip)
+            self._flush()
+            self._end_xmpp()
+        if isinstance(outcome, Respond):
+            if outcome.status != 200:
+                return HttpResponse(outcome.status, b"", "text/plain", _NO_STORE)
+            return self._response(outcome.body)
+        assert isinstance(outcome, Hold)
+        answer = self._answers.setdefault(outcome.rid, _Answer())
+        self._flush()  # a new request may release older held ones (hold)
+        await self._process()
+        return await self._wait(outcome.rid, answer)
+
+    async def _wait(self, rid: int, answer: _Answer | None = None) -> HttpResponse:
+        if answer is None:
+            answer = self._answers.setdefault(rid, _Answer())
+        self._flush()
+        if not answer.event.is_set():
+            deadline = self.core.deadline(rid)
+            if deadline is not None:
+                with trio.move_on_at(deadline):
+                    await answer.event.wait()
+            if not answer.event.is_set():
+                self._flush()  # the wait is over: answered empty (unless a gap holds it)
+                await answer.event.wait()  # a gap: until filled, or the reaper ends it
+        return self._response(answer.body)
+
+    async def _process(self) -> None:
+        """Hand ready payloads to the stream and driver, strictly in rid order."""
+        async with self._lock:
+            while True:
+                ready = self.core.take_ready()
+                if not ready:
+                    return
+                for request in ready:
+                    await self._run(request)
+                    if self.core.ended:
+                        return
+
+    async def _run(self, request: BodyRequest) -> None:
+        stream = self.stream
+        core = self.core
+        if request.restart and not stream.closed:
+            attrs = dict(core.stream_attrs)
+            lang = request.attrs.get("{http://www.w3.org/XML/1998/namespace}lang")
+            if lang:
+                attrs["xml:lang"] = lang
+            stream.open_stream(attrs)
+            self._collect()
+        for payload in request.payloads:
+            if stream.closed:
+                break
+            events = stream.receive_element(payload)
+            await self.driver.handle(events)
+            self._collect()
+            self._flush()
+        if core.ended:
+            return
+        if stream.closed:
+            log.info("event=bosh_stream_error ip=%s", self.peer_ip)
+            core.end("remote-stream-error")
+            self._flush()
+            self._end_xmpp()
+        elif request.terminate:
+            # the client closed its stream (XEP-0206 §7): an end, not a detachable drop
+            self.driver._peer_closed = True  # same meaning as </stream:stream> on TCP
+            stream.close()
+            self._collect()
+            core.end(None)
+            self._flush()
+            self._end_xmpp()
+        else:
+            self._flush()
+
+
+class BoshManager:
+    """``/http-bind``: the session table, request dispatch and the inactivity reaper."""
+
+    def __init__(self, app: HttpApp) -> None:
+        self.app = app
+        server = app.server
+        self.server: Server = server
+        cfg = server.config.bosh
+        self.cfg = cfg
+        self.limits = BoshLimits(
+            max_wait=cfg.max_wait,
+            max_hold=cfg.max_hold,
+            max_inactivity=cfg.max_inactivity,
+            polling=cfg.polling,
+            max_pause=cfg.max_pause,
+            max_buffer_bytes=cfg.max_buffer_bytes,
+        )
+        self.sessions: dict[str, BoshConnection] = {}
+        self._nursery: trio.Nursery | None = None
+
+    # ------------------------------------------------------------------ tasks
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Reap inactive sessions; teardowns run in this nursery."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            while True:
+                await trio.sleep(1.0)
+                now = trio.current_time()
+                for conn in list(self.sessions.values()):
+                    if conn.core.expired(now):
+                        conn.expire()
+
+    def spawn_teardown(self, conn: BoshConnection) -> None:
+        if self._nursery is None:
+            return
+        self._nursery.start_soon(self._teardown, conn)
+
+    async def _teardown(self, conn: BoshConnection) -> None:
+        server = self.server
+        try:
+            await conn.driver.teardown()
+        finally:
+            if conn in server.connections:  # type: ignore[comparison-overlap]
+                server.connections.discard(conn)  # type: ignore[arg-type]
+                server.connections_per_ip[conn.peer_ip] -= 1
+                if server.connections_per_ip[conn.peer_ip] <= 0:
+                    del server.connections_per_ip[conn.peer_ip]
+
+    def drop(self, conn: BoshConnection) -> None:
+        """Forget the sid: later requests with it get ``item-not-found``."""
+        sid = conn.core.sid
+        if self.sessions.get(sid) is conn:
+            del self.sessions[sid]
+
+    # --------------------------------------------------------------- requests
+    async def handle(self, request: HttpRequest) -> HttpResponse:
+        method = request.method
+        if method in ("GET", "HEAD"):
+            return HttpResponse(200, _INFO, "text/plain; charset=utf-8", _NO_STORE)
+        if method != "POST":
+            return HttpResponse(
+                405, b"method not allowed\n", headers=[("allow", "GET, POST, OPTIONS")]
+            )
+        limits = self.server.config.limits
+        parsed = parse_body(request.body, limits.max_stanza_size, limits.max_depth)
+        if isinstance(parsed, BadBody):
+            return self._bad(parsed, request)
+        if parsed.sid is None:
+            return await self._create(parsed, request)
+        conn = self.sessions.get(parsed.sid)
+        if conn is None:
+            return _terminal("item-not-found")
+        return await conn.request(parsed)
+
+    def _bad(self, bad: BadBody, request: HttpRequest) -> HttpResponse:
+        """``bad-request``; a plausible request of a live session terminates that session."""
+        log.info("event=bosh_bad_request ip=%s reason=%s", request.client_ip, bad.reason[:120])
+        conn = self.sessions.get(bad.sid) if bad.sid else None
+        if conn is not None and bad.rid is not None:
+            core = conn.core
+            if core.processed < bad.rid <= core.processed + core.requests:
+                conn.fail("bad-request")
+                if core.legacy:
+                    return HttpResponse(LEGACY_STATUS["bad-request"], b"", headers=_NO_STORE)
+        return _terminal("bad-request")
+
+    async def _create(self, parsed: BodyRequest, request: HttpRequest) -> HttpResponse:
+        server = self.server
+        ip = request.client_ip
+        if len(self.sessions) >= self.cfg.max_sessions:
+            log.warning("event=bosh_refused reason=max_sessions ip=%s", ip)
+            return _terminal("undefined-condition", 503)
+        if server.connections_per_ip[ip] >= server.config.c2s.max_connections_per_ip:
+            log.warning("event=bosh_refused reason=per_ip ip=%s", ip)
+            return _terminal("undefined-condition", 429)
+        sid = secrets.token_urlsafe(24)
+        while sid in self.sessions:  # pragma: no cover - 192 random bits
+            sid = secrets.token_urlsafe(24)
+        try:
+            core = BoshSession(
+                sid, parsed, server.config.server.domain, self.limits, trio.current_time()
+            )
+        except CreationError as err:
+            log.info("event=bosh_refused reason=%s ip=%s", err.condition, ip)
+            return _terminal(err.condition)
+        settings = await self.app.stream_settings(request)
+        conn = BoshConnection(self, core, settings, ip, request.header("user-agent"))
+        self.sessions[sid] = conn
+        server.connections.add(conn)  # type: ignore[arg-type]
+        server.connections_per_ip[ip] += 1
+        log.info("event=bosh_session_created ip=%s wait=%d hold=%d", ip, core.wait, core.hold)
+        return await conn.open()
