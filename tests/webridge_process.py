@@ -26,8 +26,8 @@ DOMAIN = "webridge.localhost"
 SECRET = "webridge-s3cret"
 ROOM = "sax@conference.localhost"
 NICK = "SAX"
+DOMAIN2, NICK2 = "webridge2.localhost", "SAX2"
 ROOT = Path(__file__).resolve().parents[1]
-SAX = f"{ROOM}/{NICK}"
 URL = "https://forum.example/viewtopic.php?p=123"
 
 
@@ -37,10 +37,16 @@ def webridge_server(tmp: Path, **overrides: Any) -> XmppdProcess:
     The room's flood limit is tighter than the default (a burst of 20, then 10/s), so a
     bridge that did not pace itself (re-sends after a reconnect included) would be refused.
     """
-    overrides.setdefault("muc", {"flood_burst": 20, "flood_rate": 10.0})
+    overrides.setdefault(
+        "muc", {"flood_burst": 20, "flood_rate": 10.0, "nick_reload_interval": 0.5}
+    )
     server = make_server(
         tmp,
-        components=[{"domain": DOMAIN, "secret": SECRET, "muc_nicks": [NICK]}],
+        components=[
+            {"domain": DOMAIN, "secret": SECRET, "muc_nicks": [NICK]},
+            # a second bridge for tests that need other settings next to the first
+            {"domain": DOMAIN2, "secret": SECRET, "muc_nicks": [NICK2]},
+        ],
         **overrides,
     )
     server.add_user("alice", "secret")
@@ -74,6 +80,7 @@ class WebridgeProcess:
                 "nick": NICK,
                 "reconnect_initial": 0.2,
                 "reconnect_max": 1.0,
+                "rejoin_interval": 0.5,
             },
             "socket": {"path": str(self.socket_path), "mode": "0600"},
             # below the room's flood limit of the test servers (see webridge_server)
@@ -156,7 +163,9 @@ async def occupant(server: XmppdProcess, resource: str, history: int = 0) -> Cli
     return alice
 
 
-async def bodies_from_sax(client: Client, count: int, tag: str, timeout: float = 15.0) -> list[str]:
+async def bodies_from_sax(
+    client: Client, count: int, tag: str, timeout: float = 15.0, nick: str = NICK
+) -> list[str]:
     """The next ``count`` bodies from the bot that contain ``tag`` (others are skipped)."""
     got: list[str] = []
     deadline = time.monotonic() + timeout
@@ -165,12 +174,16 @@ async def bodies_from_sax(client: Client, count: int, tag: str, timeout: float =
         if remaining <= 0:
             raise TimeoutError(f"got only {got!r}")
         msg = await client.next_message(remaining)
-        if str(msg["from"]) == SAX and msg["type"] == "groupchat" and tag in msg["body"]:
+        if (
+            str(msg["from"]) == f"{ROOM}/{nick}"
+            and msg["type"] == "groupchat"
+            and tag in msg["body"]
+        ):
             got.append(msg["body"])
     return got
 
 
-async def quiet_for(client: Client, seconds: float, tag: str) -> list[str]:
+async def quiet_for(client: Client, seconds: float, tag: str, nick: str = NICK) -> list[str]:
     """Bot bodies containing ``tag`` that arrive within ``seconds`` (expected: none)."""
     extra: list[str] = []
     deadline = time.monotonic() + seconds
@@ -179,6 +192,6 @@ async def quiet_for(client: Client, seconds: float, tag: str) -> list[str]:
             msg = await client.next_message(remaining)
         except TimeoutError:
             break
-        if str(msg["from"]) == SAX and tag in (msg["body"] or ""):
+        if str(msg["from"]) == f"{ROOM}/{nick}" and tag in (msg["body"] or ""):
             extra.append(msg["body"])
     return extra

@@ -40,6 +40,8 @@ class XmppConfig:
     #: Reconnect backoff (seconds): exponential with full jitter, from initial to maximum.
     reconnect_initial: float = 1.0
     reconnect_max: float = 60.0
+    #: Seconds between join attempts while the room refuses the bot (nick taken…).
+    rejoin_interval: float = 15.0
 
 
 @dataclass(slots=True)
@@ -202,6 +204,8 @@ def validate(config: Config, *, require_secret: bool = True) -> None:
         raise ConfigError("xmpp.secret: set secret, secret_file or WEBRIDGE_XMPP_SECRET")
     if not 0 < x.reconnect_initial <= x.reconnect_max:
         raise ConfigError("xmpp.reconnect_initial: need 0 < reconnect_initial <= reconnect_max")
+    if x.rejoin_interval <= 0:
+        raise ConfigError("xmpp.rejoin_interval: must be positive")
     if not config.socket.path:
         raise ConfigError("socket.path: must not be empty")
     parse_mode(config.socket.mode)

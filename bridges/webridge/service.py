@@ -35,8 +35,6 @@ log = logging.getLogger("bridges.webridge")
 
 #: Seconds to wait for the room's answer to a join (self-presence, then history).
 JOIN_TIMEOUT = 10.0
-#: Seconds between join attempts while the room refuses us.
-REJOIN_INTERVAL = 15.0
 #: A refused message is re-queued at most this many times.
 MAX_ATTEMPTS = 3
 #: Unconfirmed messages remembered (beyond it the oldest is forgotten as delivered).
@@ -188,7 +186,7 @@ class Webridge:
                 self.nick,
                 self._join_error or "timeout",
             )
-            self._rejoin_at = trio.current_time() + REJOIN_INTERVAL
+            self._rejoin_at = trio.current_time() + self.config.xmpp.rejoin_interval
 
     async def _on_stanza(self, stanza: etree._Element) -> None:
         signal = room.classify(stanza, self.room, self.nick)

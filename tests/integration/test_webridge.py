@@ -18,9 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slixmpp.exceptions import PresenceError
 
-from tests.slix import run
+from tests.slix import login, run
 from tests.webridge_process import (
+    DOMAIN,
+    DOMAIN2,
+    NICK,
+    NICK2,
+    ROOM,
     URL,
     WebridgeProcess,
     bodies_from_sax,
@@ -177,33 +183,32 @@ def test_xmppd_restart_events_delivered_once_in_order(
     assert outcome(scenario, server, bridge) == texts
 
 
-def test_queue_overflow_drops_oldest_and_logs_count(tmp_path: Path) -> None:
-    server = webridge_server(tmp_path)
-    server.start()
-    try:
-        with WebridgeProcess(tmp_path, server, settings={"messages": {"queue_size": 5}}) as bridge:
-            bridge.start()
-            tag = uuid.uuid4().hex[:6]
-            joins = bridge.log().count("event=room_joined")
-            server.stop()
-            texts = [f"q{i} {tag}" for i in range(8)]
-            for text in texts:
-                bridge.send(text)
-            bridge.wait_log("event=queue_overflow dropped=")
-            server.start()
-            bridge.wait_log("event=room_joined", timeout=30, count=joins + 1)
-
-            async def scenario() -> list[str]:
-                alice = await occupant(server, "overflow", history=50)
-                got = await bodies_from_sax(alice, 5, tag)
-                got += await quiet_for(alice, 1.0, tag)
-                await alice.close()
-                return got
-
-            assert run(scenario) == texts[3:]
-            assert "total_dropped=3" in bridge.log()
-    finally:
+def test_queue_overflow_drops_oldest_and_logs_count(
+    pair: tuple[XmppdProcess, WebridgeProcess], tmp_path: Path
+) -> None:
+    server = pair[0]
+    settings = {"xmpp": {"domain": DOMAIN2, "nick": NICK2}, "messages": {"queue_size": 5}}
+    with WebridgeProcess(tmp_path, server, settings=settings) as bridge:
+        bridge.start()
+        tag = uuid.uuid4().hex[:6]
+        joins = bridge.log().count("event=room_joined")
         server.stop()
+        texts = [f"q{i} {tag}" for i in range(8)]
+        for text in texts:
+            bridge.send(text)
+        bridge.wait_log("event=queue_overflow dropped=")
+        server.start()
+        bridge.wait_log("event=room_joined", timeout=30, count=joins + 1)
+
+        async def scenario() -> list[str]:
+            alice = await occupant(server, "overflow", history=50)
+            got = await bodies_from_sax(alice, 5, tag, nick=NICK2)
+            got += await quiet_for(alice, 1.0, tag, nick=NICK2)
+            await alice.close()
+            return got
+
+        assert outcome(scenario, server, bridge) == texts[3:]
+        assert "total_dropped=3" in bridge.log()
 
 
 def test_say_cli_posts_into_the_room(pair: tuple[XmppdProcess, WebridgeProcess]) -> None:
@@ -286,6 +291,79 @@ def test_bridge_killed_and_restarted_replaces_its_stale_socket(
         return got
 
     assert run(scenario) == [f"back {tag}"]
+
+
+def test_nick_taken_events_wait_until_the_bot_gets_in(
+    pair: tuple[XmppdProcess, WebridgeProcess],
+) -> None:
+    """Someone sits on the bot's nick while it (re)starts: the join is refused, events
+    wait in the queue, and once the nick is free the bot joins and posts them in order."""
+    server, bridge = pair
+    tag = uuid.uuid4().hex[:6]
+    texts = [f"waiting {i} {tag}" for i in range(3)]
+
+    async def scenario() -> list[str]:
+        squatter = await login(server, "alice@localhost/squat", plugins=["xep_0045"])
+        assert bridge.proc is not None
+        bridge.proc.kill()  # its occupant leaves the room with the connection
+        bridge.proc.wait()
+        bridge.proc = None
+        deadline = time.monotonic() + 10
+        while True:  # until the room has dropped the bot's occupant
+            try:
+                await squatter.plugin["xep_0045"].join_muc_wait(ROOM, NICK, maxstanzas=0, timeout=5)
+                break
+            except PresenceError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+        watcher = await occupant(server, "watch")
+        failed = bridge.log().count("event=room_join_failed")
+        await asyncio.to_thread(bridge.start, wait_joined=False)
+        await asyncio.to_thread(bridge.wait_log, "event=room_join_failed", 20, failed + 1)
+        assert "condition=conflict" in bridge.log().splitlines()[-1]
+        for text in texts:
+            bridge.send(text)
+        assert await quiet_for(watcher, 0.5, tag) == []  # nothing while the bot is out
+        squatter.plugin["xep_0045"].leave_muc(ROOM, NICK)
+        got = await bodies_from_sax(watcher, len(texts), tag, timeout=20)
+        await squatter.close()
+        await watcher.close()
+        return got
+
+    assert outcome(scenario, server, bridge) == texts
+
+
+def test_registered_nick_keeps_the_bots_name_for_it(
+    pair: tuple[XmppdProcess, WebridgeProcess],
+) -> None:
+    """`xmppd register-nick SAX sax@webridge.localhost` (README): nobody else can take it."""
+    server, bridge = pair
+    done = subprocess.run(
+        [sys.executable, "-m", "xmppd", "--config", str(server.config_path), "register-nick",
+         NICK, f"sax@{DOMAIN}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+    async def scenario() -> str:
+        mallory = await login(server, "alice@localhost/mallory", plugins=["xep_0045"])
+        deadline = time.monotonic() + 10
+        while True:  # the running server reloads the registry (muc.nick_reload_interval)
+            try:
+                await mallory.plugin["xep_0045"].join_muc_wait(ROOM, NICK, maxstanzas=0, timeout=5)
+            except PresenceError as exc:
+                await mallory.close()
+                return str(exc.presence["error"]["condition"])
+            mallory.plugin["xep_0045"].leave_muc(ROOM, NICK)
+            if time.monotonic() > deadline:
+                raise AssertionError("the nick was never reserved")
+            await asyncio.sleep(0.2)
+
+    bridge.stop()  # the bot is out of the room: only the registration protects its nick
+    assert run(scenario) == "conflict"
+    bridge.start()  # the registered owner joins under it
+    assert f"event=room_joined room={ROOM} nick={NICK}" in bridge.log().splitlines()[-1]
 
 
 def test_second_bridge_on_the_same_socket_refuses_to_start(
