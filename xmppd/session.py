@@ -78,9 +78,13 @@ class Session:
             return self.outbox.enqueue(data)
         request = sm.record(data)
         if request is None:
-            # The client stopped acknowledging: end the stream rather than grow memory.
             self.outbox.close("policy-violation", "too many unacknowledged stanzas")
             return False
+        if sm.over_limit:
+            # The client stopped acknowledging: end the stream (and the session, which
+            # re-delivers what it holds) rather than grow memory.
+            self.outbox.close("policy-violation", "too many unacknowledged stanzas")
+            return True
         if self.outbox.enqueue(data) and request:
             self.outbox.enqueue(R)
         return True

@@ -348,3 +348,36 @@ def test_websocket_resume_gets_the_missed_stanzas_once(server: XmppdProcess) -> 
         return bodies
 
     assert run(scenario, timeout=60) == ["w1", "w2", "w3", "w4"]
+
+
+def test_client_that_never_acks_is_cut_off_and_nothing_is_lost(tmp_path: Path) -> None:
+    srv = make_server(tmp_path, sm={"max_unacked": 3, "request_every": 100})
+    srv.add_user("alice", "secret")
+    srv.add_user("bob", "secret")
+    srv.start()
+    try:
+        bob = RawClient(srv.port)
+        bob.login("bob", "secret", resource="stuck")
+        enable(bob)
+
+        async def scenario() -> list[str]:
+            alice = await login(srv, "alice@localhost/desk")
+            for n in range(1, 6):
+                alice.send_message(mto="bob@localhost/stuck", mbody=f"s{n}", mtype="chat")
+            await routed(alice)
+            await until(
+                lambda: "event=sm_unacked_handled jid=bob@localhost/stuck rerouted=5" in srv.log(),
+                what="the session's end",
+            )
+            again = await login(srv, "bob@localhost/fresh")
+            bodies = [m["body"] for m in await drain(again)]
+            await again.close()
+            await alice.close()
+            return bodies
+
+        bodies = run(scenario, timeout=60)
+        assert b"<policy-violation" in bob.read_to_close()
+        assert bodies == ["s1", "s2", "s3", "s4", "s5"]
+    finally:
+        bob.close()
+        srv.stop()

@@ -69,12 +69,16 @@ def test_request_every_n_stanzas_and_on_idle() -> None:
     assert not sm.request_pending()
 
 
-def test_full_queue_refuses_instead_of_growing() -> None:
+def test_full_queue_flags_then_refuses_instead_of_growing() -> None:
     sm = StreamManagement("j@e", request_every=100, max_unacked=2)
     assert sm.record(b"<a/>") is False
+    assert not sm.over_limit
     assert sm.record(b"<b/>") is False
-    assert sm.record(b"<c/>") is None
-    assert sm.unacked() == [b"<a/>", b"<b/>"] and sm.sent == 2
+    assert sm.over_limit  # the session should end now...
+    assert sm.record(b"<c/>") is False  # ...but what races that end is still kept
+    assert sm.record(b"<d/>") is False
+    assert sm.record(b"<e/>") is None  # hard cap: twice the limit
+    assert sm.unacked() == [b"<a/>", b"<b/>", b"<c/>", b"<d/>"] and sm.sent == 4
 
 
 def test_idle_state_is_small_and_take_unacked_empties() -> None:

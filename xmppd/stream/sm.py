@@ -146,13 +146,15 @@ class StreamManagement:
     def record(self, data: bytes) -> bool | None:
         """Remember one stanza sent to the client (the bytes, not a copy).
 
-        Returns whether an ``<r/>`` should follow it, or ``None`` when the queue is full
-        (the stanza was not recorded: the caller ends the stream rather than lose it).
+        Returns whether an ``<r/>`` should follow it. Past ``max_unacked`` the stanza is
+        still kept (:attr:`over_limit`: the caller ends the session, which re-delivers
+        the queue, so the stanzas racing that end are not lost); at twice the limit it
+        is refused with ``None`` so memory stays bounded whatever happens.
         """
         queue = self._unacked
         if queue is None:
             queue = self._unacked = deque()
-        elif len(queue) >= self.max_unacked:
+        elif len(queue) >= 2 * self.max_unacked:
             return None
         queue.append(data)
         self._sent = (self._sent + 1) % MOD
@@ -161,6 +163,11 @@ class StreamManagement:
             self._since_request = 0
             return True
         return False
+
+    @property
+    def over_limit(self) -> bool:
+        """The client stopped acknowledging (or is gone for too long): end the session."""
+        return len(self) >= self.max_unacked
 
     def request_pending(self) -> bool:
         """Stanzas were sent since the last ``<r/>``: worth asking on idle."""

@@ -284,7 +284,7 @@ class C2SDriver:
             and sm.resumable
             and not self._peer_closed
             and not manager.closing
-            and len(sm) < sm.max_unacked
+            and not sm.over_limit
             and server.router.session_for(session.jid) is session
         ):
             manager.detach(session)
