@@ -45,6 +45,11 @@ HISTORY_WINDOW = 1000
 DROP_LOG_INTERVAL = 5.0
 
 
+def _seq(stanza_id: str) -> int:
+    """Our ids end in a sequence number (``wb-<run>-<n>``): the order of submission."""
+    return int(stanza_id.rsplit("-", 1)[1])
+
+
 class Webridge:
     """One bridge: a socket, a component connection and one room occupancy."""
 
@@ -79,6 +84,7 @@ class Webridge:
         self._history_ids: set[str] = set()
         self._join_error = ""
         self._rejoin_at = math.inf
+        self._recovering = False
         self._ids = (f"wb-{secrets.token_hex(4)}-{n}" for n in itertools.count(1))
         m = config.messages
         #: One pace for everything posted (new messages and re-sends).
@@ -136,12 +142,24 @@ class Webridge:
     async def _on_connected(self) -> None:
         """Join (before the client flushes its queue), then re-send what was lost."""
         self.joined = False
-        self._history_ids = set()
-        await self._join()
-        if not self.joined:
-            return
-        # The newest inflight messages still sit in the client's queue: it sends them
-        # itself right after this; the older unconfirmed ones go now, ahead of them.
+        await self._enter_room()
+
+    async def _enter_room(self) -> None:
+        """Join and recover; new messages wait meanwhile so re-sends go out first."""
+        self._recovering = True
+        try:
+            if await self._join():
+                await self._recover()
+        finally:
+            self._recovering = False
+            self._notify()
+
+    async def _recover(self) -> None:
+        """After a (re)join: re-send unconfirmed messages the room's history lacks.
+
+        The newest inflight messages may still sit in the client's queue (written after
+        this returns, by the client itself); the older unconfirmed ones go now, first.
+        """
         still_queued = self.client.queued
         unconfirmed = list(self.inflight.items())
         older = unconfirmed[: max(0, len(unconfirmed) - still_queued)]
@@ -157,9 +175,11 @@ class Webridge:
         if older:
             log.info("event=room_rejoined confirmed=%d resent=%d", len(older) - resent, resent)
 
-    async def _join(self) -> None:
+    async def _join(self) -> bool:
+        """Send the join presence, wait for the self-presence and the history."""
         self._join_state = trio.Event()
         self._history_done = trio.Event()
+        self._history_ids = set()
         self._join_error = ""
         history = seconds = 0
         if self.inflight:
@@ -179,14 +199,15 @@ class Webridge:
             self._log_drops(force=True)  # what the outage cost, before delivery resumes
             self._rejoin_at = math.inf
             self._notify()
-        else:
-            log.warning(
-                "event=room_join_failed room=%s nick=%s condition=%s",
-                self.room,
-                self.nick,
-                self._join_error or "timeout",
-            )
-            self._rejoin_at = trio.current_time() + self.config.xmpp.rejoin_interval
+            return True
+        log.warning(
+            "event=room_join_failed room=%s nick=%s condition=%s",
+            self.room,
+            self.nick,
+            self._join_error or "timeout",
+        )
+        self._rejoin_at = trio.current_time() + self.config.xmpp.rejoin_interval
+        return False
 
     async def _on_stanza(self, stanza: etree._Element) -> None:
         signal = room.classify(stanza, self.room, self.nick)
@@ -227,10 +248,19 @@ class Webridge:
         text, attempts, _sent = item
         retry = signal.condition in ("not-acceptable", "resource-constraint")
         if retry and attempts + 1 < MAX_ATTEMPTS:
-            self.pending.appendleft((signal.stanza_id, text, attempts + 1))
+            self._requeue((signal.stanza_id, text, attempts + 1))
             self._notify()
         else:
             log.warning("event=message_given_up id=%s attempts=%d", signal.stanza_id, attempts + 1)
+
+    def _requeue(self, item: tuple[str, str, int]) -> None:
+        """Put a refused message back among the waiting ones, in its original order
+        (several bounces come back oldest first; each must not jump ahead of the others)."""
+        seq = _seq(item[0])
+        index = len(self.pending)
+        while index > 0 and _seq(self.pending[index - 1][0]) > seq:
+            index -= 1
+        self.pending.insert(index, item)
 
     # --------------------------------------------------------------- tasks
     async def _sender(self) -> None:
@@ -242,7 +272,7 @@ class Webridge:
             if not self.client.connected:
                 await self.client.wait_connected()
                 continue
-            if not self.joined:
+            if not self.joined or self._recovering:
                 await self._changed.wait()
                 continue
             delay = self._bucket.wait_time(trio.current_time())
@@ -270,7 +300,7 @@ class Webridge:
             await trio.sleep(0.5)
             if self.client.connected and not self.joined and trio.current_time() >= self._rejoin_at:
                 try:
-                    await self._join()
+                    await self._enter_room()
                 except ConnectionError:
                     pass
 
