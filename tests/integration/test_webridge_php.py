@@ -83,6 +83,7 @@ def test_saxsay_posts_into_the_room(
         [2, "alice", f"How do I … {tag}", {"forum": "Calculators", "url": URL}, sock],
         [1, "bob", f"TI-84 &amp; me {tag}", URL, sock],
         [4, f"carol{tag}", "", "", sock],
+        ["3", "erin", f"Release notes {tag}", URL, sock],  # a number as a string (from a form)
         # symbolic types work as well
         ["announcement", "", f"Maintenance {tag}", "", sock],
         ["say", "dave", f"hello <all> {tag}", "", sock],
@@ -102,6 +103,7 @@ def test_saxsay_posts_into_the_room(
         f"alice replied to [Calculators] How do I … {tag}: {URL}",
         f"bob started a new topic TI-84 & me {tag}: {URL}",
         f"carol{tag} just registered. Welcome!",
+        f"erin edited a post in Release notes {tag}: {URL}",
         f"Announcement: Maintenance {tag}",
         f"dave: hello <all> {tag}",
     ]

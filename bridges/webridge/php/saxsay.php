@@ -47,7 +47,7 @@ function saxsay_types(): array
  */
 function saxsay_event($type, $who, $what, $where): ?array
 {
-    if (is_int($type) || (is_string($type) && ctype_digit($type))) {
+    if (is_int($type) || (is_string($type) && preg_match('/^[0-9]+$/', $type) === 1)) {
         $types = saxsay_types();
         $type = $types[(int) $type] ?? null;
     }
