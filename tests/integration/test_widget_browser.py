@@ -91,8 +91,8 @@ def _static_root(tmp: Path) -> Path:
     return root
 
 
-def _start_server(tmp: Path) -> XmppdProcess:
-    server = make_server(tmp, http={"static_dir": str(_static_root(tmp))})
+def _start_server(tmp: Path, *, sm: bool = True) -> XmppdProcess:
+    server = make_server(tmp, http={"static_dir": str(_static_root(tmp))}, sm={"enabled": sm})
     for user in ("alice", "bob", "carol"):
         server.add_user(user, "secret")
     server.start()
@@ -257,15 +257,23 @@ async def _launch(playwright: Any, chromium: str, **context_args: Any) -> tuple[
 # -- the widget ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("transport", TRANSPORTS)
-def test_widget_history_live_and_reconnect(tmp_path: Path, transport: str) -> None:
+@pytest.mark.parametrize(
+    ("transport", "sm"),
+    [("websocket", True), ("websocket", False), ("bosh", True)],
+    ids=["websocket-resume", "websocket-rejoin", "bosh"],
+)
+def test_widget_history_live_and_reconnect(tmp_path: Path, transport: str, sm: bool) -> None:
+    """WebSocket with XEP-0198 resumes the session after the cut; without it (sm off) the
+    widget rejoins with <history since=…> and drops what it shows already; BOSH relies on
+    its rid window or logs in again and rejoins the same way."""
     chromium = _require_browser()
     from playwright.async_api import async_playwright
 
-    server = _start_server(tmp_path)
+    server = _start_server(tmp_path, sm=sm)
     try:
         _require_bosh(server, transport)
         url = f"http://127.0.0.1:{server.http_port}/chat/forum-{transport}.html"
+        name = transport if transport == "bosh" else f"{transport}-{'resume' if sm else 'rejoin'}"
 
         async def scenario() -> dict[str, Any]:
             out: dict[str, Any] = {}
@@ -290,7 +298,7 @@ def test_widget_history_live_and_reconnect(tmp_path: Path, transport: str) -> No
                         "data-state"
                     )
                     out["bold_elements"] = await page.locator("#chat .xc-msg b").count()
-                    await _screenshot(page, f"{transport}-1-history-before-connect")
+                    await _screenshot(page, f"{name}-1-history-before-connect")
                     net.gate.set()
                     await _wait_state(page, "online")
 
@@ -307,7 +315,7 @@ def test_widget_history_live_and_reconnect(tmp_path: Path, transport: str) -> No
                     msg = await _from_page(bob, "from the page")
                     out["page_sender"] = str(msg["from"])
                     await _wait_text(page, "from the page")
-                    await _screenshot(page, f"{transport}-2-live")
+                    await _screenshot(page, f"{name}-2-live")
 
                     # 4. A blip: the page goes offline and back while its connection lives on.
                     await context.set_offline(True)
@@ -325,18 +333,20 @@ def test_widget_history_live_and_reconnect(tmp_path: Path, transport: str) -> No
                     for i in (1, 2, 3):
                         await _say(bob, f"during cut {i}")
                     await asyncio.sleep(1.5)  # some reconnect attempts fail meanwhile
-                    await _screenshot(page, f"{transport}-3-offline")
+                    await _screenshot(page, f"{name}-3-offline")
                     await net.restore(context)
                     await _wait_text(page, "during cut 3", timeout=40)
                     await _wait_state(page, "online")
                     await _say(bob, "after cut")
                     await _wait_text(page, "after cut")
                     out["final"] = await _texts(page)
-                    await _screenshot(page, f"{transport}-4-after-reconnect")
+                    out["how"] = await page.locator("#chat .xc-state").get_attribute("title")
+                    print(f"reconnected: {out['how']}")
+                    await _screenshot(page, f"{name}-4-after-reconnect")
 
                     # 6. Phone width stays readable.
                     await page.set_viewport_size({"width": 360, "height": 740})
-                    await _screenshot(page, f"{transport}-5-phone")
+                    await _screenshot(page, f"{name}-5-phone")
                     out["phone_overflow"] = await page.evaluate(
                         "document.documentElement.scrollWidth - window.innerWidth"
                     )
@@ -365,6 +375,8 @@ def test_widget_history_live_and_reconnect(tmp_path: Path, transport: str) -> No
         "after cut",
     ]
     assert out["final"] == expected
+    if transport == "websocket":
+        assert out["how"] == ("WebSocket, resumed" if sm else "WebSocket")
     assert out["phone_overflow"] <= 0
     assert out["errors"] == []
 
