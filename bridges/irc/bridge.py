@@ -12,6 +12,7 @@ import logging
 import random
 import ssl
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +30,9 @@ from bridges.irc.relay import Formatter
 from bridges.irc.text import privmsg_budget
 
 log = logging.getLogger("bridges.irc")
+
+#: Ends the current IRC connection with a reason (for the log).
+Finish = Callable[[str], Awaitable[None]]
 
 
 def reconnect_delay(floor: float, initial: float, maximum: float, failures: int) -> float:
@@ -158,7 +162,7 @@ class IrcBridge:
         bucket = TokenBucket(icfg.flood_burst, icfg.flood_rate, trio.current_time())
         reason = "closed"
         try:
-            async with stream, trio.open_nursery() as nursery:
+            async with trio.open_nursery() as nursery:
                 done = trio.Event()
 
                 async def finish(why: str) -> None:
@@ -178,6 +182,8 @@ class IrcBridge:
             self.irc = None
             self._irc_stream = None
             self.irc_ready = False
+            # never a graceful TLS close: a peer that stopped reading must not hang us
+            await trio.aclose_forcefully(stream)
         log.warning(
             "event=irc_disconnected host=%s port=%d reason=%s registered=%s",
             host,
@@ -187,7 +193,9 @@ class IrcBridge:
         )
         return client.registered
 
-    async def _irc_reader(self, stream: trio.abc.Stream, client: ic.IrcClient, finish) -> None:
+    async def _irc_reader(
+        self, stream: trio.abc.Stream, client: ic.IrcClient, finish: Finish
+    ) -> None:
         buf = LineBuffer()
         while True:
             try:
@@ -206,8 +214,11 @@ class IrcBridge:
                 except LineError:
                     log.info("event=irc_bad_line bytes=%d", len(raw))
                     continue
-                client.receive(line, trio.current_time())
-                self._handle_irc_events(client)
+                try:
+                    client.receive(line, trio.current_time())
+                    self._handle_irc_events(client)
+                except Exception:  # a bug on one odd line must not take the bridge down
+                    log.exception("event=irc_line_failed command=%s", line.command)
             if buf.dropped > before:
                 log.warning("event=irc_line_too_long dropped=%d", buf.dropped - before)
             self._wake_irc()
@@ -215,7 +226,7 @@ class IrcBridge:
                 await finish("server error")
                 return
 
-    async def _irc_ticker(self, client: ic.IrcClient, finish) -> None:
+    async def _irc_ticker(self, client: ic.IrcClient, finish: Finish) -> None:
         while True:
             delay = client.tick(trio.current_time())
             self._handle_irc_events(client)
@@ -229,7 +240,7 @@ class IrcBridge:
         self._irc_wake.set()
 
     async def _irc_writer(
-        self, stream: trio.abc.Stream, client: ic.IrcClient, bucket: TokenBucket, finish
+        self, stream: trio.abc.Stream, client: ic.IrcClient, bucket: TokenBucket, finish: Finish
     ) -> None:
         channel = self.cfg.irc.channel
         pending: list[bytes] = []
