@@ -381,3 +381,33 @@ def test_client_that_never_acks_is_cut_off_and_nothing_is_lost(tmp_path: Path) -
     finally:
         bob.close()
         srv.stop()
+
+
+def test_new_bind_of_the_same_resource_replaces_the_detached_session(
+    server: XmppdProcess,
+) -> None:
+    old = RawClient(server.port)
+    old.login("bob", "secret", resource="laptop")
+    token = enable(old)
+    old.sock.close()  # gone without a word
+    wait_log(server, "event=session_detached jid=bob@localhost/laptop")
+
+    async def scenario() -> list[str]:
+        alice = await login(server, "alice@localhost/desk")
+        alice.send_message(mto="bob@localhost/laptop", mbody="kept", mtype="chat")
+        await routed(alice)
+        bob = await login(server, "bob@localhost/laptop")  # binds afresh, no resume
+        bodies = [m["body"] for m in await drain(bob)]
+        await bob.close()
+        await alice.close()
+        return bodies
+
+    assert run(scenario, timeout=60) == ["kept"]
+    wait_log(server, "event=session_expired jid=bob@localhost/laptop")
+    late = RawClient(server.port)
+    try:
+        auth_only(late, "bob")
+        late.send(f"<resume xmlns='urn:xmpp:sm:3' previd='{token}' h='0'/>".encode())
+        assert b"<item-not-found" in late.read_until(b"</failed>")
+    finally:
+        late.close()
