@@ -43,6 +43,7 @@ class Ngircd:
     tls: bool = False
     tls_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    started_once: bool = False
 
     @property
     def conf(self) -> Path:
@@ -82,19 +83,43 @@ class Ngircd:
         return f"[SSL]\nCertFile = {cert}\nKeyFile = {key}\nPorts = {self.tls_port}\n"
 
     def start(self) -> None:
+        """Start and wait until it listens. On the first start a port taken by someone
+        else meanwhile is replaced by fresh ones; a restart keeps its ports."""
         binary = require_program("ngircd", "Debian package ngircd")
-        self.write_config()
-        log = (self.tmp / "ngircd.log").open("ab")
-        self.proc = subprocess.Popen(
-            [binary, "-n", "-f", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
-        )
-        try:
-            wait_port(self.port, 30)
-            if self.tls:
-                wait_port(self.tls_port, 30)  # after ngircd generated its DH parameters
-        except RuntimeError:
-            self.stop()
-            raise RuntimeError("ngircd did not start:\n" + self.log()) from None
+        attempts = 1 if self.started_once else 3
+        for attempt in range(attempts):
+            self.write_config()
+            offset = len(self.log())
+            log = (self.tmp / "ngircd.log").open("ab")
+            self.proc = subprocess.Popen(
+                [binary, "-n", "-f", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
+            )
+            try:
+                self._wait_listening(30, offset)
+            except RuntimeError:
+                self.stop()
+                if attempt + 1 == attempts:
+                    raise RuntimeError("ngircd did not start:\n" + self.log()) from None
+                self.port, self.tls_port = free_port(), free_port()
+                continue
+            self.started_once = True
+            return
+
+    def _wait_listening(self, timeout: float, offset: int) -> None:
+        """ngircd says so in its log (a bare port probe could reach whoever else took the
+        port); with TLS that is after it generated its DH parameters."""
+        ports = [self.port, self.tls_port] if self.tls else [self.port]
+        marks = [f"Now listening on [127.0.0.1]:{p} " for p in ports]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError("ngircd exited")
+            text = self.log()[offset:]  # this run's lines only (the log is appended)
+            if all(m in text for m in marks):
+                wait_port(self.port)
+                return
+            time.sleep(0.05)
+        raise RuntimeError("ngircd is not listening")
 
     def stop(self) -> None:
         if self.proc is None:
