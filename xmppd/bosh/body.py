@@ -71,45 +71,26 @@ class BadBody:
     wrong_root: bool = False
 
 
-class _StartTag:
-    """Parser target that records the root's attributes, then builds the tree."""
+#: One parser for every request: safe settings, no DTD or network, comments and PIs kept
+#: (they never get past :func:`check_restricted_xml` anyway).
+_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    huge_tree=False,
+    collect_ids=False,
+    remove_blank_text=False,
+)
 
-    __slots__ = ("attrs", "builder", "depth", "max_depth", "tag")
 
-    def __init__(self, max_depth: int) -> None:
-        self.builder = etree.TreeBuilder()
-        self.attrs: dict[str, str] | None = None
-        self.tag: str | None = None
-        self.depth = 0
-        self.max_depth = max_depth
-
-    def start(self, tag: str, attrib: dict[str, str], nsmap: dict[str, str]) -> None:
-        self.depth += 1
-        if self.depth == 1:
-            self.tag = tag
-            self.attrs = dict(attrib)
-        elif self.depth > self.max_depth:
-            raise StreamError("policy-violation", "XML nested too deeply")
-        self.builder.start(tag, attrib, {(k or None): v for k, v in (nsmap or {}).items()})
-
-    def end(self, tag: str) -> None:
-        self.depth -= 1
-        self.builder.end(tag)
-
-    def data(self, text: str) -> None:
-        self.builder.data(text)
-
-    def comment(self, text: str) -> None:
-        raise StreamError("restricted-xml", "comments are not allowed")
-
-    def pi(self, target: str, data: str | None = None) -> None:
-        raise StreamError("restricted-xml", "processing instructions are not allowed")
-
-    def doctype(self, *args: object) -> None:
-        raise StreamError("restricted-xml", "DTDs are not allowed")
-
-    def close(self) -> etree._Element:
-        return self.builder.close()
+def _too_deep(root: etree._Element, max_depth: int) -> bool:
+    stack = [(root, 1)]
+    while stack:
+        el, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        stack.extend((child, depth + 1) for child in el)
+    return False
 
 
 def _rid(value: str | None) -> int | None:
@@ -122,8 +103,8 @@ def _rid(value: str | None) -> int | None:
     return rid if 0 < rid <= MAX_RID else None
 
 
-def _start_tag_only(data: bytes) -> dict[str, str] | None:
-    """The ``<body …>`` start tag's attributes when the rest could not be parsed."""
+def _start_tag(data: bytes) -> etree._Element | None:
+    """The document's first start tag alone, when the whole could not be parsed."""
     end = data.find(b">")
     if end < 0:
         return None
@@ -132,46 +113,36 @@ def _start_tag_only(data: bytes) -> dict[str, str] | None:
         head = head[:-1] + b"/>"
     try:
         check_restricted_xml(head)
-        el = etree.fromstring(head, etree.XMLParser(resolve_entities=False, no_network=True))
+        return etree.fromstring(head, _PARSER)
     except (StreamError, etree.XMLSyntaxError):
         return None
-    return dict(el.attrib) if el.tag == BODY_TAG else None
 
 
 def parse_body(
     data: bytes, max_payload_size: int = 262_144, max_depth: int = 64
 ) -> BodyRequest | BadBody:
     """Parse one HTTP request body (``<body/>`` with zero or more payloads)."""
-    target = _StartTag(max_depth + 1)
-    parser = etree.XMLParser(
-        target=target,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        collect_ids=False,
-    )
     root: etree._Element | None = None
     reason = ""
     try:
         check_restricted_xml(data)
-        parser.feed(data)
-        root = parser.close()
+        root = etree.fromstring(data, _PARSER)
     except StreamError as err:
         reason = err.text or err.condition
     except etree.XMLSyntaxError as exc:
         reason = "not well-formed XML: " + str(exc).split(", line")[0][:160]
-    attrs = target.attrs
-    if attrs is None and reason:
-        attrs = _start_tag_only(data)
-        if attrs is not None:
-            target.tag = BODY_TAG
-    sid = attrs.get("sid") if attrs is not None else None
-    rid = _rid(attrs.get("rid")) if attrs is not None else None
-    if target.tag is not None and target.tag != BODY_TAG:
+    if root is None:
+        start = _start_tag(data)
+        if start is None or start.tag != BODY_TAG:
+            return BadBody(reason or "empty request", wrong_root=start is not None)
+        return BadBody(reason or "empty request", start.get("sid"), _rid(start.get("rid")))
+    if root.tag != BODY_TAG:
         return BadBody("the root element must be <body xmlns='%s'/>" % HTTPBIND_NS, wrong_root=True)
-    if root is None or attrs is None:
-        return BadBody(reason or "empty request", sid, rid)
+    attrs = dict(root.attrib)
+    sid = attrs.get("sid")
+    rid = _rid(attrs.get("rid"))
+    if _too_deep(root, max_depth + 1):
+        return BadBody("XML nested too deeply", sid, rid)
     if rid is None:
         return BadBody("a 'rid' attribute (1 .. 2^53-1) is required", sid, None)
     if (root.text or "").strip():

@@ -342,7 +342,13 @@ class BoshManager:
         conn = self.sessions.get(parsed.sid)
         if conn is None:
             return _terminal("item-not-found")
-        return await conn.request(parsed)
+        try:
+            return await conn.request(parsed)
+        except Exception:
+            # a bug of ours: end this session cleanly, never anyone else's
+            log.exception("event=bosh_request_failed ip=%s", request.client_ip)
+            conn.fail("internal-server-error")
+            return _terminal("internal-server-error")
 
     def _bad(self, bad: BadBody, request: HttpRequest) -> HttpResponse:
         """``bad-request``; a plausible request of a live session terminates that session."""
