@@ -411,3 +411,62 @@ def test_new_bind_of_the_same_resource_replaces_the_detached_session(
         assert b"<item-not-found" in late.read_until(b"</failed>")
     finally:
         late.close()
+
+
+# ------------------------------------------------------------------------ BOSH
+def test_bosh_session_that_stopped_polling_is_resumed_by_a_new_one(tmp_path: Path) -> None:
+    from tests.bosh_client import SASL as BOSH_SASL
+    from tests.bosh_client import STREAMS, Bosh
+    from tests.bosh_client import q as bq
+
+    srv = make_server(tmp_path, bosh={"max_inactivity": 2, "max_wait": 5})
+    srv.add_user("alice", "secret")
+    srv.add_user("bob", "secret")
+    srv.start()
+
+    def sm_el(name: str) -> Callable[[object], bool]:
+        return lambda e: e.tag == bq(name, SM)  # type: ignore[attr-defined]
+
+    async def scenario() -> tuple[str | None, list[str]]:
+        first = Bosh(srv.http_port)
+        await first.login("bob", resource="web")
+        await first.send(f"<enable xmlns='{SM}' resume='true'/>")
+        token = (await first.expect(sm_el("enabled"))).get("id")
+        alice = await login(srv, "alice@localhost/desk")
+        for n in (1, 2):  # buffered for a client that no longer polls
+            alice.send_message(mto="bob@localhost/web", mbody=f"b{n}", mtype="chat")
+        await routed(alice)
+        await first.aclose()
+        await until(
+            lambda: "event=session_detached jid=bob@localhost/web" in srv.log(),
+            what="BOSH inactivity",
+        )
+        alice.send_message(mto="bob@localhost/web", mbody="b3", mtype="chat")
+        await routed(alice)
+        second = Bosh(srv.http_port)
+        await second.create()
+        await second.expect(lambda e: e.tag == bq("features", STREAMS))
+        auth = base64.b64encode(b"\0bob\0secret").decode()
+        await second.send(f"<auth xmlns='{BOSH_SASL}' mechanism='PLAIN'>{auth}</auth>")
+        await second.expect(lambda e: e.tag == bq("success", BOSH_SASL))
+        await second.send(to="localhost", xml__lang="en", xmpp__restart="true")
+        features = await second.expect(lambda e: e.tag == bq("features", STREAMS))
+        assert features.find(bq("sm", SM)) is not None
+        await second.send(f"<resume xmlns='{SM}' previd='{token}' h='0'/>")
+        resumed = await second.expect(sm_el("resumed"))
+        await second.expect(sm_el("r"))  # the server asks after resending
+        bodies = [
+            el.findtext(bq("body")) or ""
+            for el in second.inbox
+            if el.tag == bq("message")  # type: ignore[attr-defined]
+        ]
+        await second.send(f"<a xmlns='{SM}' h='{len(bodies)}'/>", type="terminate")
+        await second.aclose()
+        await alice.close()
+        return resumed.get("previd"), bodies
+
+    try:
+        previd, bodies = run(scenario, timeout=60)
+    finally:
+        srv.stop()
+    assert previd and bodies == ["b1", "b2", "b3"]
