@@ -22,6 +22,11 @@ direct_tls_port = 0          # disabled
 require_encryption = false   # plaintext PLAIN/SCRAM on loopback, as for the other two
 max_connections_per_ip = 100000
 
+[http]
+host = "127.0.0.1"
+port = {http_port}           # BOSH at /http-bind
+tls_port = 0                 # disabled
+
 [component_listener]
 host = "127.0.0.1"
 port = {component_port}
@@ -50,6 +55,7 @@ class Xmppd(Server):
     name = "xmppd"
     port = 30222
     component_port = 30347
+    http_port = 30280
     accounts_offline = True
 
     @property
@@ -67,7 +73,12 @@ class Xmppd(Server):
     def configure(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            CONFIG.format(data_dir=self.dir, port=self.port, component_port=self.component_port)
+            CONFIG.format(
+                data_dir=self.dir,
+                port=self.port,
+                component_port=self.component_port,
+                http_port=self.http_port,
+            )
         )
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
