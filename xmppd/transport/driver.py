@@ -188,6 +188,8 @@ class C2SDriver:
         session = self.session
         if session is None:  # cannot happen: the stream emits stanzas only once bound
             return
+        if session.outbox is not self.outbox:
+            return  # XEP-0198: resumed on another connection; this one is being closed
         router = self.server.router
         try:
             await router.route(event.stanza, session)
