@@ -80,6 +80,7 @@ export class ChatConnection {
         this.stopped = true;
         this.online = false;
         this.joined = false;
+        this.how = ''; // transport, and whether the session was resumed or restored
         this._lastTick = Date.now();
         this._lastTraffic = Date.now();
         this._installWindowListeners();
@@ -198,11 +199,15 @@ export class ChatConnection {
                 this.everConnected = true;
                 this.failures = 0;
                 this._lastTraffic = Date.now();
-                this.ui.state('joining', this._transportName());
-                if (samePage && typeof conn.hasResumed === 'function' && conn.hasResumed()) {
+                const resumed = typeof conn.hasResumed === 'function' && conn.hasResumed();
+                this.how = this._transportName();
+                if (status === S.ATTACHED) this.how += ', session restored';
+                else if (resumed) this.how += ', resumed';
+                this.ui.state('joining', this.how);
+                if (samePage && resumed) {
                     // XEP-0198 resumed: still in the room, the server replays what we missed.
                     this.joined = true;
-                    this.ui.state('online', `${this._transportName()}, resumed`);
+                    this.ui.state('online', this.how);
                 } else {
                     this._join(conn);
                 }
@@ -264,7 +269,7 @@ export class ChatConnection {
             $iq({ type: 'get', to: Strophe.getDomainFromJid(this.jid) }).c('ping', { xmlns: NS_PING }),
             () => {
                 this._lastTraffic = Date.now();
-                if (gen === this.gen && this.joined) this.ui.state('online', this._transportName());
+                if (gen === this.gen && this.joined) this.ui.state('online', this.how);
             },
             (stanza) => {
                 if (gen !== this.gen) return;
@@ -406,7 +411,7 @@ export class ChatConnection {
         if (codes.includes('110') && !this.joined) {
             this.joined = true;
             if (codes.includes('210')) this.nick = nick;
-            this.ui.state('online', this._transportName());
+            this.ui.state('online', this.how);
         }
     }
 }
