@@ -223,6 +223,8 @@ class BoshConnection:
 
     async def _process(self) -> None:
         """Hand ready payloads to the stream and driver, strictly in rid order."""
+        if not self.core.has_ready and not self._lock.locked():
+            return  # an empty poll: nothing to process, no need to take the lock
         async with self._lock:
             while True:
                 ready = self.core.take_ready()

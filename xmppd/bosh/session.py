@@ -346,6 +346,10 @@ class BoshSession:
         if slot is not None:
             slot.no_payload = True
 
+    @property
+    def has_ready(self) -> bool:
+        return bool(self._ready)
+
     def take_ready(self) -> list[BodyRequest]:
         """Requests to process now, in rid order; each one is handed out exactly once."""
         ready = list(self._ready)
