@@ -470,3 +470,30 @@ def test_bosh_session_that_stopped_polling_is_resumed_by_a_new_one(tmp_path: Pat
     finally:
         srv.stop()
     assert previd and bodies == ["b1", "b2", "b3"]
+
+
+def test_server_restart_keeps_a_detached_sessions_messages(server: XmppdProcess) -> None:
+    bob = RawClient(server.port)
+    bob.login("bob", "secret", resource="laptop")
+    enable(bob)
+
+    async def send(bodies: list[str]) -> None:
+        alice = await login(server, "alice@localhost/desk")
+        for body in bodies:
+            alice.send_message(mto="bob@localhost/laptop", mbody=body, mtype="chat")
+        await routed(alice)
+        await alice.close()
+
+    run(lambda: send(["unread"]), timeout=30)  # written to bob, never acknowledged
+    bob.sock.close()
+    wait_log(server, "event=session_detached jid=bob@localhost/laptop")
+    run(lambda: send(["while-detached"]), timeout=30)
+    server.restart()  # SIGTERM: detached sessions end before the process exits
+
+    async def fetch() -> list[str]:
+        again = await login(server, "bob@localhost/phone")
+        bodies = [m["body"] for m in await drain(again)]
+        await again.close()
+        return bodies
+
+    assert run(fetch, timeout=30) == ["unread", "while-detached"]
