@@ -407,3 +407,49 @@ def test_terminate_sends_final_stanzas_and_ends_session(server: XmppdProcess) ->
             await alice.aclose()
 
     run(scenario, 60)
+
+
+def test_pause_outlasts_inactivity(server: XmppdProcess) -> None:
+    async def scenario() -> None:
+        alice = Bosh(server.http_port)
+        try:
+            created = await alice.create(wait=2)
+            assert int(created.get("maxpause") or 0) >= 10
+            base = alice.rid
+            held = asyncio.create_task(alice.post(alice.body(rid=base + 1)))
+            await asyncio.sleep(0.3)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            status, raw = await alice.post(alice.body(rid=base + 2, pause="10"))
+            assert status == 200 and len(etree.fromstring(raw)) == 0
+            assert (await asyncio.wait_for(held, 5))[0] == 200
+            assert loop.time() - t0 < 2  # every waiting request answered at once
+            await asyncio.sleep(INACTIVITY + 2)  # past inactivity, within the pause
+            alice.rid = base + 2
+            el = await alice.send()
+            assert el.get("type") is None  # the session lived through the pause
+        finally:
+            await alice.aclose()
+
+    run(scenario, 60)
+
+
+def test_acks_and_report_of_a_lost_response(server: XmppdProcess) -> None:
+    async def scenario() -> None:
+        alice = Bosh(server.http_port)
+        try:
+            created = await alice.create(wait=1, ack="1")
+            assert created.get("ack") == str(alice.rid)  # the creation request's rid
+            lost = alice.rid + 1
+            await alice.send()  # answered (empty) after wait=1; pretend it never arrived
+            await asyncio.sleep(2.5)
+            status, raw = await alice.post(alice.body(rid=lost + 1, ack=str(lost - 1)))
+            el = etree.fromstring(raw)
+            assert status == 200 and el.get("report") == str(lost)
+            assert int(el.get("time") or 0) >= 2000
+            status, again = await alice.post(alice.body(rid=lost))  # so the client resends
+            assert status == 200 and condition_of(again) == (None, None)
+        finally:
+            await alice.aclose()
+
+    run(scenario, 60)
