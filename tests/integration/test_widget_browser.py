@@ -123,6 +123,8 @@ class Network:
         self.sockets: list[tuple[Any, Any]] = []
         self.websocket_opened = 0
         self.bosh_requests = 0
+        self.drop_from_server: Callable[[str | bytes], bool] | None = None
+        self.dropped = 0
         self.log: list[str] = []  # BOSH requests: rid (last digits) and what became of them
 
     async def install(self, page: Any) -> None:
@@ -158,7 +160,17 @@ class Network:
         if not self.up.is_set():
             await ws.close(code=1011, reason="network down")
             return
-        self.sockets.append((ws, ws.connect_to_server()))
+        server = ws.connect_to_server()
+        self.sockets.append((ws, server))
+        if self.drop_from_server is not None:
+            server.on_message(lambda message: self._from_server(ws, message))
+
+    def _from_server(self, ws: Any, message: str | bytes) -> None:
+        if self.drop_from_server is not None and self.drop_from_server(message):
+            self.drop_from_server = None  # lost once, on the wire
+            self.dropped += 1
+            return
+        ws.send(message)
 
     async def cut(self, context: Any) -> None:
         self.up.clear()
@@ -410,13 +422,18 @@ def test_widget_reload_continues_the_session(tmp_path: Path, transport: str) -> 
                 try:
                     page = await context.new_page()
                     page.on("console", _print_problems)
+                    net = Network()  # only to log BOSH requests when the test fails
+                    await net.install(page)
                     await page.goto(url)
                     await _wait_state(page, "online")
                     first = await page.locator("#chat .xc-state").get_attribute("title")
                     await _say(bob, "before reload")
                     await _wait_text(page, "before reload")
                     await page.reload()
-                    await _wait_state(page, "online")
+                    try:
+                        await _wait_state(page, "online")
+                    finally:
+                        print("\n".join(net.log))
                     await _say(bob, "after reload")
                     await _wait_text(page, "after reload")
                     await _screenshot(page, f"reload-{transport}")
@@ -442,6 +459,51 @@ def test_widget_reload_continues_the_session(tmp_path: Path, transport: str) -> 
     assert out["texts"] == ["before reload", "after reload"]
     assert sorted(out["occupants"]) == ["alice", "bob"]
     assert "alice" not in out["left"]  # the same session: alice never left the room
+
+
+def test_widget_repeats_a_join_whose_answer_was_lost(tmp_path: Path) -> None:
+    """The room's answer to the join (with our self-presence) is lost on the wire, as when
+    a reload aborts the BOSH request it travelled on: the widget joins again and the room
+    re-syncs it, instead of staying at "Joining" forever."""
+    chromium = _require_browser()
+    from playwright.async_api import async_playwright
+
+    server = _start_server(tmp_path, sm=False)
+    try:
+        url = f"http://127.0.0.1:{server.http_port}/chat/forum-websocket.html"
+
+        async def scenario() -> dict[str, Any]:
+            bob = await _bob(server)
+            await _say(bob, "before the join")
+            async with async_playwright() as pw:
+                browser, context = await _launch(pw, chromium)
+                try:
+                    page = await context.new_page()
+                    page.on("console", _print_problems)
+                    net = Network()
+                    net.drop_from_server = lambda m: (
+                        "code='110'" in str(m) or 'code="110"' in str(m)
+                    )
+                    await net.install(page)
+                    await page.goto(url)
+                    await _wait_state(page, "online", timeout=30)
+                    await _say(bob, "after the join")
+                    await _wait_text(page, "after the join")
+                    return {
+                        "dropped": net.dropped,
+                        "texts": await _texts(page),
+                        "occupants": await page.locator("#chat .xc-occupants li").all_inner_texts(),
+                    }
+                finally:
+                    await browser.close()
+                    await bob.close()
+
+        out = run(scenario, timeout=90)
+    finally:
+        server.stop()
+    assert out["dropped"] == 1
+    assert out["texts"] == ["before the join", "after the join"]
+    assert sorted(out["occupants"]) == ["alice", "bob"]
 
 
 async def _state_is_not(page: Any, state: str) -> bool:

@@ -31,6 +31,8 @@ const BACKOFF_MAX_MS = 30000;
 const PING_TIMEOUT_MS = 8000;
 const WAKE_CHECK_MS = 5000;
 const IDLE_PING_MS = 60000;
+const JOIN_TIMEOUT_MS = 6000;
+const JOIN_ATTEMPTS = 3;
 
 function bare(jid) {
     return Strophe.getBareJidFromJid(jid) ?? '';
@@ -77,6 +79,7 @@ export class ChatConnection {
         this.everConnected = false;
         this.failures = 0;
         this.retryTimer = null;
+        this.joinTimer = null;
         this.stopped = true;
         this.online = false;
         this.joined = false;
@@ -303,8 +306,27 @@ export class ChatConnection {
 
     // -- the room ---------------------------------------------------------------------
 
-    _join(conn) {
+    _join(conn, attempt = 1) {
+        // A BOSH response can be lost on the wire (a reload aborts the held request the
+        // server answers on): without our self-presence the join is repeated, which the
+        // room answers as a full re-sync; after a few tries the connection is renewed.
+        const gen = this.gen;
+        clearTimeout(this.joinTimer);
+        this.joinTimer = setTimeout(() => {
+            if (gen !== this.gen || this.joined || this.stopped) return;
+            if (attempt < JOIN_ATTEMPTS) this._join(conn, attempt + 1);
+            else this._lost('no answer from the room');
+        }, JOIN_TIMEOUT_MS * attempt);
+        if (attempt > 1) {
+            this._sendJoin(conn);
+            return;
+        }
         this.ui.occupantsReset();
+        conn.send($pres());
+        this._sendJoin(conn);
+    }
+
+    _sendJoin(conn) {
         const history = {};
         const newest = this.since ? this.since() : null;
         if (newest) {
@@ -314,7 +336,6 @@ export class ChatConnection {
         } else {
             history.maxstanzas = '50';
         }
-        conn.send($pres());
         conn.send(
             $pres({ to: `${this.room}/${this.nick}` })
                 .c('x', { xmlns: NS_MUC })
@@ -387,6 +408,7 @@ export class ChatConnection {
         const x = child(stanza, 'x', NS_MUC_USER);
         const codes = x ? [...x.getElementsByTagName('status')].map((s) => s.getAttribute('code')) : [];
         if (type === 'error') {
+            if (!this.joined) clearTimeout(this.joinTimer); // refused: asking again won't help
             const err = stanza.getElementsByTagName('error')[0];
             const cond = err?.firstElementChild?.localName ?? 'error';
             const text = err?.getElementsByTagName('text')[0]?.textContent;
