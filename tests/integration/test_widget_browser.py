@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import in_ci, require_program
@@ -708,3 +709,21 @@ def test_converse_js_logs_in_and_joins_the_room(tmp_path: Path, transport: str) 
             server.stop()
     assert out["jid"].startswith("carol@localhost/")
     assert out["said"] == "hello from Converse"
+
+
+def test_chat_without_a_built_widget_says_how_to_build_it(tmp_path: Path) -> None:
+    """/chat/ on a server whose widget was never built: a 404 that says what to run."""
+    empty = tmp_path / "not-built"
+    empty.mkdir()
+    (tmp_path / "srv").mkdir()
+    server = make_server(tmp_path / "srv", http={"static_dir": str(empty)})
+    server.start()
+    try:
+        base = f"http://127.0.0.1:{server.http_port}"
+        page = httpx.get(f"{base}/chat/", timeout=10)
+        other = httpx.get(f"{base}/chat/nothing.js", timeout=10)
+    finally:
+        server.stop()
+    assert page.status_code == 404
+    assert "npm ci && node build.mjs" in page.text
+    assert other.status_code == 404 and "npm" not in other.text
