@@ -124,6 +124,8 @@ class Network:
         self.sockets: list[tuple[Any, Any]] = []
         self.websocket_opened = 0
         self.bosh_requests = 0
+        self.intercept = False  # relay WebSocket messages here (to drop some) instead
+        self.dead: list[Any] = []  # page sides of sockets gone silent (nothing passes)
         self.drop_from_server: Callable[[str | bytes], bool] | None = None
         self.dropped = 0
         self.log: list[str] = []  # BOSH requests: rid (last digits) and what became of them
@@ -163,10 +165,17 @@ class Network:
             return
         server = ws.connect_to_server()
         self.sockets.append((ws, server))
-        if self.drop_from_server is not None:
+        if self.intercept:
             server.on_message(lambda message: self._from_server(ws, message))
+            ws.on_message(lambda message: self._to_server(ws, server, message))
+
+    def _to_server(self, ws: Any, server: Any, message: str | bytes) -> None:
+        if ws not in self.dead:
+            server.send(message)
 
     def _from_server(self, ws: Any, message: str | bytes) -> None:
+        if ws in self.dead:
+            return
         if self.drop_from_server is not None and self.drop_from_server(message):
             self.drop_from_server = None  # lost once, on the wire
             self.dropped += 1
@@ -183,6 +192,11 @@ class Network:
                     await side.close(code=1011, reason="network down")
                 except Exception:  # already closed
                     pass
+
+    def go_silent(self) -> None:
+        """The open sockets stop passing anything, without any close (a NAT or Wi-Fi
+        access point forgot the connection while the laptop slept)."""
+        self.dead.extend(ws for ws, _server in self.sockets)
 
     async def restore(self, context: Any) -> None:
         await context.set_offline(False)
@@ -482,6 +496,7 @@ def test_widget_repeats_a_join_whose_answer_was_lost(tmp_path: Path) -> None:
                     page = await context.new_page()
                     page.on("console", _print_problems)
                     net = Network()
+                    net.intercept = True
                     net.drop_from_server = lambda m: (
                         "code='110'" in str(m) or 'code="110"' in str(m)
                     )
@@ -505,6 +520,60 @@ def test_widget_repeats_a_join_whose_answer_was_lost(tmp_path: Path) -> None:
     assert out["dropped"] == 1
     assert out["texts"] == ["before the join", "after the join"]
     assert sorted(out["occupants"]) == ["alice", "bob"]
+
+
+def test_widget_notices_a_silently_dead_connection(tmp_path: Path) -> None:
+    """After sleep the socket can be dead without any close event. On the next network or
+    visibility change the widget pings, gets no answer, reconnects (XEP-0198 resumes) and
+    shows what was said meanwhile, once."""
+    chromium = _require_browser()
+    from playwright.async_api import async_playwright
+
+    server = _start_server(tmp_path)
+    try:
+        url = f"http://127.0.0.1:{server.http_port}/chat/forum-websocket.html"
+
+        async def scenario() -> dict[str, Any]:
+            bob = await _bob(server)
+            async with async_playwright() as pw:
+                browser, context = await _launch(pw, chromium)
+                try:
+                    page = await context.new_page()
+                    page.on("console", _print_problems)
+                    net = Network()
+                    net.intercept = True
+                    await net.install(page)
+                    await page.goto(url)
+                    await _wait_state(page, "online")
+                    await _say(bob, "before sleep")
+                    await _wait_text(page, "before sleep")
+                    net.go_silent()
+                    await _say(bob, "while asleep")
+                    await asyncio.sleep(0.5)
+                    hidden = await _texts(page)
+                    # Waking up: the browser reports the network (or the tab) as back.
+                    await page.evaluate("window.dispatchEvent(new Event('online'))")
+                    await _wait_text(page, "while asleep", timeout=40)
+                    await _wait_state(page, "online")
+                    await _say(bob, "awake")
+                    await _wait_text(page, "awake")
+                    return {
+                        "hidden": hidden,
+                        "texts": await _texts(page),
+                        "how": await page.locator("#chat .xc-state").get_attribute("title"),
+                        "sockets": net.websocket_opened,
+                    }
+                finally:
+                    await browser.close()
+                    await bob.close()
+
+        out = run(scenario, timeout=90)
+    finally:
+        server.stop()
+    assert out["hidden"] == ["before sleep"]  # the dead socket really passed nothing
+    assert out["texts"] == ["before sleep", "while asleep", "awake"]
+    assert out["sockets"] == 2
+    assert out["how"] == "WebSocket, resumed"
 
 
 async def _state_is_not(page: Any, state: str) -> bool:
