@@ -295,3 +295,27 @@ def test_h2c_can_be_turned_off(tmp_path: Path) -> None:
             assert resp.status_code == 200 and resp.http_version == "HTTP/2"
     finally:
         srv.stop()
+
+
+def test_path_prefix_moves_every_route(tmp_path: Path) -> None:
+    srv = make_server(tmp_path, http={"path_prefix": "/xmpp"})
+    srv.add_user("alice", "secret")
+    srv.start()
+    try:
+        assert get(srv, "/xmpp/healthz")[0] == 200
+        assert get(srv, "/healthz")[0] == 404
+        assert get(srv, "/xmppx/healthz")[0] == 404
+        status, headers, _ = get(srv, "/xmpp/chat")
+        assert status == 301 and headers["location"] == "/xmpp/chat/"
+        assert get(srv, "/xmpp/chat/history?room=sax")[0] == 200
+
+        async def scenario() -> str:
+            ws = await WsXmpp.connect(f"ws://127.0.0.1:{srv.http_port}/xmpp/xmpp-websocket")
+            try:
+                return await ws.login("alice", "secret")
+            finally:
+                await ws.close()
+
+        assert run(scenario, timeout=30) == "alice@localhost/ws"
+    finally:
+        srv.stop()
