@@ -172,7 +172,7 @@ class BridgeProcess:
     def start(self) -> None:
         path = self.tmp / "irc.toml"
         path.write_text(render(self.config))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("XMPPD_IRC_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("IRCBRIDGE_")}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bridges.irc", "--config", str(path)],
             stdout=self.log_path.open("ab"),

@@ -36,7 +36,7 @@ async def _main(cfg: BridgeConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridges.irc", description=__doc__)
-    parser.add_argument("--config", type=Path, help="TOML file (env XMPPD_IRC_* override it)")
+    parser.add_argument("--config", type=Path, help="TOML file (env IRCBRIDGE_* override it)")
     parser.add_argument(
         "--check-config", action="store_true", help="validate the configuration and exit"
     )

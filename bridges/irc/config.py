@@ -1,4 +1,4 @@
-"""Configuration of the IRC bridge: a TOML file, overridden by ``XMPPD_IRC_<SECTION>_<KEY>``
+"""Configuration of the IRC bridge: a TOML file, overridden by ``IRCBRIDGE_<SECTION>_<KEY>``
 environment variables (the seed's bots were configured by environment only).
 
 Every option is documented in ``bridges/irc/irc.toml.example`` with its default (a unit
@@ -206,7 +206,7 @@ def load(path: Path | None, environ: dict[str, str] | None = None) -> BridgeConf
         if unknown:
             raise ConfigError(f"[{sname}]: unknown option(s) {', '.join(sorted(unknown))}")
         for key in known:
-            env_name = f"XMPPD_IRC_{sname}_{key}".upper()
+            env_name = f"IRCBRIDGE_{sname}_{key}".upper()
             if env_name in env:
                 value = _coerce(sname, key, hints[key], env[env_name], True)
             elif key in raw:

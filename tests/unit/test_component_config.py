@@ -71,3 +71,22 @@ def test_duplicate_domains_are_refused() -> None:
     entries = [{"domain": "a.localhost", "secret": "x"}, {"domain": "A.localhost", "secret": "y"}]
     with pytest.raises(ConfigError, match="already served"):
         load_config(environ={}, overrides={"components": entries})
+
+
+def test_bridge_variables_in_the_same_environment_do_not_touch_xmppd() -> None:
+    """A shared EnvironmentFile may carry the bridges' variables: xmppd must ignore them."""
+    environ = {
+        "IRCBRIDGE_XMPP_SECRET": "irc-secret",
+        "IRCBRIDGE_IRC_SERVERS": "irc.example:6697",
+        "WEBRIDGE_XMPP_SECRET": "web-secret",
+        "XMPPD_C2S_PORT": "5522",
+    }
+    config = load_config(environ=environ)
+    assert config.c2s.port == 5522
+    assert config.components == []
+
+
+def test_unknown_xmppd_section_in_the_environment_is_refused() -> None:
+    """A typo in an XMPPD_ variable is an error naming it, never silently ignored."""
+    with pytest.raises(ConfigError, match="irc"):
+        load_config(environ={"XMPPD_IRC_SERVERS": "irc.example:6697"})

@@ -122,7 +122,7 @@ def test_cli_reports_a_bad_config_and_exits_2(tmp_path: object) -> None:
         text=True,
         timeout=60,
         cwd=root,
-        env={"PATH": "/usr/bin:/bin", "XMPPD_IRC_XMPP_SECRET": "do-not-print-me"},
+        env={"PATH": "/usr/bin:/bin", "IRCBRIDGE_XMPP_SECRET": "do-not-print-me"},
     )
     assert result.returncode == 2
     assert "config error" in result.stderr
@@ -138,7 +138,7 @@ def test_cli_reports_a_bad_config_and_exits_2(tmp_path: object) -> None:
         text=True,
         timeout=60,
         cwd=root,
-        env={"PATH": "/usr/bin:/bin", "XMPPD_IRC_XMPP_SECRET": "do-not-print-me"},
+        env={"PATH": "/usr/bin:/bin", "IRCBRIDGE_XMPP_SECRET": "do-not-print-me"},
     )
     assert result.returncode == 0, result.stderr
     assert "config ok: sax@conference.localhost <-> #sax" in result.stdout

@@ -166,22 +166,22 @@ def test_config_env_overrides_and_validation(tmp_path: Path) -> None:
     assert cfg.server_list() == [("irc.example", 6697)]
     assert cfg.bot_jid == "bridge@irc.localhost/irc"
     env = {
-        "XMPPD_IRC_IRC_SERVERS": "a.example:6667, [::1]:7000,b.example",
-        "XMPPD_IRC_IRC_TLS": "false",
-        "XMPPD_IRC_IRC_FLOOD_RATE": "2.5",
-        "XMPPD_IRC_RELAY_JOINS_PARTS": "yes",
+        "IRCBRIDGE_IRC_SERVERS": "a.example:6667, [::1]:7000,b.example",
+        "IRCBRIDGE_IRC_TLS": "false",
+        "IRCBRIDGE_IRC_FLOOD_RATE": "2.5",
+        "IRCBRIDGE_RELAY_JOINS_PARTS": "yes",
     }
     cfg = cfgmod.load(path, env)
     assert cfg.server_list() == [("a.example", 6667), ("::1", 7000), ("b.example", 6667)]
     assert cfg.irc.flood_rate == 2.5 and cfg.relay.joins_parts is True
     assert "secret=" not in repr(cfg.xmpp)  # secrets never reach a log line
     for bad_env, message in (
-        ({"XMPPD_IRC_IRC_FLOOD_BURST": "0"}, "irc.flood_burst"),
-        ({"XMPPD_IRC_IRC_CHANNEL": "sax"}, "irc.channel"),
-        ({"XMPPD_IRC_XMPP_ROOM": "sax"}, "xmpp.room"),
-        ({"XMPPD_IRC_IRC_SERVERS": "host:99999"}, "irc.servers"),
-        ({"XMPPD_IRC_IRC_TLS": "maybe"}, "irc.tls"),
-        ({"XMPPD_IRC_XMPP_SECRET": ""}, "xmpp.secret"),
+        ({"IRCBRIDGE_IRC_FLOOD_BURST": "0"}, "irc.flood_burst"),
+        ({"IRCBRIDGE_IRC_CHANNEL": "sax"}, "irc.channel"),
+        ({"IRCBRIDGE_XMPP_ROOM": "sax"}, "xmpp.room"),
+        ({"IRCBRIDGE_IRC_SERVERS": "host:99999"}, "irc.servers"),
+        ({"IRCBRIDGE_IRC_TLS": "maybe"}, "irc.tls"),
+        ({"IRCBRIDGE_XMPP_SECRET": ""}, "xmpp.secret"),
     ):
         with pytest.raises(cfgmod.ConfigError, match=message):
             cfgmod.load(path, bad_env)
