@@ -109,8 +109,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
     os.sched_setaffinity(0, {CLIENT_CORE})
+    app = _APP.replace("@PORT@", str(PORT))
     server = subprocess.Popen(
-        ["taskset", "-c", str(SERVER_CORE), sys.executable, "-c", _APP.replace("@PORT@", str(PORT))],
+        ["taskset", "-c", str(SERVER_CORE), sys.executable, "-c", app],
         start_new_session=True,
     )
     try:

@@ -179,6 +179,9 @@ class BoshConfig:
     max_sessions: int = 10_000
     #: Bytes buffered for a client between its requests before it is dropped.
     max_buffer_bytes: int = 1_048_576
+    #: Seconds a missing rid may hold later requests back before it counts as lost (a
+    #: page reload can abort a request the browser never sent).
+    gap_grace: float = 4.0
 
 
 @dataclass(slots=True)
@@ -429,6 +432,8 @@ def validate(config: Config) -> None:
     for key in ("max_hold", "polling", "max_pause"):
         if getattr(bosh, key) < 0:
             raise ConfigError(f"bosh.{key}: must not be negative")
+    if bosh.gap_grace <= 0:
+        raise ConfigError("bosh.gap_grace: must be positive")
     if bosh.max_buffer_bytes < config.limits.max_stanza_size:
         raise ConfigError("bosh.max_buffer_bytes: must be at least limits.max_stanza_size")
     if config.limits.max_stanza_size < 10_000:

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.integration
 
 ROOM = "sax@conference.localhost"
 INACTIVITY = 3
+GAP_GRACE = 1.5
 USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
 
 
@@ -32,7 +33,7 @@ USERS = ["alice", "bob", "carol", "dave", "erin", "frank", "grace"]
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XmppdProcess]:
     srv = make_server(
         tmp_path_factory.mktemp("bosh"),
-        bosh={"max_inactivity": INACTIVITY, "max_wait": 10},
+        bosh={"max_inactivity": INACTIVITY, "max_wait": 10, "gap_grace": GAP_GRACE},
     )
     for user in USERS:
         srv.add_user(user, "secret")
@@ -251,14 +252,12 @@ def test_too_many_requests_in_flight_is_policy_violation(server: XmppdProcess) -
             base = alice.rid
             poll = asyncio.create_task(alice.post(alice.body(rid=base + 1)))
             await asyncio.sleep(0.3)
-            gap = asyncio.create_task(alice.post(alice.body(rid=base + 3)))  # base+2 missing
-            await asyncio.sleep(0.3)
-            # base+2, base+3 and base+4 open at once: more than requests=2
+            # base+1 is held: sending base+4 says base+2 and base+3 are in flight too,
+            # 4 open at once, more than requests=2 (no gap here that a lost request explains)
             status, raw = await alice.post(alice.body(rid=base + 4))
             assert status == 200 and condition_of(raw) == ("terminate", "policy-violation")
-            _, held = await asyncio.wait_for(gap, 10)
+            _, held = await asyncio.wait_for(poll, 10)
             assert condition_of(held)[0] == "terminate"
-            await asyncio.wait_for(poll, 10)
             await still_works(server, witness)
         finally:
             await alice.aclose()
@@ -451,5 +450,58 @@ def test_acks_and_report_of_a_lost_response(server: XmppdProcess) -> None:
             assert status == 200 and condition_of(again) == (None, None)
         finally:
             await alice.aclose()
+
+    run(scenario, 60)
+
+
+def ping(iq_id: str) -> str:
+    return (
+        f"<iq xmlns='{CLIENT}' type='get' id='{iq_id}' to='localhost'>"
+        "<ping xmlns='urn:xmpp:ping'/></iq>"
+    )
+
+
+def test_request_lost_before_it_was_sent_does_not_end_or_stall_the_session(
+    server: XmppdProcess,
+) -> None:
+    """A reload aborts a request the browser never sent; Strophe's restored page carries
+    on with the next rids. The session goes on: no policy-violation, no stall."""
+
+    async def scenario() -> None:
+        alice = Bosh(server.http_port)
+        witness = await bystander(server)
+        try:
+            await alice.login("erin", resource="reload")
+            lost = alice.rid + 1  # built by the old page, never sent
+            # the restored page: its rid is held back by the gap…
+            first = asyncio.create_task(alice.post(alice.body(ping("p1"), rid=lost + 1)))
+            await asyncio.sleep(0.3)
+            assert not first.done()
+            # …and its next request shows the client has moved past the gap
+            status, raw = await alice.post(alice.body(ping("p2"), rid=lost + 2))
+            status1, raw1 = await asyncio.wait_for(first, 10)
+            assert (status, status1) == (200, 200)
+            got = [*etree.fromstring(raw1), *etree.fromstring(raw)]
+            assert condition_of(raw1) == (None, None) and condition_of(raw) == (None, None)
+            alice.rid = lost + 2
+            alice.inbox.extend(got)
+            for iq_id in ("p1", "p2"):
+                iq = await alice.expect(lambda e, i=iq_id: e.tag == q("iq") and e.get("id") == i)
+                assert iq.get("type") == "result"
+            # a gap nobody moves past is given up after gap_grace: no stall
+            lost = alice.rid + 1
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            status, raw = await alice.post(alice.body(ping("p3"), rid=lost + 1))
+            waited = loop.time() - t0
+            assert status == 200 and condition_of(raw) == (None, None)
+            assert GAP_GRACE - 0.1 <= waited < GAP_GRACE + 2.5
+            assert [e.get("id") for e in etree.fromstring(raw)] == ["p3"]
+            alice.rid = lost + 1
+            await still_works(server, alice)
+            await still_works(server, witness)
+        finally:
+            await alice.aclose()
+            await witness.aclose()
 
     run(scenario, 60)

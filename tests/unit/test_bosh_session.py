@@ -132,10 +132,55 @@ def test_gap_waits_for_missing_rid_then_processes_in_order() -> None:
 
 def test_rid_just_past_window_with_requests_open_is_policy_violation() -> None:
     s = started()
-    s.receive(body(RID + 2), 1.0)  # RID+1 still in flight
-    out = s.receive(body(RID + 3), 1.0)  # so the client has 3 > requests(2) open
+    s.receive(body(RID + 1), 1.0)  # held: no gap, nothing lost
+    s.take_ready()
+    out = s.receive(body(RID + 4), 1.0)  # RID+2 and RID+3 would be open too: 3 > requests(2)
     assert isinstance(out, Respond)
     assert etree.fromstring(out.body).get("condition") == "policy-violation"
+
+
+def test_client_moving_past_a_gap_means_the_missing_request_was_lost() -> None:
+    """A reload aborted RID+1 before the browser sent it; the restored page goes on with
+    RID+2 and RID+3. A client still holding RID+1 could not send RID+3 (3 > requests)."""
+    s = started()
+    assert s.receive(body(RID + 2, MSG.format("restored")), 1.0) == Hold(RID + 2)
+    assert s.take_ready() == []  # a gap: RID+1 may still come
+    assert s.receive(body(RID + 3, MSG.format("join")), 1.1) == Hold(RID + 3)
+    ready = s.take_ready()
+    assert [r.payloads[0].findtext("{jabber:client}body") for r in ready] == ["restored", "join"]
+    assert s.lost_rids == 1 and not s.ended
+    assert list(answered(s, 1.1)) == [RID + 2]  # hold=1: the older one goes
+    # the lost request turning up after all is outside the window
+    out = s.receive(body(RID + 1, MSG.format("late")), 1.2)
+    assert isinstance(out, Respond)
+    assert etree.fromstring(out.body).get("condition") == "item-not-found"
+
+
+def test_gap_open_for_gap_grace_is_given_up() -> None:
+    s = started(limits=BoshLimits(gap_grace=4.0))
+    s.receive(body(RID + 2, MSG.format("after the lost one")), 10.0)
+    assert s.skip_stale_gap(13.9) == 0 and s.take_ready() == []
+    assert s.flush(13.9) == []
+    assert s.skip_stale_gap(14.0) == 1
+    assert s.has_ready
+    [request] = s.take_ready()
+    assert request.rid == RID + 2
+    s.push(b"<message xmlns='jabber:client'/>")
+    assert list(answered(s, 14.0)) == [RID + 2]
+    assert s.skip_stale_gap(100.0) == 0  # nothing open any more
+
+
+def test_lost_request_keeps_the_key_sequence() -> None:
+    k1 = "seed-key"
+    k2 = hashlib.sha1(k1.encode(), usedforsecurity=False).hexdigest()
+    k3 = hashlib.sha1(k2.encode(), usedforsecurity=False).hexdigest()
+    s = started(newkey=hashlib.sha1(k3.encode(), usedforsecurity=False).hexdigest())
+    s.receive(body(RID + 2, key=k2), 1.0)  # RID+1 (key k3) was lost
+    assert s.skip_stale_gap(10.0) == 1
+    assert len(s.take_ready()) == 1 and not s.ended
+    s.flush(10.0)
+    s.receive(body(RID + 3, key=k1), 11.0)
+    assert len(s.take_ready()) == 1 and not s.ended
 
 
 def test_rid_far_beyond_window_terminates_item_not_found() -> None:

@@ -192,7 +192,10 @@ class BoshConnection:
         """Any later request of this session."""
         core = self.core
         was_ended = core.ended
+        lost = core.lost_rids
         outcome = core.receive(request, trio.current_time())
+        if core.lost_rids != lost:
+            self._log_lost(core.lost_rids - lost, "client moved past the gap")
         if core.ended and not was_ended:
             log.info("event=bosh_terminated condition=%s ip=%s", core.end_condition, self.peer_ip)
             self._flush()
@@ -206,6 +209,27 @@ class BoshConnection:
         self._flush()  # a new request may release older held ones (hold)
         await self._process()
         return await self._wait(outcome.rid, answer)
+
+    def _log_lost(self, count: int, why: str) -> None:
+        log.info("event=bosh_requests_lost count=%d reason=%r ip=%s", count, why, self.peer_ip)
+
+    def skip_stale_gap(self, now: float) -> bool:
+        """A gap open too long: count its requests as lost; True if there is work now."""
+        skipped = self.core.skip_stale_gap(now)
+        if skipped:
+            self._log_lost(skipped, "gap open too long")
+        return bool(skipped)
+
+    async def process_ready(self) -> None:
+        """Process what a skipped gap released, then answer what is due."""
+        try:
+            await self._process()
+        except Exception:
+            # a bug of ours: end this session cleanly, never the reaper or anyone else's
+            log.exception("event=bosh_request_failed ip=%s", self.peer_ip)
+            self.fail("internal-server-error")
+            return
+        self._flush()
 
     async def _wait(self, rid: int, answer: _Answer | None = None) -> HttpResponse:
         if answer is None:
@@ -287,13 +311,14 @@ class BoshManager:
             polling=cfg.polling,
             max_pause=cfg.max_pause,
             max_buffer_bytes=cfg.max_buffer_bytes,
+            gap_grace=cfg.gap_grace,
         )
         self.sessions: dict[str, BoshConnection] = {}
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ tasks
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Reap inactive sessions; teardowns run in this nursery."""
+        """Reap inactive sessions, give up on stale rid gaps; teardowns run in this nursery."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
@@ -301,6 +326,8 @@ class BoshManager:
                 await trio.sleep(1.0)
                 now = trio.current_time()
                 for conn in list(self.sessions.values()):
+                    if conn.skip_stale_gap(now):
+                        nursery.start_soon(conn.process_ready)
                     if conn.core.expired(now):
                         conn.expire()
 

@@ -16,12 +16,19 @@ Rules, each with its section of XEP-0124:
   again; a rid already received but not yet answered joins that request; anything
   else terminates the session with ``item-not-found`` (the same condition whether too
   large or too small, so an attacker learns nothing).
+- lost requests: a missing rid can be gone for good — a page reload aborts a request
+  the browser had not sent yet, and Strophe's session restore continues after it. Two
+  signs say so, and then the gap is skipped (its rids count as processed, nothing of
+  them is ever delivered) instead of stalling the session: a rid just past the window
+  arrives while the gap is open (a client that still had the missing request in flight
+  could not send it: it would have ``requests`` + 1 open), or the gap has been open for
+  ``gap_grace`` seconds (:meth:`BoshSession.skip_stale_gap`, called by the shell).
 - hold (§7): while more than ``hold`` requests wait, the oldest is answered (empty if
   nothing is buffered); answers always go out in rid order.
 - requests (§11): more than ``requests`` unanswered requests at once (one more if the
   last is a pause or terminate), or a rid just past the window while requests are
-  still open (the client has more than ``requests`` in flight), is
-  ``policy-violation``; a rid further out is ``item-not-found``. Polling sessions (hold or wait
+  still open and no gap explains it (the client has more than ``requests`` in flight),
+  is ``policy-violation``; a rid further out is ``item-not-found``. Polling sessions (hold or wait
   0, §12): two empty polls closer than ``polling`` seconds after an empty answer is
   ``policy-violation``. The stricter non-polling "too frequent" rule of §11 is not
   enforced: it would cut off clients that legitimately keep ``requests`` outstanding.
@@ -67,6 +74,8 @@ class BoshLimits:
     max_buffer_bytes: int = 1_048_576
     #: Seconds a missing response may lag before a lagging client ack gets a report.
     report_after: float = 2.0
+    #: Seconds a gap in the rids may stay open before the missing requests count as lost.
+    gap_grace: float = 4.0
 
 
 class CreationError(Exception):
@@ -129,6 +138,7 @@ class BoshSession:
         "_end_body",
         "_force_upto",
         "_key",
+        "_key_skips",
         "_last_empty_answer",
         "_last_poll",
         "_out",
@@ -147,6 +157,7 @@ class BoshSession:
         "last_answer_at",
         "legacy",
         "limits",
+        "lost_rids",
         "pause",
         "polling_session",
         "processed",
@@ -185,6 +196,10 @@ class BoshSession:
         self.content = attrs.get("content") or DEFAULT_CONTENT
         self.acks = attrs.get("ack") == "1"
         self._key = attrs.get("newkey")
+        #: Requests skipped as lost since the last key check (their keys never came).
+        self._key_skips = 0
+        #: rids given up as lost over the session (for the shell's log).
+        self.lost_rids = 0
         #: What the shell passes to the stream as its header (to, version, xml:lang).
         self.stream_attrs = {"to": to, "version": attrs.get(XMPP_VERSION, "1.0")}
         lang = attrs.get("{http://www.w3.org/XML/1998/namespace}lang")
@@ -267,6 +282,11 @@ class BoshSession:
             if cached is not None:
                 return Respond(cached[0])  # §14.3: the original response, not reprocessed
             return self.fail("item-not-found")
+        if rid > self.processed + self.requests and self._pending:
+            # A gap is open and the client has moved past it: the missing rids are lost.
+            self._skip_gap()
+            if self._end_body is not None:
+                return self._terminal(self.end_condition or "item-not-found")
         if rid > self.processed + self.requests:
             if self._slots and rid <= self.processed + 2 * self.requests:
                 # just past the window while requests are still open: the client has
@@ -327,11 +347,38 @@ class BoshSession:
         key = request.attrs.get("key")
         if key is None:
             return False
-        digest = hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()
+        digest = key
+        for _ in range(1 + self._key_skips):  # a lost request's key is one more hash away
+            digest = hashlib.sha1(digest.encode(), usedforsecurity=False).hexdigest()
+        self._key_skips = 0
         if not hmac.compare_digest(digest, self._key.lower()):
             return False
         self._key = request.attrs.get("newkey") or key
         return True
+
+    def _skip_gap(self) -> int:
+        """Count the rids missing below the oldest waiting request as lost; process on."""
+        if not self._pending or self.processed + 1 in self._pending:
+            return 0
+        first = min(self._pending)
+        skipped = first - self.processed - 1
+        self._key_skips += skipped
+        self.lost_rids += skipped
+        self.processed = first - 1
+        self._advance()
+        return skipped
+
+    def skip_stale_gap(self, now: float) -> int:
+        """Give up on a gap open for ``gap_grace`` seconds; the number of rids skipped.
+
+        Afterwards :attr:`has_ready` tells the shell there is something to process.
+        """
+        if self._end_body is not None or not self._pending:
+            return 0
+        oldest = self._slots.get(min(self._pending))
+        if oldest is None or now - oldest.arrived < self.limits.gap_grace:
+            return 0
+        return self._skip_gap()
 
     def _pause(self, rid: int, value: str) -> None:
         try:
