@@ -227,8 +227,13 @@ def make_server(tmp: Path, **overrides: Any) -> XmppdProcess:
 
 
 @contextlib.contextmanager
-def running_server(tmp: Path, **overrides: Any) -> Iterator[XmppdProcess]:
+def running_server(
+    tmp: Path, *, users: tuple[str, ...] = (), **overrides: Any
+) -> Iterator[XmppdProcess]:
+    """A started server (``make_server`` overrides), with ``users`` (password ``secret``)."""
     server = make_server(tmp, **overrides)
+    for user in users:
+        server.add_user(user, "secret")
     server.start()
     try:
         yield server

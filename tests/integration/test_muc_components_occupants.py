@@ -16,7 +16,7 @@ from lxml import etree
 from bridges.component import Backoff, ComponentClient
 from tests.component_thread import ComponentThread
 from tests.slix import login, run
-from tests.xmppd_process import XmppdProcess, make_server
+from tests.xmppd_process import XmppdProcess, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -31,15 +31,9 @@ MUC_USER = "{http://jabber.org/protocol/muc#user}"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[XmppdProcess]:
-    srv = make_server(
-        tmp_path, components=[{"domain": DOMAIN, "secret": SECRET, "muc_nicks": ["IRC", "irc-*"]}]
-    )
-    srv.add_user("alice", "secret")
-    srv.start()
-    try:
+    components = [{"domain": DOMAIN, "secret": SECRET, "muc_nicks": ["IRC", "irc-*"]}]
+    with running_server(tmp_path, users=("alice",), components=components) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def join_presence(nick: str) -> etree._Element:

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import in_ci, require_program
 from tests.slix import login, run
-from tests.xmppd_process import XmppdProcess, make_server
+from tests.xmppd_process import XmppdProcess, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +30,8 @@ PROBE = BROWSER_DIR / "xmppjs_probe.mjs"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XmppdProcess]:
-    srv = make_server(tmp_path_factory.mktemp("xmppjs"))
-    for user in ("alice", "bob"):
-        srv.add_user(user, "secret")
-    srv.start()
-    try:
+    with running_server(tmp_path_factory.mktemp("xmppjs"), users=("alice", "bob")) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 def _node() -> str:
