@@ -398,3 +398,75 @@ def test_stanzas_are_independent_and_nothing_accumulates() -> None:
     assert parser._target.events == []
     gc.collect()
     assert not [r for r in gc.get_referrers(first) if r is parser or r is parser._target]
+
+
+# ------------------------------------------------------------------ namespace declarations
+# lxml 6.2.0 hands parser targets an empty ``nsmap`` (LP#2178248); the parser collects
+# declarations from ``start_ns`` instead. These tests pin every place a declaration matters.
+def test_stream_header_namespaces_in_either_order_and_prefix() -> None:
+    header = (
+        b"<s:stream xmlns:s='http://etherx.jabber.org/streams' xmlns='jabber:client' "
+        b"to='example.com' version='1.0'>"
+    )
+    parser = StreamParser()
+    (opened,) = parser.feed(header)
+    assert opened.default_ns == "jabber:client"
+    (el,) = parser.feed(b"<message><body>x</body></message>")
+    assert el.tag == "{jabber:client}message"
+    assert el.findtext("{jabber:client}body") == "x"
+
+
+def test_stream_header_without_default_namespace_reports_none() -> None:
+    header = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams' to='e'>"
+    assert StreamParser().feed(header)[0].default_ns is None
+
+
+def test_default_namespace_redeclared_inside_a_stanza() -> None:
+    (el,) = feed_all(
+        [
+            HEADER,
+            b"<iq type='get' id='1'><query xmlns='jabber:iq:version'><name>n</name></query>"
+            b"<x xmlns='urn:a'><y xmlns='urn:b'><z/></y><w/></x><after/></iq>",
+        ]
+    )[1:]
+    assert el.find("{jabber:iq:version}query/{jabber:iq:version}name").text == "n"
+    assert el.find("{urn:a}x/{urn:b}y/{urn:b}z") is not None
+    assert el.find("{urn:a}x/{urn:a}w") is not None  # the redeclaration ended with </y>
+    assert el.find("{jabber:client}after") is not None
+    again = etree.fromstring(etree.tostring(el))
+    assert again.find("{urn:a}x/{urn:b}y/{urn:b}z") is not None
+
+
+def test_prefix_redeclared_inside_a_stanza_and_on_the_stanza_itself() -> None:
+    (el,) = feed_all(
+        [
+            HEADER,
+            b"<message xmlns:p='urn:one' p:a='1'><p:x><p:y xmlns:p='urn:two' p:b='2'/>"
+            b"</p:x><p:z/></message>",
+        ]
+    )[1:]
+    assert el.get("{urn:one}a") == "1"
+    y = el.find("{urn:one}x/{urn:two}y")
+    assert y is not None and y.get("{urn:two}b") == "2"
+    assert el.find("{urn:one}z") is not None
+    assert el.nsmap.get("p") == "urn:one" and el.nsmap.get(None) == "jabber:client"
+
+
+def test_stanza_with_its_own_default_namespace_keeps_it() -> None:
+    (el,) = feed_all([HEADER, b"<message xmlns='jabber:server'><body>b</body></message>"])[1:]
+    assert el.tag == "{jabber:server}message"
+    assert el.findtext("{jabber:server}body") == "b"
+
+
+def test_root_prefixes_reach_stanzas_and_survive_hibernation() -> None:
+    header = HEADER.replace(b" to=", b" xmlns:db='jabber:server:dialback' to=")
+    parser = StreamParser()
+    parser.feed(header)
+    first = parser.feed(b"<db:result to='a' from='b'>k</db:result>")
+    assert parser.hibernate()
+    second = parser.feed(b"<db:result to='c' from='d'>k</db:result>")
+    for (el,) in (first, second):
+        assert el.tag == "{jabber:server:dialback}result"
+    assert parser.default_ns == "jabber:client"
+    (msg,) = parser.feed(b"<message/>")
+    assert msg.tag == "{jabber:client}message"

@@ -152,6 +152,7 @@ class _StanzaTarget:
         "depth",
         "events",
         "max_depth",
+        "pending_ns",
         "root_nsmap",
         "silent_open",
     )
@@ -163,27 +164,44 @@ class _StanzaTarget:
         self.builder: etree.TreeBuilder | None = None
         self.default_ns: str | None = None
         self.root_nsmap: dict[str, str] = {}
+        #: Declarations reported by ``start_ns`` for the element whose ``start`` is next.
+        self.pending_ns: dict[str | None, str] = {}
         #: Set while replaying a header after hibernation: swallow its StreamOpen.
         self.silent_open = False
 
-    def start(self, tag: str, attrib: dict[str, str], nsmap: dict[str, str]) -> None:
+    def start_ns(self, prefix: str | None, uri: str) -> None:
+        """One namespace declaration of the element whose ``start`` comes next.
+
+        Declarations are collected here rather than read from the ``nsmap`` argument of
+        ``start``: lxml 6.2.0 passes an empty ``nsmap`` to targets (LP#2178248), while
+        ``start_ns`` is reported the same way by every lxml release.
+        """
+        self.pending_ns[prefix or None] = uri
+
+    def end_ns(self, prefix: str | None) -> None:
+        return None
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
         self.depth += 1
         depth = self.depth
+        declared = self.pending_ns
+        if declared:
+            self.pending_ns = {}
         if depth == 1:
-            self._open(tag, attrib, nsmap)
+            self._open(tag, attrib, declared)
             return
         if depth > self.max_depth:
             raise StreamError("policy-violation", "XML nested too deeply")
-        declared = {(k or None): v for k, v in nsmap.items()} if nsmap else {}
         if depth == 2:
             self.builder = etree.TreeBuilder()
             namespace = tag[1 : tag.index("}")] if tag[:1] == "{" else None
             if namespace:
+                declared = dict(declared) if declared else {}
                 declared.setdefault(None, namespace)
         assert self.builder is not None
         self.builder.start(tag, attrib, declared)
 
-    def _open(self, tag: str, attrib: dict[str, str], nsmap: dict[str, str]) -> None:
+    def _open(self, tag: str, attrib: dict[str, str], declared: dict[str | None, str]) -> None:
         if tag != "{%s}stream" % ns.STREAMS:
             if tag.rpartition("}")[2] == "stream":
                 raise StreamError(
@@ -193,7 +211,7 @@ class _StanzaTarget:
         if self.silent_open:
             self.silent_open = False
             return
-        self.root_nsmap = dict(nsmap) if nsmap else {}
+        self.root_nsmap = {(prefix or ""): uri for prefix, uri in declared.items()}
         self.default_ns = self.root_nsmap.get("")
         self.events.append(StreamOpen(dict(attrib), self.default_ns))
 
@@ -240,8 +258,14 @@ class _Forward:
     def __init__(self) -> None:
         self.sink: _StanzaTarget | None = None
 
-    def start(self, tag: str, attrib: dict[str, str], nsmap: dict[str, str]) -> None:
-        self.sink.start(tag, attrib, nsmap)  # type: ignore[union-attr]
+    def start_ns(self, prefix: str | None, uri: str) -> None:
+        self.sink.start_ns(prefix, uri)  # type: ignore[union-attr]
+
+    def end_ns(self, prefix: str | None) -> None:
+        return None
+
+    def start(self, tag: str, attrib: dict[str, str]) -> None:
+        self.sink.start(tag, attrib)  # type: ignore[union-attr]
 
     def end(self, tag: str) -> None:
         self.sink.end(tag)  # type: ignore[union-attr]
