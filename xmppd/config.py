@@ -73,6 +73,9 @@ class LimitsConfig:
     max_stanza_size: int = 262_144
     max_depth: int = 64
     auth_failures_per_minute: int = 10
+    #: IPv6 addresses are counted per network of this prefix length (connection caps,
+    #: failed-login limits): one subscriber usually holds a whole /64.
+    ipv6_prefix: int = 64
 
 
 @dataclass(slots=True)
@@ -446,6 +449,8 @@ def validate(config: Config) -> None:
         raise ConfigError("muc.history_default: must not exceed muc.history_max")
     if not 1 <= config.muc.max_nick_length <= 1023:
         raise ConfigError("muc.max_nick_length: must be between 1 and 1023")
+    if not 16 <= config.limits.ipv6_prefix <= 128:
+        raise ConfigError("limits.ipv6_prefix: must be between 16 and 128")
     if config.sm.resume_timeout < 1:
         raise ConfigError("sm.resume_timeout: must be at least 1 second")
     if config.sm.request_every < 1:
