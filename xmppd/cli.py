@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from xmppd.config import Config, ConfigError, load_config
+from xmppd.private_files import private_dir
 
 DEFAULT_CONFIG_NAMES = ("xmppd.toml", "/etc/xmppd/xmppd.toml")
 
@@ -78,7 +79,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def _database(config: Config):  # type: ignore[no-untyped-def]
     from xmppd.storage import Database
 
-    config.data_path.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_path)
     return Database(config.database_url)
 
 

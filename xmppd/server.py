@@ -21,6 +21,7 @@ from xmppd.config import Config
 from xmppd.jid import JIDError, nodeprep
 from xmppd.memory import trim_periodically
 from xmppd.muc.forum_sync import sync_nicks_periodically
+from xmppd.private_files import private_dir
 from xmppd.router import Router
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings
@@ -240,7 +241,7 @@ def make_authenticator(config: Config, adb: AsyncDatabase) -> Authenticator:
 
 
 def open_database(config: Config) -> Database:
-    config.data_path.mkdir(parents=True, exist_ok=True)
+    private_dir(config.data_path)
     db = Database(config.database_url)
     if config.database.auto_upgrade:
         db.upgrade()

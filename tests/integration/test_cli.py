@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import subprocess
 import sys
 import tomllib
@@ -205,6 +206,43 @@ def test_db_upgrade_default_is_sqlite_in_data_dir(tmp_path: Path) -> None:
     result = xmppd(write_config(tmp_path), "db", "upgrade")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "data" / "xmppd.sqlite3").is_file()
+
+
+def test_data_dir_database_and_key_are_private_whatever_the_umask(tmp_path: Path) -> None:
+    """SCRAM keys, offline messages, the archive and the TLS key are nobody else's business."""
+    data = tmp_path / "data"
+    old = os.umask(0o022)  # the server inherits the usual, permissive umask
+    try:
+        server = make_server(tmp_path, server={"data_dir": str(data)})
+        server.start()
+    finally:
+        os.umask(old)
+    try:
+        created = sorted(data.rglob("*"))
+        names = {p.name for p in created}
+        assert {"xmppd.sqlite3", "xmppd.sqlite3-wal", "tls", "key.pem"} <= names, names
+        for path in [data, *created]:
+            mode = stat.S_IMODE(path.stat().st_mode)
+            if path.name == "cert.pem":
+                continue  # public by nature
+            assert mode == (0o700 if path.is_dir() else 0o600), f"{path}: {mode:o}"
+    finally:
+        server.stop()
+
+
+def test_existing_world_readable_data_loses_world_access(tmp_path: Path) -> None:
+    config = write_config(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)
+    data.chmod(0o755)
+    db = data / "xmppd.sqlite3"
+    db.touch()
+    db.chmod(0o644)
+    result = xmppd(config, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(data.stat().st_mode) == 0o750
+    assert stat.S_IMODE(db.stat().st_mode) == 0o640
+    assert "event=permissions_tightened" in result.stderr
 
 
 # ---------------------------------------------------------------- user accounts

@@ -25,14 +25,17 @@ def unit(name: str) -> configparser.RawConfigParser:
     return parser
 
 
-@pytest.mark.parametrize("name", ["xmppd.service", "xmppd-webridge.service"])
+@pytest.mark.parametrize("name", ["xmppd.service", "xmppd-webridge.service", "xmppd-irc.service"])
 def test_units_are_hardened(name: str) -> None:
     service = unit(name)["Service"]
     for key, value in HARDENING.items():
         assert service.get(key) == value, f"{name}: {key}"
     assert service.get("User") and service.get("User") != "root"
-    assert service.get("ReadWritePaths")
+    assert service.get("ReadWritePaths") or service.get("StateDirectory")
     assert unit(name)["Install"].get("WantedBy") == "multi-user.target"
+    # A flood or leak the limits missed is stopped by the kernel, not by the host's OOM.
+    assert service.get("MemoryMax", "infinity") != "infinity", f"{name}: MemoryMax"
+    assert service.get("TasksMax", "infinity") != "infinity", f"{name}: TasksMax"
 
 
 def test_webridge_unit_socket_directory_matches_default_config() -> None:

@@ -14,6 +14,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from xmppd.private_files import private_sqlite
+
 WRITE_OPTION = "xmppd_write"
 
 _DRIVERS = {
@@ -61,6 +63,8 @@ def create_engine(url: str) -> sa.Engine:
         if parsed.database in (None, "", ":memory:"):
             # One shared connection, or every pooled connection would see its own empty DB.
             kwargs["poolclass"] = sa.StaticPool
+        else:
+            private_sqlite(parsed.database)
         engine = sa.create_engine(parsed, **kwargs)
         event.listen(engine, "connect", _sqlite_connect)
         event.listen(engine, "begin", _sqlite_begin)

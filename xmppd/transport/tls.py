@@ -18,6 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from xmppd.private_files import private_dir
+
 log = logging.getLogger("xmppd.tls")
 
 
@@ -25,7 +27,7 @@ def ensure_self_signed(cert_path: Path, key_path: Path, domain: str) -> None:
     """Create a self-signed certificate for ``domain`` unless one is already there."""
     if cert_path.exists() and key_path.exists():
         return
-    cert_path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(cert_path.parent)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
     alt_names: list[x509.GeneralName] = [x509.DNSName(domain), x509.DNSName(f"*.{domain}")]
