@@ -14,3 +14,10 @@ ensure_uv() {
     fi
     UV="$PWD/$tools/bin/uv"
 }
+
+# build_requirements: pyproject.toml's [build-system] requires, one per line (what builds
+# xmppd itself; both the lock and the canary install it, since pip runs without isolation).
+build_requirements() {
+    "$(find_python)" -c 'import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))'
+}

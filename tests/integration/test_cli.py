@@ -322,8 +322,10 @@ def test_user_commands_refused_with_phpbb_backend(tmp_path: Path) -> None:
 
 
 def test_scripts_are_valid_bash() -> None:
-    for name in ("run", "test", ".ci/run"):
+    scripts = ("run", "test", ".ci/run", "scripts/lock", "scripts/check-latest-deps")
+    for name in (*scripts, "scripts/venv.sh", "scripts/_tools.sh"):
         path = ROOT / name
         assert path.is_file(), name
         subprocess.run(["bash", "-n", str(path)], check=True)
-    assert os.access(ROOT / "run", os.X_OK) and os.access(ROOT / "test", os.X_OK)
+    for name in scripts:
+        assert os.access(ROOT / name, os.X_OK), name
