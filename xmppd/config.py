@@ -144,9 +144,12 @@ class HttpConfig:
     h2c: bool = True
     #: Serve every path under this prefix (e.g. "/xmpp" behind a shared web server).
     path_prefix: str = ""
-    #: Reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For /
-    #: Forwarded / X-Forwarded-Proto headers are believed.
+    #: Reverse proxies (IP addresses or CIDR networks) whose forwarding headers are
+    #: believed; requests from them never get the loopback exemption.
     trusted_proxies: list[str] = field(default_factory=list)
+    #: The one header family those proxies set: "x-forwarded-for" (with
+    #: X-Forwarded-Proto) or "forwarded" (RFC 7239 for=/proto=); the other is ignored.
+    forwarded_header: str = "x-forwarded-for"
     #: Origins (scheme://host[:port]) other sites' pages may call BOSH / history from;
     #: "*" allows any. Same-origin requests are always allowed.
     cors_origins: list[str] = field(default_factory=list)
@@ -423,6 +426,8 @@ def validate(config: Config) -> None:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(f"http.trusted_proxies: {proxy!r} is not an address") from None
+    if config.http.forwarded_header not in ("x-forwarded-for", "forwarded"):
+        raise ConfigError('http.forwarded_header: must be "x-forwarded-for" or "forwarded"')
     for origin in config.http.cors_origins:
         if origin != "*" and ("://" not in origin or origin.endswith("/")):
             raise ConfigError(f"http.cors_origins: {origin!r} is not scheme://host[:port]")
