@@ -140,8 +140,10 @@ class HttpConfig:
     port: int = 5280
     #: HTTPS with the server's certificate (ALPN h2 + http/1.1); 0 disables.
     tls_port: int = 5443
-    #: Accept HTTP/2 without TLS (prior knowledge or Upgrade: h2c) on ``port``.
-    h2c: bool = True
+    #: Accept HTTP/2 without TLS (prior knowledge or Upgrade: h2c) on ``port``. Off by
+    #: default: a proxy passing ``Upgrade: h2c`` on would become a tunnel (h2c smuggling);
+    #: even when on, requests through a proxy are never upgraded.
+    h2c: bool = False
     #: Serve every path under this prefix (e.g. "/xmpp" behind a shared web server).
     path_prefix: str = ""
     #: Reverse proxies (IP addresses or CIDR networks) whose forwarding headers are

@@ -8,6 +8,7 @@ import ipaddress
 
 import pytest
 
+from xmppd.bosh.h2c import asks_h2c
 from xmppd.bosh.proxy import (
     Hop,
     Malformed,
@@ -227,11 +228,18 @@ def test_policy_rejects_unknown_header_family() -> None:
         ProxyPolicy.of([], "x-real-ip")
 
 
+def test_h2c_request_detection() -> None:
+    assert asks_h2c([(b"Upgrade", b" H2C "), (b"connection", b"upgrade")])
+    assert not asks_h2c([(b"upgrade", b"h2c"), (b"content-length", b"3")])
+    assert not asks_h2c([(b"upgrade", b"websocket")])
+    assert not asks_h2c([])
+
+
 def test_config_defaults_and_check() -> None:
     from xmppd.config import Config, ConfigError, validate
 
     config = Config()
-    assert config.http.forwarded_header == "x-forwarded-for"
+    assert config.http.forwarded_header == "x-forwarded-for" and config.http.h2c is False
     validate(config)
     config.http.forwarded_header = "x-real-ip"
     with pytest.raises(ConfigError, match=r"http\.forwarded_header"):

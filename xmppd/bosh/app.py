@@ -12,7 +12,8 @@ Every request first gets its real client (``proxy.ProxyPolicy``: the configured
 forwarding header, only from ``trusted_proxies``) and its CORS verdict
 (``cors.OriginPolicy``). Plaintext SASL over plain HTTP follows the c2s rule: only when the
 client is on loopback and did not come through any proxy, or a trusted proxy says the
-request came over HTTPS.
+request came over HTTPS. ``Upgrade: h2c`` is honoured only with ``http.h2c`` and never
+through a proxy (``h2c.install``).
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ import trio
 
 from xmppd import web
 from xmppd.auth.base import AuthContext, AuthError, Identity
-from xmppd.bosh import static
+from xmppd.bosh import h2c, static
 from xmppd.bosh.cors import PREFLIGHT_HEADERS, OriginPolicy
 from xmppd.bosh.history import HistoryFeed
-from xmppd.bosh.proxy import ClientInfo, ProxyPolicy
+from xmppd.bosh.proxy import FORWARDING_HEADERS, ClientInfo, ProxyPolicy
 from xmppd.bosh.request import HttpRequest, HttpResponse, header_map
 from xmppd.bosh.websocket import WebSocketConnection
 from xmppd.stream.c2s import C2SSettings
@@ -137,6 +138,14 @@ class HttpApp:
                 "such requests count as the proxy's own; logged once",
             )
         return info
+
+    def h2c_upgrade_allowed(self, client: tuple[str, int] | None, raw: h2c.Headers) -> bool:
+        """``Upgrade: h2c`` only with ``http.h2c``, and only straight from the client:
+        never from a trusted proxy or with forwarding headers (h2c smuggling)."""
+        if not self.cfg.h2c or client is None or self.proxies.trusts(client[0]):
+            return False
+        names = {name.decode("latin-1").strip().lower() for name, _ in raw}
+        return not names.intersection(FORWARDING_HEADERS)
 
     def _origin_ok(self, headers: dict[str, str], client: ClientInfo) -> bool:
         return self.origins.allowed(
@@ -464,7 +473,8 @@ async def _deny(send: Send, status: int, text: str) -> None:
 
 
 # ----------------------------------------------------------------- serving
-def hypercorn_config(server: Server) -> Any:
+def hypercorn_config(server: Server, app: HttpApp | None = None) -> Any:
+    """hypercorn's settings; with ``app``, its ``h2c_upgrade_allowed`` gates h2c."""
     from hypercorn.config import Config as HyperConfig
 
     cfg = server.config.http
@@ -491,6 +501,9 @@ def hypercorn_config(server: Server) -> Any:
     hc.include_server_header = False
     hc.websocket_max_message_size = server.config.limits.max_stanza_size + 65536
     hc.h11_max_incomplete_size = 64 * 1024
+    if app is not None:
+        h2c.install()
+        setattr(hc, h2c.ATTRIBUTE, app.h2c_upgrade_allowed)
     return hc
 
 
@@ -500,7 +513,7 @@ async def serve_http(server: Server, *, task_status: Any = trio.TASK_STATUS_IGNO
 
     app = HttpApp(server)
     server.http_app = app
-    config = hypercorn_config(server)
+    config = hypercorn_config(server, app)
     async with trio.open_nursery() as nursery:
         run = getattr(app.bosh, "run", None)
         if run is not None:
