@@ -42,7 +42,10 @@ class WsXmpp:
         subprotocols: list[str] | None = None,
         origin: str | None = None,
         headers: dict[str, str] | None = None,
+        **socket_options: Any,
     ) -> WsXmpp:
+        """``socket_options`` go to the event loop's ``create_connection`` (e.g.
+        ``local_addr=("127.0.0.2", 0)``, ``ssl=context``)."""
         ws = await connect(
             url,
             subprotocols=["xmpp"] if subprotocols is None else subprotocols,  # type: ignore[list-item]
@@ -50,6 +53,7 @@ class WsXmpp:
             additional_headers=headers,
             max_size=None,
             open_timeout=10,
+            **socket_options,
         )
         return cls(ws, domain)
 

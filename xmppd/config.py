@@ -140,13 +140,18 @@ class HttpConfig:
     port: int = 5280
     #: HTTPS with the server's certificate (ALPN h2 + http/1.1); 0 disables.
     tls_port: int = 5443
-    #: Accept HTTP/2 without TLS (prior knowledge or Upgrade: h2c) on ``port``.
-    h2c: bool = True
+    #: Accept HTTP/2 without TLS (prior knowledge or Upgrade: h2c) on ``port``. Off by
+    #: default: a proxy passing ``Upgrade: h2c`` on would become a tunnel (h2c smuggling);
+    #: even when on, requests through a proxy are never upgraded.
+    h2c: bool = False
     #: Serve every path under this prefix (e.g. "/xmpp" behind a shared web server).
     path_prefix: str = ""
-    #: Reverse proxies (IP addresses or CIDR networks) whose X-Forwarded-For /
-    #: Forwarded / X-Forwarded-Proto headers are believed.
+    #: Reverse proxies (IP addresses or CIDR networks) whose forwarding headers are
+    #: believed; requests from them never get the loopback exemption.
     trusted_proxies: list[str] = field(default_factory=list)
+    #: The one header family those proxies set: "x-forwarded-for" (with
+    #: X-Forwarded-Proto) or "forwarded" (RFC 7239 for=/proto=); the other is ignored.
+    forwarded_header: str = "x-forwarded-for"
     #: Origins (scheme://host[:port]) other sites' pages may call BOSH / history from;
     #: "*" allows any. Same-origin requests are always allowed.
     cors_origins: list[str] = field(default_factory=list)
@@ -423,6 +428,8 @@ def validate(config: Config) -> None:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(f"http.trusted_proxies: {proxy!r} is not an address") from None
+    if config.http.forwarded_header not in ("x-forwarded-for", "forwarded"):
+        raise ConfigError('http.forwarded_header: must be "x-forwarded-for" or "forwarded"')
     for origin in config.http.cors_origins:
         if origin != "*" and ("://" not in origin or origin.endswith("/")):
             raise ConfigError(f"http.cors_origins: {origin!r} is not scheme://host[:port]")

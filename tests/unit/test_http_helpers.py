@@ -1,4 +1,5 @@
-"""Pure helpers of the HTTP port: real client behind proxies, CORS verdicts, static paths."""
+"""Pure helpers of the HTTP port: CORS verdicts, static paths, cookies, history (the real
+client behind proxies: test_http_proxy.py)."""
 
 from __future__ import annotations
 
@@ -6,30 +7,6 @@ from pathlib import Path
 
 from xmppd.bosh import static
 from xmppd.bosh.cors import OriginPolicy
-from xmppd.bosh.proxy import parse_networks, resolve_client
-
-TRUSTED = parse_networks(["127.0.0.1", "10.0.0.0/8"])
-
-
-def test_forwarding_believed_only_from_trusted_peers() -> None:
-    xff = {"x-forwarded-for": "203.0.113.5", "x-forwarded-proto": "https"}
-    spoofed = resolve_client("198.51.100.1", False, xff, TRUSTED)
-    assert spoofed.ip == "198.51.100.1" and not spoofed.secure and spoofed.untrusted_forwarding
-    real = resolve_client("127.0.0.1", False, xff, TRUSTED)
-    assert real.ip == "203.0.113.5" and real.secure and not real.untrusted_forwarding
-    assert not resolve_client("127.0.0.1", False, {}, TRUSTED).untrusted_forwarding
-
-
-def test_right_most_untrusted_hop_wins() -> None:
-    # the client prepended a fake address; our two proxies appended the real chain
-    chain = {"x-forwarded-for": "1.2.3.4, 203.0.113.5, 10.1.2.3"}
-    assert resolve_client("127.0.0.1", False, chain, TRUSTED).ip == "203.0.113.5"
-    fwd = {"forwarded": 'for=1.2.3.4, for="[2001:db8::7]:4711";proto=https'}
-    info = resolve_client("10.0.0.2", False, fwd, TRUSTED)
-    assert info.ip == "2001:db8::7" and info.secure
-    assert resolve_client("127.0.0.1", False, {"x-forwarded-for": "unknown"}, TRUSTED).ip == (
-        "127.0.0.1"
-    )
 
 
 def test_origin_policy() -> None:

@@ -8,10 +8,12 @@ Routes (below ``[http] path_prefix``):
   a new BOSH session gets its stream's settings from :meth:`HttpApp.stream_settings`);
 - ``/chat/``: the widget's static files; ``/chat/history``: public rooms' recent messages.
 
-Every request first gets its real client (``proxy.resolve_client``: forwarding headers
-only from ``trusted_proxies``) and its CORS verdict (``cors.OriginPolicy``). Plaintext
-SASL over plain HTTP follows the c2s rule: only when the client is on loopback (and not
-behind an untrusted proxy) or a trusted proxy says the request came over HTTPS.
+Every request first gets its real client (``proxy.ProxyPolicy``: the configured
+forwarding header, only from ``trusted_proxies``) and its CORS verdict
+(``cors.OriginPolicy``). Plaintext SASL over plain HTTP follows the c2s rule: only when the
+client is on loopback and did not come through any proxy, or a trusted proxy says the
+request came over HTTPS. ``Upgrade: h2c`` is honoured only with ``http.h2c`` and never
+through a proxy (``h2c.install``).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ import trio
 
 from xmppd import web
 from xmppd.auth.base import AuthContext, AuthError, Identity
-from xmppd.bosh import static
+from xmppd.bosh import h2c, static
 from xmppd.bosh.cors import PREFLIGHT_HEADERS, OriginPolicy
 from xmppd.bosh.history import HistoryFeed
-from xmppd.bosh.proxy import ClientInfo, parse_networks, resolve_client
+from xmppd.bosh.proxy import FORWARDING_HEADERS, ClientInfo, ProxyPolicy
 from xmppd.bosh.request import HttpRequest, HttpResponse, header_map
 from xmppd.bosh.websocket import WebSocketConnection
 from xmppd.stream.c2s import C2SSettings
@@ -82,7 +84,8 @@ class HttpApp:
         cfg = server.config.http
         self.cfg = cfg
         self.prefix = cfg.path_prefix
-        self.trusted = parse_networks(cfg.trusted_proxies)
+        self.proxies = ProxyPolicy.of(cfg.trusted_proxies, cfg.forwarded_header)
+        self._proxy_problem_logged = False
         self.origins = OriginPolicy(cfg.cors_origins)
         self.static_root = Path(cfg.static_dir) if cfg.static_dir else static.default_root()
         muc_cfg = server.config.muc
@@ -125,7 +128,24 @@ class HttpApp:
         client = scope.get("client")
         peer = client[0] if client else ""
         secure = scope.get("scheme") in ("https", "wss")
-        return resolve_client(peer, secure, headers, self.trusted)
+        info = self.proxies.resolve(peer, secure, headers)
+        if info.problem is not None and not self._proxy_problem_logged:
+            self._proxy_problem_logged = True
+            log.warning(
+                "event=forwarded_header_malformed peer=%s problem=%s note=%s",
+                peer,
+                info.problem,
+                "such requests count as the proxy's own; logged once",
+            )
+        return info
+
+    def h2c_upgrade_allowed(self, client: tuple[str, int] | None, raw: h2c.Headers) -> bool:
+        """``Upgrade: h2c`` only with ``http.h2c``, and only straight from the client:
+        never from a trusted proxy or with forwarding headers (h2c smuggling)."""
+        if not self.cfg.h2c or client is None or self.proxies.trusts(client[0]):
+            return False
+        names = {name.decode("latin-1").strip().lower() for name, _ in raw}
+        return not names.intersection(FORWARDING_HEADERS)
 
     def _origin_ok(self, headers: dict[str, str], client: ClientInfo) -> bool:
         return self.origins.allowed(
@@ -142,7 +162,7 @@ class HttpApp:
         base = server.c2s_settings(client.ip, direct_tls=client.secure)
         exempt = (
             server.config.c2s.allow_plain_on_loopback
-            and not client.untrusted_forwarding
+            and not client.proxied
             and _is_loopback(client.ip)
         )
         mechanisms = base.mechanisms
@@ -164,7 +184,7 @@ class HttpApp:
         """Settings for a new c2s stream carried by ``request`` (a BOSH session creation):
         the plaintext rule for its real client, plus SASL EXTERNAL when its forum cookies
         prove a member (``http.phpbb_cookie_auth``)."""
-        client = ClientInfo(request.client_ip, request.secure, request.untrusted_forwarding)
+        client = ClientInfo(request.client_ip, request.secure, request.proxied)
         external = await self.cookie_identity(request.headers, client, "bosh")
         return self.c2s_settings(client, external)
 
@@ -260,7 +280,7 @@ class HttpApp:
                         secure=client.secure,
                         origin=origin,
                         http_version=scope.get("http_version", "1.1"),
-                        untrusted_forwarding=client.untrusted_forwarding,
+                        proxied=client.proxied,
                     )
                     response = await self.http_bind(request)
                     response.headers = [*response.headers, *cors]
@@ -453,7 +473,8 @@ async def _deny(send: Send, status: int, text: str) -> None:
 
 
 # ----------------------------------------------------------------- serving
-def hypercorn_config(server: Server) -> Any:
+def hypercorn_config(server: Server, app: HttpApp | None = None) -> Any:
+    """hypercorn's settings; with ``app``, its ``h2c_upgrade_allowed`` gates h2c."""
     from hypercorn.config import Config as HyperConfig
 
     cfg = server.config.http
@@ -480,6 +501,9 @@ def hypercorn_config(server: Server) -> Any:
     hc.include_server_header = False
     hc.websocket_max_message_size = server.config.limits.max_stanza_size + 65536
     hc.h11_max_incomplete_size = 64 * 1024
+    if app is not None:
+        h2c.install()
+        setattr(hc, h2c.ATTRIBUTE, app.h2c_upgrade_allowed)
     return hc
 
 
@@ -489,7 +513,7 @@ async def serve_http(server: Server, *, task_status: Any = trio.TASK_STATUS_IGNO
 
     app = HttpApp(server)
     server.http_app = app
-    config = hypercorn_config(server)
+    config = hypercorn_config(server, app)
     async with trio.open_nursery() as nursery:
         run = getattr(app.bosh, "run", None)
         if run is not None:

@@ -27,9 +27,8 @@ class HttpRequest:
     origin: str | None = None
     #: HTTP version as hypercorn reports it ("1.1", "2").
     http_version: str = "1.1"
-    #: Forwarding headers came from a peer that is not a trusted proxy (ignored; the
-    #: client then gets no loopback exemption).
-    untrusted_forwarding: bool = False
+    #: Came through a proxy (trusted or not): the client gets no loopback exemption.
+    proxied: bool = False
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
