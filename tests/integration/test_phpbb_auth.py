@@ -8,6 +8,7 @@ from (bcrypt, argon2-cffi) and, for phpass, a PHP-made vector (see test_phpass.p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import sys
@@ -78,6 +79,31 @@ async def condition_of(auth: PhpbbAuthenticator, user: str, secret: str, ctx=CTX
     with pytest.raises(AuthError) as info:
         await auth.check_password(user, secret, ctx)
     return info.value.condition
+
+
+class Gate:
+    """Records what the backend claims for the failed-login limits; refuses ``spent``."""
+
+    def __init__(self, spent: tuple[str, ...] = ()) -> None:
+        self.claims: list[str] = []
+        self.spent = set(spent)
+
+    def claim(self, account: str) -> None:
+        self.claims.append(account)
+        if account in self.spent:
+            raise AuthError("temporary-auth-failure")
+
+
+def gated(gate: Gate, ctx: AuthContext = CTX) -> AuthContext:
+    return dataclasses.replace(ctx, gate=gate)
+
+
+async def outcome(auth: PhpbbAuthenticator, user: str, secret: str, ctx: AuthContext) -> str:
+    try:
+        await auth.check_password(user, secret, ctx)
+    except AuthError as err:
+        return err.condition
+    return "ok"
 
 
 # -- session ids ------------------------------------------------------------------------
@@ -195,6 +221,61 @@ async def test_ban_exclusion_wins(phpbb_db: PhpbbDatabase) -> None:
     async with make_auth(phpbb_db) as auth:
         assert (await auth.check_password("lucky", sid, CTX)).user_id == uid
         assert await condition_of(auth, "unlucky", other_sid) == "account-disabled"
+
+
+# -- failed-login limits -------------------------------------------------------------------
+
+
+async def test_logins_are_claimed_for_the_member_before_the_secret_is_checked(
+    phpbb_db: PhpbbDatabase,
+) -> None:
+    uid = phpbb_db.add_user("Jane Doe", password_hash=bcrypt_2y("pw"))
+    sid = phpbb_db.add_session(uid, session_time=NOW)
+    member = f"user:{uid}"
+    async with make_auth(phpbb_db) as auth:
+        for given, secret, expected in (
+            ("jane\\20doe", "pw", "ok"),
+            ("JANE DOE", sid, "ok"),
+            ("JANE DOE", sid, "ok"),  # from the SID cache: still claimed
+            ("  Jane   Doe ", "wrong", "not-authorized"),
+            ("\uff2aane Doe", "0" * 32, "not-authorized"),  # no such session, then password
+        ):
+            gate = Gate()
+            assert await outcome(auth, given, secret, gated(gate)) == expected
+            assert gate.claims == ["name:jane doe", member]
+        # a member whose budget is spent is refused before the hash, right password or not
+        for secret in ("pw", sid, "wrong"):
+            gate = Gate(spent=(member,))
+            assert await outcome(auth, "jane doe", secret, gated(gate)) == "temporary-auth-failure"
+        gate = Gate()
+        assert await outcome(auth, "nobody", "pw", gated(gate)) == "not-authorized"
+        assert gate.claims == ["name:nobody"]  # unknown names are limited by name
+
+
+async def test_homograph_spellings_share_the_members_budget(phpbb_db: PhpbbDatabase) -> None:
+    # phpBB folds Cyrillic U+0430 to "a" in username_clean, so "anna" finds her too
+    uid = phpbb_db.add_user("\u0430nna", username_clean="anna", password_hash=bcrypt_2y("pw"))
+    async with make_auth(phpbb_db) as auth:
+        for given in ("anna", "\u0430nna"):
+            gate = Gate(spent=(f"user:{uid}",))
+            assert await outcome(auth, given, "pw", gated(gate)) == "temporary-auth-failure"
+            assert gate.claims[-1] == f"user:{uid}"
+
+
+async def test_control_characters_are_refused_before_any_query() -> None:
+    with socket.socket() as probe:  # a database nobody answers: any query would fail
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/phpbb"
+    auth = PhpbbAuthenticator(PhpbbConfig(url=url, query_timeout=1.0), "example.org")
+    try:
+        for name in ("al\x01ice", "al\x7fice", "alice\x85", "\x00alice", "ali\tce"):
+            gate = Gate()
+            assert await outcome(auth, name, "pw", gated(gate)) == "not-authorized"
+            assert gate.claims == []
+        assert await outcome(auth, "alice", "pw", CTX) == "temporary-auth-failure"  # it did try
+    finally:
+        await auth.aclose()
 
 
 # -- passwords --------------------------------------------------------------------------

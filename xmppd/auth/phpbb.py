@@ -12,6 +12,12 @@ in-process against the forum's own tables, with phpBB's own rules:
 - Password: the user row is found as phpBB's login form finds it (``username_clean``),
   and the stored hash is verified (:mod:`xmppd.auth.phpbb_hashes`).
 
+Failed-login limits (:mod:`xmppd.auth.ratelimit`): a name with control characters is
+refused before anything else (phpBB's ``username_clean`` drops them, so they would
+only be more spellings of one member). Then the attempt is claimed for its cleaned
+name, before any query, and for the member's user id as soon as a row names one,
+before the secret is checked: every spelling that reaches a member shares one budget.
+
 Only SELECTs are issued (the connection is also put in read-only mode where the driver
 allows), all through SQLAlchemy Core with bound parameters, in worker threads behind a
 capacity limiter and a timeout, so a slow forum database degrades into
@@ -64,7 +70,14 @@ from typing import Any, NoReturn, TypeVar
 import sqlalchemy as sa
 import trio
 
-from xmppd.auth.base import AuthContext, AuthError, Identity, ScramCredentials, ScramHash
+from xmppd.auth.base import (
+    AuthContext,
+    AuthError,
+    Identity,
+    ScramCredentials,
+    ScramHash,
+    claim_account,
+)
 from xmppd.auth.phpbb_hashes import hash_scheme, verify_phpbb_hash
 from xmppd.auth.phpbb_schema import (
     ANONYMOUS,
@@ -220,6 +233,16 @@ def is_banned(bans: Sequence[Any], user_id: int, peer_ip: str, now: int) -> bool
     return banned
 
 
+def _name_key(candidates: Sequence[str]) -> str:
+    """Limiter key for a name before any lookup: what phpBB's ``username_clean`` holds."""
+    return "name:" + clean_username(candidates[0])
+
+
+def _member_key(user_id: int) -> str:
+    """Limiter key for a resolved forum member."""
+    return f"user:{int(user_id)}"
+
+
 @dataclass(frozen=True, slots=True)
 class _SessionLookup:
     row: Any
@@ -318,9 +341,12 @@ class PhpbbAuthenticator:
 
     async def check_password(self, username: str, password: str, ctx: AuthContext) -> Identity:
         """Authenticate ``username`` with a forum SID or the forum password."""
+        if _CONTROL.search(username):
+            self._fail("control-characters", username, ctx)
         candidates = _name_candidates(username)
         if not candidates or not password:
             self._fail("empty-credentials", username, ctx)
+        claim_account(ctx, _name_key(candidates))
         if self.config.accept_session_ids and SID_PATTERN.fullmatch(password):
             identity = await self._check_sid(username, candidates, password, ctx)
             if identity is not None:
@@ -376,6 +402,7 @@ class PhpbbAuthenticator:
         if not user_id.isdigit() or not SID_PATTERN.fullmatch(sid):
             self._fail("malformed-cookie", label, ctx)
         uid = int(user_id)
+        claim_account(ctx, _member_key(uid))
         identity = await self._session_identity(label, sid, ctx, lambda row: row.user_id == uid)
         if identity is None:
             self._fail("no-such-session", label, ctx)
@@ -406,6 +433,8 @@ class PhpbbAuthenticator:
         key = self._sid_cache_key(authcid, sid, ctx)
         cached = self._sid_cache.get(key)
         if cached is not None and cached[0] > now:
+            assert cached[1].user_id is not None
+            claim_account(ctx, _member_key(cached[1].user_id))
             return cached[1]
         lookup = await self._db(self._lookup_session_sync, sid, ctx.peer_ip)
         if lookup is None:
@@ -413,6 +442,7 @@ class PhpbbAuthenticator:
         row, forum_config = lookup.row, lookup.forum_config
         if not owns(row):
             self._fail("session-of-other-user", authcid, ctx, row.user_id)
+        claim_account(ctx, _member_key(row.user_id))
         if row.user_id == ANONYMOUS or row.user_type == USER_IGNORE:
             self._fail("guest-or-bot-session", authcid, ctx, row.user_id)
         if session_expired(
@@ -495,6 +525,8 @@ class PhpbbAuthenticator:
         if not password or len(password) > _MAX_PASSWORD_CHARS:
             self._fail("unusable-password", authcid, ctx)
         lookup = await self._db(self._lookup_user_sync, candidates, True)
+        if lookup is not None:
+            claim_account(ctx, _member_key(lookup.row.user_id))
         if lookup is None or lookup.row.user_id == ANONYMOUS or lookup.row.user_type == USER_IGNORE:
             await self._verify_hash(password, await self._get_dummy_hash())
             reason = "unknown-user" if lookup is None else "guest-or-bot-account"
