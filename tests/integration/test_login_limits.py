@@ -1,8 +1,8 @@
-"""Failed-login limits over real sockets (issue 13, finding 4).
+"""Failed-login limits and forum bans over real sockets (issue 13, findings 4 and 12).
 
 The limiter must count guesses against the account the backend resolved, whatever the
 spelling; attempts still being checked count too, so concurrent guesses cannot all slip
-under the limit.
+under the limit; and a forum's IP and e-mail bans apply to every kind of login.
 
 Each connection can come from its own loopback address (Linux routes all of 127/8 to
 ``lo``), so the per-address limit and the per-account limit are tested apart.
@@ -197,3 +197,43 @@ def test_scram_exchanges_in_flight_hold_the_accounts_budget(tmp_path: Path) -> N
         finally:
             for client in pending:
                 client.close()
+
+
+# -- finding 12: the forum's IP and e-mail bans -------------------------------------------
+
+
+def test_forum_ip_and_email_bans_refuse_password_and_session_logins(tmp_path: Path) -> None:
+    now = int(time.time())
+    banned_net, clean_net = "127.0.9.7", "127.0.10.7"
+    with phpbb_database("mariadb") as forum:
+        pw = forum_hash("pw")
+
+        def member(name: str, email: str = "") -> tuple[str, str, int]:
+            uid = forum.add_user(name, password_hash=pw, email=email)
+            return name, forum.add_session(uid, session_time=now, ip=banned_net), uid
+
+        wanderer = member("wanderer")
+        spammer = member("spammer", "Spammer@JUNK.example")
+        trusted = member("trusted", "trusted@junk.example")
+        reformed = member("reformed", "reformed@old.example")
+        friend = member("friend")
+        forum.add_ban(ip="127.0.9.*")
+        forum.add_ban(email="*@junk.example")
+        forum.add_ban(email="reformed@old.example", end=now - 60)  # expired
+        forum.add_ban(email="trusted@junk.example", exclude=True)
+        forum.add_ban(user_id=friend[2], exclude=True)
+        with running_server(tmp_path, auth=phpbb_auth(forum)) as server:
+            for name, sid, _ in (wanderer, spammer, trusted, reformed, friend):
+                for secret in ("pw", sid):
+                    from_banned = attempt(server, banned_net, name, secret)
+                    from_clean = attempt(server, clean_net, name, secret)
+                    if name == "wanderer":  # banned by address only
+                        assert (from_banned, from_clean) == ("account-disabled", "success")
+                    elif name == "spammer":  # banned by e-mail, wherever they are
+                        assert (from_banned, from_clean) == ("account-disabled",) * 2
+                    elif name == "reformed":  # e-mail ban expired, the IP ban still holds
+                        assert (from_banned, from_clean) == ("account-disabled", "success")
+                    else:  # an exclusion wins over both
+                        assert (from_banned, from_clean) == ("success", "success")
+            log = server.log()
+    assert log.count("reason=banned") == 8
