@@ -192,10 +192,6 @@ class LoginAttempt:
         """Give the places back without a verdict (aborted exchange, closed connection)."""
         self._settle()
 
-    @property
-    def settled(self) -> bool:
-        return not self._open
-
     def _settle(self) -> bool:
         """Release every place this attempt holds; ``False`` if that already happened."""
         if not self._open:
@@ -231,8 +227,9 @@ class LoginLimits:
             return None
         return LoginAttempt(self, key)
 
-    # For logins that have no backend claim (the HTTP cookie check): address only, or
-    # an account key the caller already resolved.
+    # Without a LoginAttempt: a cheap pre-check before any work, or a failure that
+    # never reached a backend (a malformed SASL payload). ``account`` must be a key a
+    # backend would claim, never a name as the client spelled it.
     def allowed(self, ip: str, account: str | None = None) -> bool:
         """Whether a login from ``ip`` (for ``account``) may go ahead now."""
         if not self.by_address.allowed(self.address_key(ip)):
