@@ -14,8 +14,14 @@ HEADER = (
 
 
 class RawClient:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection((host, port), timeout)
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = 5.0, source: str | None = None
+    ) -> None:
+        """``source``: the local address to connect from (any 127.x.y.z works on Linux)."""
+        bind = (source, 0) if source else None
+        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+            (host, port), timeout, source_address=bind
+        )
         self.sock.settimeout(timeout)
         self.buffer = b""
 

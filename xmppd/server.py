@@ -16,9 +16,8 @@ import trio
 
 import xmppd
 from xmppd.auth.base import Authenticator
-from xmppd.auth.ratelimit import FailureLimiter
+from xmppd.auth.ratelimit import LoginAttempt, LoginLimits
 from xmppd.config import Config
-from xmppd.jid import JIDError, nodeprep
 from xmppd.memory import trim_periodically
 from xmppd.muc.forum_sync import sync_nicks_periodically
 from xmppd.private_files import private_dir
@@ -55,9 +54,8 @@ class Server:
         self.adb = adb or AsyncDatabase(database)
         self.authenticator = authenticator
         self.router = Router(config.server.domain, authenticator)
-        per_minute = config.limits.auth_failures_per_minute
-        self.ip_limiter = FailureLimiter(per_minute)
-        self.user_limiter = FailureLimiter(per_minute)
+        #: Failed-login limits per client address (IPv6 per network) and per account.
+        self.logins = LoginLimits(config.limits.auth_failures_per_minute, config.limits.ipv6_prefix)
         self.connections: set[C2SConnection] = set()
         self.connections_per_ip: Counter[str] = Counter()
         self.ssl_context = None
@@ -134,30 +132,24 @@ class Server:
         )
 
     # -------------------------------------------------------------- logins
-    def _user_key(self, username: str | None) -> str | None:
-        if not username:
-            return None
-        try:
-            return nodeprep(username)
-        except JIDError:
-            return username.lower()
+    def begin_login(self, ip: str) -> LoginAttempt | None:
+        """Start a login from ``ip`` (pass it to the backend as ``AuthContext.gate``, then
+        settle it); ``None`` when the address has no attempts left."""
+        return self.logins.begin(ip)
 
-    def login_allowed(self, ip: str, username: str | None) -> bool:
-        key = self._user_key(username)
-        if not self.ip_limiter.allowed(ip):
-            return False
-        return key is None or self.user_limiter.allowed(key)
+    def login_allowed(self, ip: str, account: str | None = None) -> bool:
+        """For checks that run without a :class:`LoginAttempt`: address (and account) only.
 
-    def record_login_failure(self, ip: str, username: str | None) -> None:
-        self.ip_limiter.record_failure(ip)
-        key = self._user_key(username)
-        if key is not None:
-            self.user_limiter.record_failure(key)
+        ``account`` must be a key a backend claims (see ``xmppd.auth.base.claim_account``),
+        never a name as the client spelled it.
+        """
+        return self.logins.allowed(ip, account)
 
-    def record_login_success(self, ip: str, username: str) -> None:
-        key = self._user_key(username)
-        if key is not None:
-            self.user_limiter.reset(key)
+    def record_login_failure(self, ip: str, account: str | None = None) -> None:
+        self.logins.record_failure(ip, account)
+
+    def record_login_success(self, ip: str, account: str) -> None:
+        self.logins.record_success(account)
 
     # ----------------------------------------------------------- listeners
     async def _handle(self, stream: trio.SocketStream, direct_tls: bool) -> None:

@@ -8,6 +8,7 @@ from (bcrypt, argon2-cffi) and, for phpass, a PHP-made vector (see test_phpass.p
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import sys
@@ -29,6 +30,8 @@ from tests.phpbb.fixtures import PhpbbDatabase, phpbb_database  # noqa: E402
 from xmppd.auth.base import AuthContext, AuthError  # noqa: E402
 from xmppd.auth.phpbb import (  # noqa: E402
     PhpbbAuthenticator,
+    ban_address_form,
+    ban_trigger,
     browser_matches,
     clean_username,
     ip_matches,
@@ -78,6 +81,31 @@ async def condition_of(auth: PhpbbAuthenticator, user: str, secret: str, ctx=CTX
     with pytest.raises(AuthError) as info:
         await auth.check_password(user, secret, ctx)
     return info.value.condition
+
+
+class Gate:
+    """Records what the backend claims for the failed-login limits; refuses ``spent``."""
+
+    def __init__(self, spent: tuple[str, ...] = ()) -> None:
+        self.claims: list[str] = []
+        self.spent = set(spent)
+
+    def claim(self, account: str) -> None:
+        self.claims.append(account)
+        if account in self.spent:
+            raise AuthError("temporary-auth-failure")
+
+
+def gated(gate: Gate, ctx: AuthContext = CTX) -> AuthContext:
+    return dataclasses.replace(ctx, gate=gate)
+
+
+async def outcome(auth: PhpbbAuthenticator, user: str, secret: str, ctx: AuthContext) -> str:
+    try:
+        await auth.check_password(user, secret, ctx)
+    except AuthError as err:
+        return err.condition
+    return "ok"
 
 
 # -- session ids ------------------------------------------------------------------------
@@ -195,6 +223,128 @@ async def test_ban_exclusion_wins(phpbb_db: PhpbbDatabase) -> None:
     async with make_auth(phpbb_db) as auth:
         assert (await auth.check_password("lucky", sid, CTX)).user_id == uid
         assert await condition_of(auth, "unlucky", other_sid) == "account-disabled"
+
+
+async def test_address_bans_apply_to_password_logins(phpbb_db: PhpbbDatabase) -> None:
+    uid = phpbb_db.add_user("Roamer", password_hash=bcrypt_2y("pw"))
+    sid = phpbb_db.add_session(uid, session_time=NOW)
+    phpbb_db.add_ban(ip="192.0.2.*")
+    elsewhere = AuthContext(peer_ip="198.51.100.4", user_agent="Mozilla/5.0")
+    async with make_auth(phpbb_db) as auth:
+        assert await condition_of(auth, "roamer", "pw") == "account-disabled"
+        assert await condition_of(auth, "roamer", sid) == "account-disabled"
+        assert (await auth.check_password("roamer", "pw", elsewhere)).user_id == uid
+        assert await condition_of(auth, "roamer", "wrong") == "not-authorized"  # no ban oracle
+
+
+async def test_email_bans_with_wildcards(phpbb_db: PhpbbDatabase) -> None:
+    spammer = phpbb_db.add_user("Spammer", password_hash=bcrypt_2y("pw"), email="Sp@M.Junk.EXAMPLE")
+    spam_sid = phpbb_db.add_session(spammer, session_time=NOW)
+    kept = phpbb_db.add_user("Kept", password_hash=bcrypt_2y("pw"), email="kept@junk.example")
+    old = phpbb_db.add_user("Old", password_hash=bcrypt_2y("pw"), email="old@gone.example")
+    near = phpbb_db.add_user("Near", password_hash=bcrypt_2y("pw"), email="x@junk.example.org")
+    phpbb_db.add_ban(email="*@*junk.example")
+    phpbb_db.add_ban(email="KEPT@junk.example", exclude=True)
+    phpbb_db.add_ban(email="old@gone.example", end=NOW - 1)
+    async with make_auth(phpbb_db) as auth:
+        assert await condition_of(auth, "spammer", "pw") == "account-disabled"
+        assert await condition_of(auth, "spammer", spam_sid) == "account-disabled"
+        assert (await auth.check_password("kept", "pw", CTX)).user_id == kept
+        assert (await auth.check_password("old", "pw", CTX)).user_id == old
+        assert (await auth.check_password("near", "pw", CTX)).user_id == near  # whole match
+
+
+async def test_ipv6_bans_match_the_normalised_address(phpbb_db: PhpbbDatabase) -> None:
+    uid = phpbb_db.add_user("Six", password_hash=bcrypt_2y("pw"))
+    phpbb_db.add_ban(ip="2001:db8:1::*")
+    phpbb_db.add_ban(ip="203.0.113.9")
+    async with make_auth(phpbb_db) as auth:
+        for peer in ("2001:DB8:1:0:0::7", "::ffff:203.0.113.9"):
+            ctx = AuthContext(peer_ip=peer)
+            assert await condition_of(auth, "six", "pw", ctx) == "account-disabled"
+        assert (
+            await auth.check_password("six", "pw", AuthContext(peer_ip="2001:db8:2::7"))
+        ).user_id == uid
+
+
+def test_ban_rules_in_isolation() -> None:
+    def ban(userid=0, ip="", email="", end=0, exclude=0):
+        return dataclasses.make_dataclass(
+            "Ban", ["ban_userid", "ban_ip", "ban_email", "ban_end", "ban_exclude"]
+        )(userid, ip, email, end, exclude)
+
+    assert ban_trigger([ban(userid=5)], 5, "192.0.2.1", "", NOW) == "user"
+    assert ban_trigger([ban(ip="192.0.2.1")], 5, "192.0.2.10", "", NOW) is None  # whole value
+    assert ban_trigger([ban(ip="192.0.*.1")], 5, "192.0.77.1", "", NOW) == "ip"
+    assert ban_trigger([ban(ip="*")], 5, "", "", NOW) is None  # address unknown
+    assert ban_trigger([ban(email="*@EXAMPLE.org")], 5, "", "a@example.ORG", NOW) == "email"
+    assert ban_trigger([ban(email="a.b@x.org")], 5, "", "aXb@x.org", NOW) is None  # "." literal
+    assert ban_trigger([ban(userid=5, end=NOW - 1)], 5, "", "", NOW) is None
+    assert ban_trigger([ban(userid=5, end=NOW + 1)], 5, "", "", NOW) == "user"
+    excluded = [ban(ip="192.0.2.*"), ban(userid=5, exclude=1)]
+    assert ban_trigger(excluded, 5, "192.0.2.3", "", NOW) is None
+    assert ban_trigger(excluded[::-1], 5, "192.0.2.3", "", NOW) is None  # order does not matter
+    assert ban_trigger(excluded, 6, "192.0.2.3", "", NOW) == "ip"
+    stale_exclusion = [ban(userid=5), ban(userid=5, exclude=1, end=NOW - 1)]
+    assert ban_trigger(stale_exclusion, 5, "", "", NOW) == "user"
+    assert ban_address_form("2001:DB8:0:0::1") == "2001:db8::1"
+    assert ban_address_form("::ffff:192.0.2.1") == "192.0.2.1"
+    assert ban_address_form("fe80::1%eth0") == "fe80::1"
+
+
+# -- failed-login limits -------------------------------------------------------------------
+
+
+async def test_logins_are_claimed_for_the_member_before_the_secret_is_checked(
+    phpbb_db: PhpbbDatabase,
+) -> None:
+    uid = phpbb_db.add_user("Jane Doe", password_hash=bcrypt_2y("pw"))
+    sid = phpbb_db.add_session(uid, session_time=NOW)
+    member = f"user:{uid}"
+    async with make_auth(phpbb_db) as auth:
+        for given, secret, expected in (
+            ("jane\\20doe", "pw", "ok"),
+            ("JANE DOE", sid, "ok"),
+            ("JANE DOE", sid, "ok"),  # from the SID cache: still claimed
+            ("  Jane   Doe ", "wrong", "not-authorized"),
+            ("\uff2aane Doe", "0" * 32, "not-authorized"),  # no such session, then password
+        ):
+            gate = Gate()
+            assert await outcome(auth, given, secret, gated(gate)) == expected
+            assert gate.claims == ["name:jane doe", member]
+        # a member whose budget is spent is refused before the hash, right password or not
+        for secret in ("pw", sid, "wrong"):
+            gate = Gate(spent=(member,))
+            assert await outcome(auth, "jane doe", secret, gated(gate)) == "temporary-auth-failure"
+        gate = Gate()
+        assert await outcome(auth, "nobody", "pw", gated(gate)) == "not-authorized"
+        assert gate.claims == ["name:nobody"]  # unknown names are limited by name
+
+
+async def test_homograph_spellings_share_the_members_budget(phpbb_db: PhpbbDatabase) -> None:
+    # phpBB folds Cyrillic U+0430 to "a" in username_clean, so "anna" finds her too
+    uid = phpbb_db.add_user("\u0430nna", username_clean="anna", password_hash=bcrypt_2y("pw"))
+    async with make_auth(phpbb_db) as auth:
+        for given in ("anna", "\u0430nna"):
+            gate = Gate(spent=(f"user:{uid}",))
+            assert await outcome(auth, given, "pw", gated(gate)) == "temporary-auth-failure"
+            assert gate.claims[-1] == f"user:{uid}"
+
+
+async def test_control_characters_are_refused_before_any_query() -> None:
+    with socket.socket() as probe:  # a database nobody answers: any query would fail
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/phpbb"
+    auth = PhpbbAuthenticator(PhpbbConfig(url=url, query_timeout=1.0), "example.org")
+    try:
+        for name in ("al\x01ice", "al\x7fice", "alice\x85", "\x00alice", "ali\tce"):
+            gate = Gate()
+            assert await outcome(auth, name, "pw", gated(gate)) == "not-authorized"
+            assert gate.claims == []
+        assert await outcome(auth, "alice", "pw", CTX) == "temporary-auth-failure"  # it did try
+    finally:
+        await auth.aclose()
 
 
 # -- passwords --------------------------------------------------------------------------

@@ -178,6 +178,52 @@ async def test_scram_credentials(auth: InternalAuthenticator, db: Database) -> N
     assert await auth.scram_credentials("no body", "sha256") is None
 
 
+class Gate:
+    """Records the accounts the backend claims for the failed-login limits."""
+
+    def __init__(self, spent: tuple[str, ...] = ()) -> None:
+        self.claims: list[str] = []
+        self.spent = set(spent)
+
+    def claim(self, account: str) -> None:
+        self.claims.append(account)
+        if account in self.spent:
+            raise AuthError("temporary-auth-failure")
+
+
+async def test_logins_are_claimed_for_the_localpart_before_pbkdf2(
+    auth: InternalAuthenticator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = internal.verify_password
+    monkeypatch.setattr(internal, "verify_password", lambda *a: calls.append(1) or real(*a))
+    for name in ("alice", "ALICE", "\uff21lice", "nobody"):
+        gate = Gate()
+        with pytest.raises(AuthError):
+            await auth.check_password(name, "wrong", AuthContext(peer_ip="192.0.2.1", gate=gate))
+        assert gate.claims == ["nobody" if name == "nobody" else "alice"]
+        gate = Gate()
+        await auth.scram_credentials(name, "sha256", AuthContext(peer_ip="192.0.2.1", gate=gate))
+        assert gate.claims == ["nobody" if name == "nobody" else "alice"]
+    assert len(calls) == 4
+    spent = AuthContext(peer_ip="192.0.2.1", gate=Gate(spent=("alice",)))
+    for secret in ("correct horse", "wrong"):
+        with pytest.raises(AuthError) as info:
+            await auth.check_password("Alice", secret, spent)
+        assert info.value.condition == "temporary-auth-failure"
+    with pytest.raises(AuthError):
+        await auth.scram_credentials("alice", "sha256", spent)
+    assert len(calls) == 4  # a spent budget never reaches PBKDF2
+    gate = Gate()  # a name that is no localpart names no account: nothing to claim
+    with pytest.raises(AuthError):
+        await auth.check_password("al\x01ice", "correct horse", AuthContext("192.0.2.1", gate=gate))
+    assert (
+        await auth.scram_credentials("al\x7fice", "sha256", AuthContext("192.0.2.1", gate=gate))
+        is None
+    )
+    assert gate.claims == []
+
+
 async def test_user_exists(auth: InternalAuthenticator) -> None:
     assert await auth.user_exists("alice")
     assert not await auth.user_exists("nobody")

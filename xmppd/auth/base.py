@@ -14,6 +14,14 @@ from typing import Literal, Protocol
 ScramHash = Literal["sha1", "sha256"]
 
 
+class LoginGate(Protocol):
+    """The failed-login limiter as a backend sees it (``xmppd.auth.ratelimit.LoginAttempt``)."""
+
+    def claim(self, account: str) -> None:
+        """Hold a place for ``account``; raises ``AuthError('temporary-auth-failure')``."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class AuthContext:
     """Where a login attempt comes from; feeds rate limits and phpBB's optional checks."""
@@ -22,6 +30,8 @@ class AuthContext:
     transport: Literal["tcp", "tls", "bosh", "websocket", "test"] = "tcp"
     secure: bool = False
     user_agent: str | None = None
+    #: The attempt's hold on the failed-login limits; ``None`` where nothing limits.
+    gate: LoginGate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,17 @@ class AuthError(Exception):
         self.text = text
 
 
+def claim_account(ctx: AuthContext | None, account: str) -> None:
+    """Tell the limiter which account this attempt is for, *before* checking the secret.
+
+    ``account`` must be the account as the backend resolved it (a stable id, a
+    normalised localpart), so every spelling that reaches one account shares one
+    budget. Raises ``AuthError('temporary-auth-failure')`` when that budget is spent.
+    """
+    if ctx is not None and ctx.gate is not None:
+        ctx.gate.claim(account)
+
+
 class Authenticator(Protocol):
     """A source of accounts.
 
@@ -64,6 +85,10 @@ class Authenticator(Protocol):
     secret); ``scram_credentials`` serves SCRAM-SHA-1/-256. A backend that cannot do
     SCRAM (the phpbb one: it holds bcrypt hashes and session ids) returns
     ``supports_scram() == False`` so the stream never offers SCRAM.
+
+    Both must call :func:`claim_account` with the account they resolved before they
+    check (or hand out what checks) a secret, and refuse names with control
+    characters before any lookup: that is what the failed-login limits count.
     """
 
     name: str
@@ -75,7 +100,7 @@ class Authenticator(Protocol):
         ...
 
     async def scram_credentials(
-        self, username: str, hash_name: ScramHash
+        self, username: str, hash_name: ScramHash, ctx: AuthContext | None = None
     ) -> tuple[Identity, ScramCredentials] | None:
         """Stored SCRAM keys, or ``None`` if unknown (the mechanism then fakes a salt)."""
         ...

@@ -31,7 +31,14 @@ from dataclasses import dataclass
 
 import trio
 
-from xmppd.auth.base import AuthContext, AuthError, Identity, ScramCredentials, ScramHash
+from xmppd.auth.base import (
+    AuthContext,
+    AuthError,
+    Identity,
+    ScramCredentials,
+    ScramHash,
+    claim_account,
+)
 from xmppd.auth.scram import DEFAULT_ITERATIONS, derive_scram
 from xmppd.jid import JIDError, nodeprep
 from xmppd.storage import AsyncDatabase
@@ -145,11 +152,16 @@ class InternalAuthenticator:
         return hmac.digest(self._secret, password.encode("utf-8", "surrogatepass"), "sha256")
 
     async def check_password(self, username: str, password: str, ctx: AuthContext) -> Identity:
-        """Verify a PLAIN login; every failure is ``not-authorized`` (no account oracle)."""
+        """Verify a PLAIN login; every failure is ``not-authorized`` (no account oracle).
+
+        The account is the nodeprep'd localpart (a name with control characters has
+        none): the limiter is told before any lookup or PBKDF2.
+        """
         try:
             localpart = nodeprep(username)
         except JIDError:
             raise AuthError("not-authorized") from None
+        claim_account(ctx, localpart)
         entry = await self._entry(localpart, "sha256")
         if entry is None:
             # Pay the same PBKDF2 cost as a real account so timing does not reveal names.
@@ -173,13 +185,18 @@ class InternalAuthenticator:
         return Identity(localpart=localpart)
 
     async def scram_credentials(
-        self, username: str, hash_name: ScramHash
+        self, username: str, hash_name: ScramHash, ctx: AuthContext | None = None
     ) -> tuple[Identity, ScramCredentials] | None:
-        """Stored keys for the SCRAM mechanism, or None (it then fakes a salt)."""
+        """Stored keys for the SCRAM mechanism, or None (it then fakes a salt).
+
+        The client-first message names the account: it is claimed here, since the
+        proof is checked later without another call into the backend.
+        """
         try:
             localpart = nodeprep(username)
         except JIDError:
             return None
+        claim_account(ctx, localpart)
         entry = await self._entry(localpart, hash_name)
         if entry is None:
             return None

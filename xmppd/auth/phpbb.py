@@ -11,6 +11,18 @@ in-process against the forum's own tables, with phpBB's own rules:
   ``browser_check`` do for page views.
 - Password: the user row is found as phpBB's login form finds it (``username_clean``),
   and the stored hash is verified (:mod:`xmppd.auth.phpbb_hashes`).
+- Bans (both kinds of login, founders exempt): phpBB 3.3's ``banlist`` rules, as its
+  ``session::check_ban()`` applies them: a row bans by user id, by client address or by
+  e-mail address (``*`` wildcards, case-insensitive, whole value), ``ban_end`` in the
+  past means expired, and any matching ``ban_exclude`` row wins over every ban. phpBB
+  itself checks e-mail bans only at registration and profile changes; xmppd applies
+  them to every login, so banning an address also locks out members already using it.
+
+Failed-login limits (:mod:`xmppd.auth.ratelimit`): a name with control characters is
+refused before anything else (phpBB's ``username_clean`` drops them, so they would
+only be more spellings of one member). Then the attempt is claimed for its cleaned
+name, before any query, and for the member's user id as soon as a row names one,
+before the secret is checked: every spelling that reaches a member shares one budget.
 
 Only SELECTs are issued (the connection is also put in read-only mode where the driver
 allows), all through SQLAlchemy Core with bound parameters, in worker threads behind a
@@ -48,6 +60,7 @@ forum session may expire while they chat; the next reconnect needs a fresh SID.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -64,7 +77,14 @@ from typing import Any, NoReturn, TypeVar
 import sqlalchemy as sa
 import trio
 
-from xmppd.auth.base import AuthContext, AuthError, Identity, ScramCredentials, ScramHash
+from xmppd.auth.base import (
+    AuthContext,
+    AuthError,
+    Identity,
+    ScramCredentials,
+    ScramHash,
+    claim_account,
+)
 from xmppd.auth.phpbb_hashes import hash_scheme, verify_phpbb_hash
 from xmppd.auth.phpbb_schema import (
     ANONYMOUS,
@@ -198,26 +218,69 @@ def session_expired(
     return bool(max_days) and session_time < now - 86400 * max_days + 60
 
 
+@functools.lru_cache(maxsize=1024)
+def _ban_pattern(pattern: str) -> re.Pattern[str]:
+    # PHP's preg "/i" without "/u": ASCII case folding, and "." stops at a newline
+    regex = ".*?".join(re.escape(part) for part in pattern.split("*"))
+    return re.compile(regex, re.IGNORECASE | re.ASCII)
+
+
 def _ban_pattern_matches(pattern: str, value: str) -> bool:
     """phpBB ban masks: ``*`` matches anything, compared case-insensitively and whole."""
-    regex = ".*?".join(re.escape(part) for part in pattern.split("*"))
-    return re.fullmatch(regex, value, re.IGNORECASE) is not None
+    return _ban_pattern(pattern).fullmatch(value) is not None
 
 
-def is_banned(bans: Sequence[Any], user_id: int, peer_ip: str, now: int) -> bool:
-    """phpBB's ``check_ban()`` for a user id and IP: an exclusion that matches wins."""
-    banned = False
+def ban_address_form(peer_ip: str) -> str:
+    """The client address as phpBB stores and compares it: IPv6 compressed and lower
+    case, IPv4-mapped IPv6 as plain IPv4 (phpBB's ``phpbb_ip_normalise``)."""
+    text = peer_ip.strip()
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return text
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(address)
+
+
+def ban_trigger(
+    bans: Sequence[Any], user_id: int, peer_ip: str, email: str, now: int
+) -> str | None:
+    """phpBB's ``check_ban()`` for one member: ``user``, ``ip`` or ``email`` when banned.
+
+    Expired rows are skipped; a matching exclusion row wins over any ban, whatever the
+    row order. ``peer_ip`` empty means unknown: address bans cannot match then.
+    """
+    address = ban_address_form(peer_ip) if peer_ip else ""
+    trigger: str | None = None
     for ban in bans:
-        if ban.ban_end and ban.ban_end < now:
+        if ban.ban_end and int(ban.ban_end) < now:
             continue
-        hit = bool(ban.ban_userid) and int(ban.ban_userid) == user_id
-        if not hit and ban.ban_ip and peer_ip:
-            hit = _ban_pattern_matches(ban.ban_ip, peer_ip)
-        if hit:
-            if ban.ban_exclude:
-                return False
-            banned = True
-    return banned
+        by_user = bool(ban.ban_userid) and int(ban.ban_userid) == user_id
+        by_ip = bool(ban.ban_ip) and bool(address) and _ban_pattern_matches(ban.ban_ip, address)
+        by_email = bool(ban.ban_email) and _ban_pattern_matches(ban.ban_email, email or "")
+        if not (by_user or by_ip or by_email):
+            continue
+        if ban.ban_exclude:
+            return None
+        if trigger is None:
+            trigger = "user" if by_user else "ip" if by_ip else "email"
+    return trigger
+
+
+def is_banned(bans: Sequence[Any], user_id: int, peer_ip: str, now: int, email: str = "") -> bool:
+    """Whether :func:`ban_trigger` finds a ban for this member."""
+    return ban_trigger(bans, user_id, peer_ip, email, now) is not None
+
+
+def _name_key(candidates: Sequence[str]) -> str:
+    """Limiter key for a name before any lookup: what phpBB's ``username_clean`` holds."""
+    return "name:" + clean_username(candidates[0])
+
+
+def _member_key(user_id: int) -> str:
+    """Limiter key for a resolved forum member."""
+    return f"user:{int(user_id)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,9 +381,12 @@ class PhpbbAuthenticator:
 
     async def check_password(self, username: str, password: str, ctx: AuthContext) -> Identity:
         """Authenticate ``username`` with a forum SID or the forum password."""
+        if _CONTROL.search(username):
+            self._fail("control-characters", username, ctx)
         candidates = _name_candidates(username)
         if not candidates or not password:
             self._fail("empty-credentials", username, ctx)
+        claim_account(ctx, _name_key(candidates))
         if self.config.accept_session_ids and SID_PATTERN.fullmatch(password):
             identity = await self._check_sid(username, candidates, password, ctx)
             if identity is not None:
@@ -376,6 +442,7 @@ class PhpbbAuthenticator:
         if not user_id.isdigit() or not SID_PATTERN.fullmatch(sid):
             self._fail("malformed-cookie", label, ctx)
         uid = int(user_id)
+        claim_account(ctx, _member_key(uid))
         identity = await self._session_identity(label, sid, ctx, lambda row: row.user_id == uid)
         if identity is None:
             self._fail("no-such-session", label, ctx)
@@ -406,13 +473,16 @@ class PhpbbAuthenticator:
         key = self._sid_cache_key(authcid, sid, ctx)
         cached = self._sid_cache.get(key)
         if cached is not None and cached[0] > now:
+            assert cached[1].user_id is not None
+            claim_account(ctx, _member_key(cached[1].user_id))
             return cached[1]
-        lookup = await self._db(self._lookup_session_sync, sid, ctx.peer_ip)
+        lookup = await self._db(self._lookup_session_sync, sid)
         if lookup is None:
             return None
         row, forum_config = lookup.row, lookup.forum_config
         if not owns(row):
             self._fail("session-of-other-user", authcid, ctx, row.user_id)
+        claim_account(ctx, _member_key(row.user_id))
         if row.user_id == ANONYMOUS or row.user_type == USER_IGNORE:
             self._fail("guest-or-bot-session", authcid, ctx, row.user_id)
         if session_expired(
@@ -433,7 +503,7 @@ class PhpbbAuthenticator:
         self._remember(self._sid_cache, key, (now + self.config.cache_seconds, identity))
         return identity
 
-    def _lookup_session_sync(self, sid: str, peer_ip: str) -> _SessionLookup | None:
+    def _lookup_session_sync(self, sid: str) -> _SessionLookup | None:
         s, u = self._tables.sessions, self._tables.users
         stmt = (
             sa.select(
@@ -445,6 +515,7 @@ class PhpbbAuthenticator:
                 u.c.user_type,
                 u.c.username,
                 u.c.username_clean,
+                u.c.user_email,
             )
             .select_from(s.join(u, u.c.user_id == s.c.session_user_id))
             .where(s.c.session_id == sid)
@@ -454,9 +525,7 @@ class PhpbbAuthenticator:
             if row is None:
                 return None
             forum_config = self._forum_config_sync(conn)
-            bans = (
-                self._bans_sync(conn, row.user_id, peer_ip) if row.user_type != USER_FOUNDER else ()
-            )
+            bans = self._bans_sync(conn, row.user_id) if row.user_type != USER_FOUNDER else ()
         return _SessionLookup(row, forum_config, bans)
 
     def _forum_config_sync(self, conn: sa.Connection) -> dict[str, int]:
@@ -478,12 +547,17 @@ class PhpbbAuthenticator:
         self._forum_config = (now + self.config.cache_seconds, values)
         return values
 
-    def _bans_sync(self, conn: sa.Connection, user_id: int, peer_ip: str) -> tuple[Any, ...]:
+    def _bans_sync(self, conn: sa.Connection, user_id: int) -> tuple[Any, ...]:
+        """Every unexpired ``banlist`` row that could concern ``user_id`` (as phpBB selects
+        them: the member's id, and all address and e-mail rows); :func:`ban_trigger` decides."""
         b = self._tables.banlist
-        match = b.c.ban_userid == user_id
-        if peer_ip:
-            match = sa.or_(match, b.c.ban_ip != "")
-        stmt = sa.select(b.c.ban_userid, b.c.ban_ip, b.c.ban_end, b.c.ban_exclude).where(match)
+        now = int(self._clock())
+        stmt = sa.select(
+            b.c.ban_userid, b.c.ban_ip, b.c.ban_email, b.c.ban_end, b.c.ban_exclude
+        ).where(
+            sa.or_(b.c.ban_userid == user_id, b.c.ban_ip != "", b.c.ban_email != ""),
+            sa.or_(b.c.ban_end == 0, b.c.ban_end >= now),
+        )
         return tuple(conn.execute(stmt).all())
 
     # -- password ---------------------------------------------------------------------
@@ -495,6 +569,8 @@ class PhpbbAuthenticator:
         if not password or len(password) > _MAX_PASSWORD_CHARS:
             self._fail("unusable-password", authcid, ctx)
         lookup = await self._db(self._lookup_user_sync, candidates, True)
+        if lookup is not None:
+            claim_account(ctx, _member_key(lookup.row.user_id))
         if lookup is None or lookup.row.user_id == ANONYMOUS or lookup.row.user_type == USER_IGNORE:
             await self._verify_hash(password, await self._get_dummy_hash())
             reason = "unknown-user" if lookup is None else "guest-or-bot-account"
@@ -518,7 +594,12 @@ class PhpbbAuthenticator:
             conditions.append(u.c.username_clean.in_(sorted({c for c in cleaned if c})))
         stmt = (
             sa.select(
-                u.c.user_id, u.c.user_type, u.c.username, u.c.username_clean, u.c.user_password
+                u.c.user_id,
+                u.c.user_type,
+                u.c.username,
+                u.c.username_clean,
+                u.c.user_password,
+                u.c.user_email,
             )
             .where(sa.or_(*conditions))
             .limit(8)
@@ -530,7 +611,7 @@ class PhpbbAuthenticator:
                 return None
             bans: tuple[Any, ...] = ()
             if with_bans and row.user_type != USER_FOUNDER:
-                bans = self._bans_sync(conn, row.user_id, "")
+                bans = self._bans_sync(conn, row.user_id)
         return _UserLookup(row, bans)
 
     @staticmethod
@@ -572,9 +653,9 @@ class PhpbbAuthenticator:
         if row.user_type not in _REGISTERED_TYPES:
             self._fail("not-a-registered-account", authcid, ctx, row.user_id)
         if row.user_type != USER_FOUNDER:
-            peer_ip = ctx.peer_ip if via == "sid" else ""
-            if is_banned(bans, int(row.user_id), peer_ip, now):
-                self._fail("banned", authcid, ctx, row.user_id, "account-disabled")
+            trigger = ban_trigger(bans, int(row.user_id), ctx.peer_ip, row.user_email or "", now)
+            if trigger is not None:
+                self._fail(f"banned-by-{trigger}", authcid, ctx, row.user_id, "account-disabled")
         try:
             localpart = forum_localpart(row.username)
         except JIDError:

@@ -1,25 +1,42 @@
-"""Failed-login throttling, shared by every auth backend.
+"""Failed-login throttling, shared by every auth backend and every transport.
 
-The stream shell keeps one :class:`FailureLimiter` per dimension (peer IP, username)
-and asks ``allowed()`` before handing credentials to a backend; each failure is
-recorded. This stops password guessing and SID guessing alike, and keeps a flood of
-bad logins from turning into a flood of forum database queries.
+:class:`LoginLimits` keeps one :class:`FailureLimiter` per dimension: the client's
+address (IPv6 grouped per network, see :func:`~xmppd.transport.admission.address_key`)
+and the account. A login runs as one :class:`LoginAttempt`:
+
+1. the shell calls :meth:`LoginLimits.begin` before it hands credentials to a backend;
+   that takes a place for the address, or refuses (``temporary-auth-failure``);
+2. the backend calls :meth:`LoginAttempt.claim` with the account the credentials are
+   for, *as the backend resolved it* (phpBB's user id, the internal localpart), before
+   it checks the secret: so no spelling of a name gets a budget of its own;
+3. the shell settles the attempt: ``failed()``, ``succeeded()`` or ``release()``.
+
+Attempts in flight count like failures until they are settled, so N concurrent
+guesses for one account (or from one address) check at most ``per_minute`` secrets,
+however long the backend takes. This stops password guessing and SID guessing alike,
+and keeps a flood of bad logins from turning into a flood of forum database queries.
 
 A sliding window per key: at most ``per_minute`` failures within any 60 seconds. Memory
 is bounded twice: per key by ``per_minute`` timestamps, overall by ``max_keys`` keys
 (the least recently failed key is forgotten first; quiet keys are dropped as the window
-passes them).
+passes them). In-flight counts exist only while attempts are open.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
+
+from xmppd.auth.base import AuthError
+from xmppd.transport.admission import DEFAULT_IPV6_PREFIX, address_key
 
 
 class FailureLimiter:
-    """Count failed attempts per key in a sliding window; ``per_minute <= 0`` disables it."""
+    """Count failed (and in-flight) attempts per key in a sliding window.
+
+    ``per_minute <= 0`` disables it.
+    """
 
     def __init__(
         self,
@@ -38,6 +55,7 @@ class FailureLimiter:
         self.max_keys = max_keys
         self._clock = clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._in_flight: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self._failures)
@@ -61,11 +79,37 @@ class FailureLimiter:
             self._expire(key, now)
 
     def allowed(self, key: str) -> bool:
-        """Whether another attempt for ``key`` may go ahead now."""
+        """Whether another attempt for ``key`` may go ahead now (in-flight ones count)."""
         if self.per_minute <= 0:
             return True
         stamps = self._expire(key, self._clock())
-        return stamps is None or len(stamps) < self.per_minute
+        used = (0 if stamps is None else len(stamps)) + self._in_flight.get(key, 0)
+        return used < self.per_minute
+
+    def acquire(self, key: str) -> bool:
+        """Count one attempt for ``key`` as in flight if :meth:`allowed`; else ``False``.
+
+        Check and count happen in one call, so concurrent callers cannot all pass.
+        Every successful ``acquire`` needs exactly one :meth:`release`.
+        """
+        if self.per_minute <= 0:
+            return True
+        if not self.allowed(key):
+            return False
+        self._in_flight[key] += 1
+        return True
+
+    def release(self, key: str) -> None:
+        """End one in-flight attempt for ``key`` (record its failure separately)."""
+        left = self._in_flight.get(key, 0) - 1
+        if left > 0:
+            self._in_flight[key] = left
+        else:
+            self._in_flight.pop(key, None)
+
+    def in_flight(self, key: str) -> int:
+        """Attempts for ``key`` acquired and not yet released."""
+        return self._in_flight.get(key, 0)
 
     def retry_after(self, key: str) -> float:
         """Seconds until ``key`` is allowed again (0 when it already is)."""
@@ -95,3 +139,107 @@ class FailureLimiter:
     def reset(self, key: str) -> None:
         """Forget ``key``'s failures (after a successful login)."""
         self._failures.pop(key, None)
+
+
+class LoginAttempt:
+    """One login between :meth:`LoginLimits.begin` and its settlement (see module doc).
+
+    Implements :class:`xmppd.auth.base.LoginGate`: backends see it as ``ctx.gate``.
+    """
+
+    __slots__ = ("_limits", "_open", "accounts", "address", "refused")
+
+    def __init__(self, limits: LoginLimits, address: str) -> None:
+        self._limits = limits
+        self._open = True
+        #: The address key this attempt holds a place for.
+        self.address = address
+        #: Account keys the backend claimed (and this attempt holds places for).
+        self.accounts: list[str] = []
+        #: An account had no attempts left: the secret was never checked.
+        self.refused = False
+
+    def claim(self, account: str) -> None:
+        """Hold a place for ``account``; raise ``temporary-auth-failure`` if it has none."""
+        if not self._open or account in self.accounts:
+            return
+        if not self._limits.by_account.acquire(account):
+            self.refused = True
+            raise AuthError("temporary-auth-failure", "too many failed attempts, try later")
+        self.accounts.append(account)
+
+    def failed(self) -> None:
+        """The login failed: count it for the address and, if checked, for the accounts.
+
+        A refused attempt counts for the address only: it cost a lookup, but guessed
+        nothing, and counting it for the account would just extend the account's wait.
+        """
+        if not self._settle():
+            return
+        limits = self._limits
+        limits.by_address.record_failure(self.address)
+        if not self.refused:
+            for account in self.accounts:
+                limits.by_account.record_failure(account)
+
+    def succeeded(self) -> None:
+        """The login succeeded: the accounts' failures are forgotten (the address's stay)."""
+        if self._settle():
+            for account in self.accounts:
+                self._limits.by_account.reset(account)
+
+    def release(self) -> None:
+        """Give the places back without a verdict (aborted exchange, closed connection)."""
+        self._settle()
+
+    def _settle(self) -> bool:
+        """Release every place this attempt holds; ``False`` if that already happened."""
+        if not self._open:
+            return False
+        self._open = False
+        limits = self._limits
+        limits.by_address.release(self.address)
+        for account in self.accounts:
+            limits.by_account.release(account)
+        return True
+
+
+class LoginLimits:
+    """Failed-login limits per client address (IPv6 per ``/ipv6_prefix``) and per account."""
+
+    def __init__(
+        self,
+        per_minute: int,
+        ipv6_prefix: int = DEFAULT_IPV6_PREFIX,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ipv6_prefix = ipv6_prefix
+        self.by_address = FailureLimiter(per_minute, clock)
+        self.by_account = FailureLimiter(per_minute, clock)
+
+    def address_key(self, ip: str) -> str:
+        return address_key(ip, self.ipv6_prefix)
+
+    def begin(self, ip: str) -> LoginAttempt | None:
+        """Start a login from ``ip``, or ``None`` when its address has no attempts left."""
+        key = self.address_key(ip)
+        if not self.by_address.acquire(key):
+            return None
+        return LoginAttempt(self, key)
+
+    # Without a LoginAttempt: a cheap pre-check before any work, or a failure that
+    # never reached a backend (a malformed SASL payload). ``account`` must be a key a
+    # backend would claim, never a name as the client spelled it.
+    def allowed(self, ip: str, account: str | None = None) -> bool:
+        """Whether a login from ``ip`` (for ``account``) may go ahead now."""
+        if not self.by_address.allowed(self.address_key(ip)):
+            return False
+        return account is None or self.by_account.allowed(account)
+
+    def record_failure(self, ip: str, account: str | None = None) -> None:
+        self.by_address.record_failure(self.address_key(ip))
+        if account is not None:
+            self.by_account.record_failure(account)
+
+    def record_success(self, account: str) -> None:
+        self.by_account.reset(account)

@@ -220,17 +220,25 @@ class HttpApp:
         user_id, sid = cookies.get(f"{name}_u"), cookies.get(f"{name}_sid")
         if not user_id or not sid or user_id == "1":  # 1 is phpBB's guest
             return None
+        attempt = server.begin_login(client.ip)  # counted while in flight, like SASL
+        if attempt is None:
+            return None
         ctx = AuthContext(
             peer_ip=client.ip,
             transport=transport,
             secure=client.secure,
             user_agent=headers.get("user-agent"),
+            gate=attempt,
         )
         try:
             identity: Identity = await check(user_id, sid, ctx)
         except AuthError:
-            server.record_login_failure(client.ip, None)
+            attempt.failed()
             return None
+        except BaseException:  # cancelled: give the place back
+            attempt.release()
+            raise
+        attempt.succeeded()
         log.info(
             "event=cookie_session user=%s ip=%s transport=%s",
             identity.localpart,

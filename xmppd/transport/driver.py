@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal
 import trio
 
 from xmppd.auth.base import AuthContext, AuthError
+from xmppd.auth.ratelimit import LoginAttempt
 from xmppd.jid import JID
 from xmppd.session import Outbox, Session
 from xmppd.stream.c2s import (
@@ -25,6 +26,7 @@ from xmppd.stream.c2s import (
     C2SStream,
     CheckPassword,
     FetchScram,
+    Phase,
     ResumeRequest,
     SMEnabled,
     StanzaReceived,
@@ -47,7 +49,9 @@ class C2SDriver:
     """Performs one stream's events; the shell moves the bytes the stream produces."""
 
     __slots__ = (
+        "_attempt",
         "_failures",
+        "_limited",
         "_peer_closed",
         "outbox",
         "peer_ip",
@@ -81,6 +85,10 @@ class C2SDriver:
         self.user_agent = user_agent
         self.session: Session | None = None
         self._failures = 0
+        #: The SASL exchange in progress and its hold on the failed-login limits.
+        self._attempt: LoginAttempt | None = None
+        #: The last SASL failure was the limiter's refusal: nothing to count.
+        self._limited = False
         #: The client ended the stream with ``</stream:stream>``: no resumption.
         self._peer_closed = False
 
@@ -91,6 +99,14 @@ class C2SDriver:
 
     async def handle(self, events: list[StreamEvent]) -> bool:
         """Perform ``events`` (and those they lead to); ``False`` once the stream ended."""
+        try:
+            return await self._handle(events)
+        finally:
+            if self._attempt is not None and self.stream.phase is not Phase.SASL:
+                # <abort/>, or the stream closed mid-exchange: no verdict, no count
+                self._settle_login(None)
+
+    async def _handle(self, events: list[StreamEvent]) -> bool:
         pending = list(events)
         while pending:
             event = pending.pop(0)
@@ -206,14 +222,9 @@ class C2SDriver:
             await self.start_tls()
             return []
         if isinstance(event, CheckPassword):
-            if not server.login_allowed(self.peer_ip, event.authcid):
-                return stream.rate_limited()
-            ctx = AuthContext(
-                peer_ip=self.peer_ip,
-                transport=self._transport_name(),
-                secure=stream.tls_active,
-                user_agent=self.user_agent,
-            )
+            ctx = self._begin_login()
+            if ctx is None:
+                return self._rate_limited()
             try:
                 identity = await server.authenticator.check_password(
                     event.authcid, event.password, ctx
@@ -222,17 +233,22 @@ class C2SDriver:
                 return stream.password_checked(err)
             return stream.password_checked(identity)
         if isinstance(event, FetchScram):
-            if not server.login_allowed(self.peer_ip, event.username):
-                return stream.rate_limited()
+            ctx = self._begin_login()
+            if ctx is None:
+                return self._rate_limited()
             try:
                 found = await server.authenticator.scram_credentials(
-                    event.username, event.hash_name
-                )  # type: ignore[arg-type]
+                    event.username,
+                    event.hash_name,  # type: ignore[arg-type]
+                    ctx,
+                )
             except AuthError:
                 found = None
+            if self._attempt is not None and self._attempt.refused:
+                return self._rate_limited()
             return stream.scram_credentials(found)
         if isinstance(event, AuthFailed):
-            server.record_login_failure(self.peer_ip, event.username)
+            self._settle_login(False)
             self._failures += 1
             log.info(
                 "event=auth_failed ip=%s transport=%s condition=%s",
@@ -244,7 +260,7 @@ class C2SDriver:
             await trio.sleep(min(0.2 * self._failures, 2.0))
             return []
         if isinstance(event, Authenticated):
-            server.record_login_success(self.peer_ip, event.identity.localpart)
+            self._settle_login(True)
             log.info(
                 "event=authenticated user=%s mechanism=%s ip=%s transport=%s",
                 event.identity.localpart,
@@ -269,8 +285,47 @@ class C2SDriver:
             return []
         return []
 
+    # ------------------------------------------------------ failed-login limits
+    def _begin_login(self) -> AuthContext | None:
+        """Take a place in the limits for one SASL exchange; ``None`` if refused."""
+        self._settle_login(None)  # a stale one (cannot normally happen)
+        attempt = self.server.begin_login(self.peer_ip)
+        if attempt is None:
+            return None
+        self._attempt = attempt
+        return AuthContext(
+            peer_ip=self.peer_ip,
+            transport=self._transport_name(),
+            secure=self.stream.tls_active,
+            user_agent=self.user_agent,
+            gate=attempt,
+        )
+
+    def _rate_limited(self) -> list[StreamEvent]:
+        self._limited = True
+        return self.stream.rate_limited()
+
+    def _settle_login(self, ok: bool | None) -> None:
+        """Settle the exchange in progress: failed, succeeded, or (None) without verdict.
+
+        A failure with no exchange (a malformed payload) counts for the address; the
+        limiter's own refusal counts for nothing.
+        """
+        attempt, self._attempt = self._attempt, None
+        limited, self._limited = self._limited, False
+        if attempt is not None:
+            if ok is None:
+                attempt.release()
+            elif ok:
+                attempt.succeeded()
+            else:
+                attempt.failed()
+        elif ok is False and not limited:
+            self.server.record_login_failure(self.peer_ip)
+
     async def teardown(self) -> None:
         """Unbind and announce the session's end; safe to call more than once."""
+        self._settle_login(None)
         self.stream.dispose()
         session = self.session
         self.session = None
