@@ -148,9 +148,6 @@ class Server:
     def record_login_failure(self, ip: str, account: str | None = None) -> None:
         self.logins.record_failure(ip, account)
 
-    def record_login_success(self, ip: str, account: str) -> None:
-        self.logins.record_success(account)
-
     # ----------------------------------------------------------- listeners
     async def _handle(self, stream: trio.SocketStream, direct_tls: bool) -> None:
         try:

@@ -241,5 +241,3 @@ class LoginLimits:
         if account is not None:
             self.by_account.record_failure(account)
 
-    def record_success(self, account: str) -> None:
-        self.by_account.reset(account)
