@@ -10,6 +10,8 @@ on the same server is unaffected.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,7 @@ import pytest
 from lxml import etree
 
 from tests.bosh_client import CLIENT, NS, Bosh, BoshError, q
+from tests.raw_http import Http
 from tests.slix import Client, login, run
 from tests.xmppd_process import XmppdProcess, make_server
 
@@ -505,3 +508,50 @@ def test_request_lost_before_it_was_sent_does_not_end_or_stall_the_session(
             await witness.aclose()
 
     run(scenario, 60)
+
+
+# ----------------------------------------------------- terminal answers, deadlines
+def sha1(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+@pytest.mark.parametrize("key", ["bad", None], ids=["wrong-key", "missing-key"])
+def test_wrong_or_missing_key_is_answered_at_once_and_the_connection_serves_on(
+    server: XmppdProcess, key: str | None
+) -> None:
+    """A request that ends its session gets its terminate body at once, so does the one
+    still held; the connection is not held and serves the next request (issue 13 #1)."""
+    k1 = "seed-key"
+    k2 = sha1(k1)
+    http = Http(server.http_port)
+
+    async def scenario() -> tuple[bytes, bytes, float, bytes]:
+        bosh = Bosh(server.http_port)
+        try:
+            await bosh.create(wait=10, newkey=sha1(k2))
+            held = asyncio.create_task(bosh.post(bosh.body(rid=bosh.rid + 1, key=k2)))
+            await asyncio.sleep(0.3)  # the good request is held (wait=10): nothing to say yet
+            assert not held.done()
+            attrs = {} if key is None else {"key": key}
+            started = time.monotonic()
+            bad = bosh.body(rid=bosh.rid + 2, **attrs)
+            response = await asyncio.to_thread(http.exchange, "POST", "/http-bind", bad, 8.0)
+            assert response.status == 200
+            _status, held_raw = await asyncio.wait_for(held, 8)
+            took = time.monotonic() - started
+            # the same connection goes on serving: nothing was left reading or waiting on it
+            assert (await asyncio.to_thread(http.exchange, "GET", "/healthz")).status == 200
+            later = bosh.body(rid=bosh.rid + 3, key=k1)
+            gone = await asyncio.to_thread(http.exchange, "POST", "/http-bind", later)
+            return response.body, held_raw, took, gone.body
+        finally:
+            await bosh.aclose()
+
+    try:
+        raw, held_raw, took, gone = run(scenario, 30)
+    finally:
+        http.close()
+    assert condition_of(raw) == ("terminate", "item-not-found")
+    assert condition_of(held_raw) == ("terminate", "item-not-found")
+    assert took < 5  # at once, not after 'wait' (10 s), let alone never
+    assert condition_of(gone) == ("terminate", "item-not-found")  # the session is gone

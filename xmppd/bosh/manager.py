@@ -9,6 +9,11 @@ routing are exactly theirs. It is also the session's :class:`~xmppd.session.Outb
 stanzas routed to the user are buffered in the sans-IO session (bounded) and go out in
 the next response; a held request is a :class:`trio.Event` with its ``wait`` deadline.
 
+Every request gets an answer: a request that ends its session (a wrong key, a rid out
+of the window) is answered at once by :meth:`BoshSession.receive`, every other waiting
+request gets the terminate body, and a request finding its session gone is answered
+from what the session left (no request ever waits on a session that no longer exists).
+
 The session id is a bearer secret: it is never logged.
 """
 
@@ -55,11 +60,17 @@ def _terminal(condition: str, status: int = 200) -> HttpResponse:
 class _Answer:
     """Where the response for one rid lands; shared by a request and its retransmissions."""
 
-    __slots__ = ("body", "event")
+    __slots__ = ("body", "event", "status")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.body = b""
+        #: Not 200 only for a legacy client's terminal error (an HTTP status, no body).
+        self.status = 200
+
+    def settle(self, outcome: Respond) -> None:
+        self.body, self.status = outcome.body, outcome.status
+        self.event.set()
 
 
 class BoshConnection:
@@ -143,8 +154,17 @@ class BoshConnection:
             if answer is not None:
                 answer.body = body
                 answer.event.set()
+        if self.core.ended:
+            self._end_xmpp()  # however it ended (key, gap, reaper): the XMPP side ends too
         if self.core.finished:
             self.manager.drop(self)
+
+    def abandon(self) -> None:
+        """The sid is forgotten: whoever still waits is answered from what the session left."""
+        answers, self._answers = self._answers, {}
+        for rid, answer in answers.items():
+            if not answer.event.is_set():
+                answer.settle(self.core.answer_for(rid))
 
     def _end_xmpp(self) -> None:
         """Unbind and announce unavailable presence (once), in the manager's nursery."""
@@ -176,6 +196,11 @@ class BoshConnection:
     def _response(self, body: bytes) -> HttpResponse:
         return HttpResponse(200, body, self.core.content, _NO_STORE)
 
+    def _answer_response(self, answer: _Answer | Respond) -> HttpResponse:
+        if answer.status != 200:
+            return HttpResponse(answer.status, b"", "text/plain", _NO_STORE)
+        return self._response(answer.body)
+
     # --------------------------------------------------------------- requests
     async def open(self) -> HttpResponse:
         """The session creation request: open the stream, answer with its features."""
@@ -194,18 +219,19 @@ class BoshConnection:
         was_ended = core.ended
         lost = core.lost_rids
         outcome = core.receive(request, trio.current_time())
+        answer = None
+        if isinstance(outcome, Hold):
+            # registered before anything is flushed, so an answer due at once finds it
+            answer = self._answers.setdefault(outcome.rid, _Answer())
         if core.lost_rids != lost:
             self._log_lost(core.lost_rids - lost, "client moved past the gap")
         if core.ended and not was_ended:
             log.info("event=bosh_terminated condition=%s ip=%s", core.end_condition, self.peer_ip)
-            self._flush()
-            self._end_xmpp()
-        if isinstance(outcome, Respond):
-            if outcome.status != 200:
-                return HttpResponse(outcome.status, b"", "text/plain", _NO_STORE)
-            return self._response(outcome.body)
+            self._flush()  # every other request still waiting gets the terminate body now
+        if answer is None:
+            assert isinstance(outcome, Respond)
+            return self._answer_response(outcome)
         assert isinstance(outcome, Hold)
-        answer = self._answers.setdefault(outcome.rid, _Answer())
         self._flush()  # a new request may release older held ones (hold)
         await self._process()
         return await self._wait(outcome.rid, answer)
@@ -235,15 +261,22 @@ class BoshConnection:
         if answer is None:
             answer = self._answers.setdefault(rid, _Answer())
         self._flush()
+        deadline = self.core.deadline(rid)
+        if not answer.event.is_set() and deadline is None:
+            # nothing in the session will answer this rid any more (it ended, or was
+            # answered before we asked): answer from what it left, never wait on it
+            self._answers.pop(rid, None)
+            answer.settle(self.core.answer_for(rid))
         if not answer.event.is_set():
-            deadline = self.core.deadline(rid)
-            if deadline is not None:
-                with trio.move_on_at(deadline):
-                    await answer.event.wait()
+            assert deadline is not None
+            with trio.move_on_at(deadline):
+                await answer.event.wait()
             if not answer.event.is_set():
                 self._flush()  # the wait is over: answered empty (unless a gap holds it)
-                await answer.event.wait()  # a gap: until filled, or the reaper ends it
-        return self._response(answer.body)
+                # a gap: until filled, skipped after gap_grace, or the session ends or is
+                # dropped (every path answers it)
+                await answer.event.wait()
+        return self._answer_response(answer)
 
     async def _process(self) -> None:
         """Hand ready payloads to the stream and driver, strictly in rid order."""
@@ -348,10 +381,12 @@ class BoshManager:
                     del server.connections_per_ip[conn.peer_ip]
 
     def drop(self, conn: BoshConnection) -> None:
-        """Forget the sid: later requests with it get ``item-not-found``."""
+        """Forget the sid: later requests with it get ``item-not-found``; anyone still
+        waiting on it is answered."""
         sid = conn.core.sid
         if self.sessions.get(sid) is conn:
             del self.sessions[sid]
+        conn.abandon()
 
     # --------------------------------------------------------------- requests
     async def handle(self, request: HttpRequest) -> HttpResponse:
