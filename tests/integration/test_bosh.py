@@ -555,3 +555,28 @@ def test_wrong_or_missing_key_is_answered_at_once_and_the_connection_serves_on(
     assert condition_of(held_raw) == ("terminate", "item-not-found")
     assert took < 5  # at once, not after 'wait' (10 s), let alone never
     assert condition_of(gone) == ("terminate", "item-not-found")  # the session is gone
+
+
+def test_content_attribute_is_never_the_response_type(server: XmppdProcess) -> None:
+    """``content='text/html'`` is not served as HTML, and CR/LF in it is no 500 (#14)."""
+
+    async def scenario() -> list[tuple[int, str, list[str]]]:
+        got = []
+        for content in ("text/html; charset=utf-8", "text/xml&#13;&#10;x-injected: 1"):
+            bosh = Bosh(server.http_port)
+            try:
+                body = bosh.body(rid=bosh.rid, to="localhost", wait="5", hold="1", ver="1.6")
+                body = body.replace(b"<body ", f"<body content='{content}' ".encode(), 1)
+                resp = await bosh.http.post(bosh.url, content=body)
+                got.append((resp.status_code, resp.headers["content-type"], list(resp.headers)))
+                bosh.sid = etree.fromstring(resp.content).get("sid") or ""
+                bosh.rid += 1
+                await bosh.post(bosh.body(rid=bosh.rid, type="terminate"))
+            finally:
+                await bosh.aclose()
+        return got
+
+    for status, content_type, headers in run(scenario, 30):
+        assert status == 200
+        assert content_type == "text/xml; charset=utf-8"
+        assert "x-injected" not in headers

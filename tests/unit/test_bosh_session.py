@@ -63,7 +63,7 @@ def test_creation_response_attributes_and_features() -> None:
     assert el.get("{urn:xmpp:xbosh}version") == "1.0"
     assert el.get("ack") == str(RID)
     assert len(el) == 1 and etree.QName(el[0]).localname == "features"
-    assert s.content == "text/html; charset=utf-8"
+    assert s.content == "text/xml; charset=utf-8"  # the client's content= is not echoed
     assert s.stream_attrs == {"to": "localhost", "version": "1.0"}
 
 

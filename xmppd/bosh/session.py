@@ -42,6 +42,8 @@ Rules, each with its section of XEP-0124:
 - keys (§15): ``newkey``/``key`` sequences are checked when the client uses them; a
   wrong or missing key ends the session and its own request gets the terminal answer
   from :meth:`BoshSession.receive` at once.
+- content (§7): responses are always ``text/xml; charset=utf-8``; a client's
+  ``content`` attribute is ignored (XEP-0206 fixes the payload type anyway).
 - terminate (§13): the request's payloads are processed first; every request still
   waiting is answered and the session is gone.
 """
@@ -195,7 +197,9 @@ class BoshSession:
         client_ver = _version(attrs.get("ver"))
         self.legacy = client_ver is None
         self.ver = min(client_ver, OUR_VERSION) if client_ver else None
-        self.content = attrs.get("content") or DEFAULT_CONTENT
+        #: Always ours: the client's ``content`` attribute is not echoed into a response
+        #: header (it could name text/html, or carry CR/LF).
+        self.content = DEFAULT_CONTENT
         self.acks = attrs.get("ack") == "1"
         self._key = attrs.get("newkey")
         #: Requests skipped as lost since the last key check (their keys never came).
