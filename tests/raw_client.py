@@ -14,8 +14,14 @@ HEADER = (
 
 
 class RawClient:
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 5.0) -> None:
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection((host, port), timeout)
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", timeout: float = 5.0, source: str | None = None
+    ) -> None:
+        """``source``: connect from this local address (e.g. 127.0.0.2, another client)."""
+        address = (source, 0) if source else None
+        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+            (host, port), timeout, address
+        )
         self.sock.settimeout(timeout)
         self.buffer = b""
 

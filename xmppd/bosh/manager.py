@@ -13,6 +13,8 @@ Every request gets an answer: a request that ends its session (a wrong key, a ri
 of the window) is answered at once by :meth:`BoshSession.receive`, every other waiting
 request gets the terminate body, and a request finding its session gone is answered
 from what the session left (no request ever waits on a session that no longer exists).
+Each session counts against the server's admission for its client address (see
+:mod:`xmppd.bosh.serving`).
 
 The session id is a bearer secret: it is never logged.
 """
@@ -37,6 +39,7 @@ from xmppd.bosh.session import (
 )
 from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.framing import BOSH
+from xmppd.transport.admission import AdmissionTicket
 from xmppd.transport.driver import C2SDriver
 
 if TYPE_CHECKING:
@@ -85,6 +88,7 @@ class BoshConnection:
         "manager",
         "peer_ip",
         "stream",
+        "ticket",
     )
 
     def __init__(
@@ -105,6 +109,8 @@ class BoshConnection:
         self._answers: dict[int, _Answer] = {}
         self._lock = trio.Lock()
         self._torn_down = False
+        #: This session's place in the server's admission (released when it ends).
+        self.ticket: AdmissionTicket | None = None
 
     @property
     def session(self) -> Session | None:
@@ -347,6 +353,9 @@ class BoshManager:
             gap_grace=cfg.gap_grace,
         )
         self.sessions: dict[str, BoshConnection] = {}
+        #: Creations admitted and still awaiting their stream settings (count toward
+        #: max_sessions, so concurrent creations cannot pass it together).
+        self._creating = 0
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ tasks
@@ -370,15 +379,12 @@ class BoshManager:
         self._nursery.start_soon(self._teardown, conn)
 
     async def _teardown(self, conn: BoshConnection) -> None:
-        server = self.server
         try:
             await conn.driver.teardown()
         finally:
-            if conn in server.connections:  # type: ignore[comparison-overlap]
-                server.connections.discard(conn)  # type: ignore[arg-type]
-                server.connections_per_ip[conn.peer_ip] -= 1
-                if server.connections_per_ip[conn.peer_ip] <= 0:
-                    del server.connections_per_ip[conn.peer_ip]
+            self.server.connections.discard(conn)  # type: ignore[arg-type]
+            if conn.ticket is not None:
+                conn.ticket.release()
 
     def drop(self, conn: BoshConnection) -> None:
         """Forget the sid: later requests with it get ``item-not-found``; anyone still
@@ -387,6 +393,8 @@ class BoshManager:
         if self.sessions.get(sid) is conn:
             del self.sessions[sid]
         conn.abandon()
+        if conn.ticket is not None:
+            conn.ticket.release()
 
     # --------------------------------------------------------------- requests
     async def handle(self, request: HttpRequest) -> HttpResponse:
@@ -429,12 +437,10 @@ class BoshManager:
     async def _create(self, parsed: BodyRequest, request: HttpRequest) -> HttpResponse:
         server = self.server
         ip = request.client_ip
-        if len(self.sessions) >= self.cfg.max_sessions:
-            log.warning("event=bosh_refused reason=max_sessions ip=%s", ip)
+        # every cap is checked and counted here, before the first await
+        if len(self.sessions) + self._creating >= self.cfg.max_sessions:
+            server.refusals.refused("bosh", "max_sessions", ip)
             return _terminal("undefined-condition", 503)
-        if server.connections_per_ip[ip] >= server.config.c2s.max_connections_per_ip:
-            log.warning("event=bosh_refused reason=per_ip ip=%s", ip)
-            return _terminal("undefined-condition", 429)
         sid = secrets.token_urlsafe(24)
         while sid in self.sessions:  # pragma: no cover - 192 random bits
             sid = secrets.token_urlsafe(24)
@@ -445,10 +451,22 @@ class BoshManager:
         except CreationError as err:
             log.info("event=bosh_refused reason=%s ip=%s", err.condition, ip)
             return _terminal(err.condition)
-        settings = await self.app.stream_settings(request)
+        ticket = server.admission.try_admit(ip)
+        if ticket is None:
+            full = server.admission.full
+            server.refusals.refused("bosh", "total" if full else "per_address", ip)
+            return _terminal("undefined-condition", 503 if full else 429)
+        self._creating += 1
+        try:
+            settings = await self.app.stream_settings(request)
+        except BaseException:
+            ticket.release()
+            raise
+        finally:
+            self._creating -= 1
         conn = BoshConnection(self, core, settings, ip, request.header("user-agent"))
+        conn.ticket = ticket
         self.sessions[sid] = conn
         server.connections.add(conn)  # type: ignore[arg-type]
-        server.connections_per_ip[ip] += 1
         log.info("event=bosh_session_created ip=%s wait=%d hold=%d", ip, core.wait, core.hold)
         return await conn.open()
