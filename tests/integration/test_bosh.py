@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +23,7 @@ from lxml import etree
 from tests.bosh_client import CLIENT, NS, Bosh, BoshError, q
 from tests.raw_http import Http
 from tests.slix import Client, login, run
-from tests.xmppd_process import XmppdProcess, make_server
+from tests.xmppd_process import XmppdProcess, make_server, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -580,3 +581,35 @@ def test_content_attribute_is_never_the_response_type(server: XmppdProcess) -> N
         assert status == 200
         assert content_type == "text/xml; charset=utf-8"
         assert "x-injected" not in headers
+
+
+def test_unauthenticated_session_is_closed_at_the_negotiation_deadline(tmp_path: Path) -> None:
+    """Empty polls do not keep a session that never logs in: it ends after
+    ``c2s.handshake_timeout`` like TCP and WebSocket streams (#10); a bound one lives on."""
+    deadline = 3
+    with running_server(
+        tmp_path, users=("alice",), c2s={"handshake_timeout": deadline}, bosh={"max_wait": 2}
+    ) as srv:
+
+        async def scenario() -> tuple[bytes, float]:
+            idle, bound = Bosh(srv.http_port), Bosh(srv.http_port)
+            try:
+                await bound.login("alice", resource="bound")
+                started = time.monotonic()
+                await idle.create(wait=1)
+                while True:  # an empty poll a second, as a client left on its login page does
+                    idle.rid += 1
+                    _status, raw = await idle.post(idle.body(rid=idle.rid))
+                    if etree.fromstring(raw).get("type") == "terminate":
+                        break
+                took = time.monotonic() - started
+                await still_works(srv, bound)
+                return raw, took
+            finally:
+                await idle.aclose()
+                await bound.aclose()
+
+        raw, took = run(scenario, 30)
+        assert condition_of(raw) == ("terminate", "remote-stream-error")
+        assert b"connection-timeout" in raw
+        assert deadline - 0.5 <= took <= deadline + 6

@@ -13,8 +13,9 @@ Every request gets an answer: a request that ends its session (a wrong key, a ri
 of the window) is answered at once by :meth:`BoshSession.receive`, every other waiting
 request gets the terminate body, and a request finding its session gone is answered
 from what the session left (no request ever waits on a session that no longer exists).
-Each session counts against the server's admission for its client address (see
-:mod:`xmppd.bosh.serving`).
+A session still negotiating ``c2s.handshake_timeout`` seconds after its creation is
+closed with ``connection-timeout``, as on TCP and WebSocket; each session counts against
+the server's admission for its client address (see :mod:`xmppd.bosh.serving`).
 
 The session id is a bearer secret: it is never logged.
 """
@@ -199,6 +200,17 @@ class BoshConnection:
         self._end_xmpp()
         self.manager.drop(self)
 
+    def negotiating_since(self, now: float) -> float:
+        """Seconds this session has been open without a bound (or resumed) resource."""
+        if self.session is not None or self.core.ended:
+            return 0.0
+        return now - self.core.created_at
+
+    def negotiation_timeout(self) -> None:
+        """The same deadline as TCP and WebSocket: unauthenticated sessions do not linger."""
+        log.info("event=bosh_negotiation_timeout ip=%s", self.peer_ip)
+        self.close("connection-timeout", "negotiation took too long")
+
     def _response(self, body: bytes) -> HttpResponse:
         return HttpResponse(200, body, self.core.content, _NO_STORE)
 
@@ -364,6 +376,7 @@ class BoshManager:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
+            negotiation = self.server.config.c2s.handshake_timeout
             while True:
                 await trio.sleep(1.0)
                 now = trio.current_time()
@@ -372,6 +385,8 @@ class BoshManager:
                         nursery.start_soon(conn.process_ready)
                     if conn.core.expired(now):
                         conn.expire()
+                    elif conn.negotiating_since(now) > negotiation:
+                        conn.negotiation_timeout()
 
     def spawn_teardown(self, conn: BoshConnection) -> None:
         if self._nursery is None:
