@@ -121,6 +121,10 @@ class ComponentListenerConfig:
     ping_timeout: float = 30.0
     #: Bytes queued for a component that does not read before it is disconnected.
     send_queue_bytes: int = 4_194_304
+    #: Component connections at once (authenticated or not; each component needs one).
+    max_connections: int = 32
+    #: Component connections at once from one address.
+    max_connections_per_ip: int = 8
 
 
 @dataclass(slots=True)
@@ -372,6 +376,9 @@ def _validate_components(config: Config) -> None:
     listener = config.component_listener
     if not 0 <= listener.port <= 65535:
         raise ConfigError(f"component_listener.port: {listener.port} is not a TCP port")
+    for key in ("max_connections", "max_connections_per_ip"):
+        if getattr(listener, key) < 1:
+            raise ConfigError(f"component_listener.{key}: must be at least 1")
     if listener.send_queue_bytes < config.limits.max_stanza_size:
         raise ConfigError(
             "component_listener.send_queue_bytes: must be at least limits.max_stanza_size"

@@ -131,6 +131,8 @@ def test_hypercorn_gets_the_http_timeouts() -> None:
         {"http": {"read_timeout": 0}},
         {"http": {"keep_alive_timeout": -1}},
         {"limits": {"max_connections": -1}},
+        {"component_listener": {"max_connections": 0}},
+        {"component_listener": {"max_connections_per_ip": 0}},
     ],
 )
 def test_new_limits_are_validated(overrides: dict[str, dict[str, int]]) -> None:
