@@ -36,10 +36,16 @@ class BoshError(Exception):
 class Bosh:
     """One BOSH session; ``rid`` is the last rid used."""
 
-    def __init__(self, port: int, domain: str = "localhost") -> None:
+    def __init__(
+        self, port: int, domain: str = "localhost", *, local_address: str | None = None
+    ) -> None:
+        """``local_address``: the client's own address (e.g. 127.0.0.2, another client)."""
         self.url = f"http://127.0.0.1:{port}/http-bind"
         self.domain = domain
-        self.http = httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=8))
+        transport = httpx.AsyncHTTPTransport(local_address=local_address)
+        self.http = httpx.AsyncClient(
+            timeout=30, limits=httpx.Limits(max_connections=8), transport=transport
+        )
         self.rid = random.randint(1 << 30, 1 << 40)
         self.sid = ""
         self.jid = ""

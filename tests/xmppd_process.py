@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import resource
 import signal
 import socket
 import subprocess
@@ -95,6 +97,8 @@ class XmppdProcess:
     proc: subprocess.Popen[bytes] | None = None
     log_path: Path = field(default_factory=Path)
     overrides: dict[str, Any] = field(default_factory=dict)
+    #: Start the server with this RLIMIT_NOFILE (soft and hard); None: inherit ours.
+    nofile: int | None = None
 
     @property
     def database_url(self) -> str:
@@ -142,11 +146,18 @@ class XmppdProcess:
         self.log_path = self.data_dir / "xmppd.log"
         log = self.log_path.open("ab")
         offset = log.tell()
+        nofile = self.nofile
+
+        def limit_fds() -> None:
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "xmppd", "--config", str(self.config_path), "serve"],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
+            preexec_fn=limit_fds if nofile is not None else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -185,6 +196,14 @@ class XmppdProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+
+def refusals(log: str, listener: str, reason: str, ip: str = "127.0.0.1") -> int:
+    """How many refusals of one kind a server logged: first lines plus summaries' ``more``."""
+    key = f"listener={listener} reason={reason} ip={ip}"
+    first = log.count(f"event=connection_refused {key}\n")
+    more = re.findall(rf"event=connection_refused_summary {re.escape(key)} more=(\d+)", log)
+    return first + sum(int(n) for n in more)
 
 
 def make_server(tmp: Path, **overrides: Any) -> XmppdProcess:

@@ -45,6 +45,8 @@ class C2SConfig:
     ping_timeout: float = 60.0
     #: Idle seconds after which a stream drops its parser buffers and writer task.
     hibernate_after: float = 2.0
+    #: Connections at once from one address over c2s, direct TLS and HTTP together (a
+    #: BOSH session counts one more; see xmppd.bosh.serving for what counts).
     max_connections_per_ip: int = 64
     send_queue_bytes: int = 1_048_576
 
@@ -76,6 +78,10 @@ class LimitsConfig:
     #: IPv6 addresses are counted per network of this prefix length (connection caps,
     #: failed-login limits): one subscriber usually holds a whole /64.
     ipv6_prefix: int = 64
+    #: Client connections at once over every listener (c2s, direct TLS, HTTP; a BOSH
+    #: session counts as one more). 0: derived from the file-descriptor limit (raised to
+    #: its hard limit at start), leaving room for the database, logs and listeners.
+    max_connections: int = 0
 
 
 @dataclass(slots=True)
@@ -115,6 +121,10 @@ class ComponentListenerConfig:
     ping_timeout: float = 30.0
     #: Bytes queued for a component that does not read before it is disconnected.
     send_queue_bytes: int = 4_194_304
+    #: Component connections at once (authenticated or not; each component needs one).
+    max_connections: int = 32
+    #: Component connections at once from one address.
+    max_connections_per_ip: int = 8
 
 
 @dataclass(slots=True)
@@ -161,6 +171,12 @@ class HttpConfig:
     static_dir: str = ""
     #: Largest request body accepted (BOSH POST), bytes.
     max_body_size: int = 1_048_576
+    #: Seconds a client may take to send a request body (then 408) or to finish the TLS
+    #: handshake; a body dripped in byte by byte holds nothing for longer.
+    read_timeout: float = 30.0
+    #: Seconds an idle connection stays open between requests, and the longest a client
+    #: may take to send a request's headers. Keep it above a reverse proxy's own.
+    keep_alive_timeout: float = 75.0
     #: Seconds /chat/history responses may be cached by browsers and proxies.
     history_max_age: int = 5
     #: With auth.backend = "phpbb": read the forum's session cookies (``<cookie_name>_u``
@@ -365,6 +381,9 @@ def _validate_components(config: Config) -> None:
     listener = config.component_listener
     if not 0 <= listener.port <= 65535:
         raise ConfigError(f"component_listener.port: {listener.port} is not a TCP port")
+    for key in ("max_connections", "max_connections_per_ip"):
+        if getattr(listener, key) < 1:
+            raise ConfigError(f"component_listener.{key}: must be at least 1")
     if listener.send_queue_bytes < config.limits.max_stanza_size:
         raise ConfigError(
             "component_listener.send_queue_bytes: must be at least limits.max_stanza_size"
@@ -433,6 +452,11 @@ def validate(config: Config) -> None:
     for origin in config.http.cors_origins:
         if origin != "*" and ("://" not in origin or origin.endswith("/")):
             raise ConfigError(f"http.cors_origins: {origin!r} is not scheme://host[:port]")
+    for key in ("read_timeout", "keep_alive_timeout"):
+        if getattr(config.http, key) <= 0:
+            raise ConfigError(f"http.{key}: must be positive")
+    if config.limits.max_connections < 0:
+        raise ConfigError("limits.max_connections: must not be negative (0 = from the fd limit)")
     if config.http.max_body_size < config.limits.max_stanza_size:
         raise ConfigError("http.max_body_size: must be at least limits.max_stanza_size")
     bosh = config.bosh

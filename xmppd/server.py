@@ -7,7 +7,6 @@ import ipaddress
 import logging
 import platform
 import signal
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,10 @@ from xmppd.router import Router
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings
 from xmppd.stream.sasl import PlainMechanism, ServerMechanism
-from xmppd.transport import tls
+from xmppd.transport import fdlimit, tls
+from xmppd.transport.admission import Admission
 from xmppd.transport.c2s import C2SConnection
+from xmppd.transport.refusals import RefusalLog
 
 log = logging.getLogger("xmppd.server")
 
@@ -57,7 +58,11 @@ class Server:
         #: Failed-login limits per client address (IPv6 per network) and per account.
         self.logins = LoginLimits(config.limits.auth_failures_per_minute, config.limits.ipv6_prefix)
         self.connections: set[C2SConnection] = set()
-        self.connections_per_ip: Counter[str] = Counter()
+        #: Client connections per address and in total, shared by every client listener
+        #: (what counts: xmppd.bosh.serving's docstring).
+        self.admission = make_admission(config)
+        #: Refused connections and handshakes, logged without a flood.
+        self.refusals = RefusalLog(ipv6_prefix=config.limits.ipv6_prefix)
         self.ssl_context = None
         from xmppd.transport.sm import ResumptionManager
 
@@ -156,23 +161,24 @@ class Server:
         except OSError:
             await stream.aclose()
             return
-        limit = self.config.c2s.max_connections_per_ip
-        if self.connections_per_ip[ip] >= limit and not direct_tls:
-            await _refuse(stream, self.config.server.domain)
+        ticket = self.admission.try_admit(ip)  # before reading a byte
+        if ticket is None:
+            full = self.admission.full
+            listener = "c2s_tls" if direct_tls else "c2s"
+            self.refusals.refused(listener, "total" if full else "per_address", ip)
+            if direct_tls:  # nothing to say before a TLS handshake we will not do
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
+            else:
+                await _refuse(stream, self.config.server.domain, full)
             return
-        if self.connections_per_ip[ip] >= limit:
-            await stream.aclose()
-            return
-        self.connections_per_ip[ip] += 1
         conn = C2SConnection(self, stream, ip, direct_tls=direct_tls)
         self.connections.add(conn)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
-            self.connections_per_ip[ip] -= 1
-            if self.connections_per_ip[ip] <= 0:
-                del self.connections_per_ip[ip]
+            ticket.release()
 
     async def serve_c2s(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config.c2s
@@ -206,11 +212,26 @@ class Server:
                 await trio.sleep(0.05)
 
 
-async def _refuse(stream: trio.SocketStream, domain: str) -> None:
+def make_admission(config: Config) -> Admission:
+    """The client admission: ``c2s.max_connections_per_ip`` per address, and a total that
+    keeps the process below its file-descriptor limit (``limits.max_connections``)."""
+    budget = fdlimit.connection_budget(fdlimit.soft_limit())
+    total = config.limits.max_connections or budget
+    if total > budget:
+        log.warning("event=max_connections_lowered configured=%d fd_budget=%d", total, budget)
+        total = budget
+    return Admission(config.c2s.max_connections_per_ip, total, config.limits.ipv6_prefix)
+
+
+async def _refuse(stream: trio.SocketStream, domain: str, full: bool = False) -> None:
+    """A stream error for a refused plain connection: nothing of the peer's is read."""
     from xmppd.stream.c2s import C2SSettings, C2SStream
 
     s = C2SStream(C2SSettings(domain=domain, mechanisms={}))
-    s.close("policy-violation", "too many connections from your address")
+    if full:
+        s.close("resource-constraint", "the server is at its connection limit")
+    else:
+        s.close("policy-violation", "too many connections from your address")
     with trio.move_on_after(1):
         try:
             await stream.send_all(s.data_to_send())
@@ -238,10 +259,18 @@ def open_database(config: Config) -> Database:
 
 
 def build_server(config: Config) -> Server:
+    nofile = fdlimit.raise_soft_limit()  # before the admission derives its total from it
     db = open_database(config)
     adb = AsyncDatabase(db)
     server = Server(config, db, make_authenticator(config, adb), adb)
     server.load_tls()
+    admission = server.admission
+    log.info(
+        "event=admission per_address=%d total=%d nofile=%d",
+        admission.per_address,
+        admission.total,
+        nofile,
+    )
     return server
 
 
@@ -266,6 +295,7 @@ async def run_server(
         await nursery.start(server.sm.run)
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
+        nursery.start_soon(server.refusals.run)
         log.info(
             "event=started domain=%s version=%s python=%s",
             server.config.server.domain,
@@ -281,6 +311,7 @@ async def run_server(
             await server.shutdown()
             await server.components.shutdown()
             nursery.cancel_scope.cancel()
+    server.refusals.flush()  # the last window's summary, so nothing refused goes unsaid
     with trio.CancelScope(shield=True):
         await server.authenticator.aclose()
     server.database.dispose()

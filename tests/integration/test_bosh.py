@@ -10,7 +10,10 @@ on the same server is unaffected.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,8 +21,9 @@ import pytest
 from lxml import etree
 
 from tests.bosh_client import CLIENT, NS, Bosh, BoshError, q
+from tests.raw_http import Http
 from tests.slix import Client, login, run
-from tests.xmppd_process import XmppdProcess, make_server
+from tests.xmppd_process import XmppdProcess, make_server, running_server
 
 pytestmark = pytest.mark.integration
 
@@ -505,3 +509,107 @@ def test_request_lost_before_it_was_sent_does_not_end_or_stall_the_session(
             await witness.aclose()
 
     run(scenario, 60)
+
+
+# ----------------------------------------------------- terminal answers, deadlines
+def sha1(text: str) -> str:
+    return hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+
+
+@pytest.mark.parametrize("key", ["bad", None], ids=["wrong-key", "missing-key"])
+def test_wrong_or_missing_key_is_answered_at_once_and_the_connection_serves_on(
+    server: XmppdProcess, key: str | None
+) -> None:
+    """A request that ends its session gets its terminate body at once, so does the one
+    still held; the connection is not held and serves the next request (issue 13 #1)."""
+    k1 = "seed-key"
+    k2 = sha1(k1)
+    http = Http(server.http_port)
+
+    async def scenario() -> tuple[bytes, bytes, float, bytes]:
+        bosh = Bosh(server.http_port)
+        try:
+            await bosh.create(wait=10, newkey=sha1(k2))
+            held = asyncio.create_task(bosh.post(bosh.body(rid=bosh.rid + 1, key=k2)))
+            await asyncio.sleep(0.3)  # the good request is held (wait=10): nothing to say yet
+            assert not held.done()
+            attrs = {} if key is None else {"key": key}
+            started = time.monotonic()
+            bad = bosh.body(rid=bosh.rid + 2, **attrs)
+            response = await asyncio.to_thread(http.exchange, "POST", "/http-bind", bad, 8.0)
+            assert response.status == 200
+            _status, held_raw = await asyncio.wait_for(held, 8)
+            took = time.monotonic() - started
+            # the same connection goes on serving: nothing was left reading or waiting on it
+            assert (await asyncio.to_thread(http.exchange, "GET", "/healthz")).status == 200
+            later = bosh.body(rid=bosh.rid + 3, key=k1)
+            gone = await asyncio.to_thread(http.exchange, "POST", "/http-bind", later)
+            return response.body, held_raw, took, gone.body
+        finally:
+            await bosh.aclose()
+
+    try:
+        raw, held_raw, took, gone = run(scenario, 30)
+    finally:
+        http.close()
+    assert condition_of(raw) == ("terminate", "item-not-found")
+    assert condition_of(held_raw) == ("terminate", "item-not-found")
+    assert took < 5  # at once, not after 'wait' (10 s), let alone never
+    assert condition_of(gone) == ("terminate", "item-not-found")  # the session is gone
+
+
+def test_content_attribute_is_never_the_response_type(server: XmppdProcess) -> None:
+    """``content='text/html'`` is not served as HTML, and CR/LF in it is no 500 (#14)."""
+
+    async def scenario() -> list[tuple[int, str, list[str]]]:
+        got = []
+        for content in ("text/html; charset=utf-8", "text/xml&#13;&#10;x-injected: 1"):
+            bosh = Bosh(server.http_port)
+            try:
+                body = bosh.body(rid=bosh.rid, to="localhost", wait="5", hold="1", ver="1.6")
+                body = body.replace(b"<body ", f"<body content='{content}' ".encode(), 1)
+                resp = await bosh.http.post(bosh.url, content=body)
+                got.append((resp.status_code, resp.headers["content-type"], list(resp.headers)))
+                bosh.sid = etree.fromstring(resp.content).get("sid") or ""
+                bosh.rid += 1
+                await bosh.post(bosh.body(rid=bosh.rid, type="terminate"))
+            finally:
+                await bosh.aclose()
+        return got
+
+    for status, content_type, headers in run(scenario, 30):
+        assert status == 200
+        assert content_type == "text/xml; charset=utf-8"
+        assert "x-injected" not in headers
+
+
+def test_unauthenticated_session_is_closed_at_the_negotiation_deadline(tmp_path: Path) -> None:
+    """Empty polls do not keep a session that never logs in: it ends after
+    ``c2s.handshake_timeout`` like TCP and WebSocket streams (#10); a bound one lives on."""
+    deadline = 3
+    with running_server(
+        tmp_path, users=("alice",), c2s={"handshake_timeout": deadline}, bosh={"max_wait": 2}
+    ) as srv:
+
+        async def scenario() -> tuple[bytes, float]:
+            idle, bound = Bosh(srv.http_port), Bosh(srv.http_port)
+            try:
+                await bound.login("alice", resource="bound")
+                started = time.monotonic()
+                await idle.create(wait=1)
+                while True:  # an empty poll a second, as a client left on its login page does
+                    idle.rid += 1
+                    _status, raw = await idle.post(idle.body(rid=idle.rid))
+                    if etree.fromstring(raw).get("type") == "terminate":
+                        break
+                took = time.monotonic() - started
+                await still_works(srv, bound)
+                return raw, took
+            finally:
+                await idle.aclose()
+                await bound.aclose()
+
+        raw, took = run(scenario, 30)
+        assert condition_of(raw) == ("terminate", "remote-stream-error")
+        assert b"connection-timeout" in raw
+        assert deadline - 0.5 <= took <= deadline + 6

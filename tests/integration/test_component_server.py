@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from lxml import etree
 
 from tests.raw_client import RawClient
 from tests.slix import login, run
-from tests.xmppd_process import XmppdProcess, make_server
+from tests.xmppd_process import XmppdProcess, make_server, refusals, running_server
 from xmppd.stream.component import handshake_digest
 
 pytestmark = pytest.mark.integration
@@ -43,9 +44,11 @@ def condition(data: bytes) -> str:
     return m.group(1).decode()
 
 
-def connect(server: XmppdProcess, domain: str = DOMAIN, secret: str = SECRET) -> RawClient:
+def connect(
+    server: XmppdProcess, domain: str = DOMAIN, secret: str = SECRET, source: str | None = None
+) -> RawClient:
     """A component that completed the handshake (buffer cleared)."""
-    raw = RawClient(server.component_port)
+    raw = RawClient(server.component_port, source=source)
     raw.send(header(domain))
     data = raw.read_until(b">")
     raw.read_until(b"id=")
@@ -280,3 +283,57 @@ def test_subscription_to_a_component_contact_follows_rfc6121(server: XmppdProces
     assert subscription == "to"
     assert (sender, show) == ("helper@irc.localhost/x", "chat")
     raw.sock.close()
+
+
+def _attempt(server: XmppdProcess, secret: str) -> str:
+    """One handshake with ``secret``: the stream error it ends with."""
+    raw = RawClient(server.component_port)
+    try:
+        raw.send(header(DOMAIN))
+        wait_for(raw, rb"<stream:stream [^>]*>")
+        try:
+            digest = handshake_digest(stream_id(raw.buffer), secret).encode()
+            raw.send(b"<handshake>%s</handshake>" % digest)
+        except OSError:
+            pass  # refused before we could say anything: the error is already here
+        return condition(raw.read_to_close())
+    finally:
+        raw.sock.close()
+
+
+def test_connection_cap_and_failed_handshakes_are_limited_and_summarised(
+    tmp_path: Path,
+) -> None:
+    """Unauthenticated connections are capped per address; after
+    limits.auth_failures_per_minute wrong secrets an address is refused before anything
+    is read; the log says so in a few lines, not one per attempt; another address (a
+    real bridge) still connects (issue 13 #11)."""
+    with running_server(
+        tmp_path,
+        components=[{"domain": DOMAIN, "secret": SECRET}],
+        component_listener={"max_connections_per_ip": 4},
+        limits={"auth_failures_per_minute": 10},
+    ) as srv:
+        idle = [RawClient(srv.component_port) for _ in range(4)]
+        for raw in idle:  # each one is admitted and waits for its handshake
+            raw.send(header(DOMAIN))
+            wait_for(raw, rb"<stream:stream [^>]*>")
+        extra = RawClient(srv.component_port)
+        assert condition(extra.read_to_close()) == "policy-violation"
+        for raw in idle:
+            raw.sock.close()
+
+        outcomes = Counter(_attempt(srv, "guess") for _ in range(60))
+        assert outcomes == {"not-authorized": 10, "policy-violation": 50}
+        during = srv.log().count("listener=component")
+
+        bridge = connect(srv, source="127.0.0.2")  # another address is not locked out
+        bridge.sock.close()
+    log = srv.log()
+    assert during <= 4  # first lines only: per_address, not-authorized, too_many_failures
+    assert refusals(log, "component", "not-authorized") == 10
+    # (the idle four may still be counted for a moment after closing: per_address then)
+    late = refusals(log, "component", "per_address") - 1
+    assert refusals(log, "component", "too_many_failures") + late == 50
+    assert late <= 4
+    assert log.count("listener=component") <= 2 * during  # plus one summary line per kind

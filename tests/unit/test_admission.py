@@ -54,3 +54,15 @@ def test_zero_means_no_cap() -> None:
     for ticket in tickets:
         ticket.release()
     assert admission.count("192.0.2.1") == 0 and admission.total_count == 0
+
+
+def test_exempt_counts_only_against_the_total() -> None:
+    admission = Admission(per_address=1, total=3)
+    assert admission.try_admit("10.0.0.1") is not None
+    assert admission.try_admit("10.0.0.1") is None  # per address
+    assert not admission.full
+    proxy = [admission.try_admit("10.0.0.1", exempt=True) for _ in range(2)]
+    assert all(proxy)  # a trusted proxy's connections: total only
+    assert admission.full
+    assert admission.try_admit("10.0.0.1", exempt=True) is None
+    assert admission.try_admit("192.0.2.9") is None  # the total holds for everyone

@@ -63,7 +63,7 @@ def test_creation_response_attributes_and_features() -> None:
     assert el.get("{urn:xmpp:xbosh}version") == "1.0"
     assert el.get("ack") == str(RID)
     assert len(el) == 1 and etree.QName(el[0]).localname == "features"
-    assert s.content == "text/html; charset=utf-8"
+    assert s.content == "text/xml; charset=utf-8"  # the client's content= is not echoed
     assert s.stream_attrs == {"to": "localhost", "version": "1.0"}
 
 
@@ -359,11 +359,35 @@ def test_key_sequence() -> None:
     s.receive(body(RID + 1, key=k2), 1.0)
     assert len(s.take_ready()) == 1
     s.flush(1.0)
-    s.receive(body(RID + 2, key="forged"), 2.0)
+    outcome = s.receive(body(RID + 2, key="forged"), 2.0)
     assert s.take_ready() == []
     assert s.ended and s.end_condition == "item-not-found"
+    # the request that ended the session is answered at once, not left to a flush
+    assert isinstance(outcome, Respond) and outcome.condition == "item-not-found"
+    assert etree.fromstring(outcome.body).get("type") == "terminate"
+    got = answered(s, 2.0)  # the one still held (hold=1) gets the terminate body
+    assert list(got) == [RID + 1] and got[RID + 1].get("condition") == "item-not-found"
+
+
+def test_missing_key_answers_its_request_and_every_held_one() -> None:
+    k1 = "seed-key"
+    k2 = hashlib.sha1(k1.encode(), usedforsecurity=False).hexdigest()
+    s = started(newkey=hashlib.sha1(k2.encode(), usedforsecurity=False).hexdigest())
+    assert s.receive(body(RID + 2, key=k1), 1.0) == Hold(RID + 2)  # a gap: waits for RID+1
+    outcome = s.receive(body(RID + 1), 2.0)  # no key at all
+    assert isinstance(outcome, Respond) and outcome.condition == "item-not-found"
+    assert s.take_ready() == []
     got = answered(s, 2.0)
-    assert got[RID + 2].get("condition") == "item-not-found"
+    assert list(got) == [RID + 2] and got[RID + 2].get("condition") == "item-not-found"
+    assert s.finished and s.waiting == 0
+
+
+def test_wrong_key_of_a_legacy_client_is_an_http_status_at_once() -> None:
+    k2 = hashlib.sha1(b"seed-key", usedforsecurity=False).hexdigest()
+    s = started(ver="", newkey=hashlib.sha1(k2.encode(), usedforsecurity=False).hexdigest())
+    assert s.legacy
+    outcome = s.receive(body(RID + 1, key="bad"), 1.0)
+    assert isinstance(outcome, Respond) and outcome.status == 404
 
 
 def test_terminate_processes_payloads_then_answers_terminate() -> None:

@@ -240,4 +240,3 @@ class LoginLimits:
         self.by_address.record_failure(self.address_key(ip))
         if account is not None:
             self.by_account.record_failure(account)
-

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -33,12 +34,14 @@ from xmppd.bosh.cors import PREFLIGHT_HEADERS, OriginPolicy
 from xmppd.bosh.history import HistoryFeed
 from xmppd.bosh.proxy import FORWARDING_HEADERS, ClientInfo, ProxyPolicy
 from xmppd.bosh.request import HttpRequest, HttpResponse, header_map
+from xmppd.bosh.serving import connection_counts_client
 from xmppd.bosh.websocket import WebSocketConnection
 from xmppd.stream.c2s import C2SSettings
 from xmppd.stream.sasl import ExternalMechanism
 from xmppd.transport.driver import TransportName
 
 if TYPE_CHECKING:
+    from xmppd.config import Config, HttpConfig
     from xmppd.server import Server
 
 log = logging.getLogger("xmppd.http")
@@ -274,9 +277,11 @@ class HttpApp:
             if not origin_ok:
                 response = HttpResponse(403, b"origin not allowed\n")
             else:
-                body = await _read_body(scope, receive, self.cfg.max_body_size)
-                if body is None:
-                    response = HttpResponse(413, b"request body too large\n")
+                body = await _read_body(scope, receive, self.cfg)
+                if isinstance(body, HttpResponse):
+                    if body.status == 408:
+                        self.server.refusals.refused("http", "body_timeout", client.ip)
+                    response = body
                 else:
                     request = HttpRequest(
                         method=method,
@@ -373,29 +378,34 @@ class HttpApp:
             await _deny(send, 403, "origin not allowed")
             return
         server = self.server
-        limit = server.config.c2s.max_connections_per_ip
-        if server.connections_per_ip[client.ip] >= limit:
-            await _deny(send, 429, "too many connections from your address")
-            return
-        external = await self.cookie_identity(headers, client, "websocket")
-        await send({"type": "websocket.accept", "subprotocol": "xmpp"})
-        conn = WebSocketConnection(
-            server,
-            self.c2s_settings(client, external),
-            receive,
-            send,
-            client.ip,
-            headers.get("user-agent"),
-        )
-        server.connections.add(conn)  # type: ignore[arg-type]
-        server.connections_per_ip[client.ip] += 1
+        ticket = None
+        if not connection_counts_client(scope, self.trusted):
+            # checked and counted in one step, before the awaits below (see serving.py)
+            ticket = server.admission.try_admit(client.ip)
+            if ticket is None:
+                full = server.admission.full
+                server.refusals.refused("websocket", "total" if full else "per_address", client.ip)
+                await _deny(send, *_ADMISSION_DENIAL[full])
+                return
         try:
-            await conn.run()
+            external = await self.cookie_identity(headers, client, "websocket")
+            await send({"type": "websocket.accept", "subprotocol": "xmpp"})
+            conn = WebSocketConnection(
+                server,
+                self.c2s_settings(client, external),
+                receive,
+                send,
+                client.ip,
+                headers.get("user-agent"),
+            )
+            server.connections.add(conn)  # type: ignore[arg-type]
+            try:
+                await conn.run()
+            finally:
+                server.connections.discard(conn)  # type: ignore[arg-type]
         finally:
-            server.connections.discard(conn)  # type: ignore[arg-type]
-            server.connections_per_ip[client.ip] -= 1
-            if server.connections_per_ip[client.ip] <= 0:
-                del server.connections_per_ip[client.ip]
+            if ticket is not None:
+                ticket.release()
 
 
 # --------------------------------------------------------------------- helpers
@@ -426,28 +436,44 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return "*" in tags or etag in tags
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes | None:
-    """The request body, or ``None`` once it passes ``limit`` bytes (answer 413)."""
+#: Refused WebSocket handshakes, per "the total cap is reached".
+_ADMISSION_DENIAL = {
+    False: (429, "too many connections from your address"),
+    True: (503, "the server is at its connection limit"),
+}
+
+
+def _too_large() -> HttpResponse:
+    return HttpResponse(413, b"request body too large\n")
+
+
+async def _read_body(scope: Scope, receive: Receive, cfg: HttpConfig) -> bytes | HttpResponse:
+    """The request body, or the answer instead: 413 past ``max_body_size`` bytes, 408
+    when it is not complete ``read_timeout`` seconds after the headers (a body dripped
+    in a byte at a time holds its connection no longer than that)."""
+    limit = cfg.max_body_size
     for name, value in scope.get("headers", []):
         if name.lower() == b"content-length":
             try:
                 if int(value) > limit:
-                    return None
+                    return _too_large()
             except ValueError:
-                return None
+                return _too_large()
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b""
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    with trio.move_on_after(cfg.read_timeout):
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return b""
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return _too_large()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+    return HttpResponse(408, b"request body not received in time\n")
 
 
 async def _respond(send: Send, response: HttpResponse, head: bool = False) -> None:
@@ -503,7 +529,10 @@ def hypercorn_config(server: Server, app: HttpApp | None = None) -> Any:
     hc.accesslog = None
     hc.errorlog = logging.getLogger("xmppd.http.server")
     hc.errorlog.setLevel(logging.WARNING)  # our own event=listening lines say it
-    hc.keep_alive_timeout = 75
+    # an idle connection, and one still sending its request headers, closes after this
+    hc.keep_alive_timeout = cfg.keep_alive_timeout
+    hc.ssl_handshake_timeout = cfg.read_timeout
+    hc.read_timeout = silence_limit(server.config)
     hc.graceful_timeout = 2
     hc.backlog = 1024
     hc.include_server_header = False
@@ -515,9 +544,31 @@ def hypercorn_config(server: Server, app: HttpApp | None = None) -> Any:
     return hc
 
 
+def silence_limit(config: Config) -> int | None:
+    """hypercorn's ``read_timeout``: a backstop for a connection from which no byte at all
+    arrives for longer than any legitimate client stays silent — a held BOSH request
+    (``max_wait``), a WebSocket between our pings (``ping_interval`` + ``ping_timeout``),
+    an idle keep-alive. ``None`` when pings are off (a WebSocket may then be silent forever).
+    Bodies and headers have their own, shorter deadlines (``read_timeout``,
+    ``keep_alive_timeout``)."""
+    c2s, http = config.c2s, config.http
+    if c2s.ping_interval <= 0:
+        return None
+    longest = max(
+        config.bosh.max_wait,
+        c2s.handshake_timeout,
+        c2s.ping_interval + c2s.ping_timeout,
+        http.keep_alive_timeout,
+    )
+    return math.ceil(longest + http.read_timeout)
+
+
 async def serve_http(server: Server, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Run hypercorn for :class:`HttpApp` in this trio run; reports the bound ports."""
-    from hypercorn.trio import serve
+    """Run hypercorn for :class:`HttpApp` in this trio run; reports the bound ports.
+
+    Connections are admitted by :func:`xmppd.bosh.serving.serve` before hypercorn reads.
+    """
+    from xmppd.bosh.serving import serve
 
     app = HttpApp(server)
     server.http_app = app
@@ -526,7 +577,7 @@ async def serve_http(server: Server, *, task_status: Any = trio.TASK_STATUS_IGNO
         run = getattr(app.bosh, "run", None)
         if run is not None:
             await nursery.start(run)
-        binds: list[str] = await nursery.start(serve, app, config)
+        binds: list[str] = await nursery.start(serve, server, app, config, app.trusted)
         ports: dict[str, int] = {}
         for bind in binds:
             scheme, _, rest = bind.partition("://")

@@ -9,6 +9,14 @@ routing are exactly theirs. It is also the session's :class:`~xmppd.session.Outb
 stanzas routed to the user are buffered in the sans-IO session (bounded) and go out in
 the next response; a held request is a :class:`trio.Event` with its ``wait`` deadline.
 
+Every request gets an answer: a request that ends its session (a wrong key, a rid out
+of the window) is answered at once by :meth:`BoshSession.receive`, every other waiting
+request gets the terminate body, and a request finding its session gone is answered
+from what the session left (no request ever waits on a session that no longer exists).
+A session still negotiating ``c2s.handshake_timeout`` seconds after its creation is
+closed with ``connection-timeout``, as on TCP and WebSocket; each session counts against
+the server's admission for its client address (see :mod:`xmppd.bosh.serving`).
+
 The session id is a bearer secret: it is never logged.
 """
 
@@ -32,6 +40,7 @@ from xmppd.bosh.session import (
 )
 from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.framing import BOSH
+from xmppd.transport.admission import AdmissionTicket
 from xmppd.transport.driver import C2SDriver
 
 if TYPE_CHECKING:
@@ -55,11 +64,17 @@ def _terminal(condition: str, status: int = 200) -> HttpResponse:
 class _Answer:
     """Where the response for one rid lands; shared by a request and its retransmissions."""
 
-    __slots__ = ("body", "event")
+    __slots__ = ("body", "event", "status")
 
     def __init__(self) -> None:
         self.event = trio.Event()
         self.body = b""
+        #: Not 200 only for a legacy client's terminal error (an HTTP status, no body).
+        self.status = 200
+
+    def settle(self, outcome: Respond) -> None:
+        self.body, self.status = outcome.body, outcome.status
+        self.event.set()
 
 
 class BoshConnection:
@@ -74,6 +89,7 @@ class BoshConnection:
         "manager",
         "peer_ip",
         "stream",
+        "ticket",
     )
 
     def __init__(
@@ -94,6 +110,8 @@ class BoshConnection:
         self._answers: dict[int, _Answer] = {}
         self._lock = trio.Lock()
         self._torn_down = False
+        #: This session's place in the server's admission (released when it ends).
+        self.ticket: AdmissionTicket | None = None
 
     @property
     def session(self) -> Session | None:
@@ -143,8 +161,17 @@ class BoshConnection:
             if answer is not None:
                 answer.body = body
                 answer.event.set()
+        if self.core.ended:
+            self._end_xmpp()  # however it ended (key, gap, reaper): the XMPP side ends too
         if self.core.finished:
             self.manager.drop(self)
+
+    def abandon(self) -> None:
+        """The sid is forgotten: whoever still waits is answered from what the session left."""
+        answers, self._answers = self._answers, {}
+        for rid, answer in answers.items():
+            if not answer.event.is_set():
+                answer.settle(self.core.answer_for(rid))
 
     def _end_xmpp(self) -> None:
         """Unbind and announce unavailable presence (once), in the manager's nursery."""
@@ -173,8 +200,24 @@ class BoshConnection:
         self._end_xmpp()
         self.manager.drop(self)
 
+    def negotiating_since(self, now: float) -> float:
+        """Seconds this session has been open without a bound (or resumed) resource."""
+        if self.session is not None or self.core.ended:
+            return 0.0
+        return now - self.core.created_at
+
+    def negotiation_timeout(self) -> None:
+        """The same deadline as TCP and WebSocket: unauthenticated sessions do not linger."""
+        log.info("event=bosh_negotiation_timeout ip=%s", self.peer_ip)
+        self.close("connection-timeout", "negotiation took too long")
+
     def _response(self, body: bytes) -> HttpResponse:
         return HttpResponse(200, body, self.core.content, _NO_STORE)
+
+    def _answer_response(self, answer: _Answer | Respond) -> HttpResponse:
+        if answer.status != 200:
+            return HttpResponse(answer.status, b"", "text/plain", _NO_STORE)
+        return self._response(answer.body)
 
     # --------------------------------------------------------------- requests
     async def open(self) -> HttpResponse:
@@ -194,18 +237,19 @@ class BoshConnection:
         was_ended = core.ended
         lost = core.lost_rids
         outcome = core.receive(request, trio.current_time())
+        answer = None
+        if isinstance(outcome, Hold):
+            # registered before anything is flushed, so an answer due at once finds it
+            answer = self._answers.setdefault(outcome.rid, _Answer())
         if core.lost_rids != lost:
             self._log_lost(core.lost_rids - lost, "client moved past the gap")
         if core.ended and not was_ended:
             log.info("event=bosh_terminated condition=%s ip=%s", core.end_condition, self.peer_ip)
-            self._flush()
-            self._end_xmpp()
-        if isinstance(outcome, Respond):
-            if outcome.status != 200:
-                return HttpResponse(outcome.status, b"", "text/plain", _NO_STORE)
-            return self._response(outcome.body)
+            self._flush()  # every other request still waiting gets the terminate body now
+        if answer is None:
+            assert isinstance(outcome, Respond)
+            return self._answer_response(outcome)
         assert isinstance(outcome, Hold)
-        answer = self._answers.setdefault(outcome.rid, _Answer())
         self._flush()  # a new request may release older held ones (hold)
         await self._process()
         return await self._wait(outcome.rid, answer)
@@ -235,15 +279,22 @@ class BoshConnection:
         if answer is None:
             answer = self._answers.setdefault(rid, _Answer())
         self._flush()
+        deadline = self.core.deadline(rid)
+        if not answer.event.is_set() and deadline is None:
+            # nothing in the session will answer this rid any more (it ended, or was
+            # answered before we asked): answer from what it left, never wait on it
+            self._answers.pop(rid, None)
+            answer.settle(self.core.answer_for(rid))
         if not answer.event.is_set():
-            deadline = self.core.deadline(rid)
-            if deadline is not None:
-                with trio.move_on_at(deadline):
-                    await answer.event.wait()
+            assert deadline is not None
+            with trio.move_on_at(deadline):
+                await answer.event.wait()
             if not answer.event.is_set():
                 self._flush()  # the wait is over: answered empty (unless a gap holds it)
-                await answer.event.wait()  # a gap: until filled, or the reaper ends it
-        return self._response(answer.body)
+                # a gap: until filled, skipped after gap_grace, or the session ends or is
+                # dropped (every path answers it)
+                await answer.event.wait()
+        return self._answer_response(answer)
 
     async def _process(self) -> None:
         """Hand ready payloads to the stream and driver, strictly in rid order."""
@@ -314,6 +365,9 @@ class BoshManager:
             gap_grace=cfg.gap_grace,
         )
         self.sessions: dict[str, BoshConnection] = {}
+        #: Creations admitted and still awaiting their stream settings (count toward
+        #: max_sessions, so concurrent creations cannot pass it together).
+        self._creating = 0
         self._nursery: trio.Nursery | None = None
 
     # ------------------------------------------------------------------ tasks
@@ -322,6 +376,7 @@ class BoshManager:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             task_status.started()
+            negotiation = self.server.config.c2s.handshake_timeout
             while True:
                 await trio.sleep(1.0)
                 now = trio.current_time()
@@ -330,6 +385,8 @@ class BoshManager:
                         nursery.start_soon(conn.process_ready)
                     if conn.core.expired(now):
                         conn.expire()
+                    elif conn.negotiating_since(now) > negotiation:
+                        conn.negotiation_timeout()
 
     def spawn_teardown(self, conn: BoshConnection) -> None:
         if self._nursery is None:
@@ -337,21 +394,22 @@ class BoshManager:
         self._nursery.start_soon(self._teardown, conn)
 
     async def _teardown(self, conn: BoshConnection) -> None:
-        server = self.server
         try:
             await conn.driver.teardown()
         finally:
-            if conn in server.connections:  # type: ignore[comparison-overlap]
-                server.connections.discard(conn)  # type: ignore[arg-type]
-                server.connections_per_ip[conn.peer_ip] -= 1
-                if server.connections_per_ip[conn.peer_ip] <= 0:
-                    del server.connections_per_ip[conn.peer_ip]
+            self.server.connections.discard(conn)  # type: ignore[arg-type]
+            if conn.ticket is not None:
+                conn.ticket.release()
 
     def drop(self, conn: BoshConnection) -> None:
-        """Forget the sid: later requests with it get ``item-not-found``."""
+        """Forget the sid: later requests with it get ``item-not-found``; anyone still
+        waiting on it is answered."""
         sid = conn.core.sid
         if self.sessions.get(sid) is conn:
             del self.sessions[sid]
+        conn.abandon()
+        if conn.ticket is not None:
+            conn.ticket.release()
 
     # --------------------------------------------------------------- requests
     async def handle(self, request: HttpRequest) -> HttpResponse:
@@ -394,12 +452,10 @@ class BoshManager:
     async def _create(self, parsed: BodyRequest, request: HttpRequest) -> HttpResponse:
         server = self.server
         ip = request.client_ip
-        if len(self.sessions) >= self.cfg.max_sessions:
-            log.warning("event=bosh_refused reason=max_sessions ip=%s", ip)
+        # every cap is checked and counted here, before the first await
+        if len(self.sessions) + self._creating >= self.cfg.max_sessions:
+            server.refusals.refused("bosh", "max_sessions", ip)
             return _terminal("undefined-condition", 503)
-        if server.connections_per_ip[ip] >= server.config.c2s.max_connections_per_ip:
-            log.warning("event=bosh_refused reason=per_ip ip=%s", ip)
-            return _terminal("undefined-condition", 429)
         sid = secrets.token_urlsafe(24)
         while sid in self.sessions:  # pragma: no cover - 192 random bits
             sid = secrets.token_urlsafe(24)
@@ -410,10 +466,22 @@ class BoshManager:
         except CreationError as err:
             log.info("event=bosh_refused reason=%s ip=%s", err.condition, ip)
             return _terminal(err.condition)
-        settings = await self.app.stream_settings(request)
+        ticket = server.admission.try_admit(ip)
+        if ticket is None:
+            full = server.admission.full
+            server.refusals.refused("bosh", "total" if full else "per_address", ip)
+            return _terminal("undefined-condition", 503 if full else 429)
+        self._creating += 1
+        try:
+            settings = await self.app.stream_settings(request)
+        except BaseException:
+            ticket.release()
+            raise
+        finally:
+            self._creating -= 1
         conn = BoshConnection(self, core, settings, ip, request.header("user-agent"))
+        conn.ticket = ticket
         self.sessions[sid] = conn
         server.connections.add(conn)  # type: ignore[arg-type]
-        server.connections_per_ip[ip] += 1
         log.info("event=bosh_session_created ip=%s wait=%d hold=%d", ip, core.wait, core.hold)
         return await conn.open()

@@ -39,7 +39,11 @@ Rules, each with its section of XEP-0124:
 - acks (§9): with ``ack='1'`` on creation, responses carry ``ack`` (highest rid received
   with none missing below it) and client acks trim the response cache; a client ack
   lagging behind for ``report_after`` seconds gets ``report``/``time`` at once.
-- keys (§15): ``newkey``/``key`` sequences are checked when the client uses them.
+- keys (§15): ``newkey``/``key`` sequences are checked when the client uses them; a
+  wrong or missing key ends the session and its own request gets the terminal answer
+  from :meth:`BoshSession.receive` at once.
+- content (§7): responses are always ``text/xml; charset=utf-8``; a client's
+  ``content`` attribute is ignored (XEP-0206 fixes the payload type anyway).
 - terminate (§13): the request's payloads are processed first; every request still
   waiting is answered and the session is gone.
 """
@@ -193,7 +197,9 @@ class BoshSession:
         client_ver = _version(attrs.get("ver"))
         self.legacy = client_ver is None
         self.ver = min(client_ver, OUR_VERSION) if client_ver else None
-        self.content = attrs.get("content") or DEFAULT_CONTENT
+        #: Always ours: the client's ``content`` attribute is not echoed into a response
+        #: header (it could name text/html, or carry CR/LF).
+        self.content = DEFAULT_CONTENT
         self.acks = attrs.get("ack") == "1"
         self._key = attrs.get("newkey")
         #: Requests skipped as lost since the last key check (their keys never came).
@@ -265,6 +271,14 @@ class BoshSession:
             return Respond(b"", LEGACY_STATUS[condition], condition)
         return Respond(terminate_body(condition), 200, condition)
 
+    def answer_for(self, rid: int) -> Respond:
+        """The answer for a request whose response nobody will send any more (the shell
+        found its session gone): the cached response if there is one, else terminal."""
+        cached = self._cache.get(rid)
+        if cached is not None:
+            return Respond(cached[0])
+        return self._terminal(self.end_condition or "item-not-found")
+
     def fail(self, condition: str) -> Respond:
         """End the session with a terminal ``condition``; the response for this request."""
         self.end(condition)
@@ -309,6 +323,12 @@ class BoshSession:
         self._pending[rid] = request
         self.pause = None  # §10: back to normal inactivity on the next request
         self._advance()
+        if self._end_body is not None:
+            # processing reached a request that ends the session (a wrong or missing key):
+            # this request is answered now; the others still waiting get the terminate
+            # body from flush(), so no request is left waiting on a session that is gone
+            del self._slots[rid]
+            return self._terminal(self.end_condition or "item-not-found")
         return Hold(rid)
 
     def _client_ack(self, value: str, slot: _Slot, now: float) -> None:

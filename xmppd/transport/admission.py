@@ -88,12 +88,21 @@ class Admission:
         """Connections currently admitted for ``ip``'s group."""
         return self._per_key.get(self.key(ip), 0)
 
-    def try_admit(self, ip: str) -> AdmissionTicket | None:
-        """Count one more connection for ``ip``, or ``None`` when a cap is reached."""
+    @property
+    def full(self) -> bool:
+        """The total cap is reached (a refusal then concerns everyone, not one address)."""
+        return bool(self.total) and self.total_count >= self.total
+
+    def try_admit(self, ip: str, *, exempt: bool = False) -> AdmissionTicket | None:
+        """Count one more connection for ``ip``, or ``None`` when a cap is reached.
+
+        ``exempt``: only the total cap applies (a trusted reverse proxy carries many
+        clients on its one address; they are counted by their own address elsewhere).
+        """
         key = self.key(ip)
         if self.total and self.total_count >= self.total:
             return None
-        if self.per_address and self._per_key[key] >= self.per_address:
+        if not exempt and self.per_address and self._per_key[key] >= self.per_address:
             return None
         self._per_key[key] += 1
         self.total_count += 1

@@ -14,6 +14,13 @@ make us ping them. Refusing the newcomer, unlike c2s resource conflicts, keeps t
 of one bridge from knocking each other off forever; a dead first connection is found
 quickly because the conflict makes the server ping it, and the newcomer retries with
 backoff.
+
+Admission: connections at once are capped per address and in total
+(``component_listener.max_connections_per_ip`` / ``max_connections``), and an address
+whose handshakes failed ``limits.auth_failures_per_minute`` times in the last minute is
+refused at once, before anything is read. Refusals and failed handshakes are logged
+through the server's :class:`~xmppd.transport.refusals.RefusalLog`: the first of each
+kind per address, then one summary line, never one line per attempt.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from lxml import etree
 
+from xmppd.auth.ratelimit import FailureLimiter
 from xmppd.config import ComponentConfig
 from xmppd.jid import JID
 from xmppd.stream.component import (
@@ -35,6 +43,7 @@ from xmppd.stream.component import (
     StanzaReceived,
     StreamEnded,
 )
+from xmppd.transport.admission import Admission
 from xmppd.transport.outbox import SendQueue
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError
@@ -103,6 +112,13 @@ class ComponentHub:
         )
         self.connections: set[ComponentConnection] = set()
         self.port: int | None = None
+        listener = cfg.component_listener
+        self.admission = Admission(
+            listener.max_connections_per_ip, listener.max_connections, cfg.limits.ipv6_prefix
+        )
+        #: Failed handshakes per address group (not shared with c2s logins: a broken
+        #: bridge must not lock local users out, nor they it).
+        self.failures = FailureLimiter(cfg.limits.auth_failures_per_minute)
 
     def attach(self, domain: str, conn: ComponentConnection) -> ComponentConnection | None:
         """Make ``conn`` the connection of ``domain``; return the one already there."""
@@ -146,12 +162,28 @@ class ComponentHub:
         except OSError:
             await stream.aclose()
             return
+        refusals = self.server.refusals
+        if not self.failures.allowed(self.admission.key(ip)):
+            refusals.refused("component", "too_many_failures", ip)
+            await _refuse(stream, self.settings, "too many failed handshakes, try later")
+            return
+        ticket = self.admission.try_admit(ip)
+        if ticket is None:
+            refusals.refused("component", "total" if self.admission.full else "per_address", ip)
+            await _refuse(stream, self.settings, "too many connections")
+            return
         conn = ComponentConnection(self, stream, ip)
         self.connections.add(conn)
         try:
             await conn.run()
         finally:
             self.connections.discard(conn)
+            ticket.release()
+
+    def handshake_failed(self, ip: str, condition: str) -> None:
+        """Count a failed handshake for ``ip``'s group; logged, summarised under a flood."""
+        self.failures.record_failure(self.admission.key(ip))
+        self.server.refusals.refused("component", condition, ip)
 
     async def shutdown(self, grace: float = 2.0) -> None:
         for conn in list(self.connections):
@@ -232,6 +264,7 @@ class ComponentConnection:
                 with trio.move_on_after(cfg.handshake_timeout) as deadline:
                     ok = await self._handshake()
                 if deadline.cancelled_caught:
+                    self.hub.handshake_failed(self.peer_ip, "connection-timeout")
                     self.stream.close("connection-timeout", "the handshake took too long")
                     await self._send_direct()
                     return
@@ -285,11 +318,7 @@ class ComponentConnection:
                         self.stream.accept()
                 elif isinstance(event, StreamEnded):
                     if event.error is not None and event.error.condition != "conflict":
-                        log.info(
-                            "event=component_refused ip=%s condition=%s",
-                            self.peer_ip,
-                            event.error.condition,
-                        )
+                        self.hub.handshake_failed(self.peer_ip, event.error.condition)
             await self._send_direct()
             if self.stream.closed:
                 return False
@@ -341,3 +370,19 @@ class ComponentConnection:
             # flushed (or failed): hang up, which also ends the reader
             if self._cancel is not None:
                 self._cancel.cancel()
+
+
+async def _refuse(stream: trio.SocketStream, settings: ComponentSettings, text: str) -> None:
+    """``policy-violation`` before reading anything (header, error, close), then hang up."""
+    refusal = ComponentServerStream(settings)
+    refusal.close("policy-violation", text)
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        try:
+            await stream.send_all(refusal.data_to_send())
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            pass
+        finally:
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
