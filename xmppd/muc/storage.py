@@ -20,7 +20,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from xmppd.muc.mam import ArchivedMessage, MamPage, MamQuery
-from xmppd.muc.nicks import NickError, check_nick, nick_key
+from xmppd.muc.nicks import (
+    ALL_ROOMS,
+    NickError,
+    NickRegistry,
+    Registration,
+    check_nick,
+    make_registration,
+    nick_key,
+)
 from xmppd.storage.database import Database, _upsert
 from xmppd.storage.engine import WRITE_OPTION
 from xmppd.storage.models import JID_MAX, LOCALPART_MAX, BigId, StanzaText, metadata
@@ -283,11 +291,49 @@ def _checked(nick: str) -> str:
     return nick
 
 
+def _registry(conn: sa.Connection) -> tuple[NickRegistry, list[Registration]]:
+    """Every registration, loaded as the server loads them, and the room-scoped squats."""
+    rows = conn.execute(sa.select(nicks.c.room, nicks.c.nick, nicks.c.jid))
+    registry = NickRegistry()
+    released = registry.replace_all((r.room, r.nick, r.jid) for r in rows)
+    return registry, released
+
+
+def _release_squats(conn: sa.Connection) -> int:
+    """Delete room-scoped registrations of names reserved service-wide for someone else
+    (or looking like one), saying so in the log; the site-wide reservation wins."""
+    registry, released = _registry(conn)
+    for reg in released:
+        holder = registry.reserved_for_other(reg)
+        conn.execute(nicks.delete().where(nicks.c.room == reg.scope, nicks.c.jid == reg.jid))
+        log.info(
+            "event=muc_nick_released room=%s nick=%s jid=%s reserved_for=%s",
+            reg.scope, reg.nick, reg.jid, holder.jid if holder else "?",
+        )  # fmt: skip
+    return len(released)
+
+
 def register_nick(db: Database, nick: str, jid: str, room: str = "") -> None:
-    """Reserve ``nick`` for ``jid`` (in every room by default); replaces either's old entry."""
+    """Reserve ``nick`` for ``jid`` (in every room by default); replaces either's old entry.
+
+    Taking over the exact nick from another user in the same scope is an administrator's
+    prerogative; a nick that merely looks like another user's registration (or, for a
+    room, equals or looks like a service-wide reservation) is refused with ValueError.
+    A service-wide reservation releases room-scoped registrations of the name.
+    """
     nick, bare = _checked(nick), _bare(jid)
+    new = make_registration(room, nick, bare)
     with _write(db) as conn:
+        registry, _released = _registry(conn)
+        taken = registry.conflict_with(new)
+        if taken is not None and not (taken.scope == room and taken.key == new.key):
+            where = "in every room" if taken.scope == ALL_ROOMS else f"in room {taken.scope}"
+            raise ValueError(
+                f"{nick!r} is or looks like {taken.nick!r}, registered to {taken.jid} {where}"
+            )
         _set_nick(conn, room, bare, nick)
+        if room == ALL_ROOMS:
+            _release_squats(conn)
     log.info("event=muc_nick_registered room=%s nick=%s jid=%s", room or "*", nick, bare)
 
 
@@ -310,6 +356,8 @@ class SyncResult:
     changed: int = 0
     removed: int = 0
     skipped: int = 0
+    #: room-scoped registrations of reserved names that were deleted
+    released: int = 0
 
 
 def sync_nicks(
@@ -317,30 +365,38 @@ def sync_nicks(
 ) -> SyncResult:
     """Make the registry hold ``(nick, jid)`` pairs, idempotently, in ONE transaction.
 
-    Invalid pairs are skipped (counted). With ``prune``, registrations in ``room`` whose
-    JID is not among ``pairs`` are removed (a forum user deleted upstream).
+    Invalid pairs are skipped (counted), and so is a nick that equals or looks like one
+    accepted before it: who already holds a nick keeps it, otherwise the earlier pair wins
+    (the forum lists its oldest accounts first). With ``prune``, registrations in ``room``
+    whose JID is not among the accepted pairs are removed (a forum user deleted upstream).
+    Service-wide reservations release room-scoped registrations of the same names.
     """
     result = SyncResult()
-    wanted: dict[str, tuple[str, str]] = {}
-    keys: set[str] = set()
+    offered: list[Registration] = []
     for nick, jid in pairs:
         try:
-            nick, bare = _checked(nick), _bare(jid)
-        except ValueError:
+            offered.append(make_registration(room, _checked(nick), _bare(jid)))
+        except (ValueError, NickError):
             result.skipped += 1
-            continue
-        key = nick_key(nick)
-        if key in keys:
-            result.skipped += 1  # two users folding to one nick: neither wins silently
-            continue
-        keys.add(key)
-        wanted[bare] = (nick, key)
     with _write(db) as conn:
         current = {
             r.jid: (r.nick, r.nick_key)
             for r in conn.execute(sa.select(nicks).where(nicks.c.room == room))
         }
-        for bare, (nick, _key) in wanted.items():
+        # Holders of their nick first, then in the order given; each keeps its place.
+        order = sorted(
+            range(len(offered)),
+            key=lambda i: (current.get(offered[i].jid, ("",))[0] != offered[i].nick, i),
+        )
+        accepted = NickRegistry()
+        for i in order:
+            reg = offered[i]
+            if accepted.holds(room, reg.jid) or accepted.conflict_with(reg) is not None:
+                result.skipped += 1  # two users for one nick (or look-alikes): first wins
+                continue
+            accepted.put(reg)
+        wanted = {reg.jid: reg.nick for reg in accepted}
+        for bare, nick in wanted.items():
             have = current.get(bare)
             if have is not None and have[0] == nick:
                 continue
@@ -356,8 +412,11 @@ def sync_nicks(
                     nicks.delete().where(nicks.c.room == room, nicks.c.jid.in_(stale[i : i + 500]))
                 )
             result.removed = len(stale)
+        if room == ALL_ROOMS:
+            result.released = _release_squats(conn)
     log.info(
-        "event=muc_nicks_synced room=%s added=%d changed=%d removed=%d skipped=%d",
+        "event=muc_nicks_synced room=%s added=%d changed=%d removed=%d skipped=%d released=%d",
         room or "*", result.added, result.changed, result.removed, result.skipped,
+        result.released,
     )  # fmt: skip
     return result
