@@ -3,10 +3,15 @@ archive behind a room password (8), per-user bounds (9) and absurd dates (15).""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from tests.db_fixtures import upgraded_database
+from tests.unit.routing_helpers import Client, Harness, error_condition
 from tests.unit.test_muc_room import (
     MUC,
     ROOM,
@@ -26,12 +31,17 @@ from tests.unit.test_muc_room import (
 )
 from xmppd.jid import JID
 from xmppd.muc import mam as mam_mod
+from xmppd.muc import storage as store
+from xmppd.muc.config import MucConfig
 from xmppd.muc.history import STAMP_MAX, STAMP_MIN, HistoryEntry, HistoryRing, parse_stamp
 from xmppd.muc.limits import Buckets
 from xmppd.muc.nicks import NickRegistry, is_mixed_script, look_alike, nick_skeletons
 from xmppd.muc.room import RoomSettings
+from xmppd.muc.service import install
+from xmppd.storage import Database
 
 ADMIN = "admin@example.org"
+SVC = "conference.example.org"
 MALLORY = "mallory@example.org/m"
 
 # The look-alikes of finding 7 (a): Cyrillic A, Ukrainian i, Greek Alpha, and a capital I.
@@ -376,3 +386,83 @@ def test_mam_form_with_a_bad_date_is_bad_request() -> None:
     room = make_room()
     (reply,) = parsed(iq(room, "bob@example.org/b", form, "set"))
     assert error_of(reply) == "bad-request"
+
+
+# ------------------------------------------------------------- the CLI's registry writes
+@pytest.fixture
+def db() -> Iterator[Database]:
+    with upgraded_database("sqlite") as database:
+        yield database
+
+
+def _rows(db: Database) -> list[tuple[str, str, str]]:
+    return sorted(store.load_nicks(db))
+
+
+def test_register_nick_refuses_a_look_alike_and_a_room_copy_of_a_reservation(
+    db: Database,
+) -> None:
+    store.register_nick(db, "Admin", ADMIN)
+    for nick, room in (("\u0410dmin", ""), ("Adm\u0456n", "sax"), ("Admin", "sax")):
+        with pytest.raises(ValueError, match="looks like 'Admin'"):
+            store.register_nick(db, nick, "mallory@example.org", room=room)
+    store.register_nick(db, "Admin", "boss@example.org")  # the exact nick: admin's override
+    assert _rows(db) == [("", "Admin", "boss@example.org")]
+
+
+def test_reserving_a_name_releases_room_registrations_of_it(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.register_nick(db, "Adm\u0456n", "mallory@example.org", room="sax")
+    store.register_nick(db, "Bob", "bob@example.org", room="sax")
+    with caplog.at_level(logging.INFO, logger="xmppd.muc.storage"):
+        result = store.sync_nicks(db, [("Admin", ADMIN)])
+    assert result.released == 1
+    assert _rows(db) == [("", "Admin", ADMIN), ("sax", "Bob", "bob@example.org")]
+    assert "event=muc_nick_released room=sax" in caplog.text
+    assert "jid=mallory@example.org reserved_for=admin@example.org" in caplog.text
+
+
+def test_sync_keeps_one_of_two_look_alike_forum_names(db: Database) -> None:
+    pairs = [("Admin", ADMIN), ("\u0410dmin", "ivan@example.org")]
+    result = store.sync_nicks(db, pairs)
+    assert (result.added, result.skipped) == (1, 1)
+    assert _rows(db) == [("", "Admin", ADMIN)]
+    # Who holds a name keeps it, whatever order the forum lists its members in.
+    again = store.sync_nicks(db, list(reversed(pairs)))
+    assert (again.added, again.changed, again.skipped) == (0, 0, 1)
+    assert _rows(db) == [("", "Admin", ADMIN)]
+
+
+# ------------------------------------------------------------- the service: room creation
+async def test_room_creation_limits(tmp_path: Path) -> None:
+    h = Harness(tmp_path, users=("alice", "bob", "boss"))
+    try:
+        svc = install(
+            h.router,
+            h.adb,
+            MucConfig(max_rooms=3, max_rooms_per_user=5, room_creations_per_minute=2),
+            site_admins=["boss@example.org"],
+            clock=lambda: h.now,
+        )
+        assert svc is not None and len(svc.rooms) == 1  # the configured "sax"
+
+        async def create(client: Client, name: str) -> str | None:
+            await client.send(f'<presence to="{name}@{SVC}/N"><x xmlns="{MUC}"/></presence>')
+            (reply, *_) = client.take()
+            return error_condition(reply) if reply.get("type") == "error" else None
+
+        alice, bob = await h.connect("alice@example.org/a"), await h.connect("bob@example.org/b")
+        assert [await create(alice, n) for n in ("a1", "a2", "a3")] == [
+            None,
+            None,
+            "resource-constraint",  # two a minute
+        ]
+        assert await create(bob, "b1") == "resource-constraint"  # three rooms: full
+        assert svc.rooms["a1"].settings.creator == "alice@example.org"
+        boss = await h.connect("boss@example.org/x")
+        assert await create(boss, "admins") is None  # site admins: no limit
+        h.now += timedelta(minutes=1)
+        assert await create(alice, "a4") == "resource-constraint"  # still full
+    finally:
+        h.close()
