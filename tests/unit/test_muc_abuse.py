@@ -466,3 +466,16 @@ async def test_room_creation_limits(tmp_path: Path) -> None:
         assert await create(alice, "a4") == "resource-constraint"  # still full
     finally:
         h.close()
+
+
+def test_a_manual_reservation_outside_the_forum_still_releases_room_squats(
+    db: Database,
+) -> None:
+    store.register_nick(db, "SAX", "sax@webridge.example.org")  # the bot's nick, by hand
+    with db.engine.begin() as conn:  # a squat an older xmppd let through (Cyrillic A)
+        store._set_nick(conn, "sax", "mallory@example.org", "S\u0410X")
+    assert store.sync_nicks(db, [("Admin", ADMIN)]).released == 1
+    assert _rows(db) == [("", "Admin", ADMIN), ("", "SAX", "sax@webridge.example.org")]
+    store.register_nick(db, "SAX2", "mallory@example.org", room="sax")
+    assert store.sync_nicks(db, [("Admin", ADMIN)], prune=True).released == 0
+    assert ("sax", "SAX2", "mallory@example.org") in _rows(db)

@@ -299,12 +299,29 @@ def _registry(conn: sa.Connection) -> tuple[NickRegistry, list[Registration]]:
     return registry, released
 
 
-def _release_squats(conn: sa.Connection) -> int:
+def _release_squats(conn: sa.Connection, reserved: NickRegistry | None = None) -> int:
     """Delete room-scoped registrations of names reserved service-wide for someone else
-    (or looking like one), saying so in the log; the site-wide reservation wins."""
-    registry, released = _registry(conn)
+    (or looking like one), saying so in the log; the site-wide reservation wins.
+
+    ``reserved`` holds the service-wide registrations when the caller has them already
+    (the sync has just built them: no second pass over every member's name).
+    """
+    if reserved is None:
+        reserved, released = _registry(conn)
+    else:
+        rows = conn.execute(
+            sa.select(nicks.c.room, nicks.c.nick, nicks.c.jid).where(nicks.c.room != ALL_ROOMS)
+        )
+        released = []
+        for row in rows:
+            try:
+                reg = make_registration(row.room, row.nick, row.jid)
+            except NickError:
+                continue
+            if reserved.reserved_for_other(reg) is not None:
+                released.append(reg)
     for reg in released:
-        holder = registry.reserved_for_other(reg)
+        holder = reserved.reserved_for_other(reg)
         conn.execute(nicks.delete().where(nicks.c.room == reg.scope, nicks.c.jid == reg.jid))
         log.info(
             "event=muc_nick_released room=%s nick=%s jid=%s reserved_for=%s",
@@ -360,6 +377,20 @@ class SyncResult:
     released: int = 0
 
 
+def _reserved(
+    accepted: NickRegistry, current: dict[str, tuple[str, str]], wanted: dict[str, str]
+) -> NickRegistry:
+    """The service-wide registrations after a sync: the accepted ones, plus those of other
+    users still in the table (not pruned) whose nick none of the accepted took over."""
+    for jid, (nick, key) in current.items():
+        if jid not in wanted and accepted.owner(ALL_ROOMS, key) is None:
+            try:
+                accepted.put(make_registration(ALL_ROOMS, nick, jid))
+            except NickError:
+                continue
+    return accepted
+
+
 def sync_nicks(
     db: Database, pairs: Iterable[tuple[str, str]], room: str = "", prune: bool = False
 ) -> SyncResult:
@@ -413,7 +444,8 @@ def sync_nicks(
                 )
             result.removed = len(stale)
         if room == ALL_ROOMS:
-            result.released = _release_squats(conn)
+            kept = {} if prune else current  # pruned rows are gone
+            result.released = _release_squats(conn, _reserved(accepted, kept, wanted))
     log.info(
         "event=muc_nicks_synced room=%s added=%d changed=%d removed=%d skipped=%d released=%d",
         room or "*", result.added, result.changed, result.removed, result.skipped,
