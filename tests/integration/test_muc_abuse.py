@@ -413,3 +413,24 @@ def test_absurd_since_and_mam_dates_answer_without_a_traceback(server: MucProces
     assert out["mam_bad"] == ("error", ["bad-request"])
     log = server.log()
     assert "Traceback" not in log and "OverflowError" not in log
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql", "mariadb"])
+def test_clamped_dates_are_valid_bounds_in_every_database(kind: str) -> None:
+    """The clamped extremes reach the archive query as bounds every database accepts."""
+    from datetime import UTC, datetime
+
+    from tests.db_fixtures import upgraded_database
+    from xmppd.muc import storage as store
+    from xmppd.muc.history import STAMP_MAX, STAMP_MIN
+    from xmppd.muc.mam import MamQuery
+
+    with upgraded_database(kind) as db:  # type: ignore[arg-type]
+        stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        message = {"room": "sax", "stanza_id": "s1", "stamp": stamp, "nick": "Bob"}
+        message |= {"sender": "bob@localhost", "stanza": "<message/>"}
+        store.write_batch(db, [store.Write("message", message)])
+        query = MamQuery(queryid=None, start=STAMP_MIN, end=STAMP_MAX)
+        page = store.query_archive(db, "sax", query)
+        assert [m.stanza_id for m in page.messages] == ["s1"]
+        assert store.query_archive(db, "sax", MamQuery(queryid=None, end=STAMP_MIN)).count == 0
