@@ -127,6 +127,7 @@ def nick_skeletons(nick: str) -> frozenset[str]:
     """
     checker = _spoof_checker()
     written = unicodedata.normalize("NFC", nick)
+    # type 0: TR39's one skeleton (ICU's older "any case" variant is deprecated)
     return frozenset({checker.getSkeleton(0, nick_key(nick)), checker.getSkeleton(0, written)})
 
 
