@@ -480,6 +480,13 @@ def validate(config: Config) -> None:
         raise ConfigError("muc.history_default: must not exceed muc.history_max")
     if not 1 <= config.muc.max_nick_length <= 1023:
         raise ConfigError("muc.max_nick_length: must be between 1 and 1023")
+    for key in ("max_rooms", "max_rooms_per_user", "room_creations_per_minute"):
+        if getattr(config.muc, key) < 1:
+            raise ConfigError(f"muc.{key}: must be at least 1 (allow_room_creation turns it off)")
+    if config.muc.history_max_bytes < 0:
+        raise ConfigError("muc.history_max_bytes: must not be negative")
+    if config.muc.invites_per_minute < 0:
+        raise ConfigError("muc.invites_per_minute: must not be negative (0: no limit)")
     if not 16 <= config.limits.ipv6_prefix <= 128:
         raise ConfigError("limits.ipv6_prefix: must be between 16 and 128")
     if config.sm.resume_timeout < 1:

@@ -656,6 +656,59 @@ def test_widget_shows_history_embedded_by_php(tmp_path: Path) -> None:
     assert out["fetched"] == []
 
 
+def test_widget_shows_nicks_as_written_and_decodes_only_bodies(tmp_path: Path) -> None:
+    """Issue 13 finding 7 (b): a nick is never entity-decoded. "&#65;dmin" must not show as
+    "Admin", and "&#8238;"/"&#8203;" must not turn into the bidi override and zero-width
+    space the server refuses in nicks: all show literally, in the log and the occupant
+    list. A message body's legacy entities are still decoded once (README)."""
+    chromium = _require_browser()
+    from playwright.async_api import async_playwright
+
+    spoof, bidi = "&#65;dmin", "x&#8238;y&#8203;z"
+    server = _start_server(tmp_path)
+    try:
+
+        async def scenario() -> dict[str, Any]:
+            bob = await login(server, "bob@localhost/desk", plugins=["xep_0045"])
+            await bob.plugin["xep_0045"].join_muc_wait(ROOM, spoof, maxstanzas=0, timeout=10)
+            carol = await login(server, "carol@localhost/desk", plugins=["xep_0045"])
+            await carol.plugin["xep_0045"].join_muc_wait(ROOM, bidi, maxstanzas=0, timeout=10)
+            await _say(bob, "from history: A &amp; B")
+            url = f"http://127.0.0.1:{server.http_port}/chat/forum-websocket.html"
+            async with async_playwright() as pw:
+                browser, context = await _launch(pw, chromium)
+                try:
+                    page = await context.new_page()
+                    page.on("console", _print_problems)
+                    await page.goto(url)
+                    await _wait_state(page, "online")
+                    await _say(carol, "live: C &amp; D")
+                    await _wait_text(page, "live: C & D")
+                    occupants = page.locator("#chat .xc-occupants li")
+
+                    async def listed() -> bool:
+                        return await occupants.count() == 3  # alice, bob, carol
+
+                    await _wait_for(listed, "three occupants", page)
+                    await _screenshot(page, "nicks-as-written")
+                    return {
+                        "nicks": await page.locator("#chat .xc-nick").all_inner_texts(),
+                        "texts": await _texts(page),
+                        "occupants": sorted(await occupants.all_text_contents()),
+                    }
+                finally:
+                    await browser.close()
+                    for client in (bob, carol):
+                        await client.close()
+
+        out = run(scenario, timeout=60)
+    finally:
+        server.stop()
+    assert out["nicks"] == [spoof, bidi]
+    assert out["texts"] == ["from history: A & B", "live: C & D"]
+    assert out["occupants"] == sorted(["alice", spoof, bidi])
+
+
 # -- a third-party browser client ----------------------------------------------------------
 
 CONVERSE_DIST = Path(__file__).resolve().parents[1] / "browser" / "node_modules" / "converse.js"

@@ -76,7 +76,12 @@ def test_history_feed_from_the_ring() -> None:
     from xmppd.muc.history import HistoryEntry, HistoryRing
 
     ring = HistoryRing(3)
-    room = SimpleNamespace(history=ring, jid_str="sax@conference.example.com")
+    open_room = {"value": True}
+    room = SimpleNamespace(
+        history=ring,
+        jid_str="sax@conference.example.com",
+        open_to_anyone=lambda: open_room["value"],
+    )
     feed = HistoryFeed(SimpleNamespace(rooms={"sax": room, "staff": room}), ["sax"], 3)
 
     def add(n: int, body: str | None) -> None:
@@ -97,3 +102,5 @@ def test_history_feed_from_the_ring() -> None:
     assert feed.answer("room=staff").status == 404
     assert feed.answer("room=sax&limit=-1").status == 400
     assert json.loads(feed.answer("room=sax&limit=99").body)["messages"][-1]["text"] == "d"
+    open_room["value"] = False  # an owner set a password (or made it members-only)
+    assert feed.answer("room=sax").status == 404

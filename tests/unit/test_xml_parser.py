@@ -200,6 +200,19 @@ def test_entity_split_across_chunks_is_fine() -> None:
     assert events[1].findtext("{jabber:client}body") == "&<<"
 
 
+def test_ampersand_in_attribute_values_arrives_as_written() -> None:
+    """libxml2 hands targets an attribute's ``&`` as ``&#38;``; the parser undoes it (a
+    room nick ``Tom & Jerry`` or ``&#65;dmin`` must stay exactly that)."""
+    stanza = (
+        b"<presence to='r@muc.example.com/Tom &amp; Jerry' id='&#38;#65;dmin &amp;amp;'>"
+        b"<x xmlns='urn:x' a='&lt;&#x26;&gt;'/></presence>"
+    )
+    (_open, presence) = feed_all([HEADER, stanza])
+    assert presence.get("to") == "r@muc.example.com/Tom & Jerry"
+    assert presence.get("id") == "&#65;dmin &amp;"
+    assert presence[0].get("a") == "<&>"
+
+
 def test_xml_declaration_is_fine_and_optional() -> None:
     assert isinstance(StreamParser().feed(HEADER)[0], StreamOpen)
     assert isinstance(StreamParser().feed(b"  \n" + HEADER[21:])[0], StreamOpen)

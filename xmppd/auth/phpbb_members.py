@@ -31,10 +31,13 @@ def forum_members(config: PhpbbConfig, domain: str) -> list[tuple[str, str]]:
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                sa.select(users.c.username).where(
+                sa.select(users.c.username)
+                .where(
                     users.c.user_id != ANONYMOUS,
                     users.c.user_type.in_((USER_NORMAL, USER_FOUNDER)),
                 )
+                # oldest accounts first: of two look-alike names, the older one is kept
+                .order_by(users.c.user_id)
             ).all()
     finally:
         engine.dispose()

@@ -89,7 +89,9 @@ class HistoryFeed:
         name = (params.get("room", [""])[0] or (self.public[0] if self.public else "")).lower()
         rooms = getattr(self.muc, "rooms", {}) if self.muc is not None else {}
         room = rooms.get(name) if name in self.public else None
-        if room is None:
+        # Listed or not, a room that asks a password (or membership) of those who enter
+        # is not read without it: the same rule as joining and MAM.
+        if room is None or not room.open_to_anyone():
             return HistoryAnswer(404, _json({"error": "no public history for this room"}))
         try:
             limit = int(params.get("limit", [str(DEFAULT_LIMIT)])[0])

@@ -38,18 +38,30 @@ class MucConfig:
     rooms: list[RoomSeed] = field(default_factory=_default_rooms)
     #: Local users may create rooms (they become owners).
     allow_room_creation: bool = True
+    #: Rooms the service holds at most (creation is refused beyond; configured rooms count).
+    max_rooms: int = 200
+    #: Rooms one user (other than a site admin) may have created and still existing.
+    max_rooms_per_user: int = 10
+    #: Rooms one user may create per minute (a token bucket of this size).
+    room_creations_per_minute: int = 5
     #: Bare JIDs owning every room, in addition to ``server.admins``.
     admins: list[str] = field(default_factory=list)
     #: History messages sent on join when the client asks for nothing else.
     history_default: int = 20
     #: Messages kept in memory per room (the most a join can get).
     history_max: int = 200
+    #: Bytes of history kept in memory per room, each message counted twice (as sent and
+    #: its join copy); the oldest go first, and a larger message is only archived.
+    history_max_bytes: int = 524_288
     max_nick_length: int = 48
     max_occupants: int = 1000
     #: A user with a registered nick may only join under that nick.
     enforce_registered_nick: bool = False
     #: Users may register a nick in-band (XEP-0045 §7.10).
     allow_nick_registration: bool = True
+    #: Nicks may mix scripts (e.g. Latin with Cyrillic); refused by default (TR39 "highly
+    #: restrictive"), except a nick registered to the user who uses it.
+    allow_mixed_script_nicks: bool = False
     #: Seconds between reloads of the nick registry (changed by the CLI) from the database.
     nick_reload_interval: float = 60.0
     #: With the phpbb backend: seconds between syncs of forum usernames into the nick
@@ -57,9 +69,12 @@ class MucConfig:
     sync_nicks_interval: float = 3600.0
     #: The periodic sync also releases nicks of members deleted from the forum.
     sync_nicks_prune: bool = False
-    #: Token bucket per occupant: ``flood_burst`` messages, refilled at ``flood_rate``/s.
+    #: Token bucket per user and room: ``flood_burst`` messages, refilled at ``flood_rate``/s
+    #: (kept across leaving and rejoining).
     flood_burst: int = 30
     flood_rate: float = 5.0
+    #: Mediated invitations (§7.8.2) one user may send per room and minute (a token bucket).
+    invites_per_minute: int = 10
     #: Archive writes: at most this many per batch, at least every ``archive_flush_interval`` s.
     archive_batch_size: int = 500
     archive_flush_interval: float = 0.25

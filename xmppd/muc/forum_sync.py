@@ -26,7 +26,7 @@ def sync_once(config: Config, db: Database) -> tuple[int, str]:
     result = sync_nicks(db, members, prune=config.muc.sync_nicks_prune)
     summary = (
         f"added={result.added} changed={result.changed} removed={result.removed}"
-        f" skipped={result.skipped}"
+        f" skipped={result.skipped} released={result.released}"
     )
     return len(members), summary
 

@@ -8,6 +8,7 @@ nothing per history line but a byte splice.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,15 +28,44 @@ def format_stamp(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
+#: XEP-0082 DateTime: CCYY-MM-DDThh:mm:ss[.sss]TZD (TZD "Z" or +hh:mm / -hh:mm).
+_DATETIME = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,32}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,
+)
+#: The range a stamp is clamped to: every supported database stores it (MariaDB's
+#: DATETIME starts at year 1000), and nothing outside it can match a message anyway.
+STAMP_MIN = datetime(1000, 1, 1, tzinfo=UTC)
+STAMP_MAX = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
 def parse_stamp(text: str) -> datetime:
-    """Parse an XEP-0082 DateTime (a zone is required); ValueError if malformed."""
-    text = text.strip()
-    if len(text) < 20 or text[10] != "T":
+    """Parse an XEP-0082 DateTime (a zone is required) as UTC; ValueError if malformed.
+
+    Valid but extreme values are clamped to [:data:`STAMP_MIN`, :data:`STAMP_MAX`]
+    rather than overflowing (``0001-01-01T00:00:00+14:00`` is before year 1 in UTC):
+    as a lower or upper bound they select the same messages.
+    """
+    match = _DATETIME.fullmatch(text.strip())
+    if match is None:
         raise ValueError("not an XEP-0082 DateTime")
-    value = datetime.fromisoformat(text.replace("z", "Z"))
-    if value.tzinfo is None:
-        raise ValueError("an XEP-0082 DateTime needs a time zone")
-    return value.astimezone(UTC)
+    year, month, day, hour, minute, second, fraction, _z, sign, tz_h, tz_m = match.groups()
+    micro = int((fraction or "0")[:6].ljust(6, "0"))
+    local = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                     micro)  # fmt: skip
+    offset = timedelta(0)
+    if sign is not None:
+        if int(tz_h) > 23 or int(tz_m) > 59:
+            raise ValueError("time zone offset out of range")
+        offset = timedelta(hours=int(tz_h), minutes=int(tz_m)) * (1 if sign == "+" else -1)
+    floor, ceiling = STAMP_MIN.replace(tzinfo=None), STAMP_MAX.replace(tzinfo=None)
+    # local - offset, computed without leaving datetime's range
+    if local - floor < offset:
+        return STAMP_MIN
+    if ceiling - local < -offset:
+        return STAMP_MAX
+    return (local - offset).replace(tzinfo=UTC)
 
 
 @dataclass(slots=True)
@@ -98,10 +128,19 @@ class HistoryRequest:
 
 
 class HistoryRing:
-    """The last ``size`` messages of one room, oldest first."""
+    """The last ``size`` messages of one room, oldest first, within ``max_bytes``.
 
-    def __init__(self, size: int) -> None:
-        self.entries: deque[HistoryEntry] = deque(maxlen=max(0, size))
+    Each entry is charged twice its serialised size (the message and the join copy made
+    from it), so the bound holds for what the room really keeps. The oldest entries go
+    first; a message larger than the whole budget is not kept at all (it is in the
+    archive, for MAM). ``max_bytes=None`` means no byte bound.
+    """
+
+    def __init__(self, size: int, max_bytes: int | None = None) -> None:
+        self.size = max(0, size)
+        self.max_bytes = max_bytes
+        self.entries: deque[HistoryEntry] = deque()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -109,8 +148,23 @@ class HistoryRing:
     def __iter__(self) -> Iterator[HistoryEntry]:
         return iter(self.entries)
 
-    def append(self, entry: HistoryEntry) -> None:
+    @staticmethod
+    def charge(entry: HistoryEntry) -> int:
+        return 2 * len(entry.xml)
+
+    def append(self, entry: HistoryEntry) -> bool:
+        """Keep ``entry`` (dropping the oldest as needed); False when it is too large."""
+        cost = self.charge(entry)
+        if self.size == 0 or (self.max_bytes is not None and cost > self.max_bytes):
+            return False
+        while self.entries and (
+            len(self.entries) >= self.size
+            or (self.max_bytes is not None and self.bytes + cost > self.max_bytes)
+        ):
+            self.bytes -= self.charge(self.entries.popleft())
         self.entries.append(entry)
+        self.bytes += cost
+        return True
 
     def select(
         self, req: HistoryRequest, default: int, now: datetime, room_jid: str

@@ -24,19 +24,3 @@ class Occupant:
     primary: str = ""
     #: cached presence as others see it, by "may see the real JID"
     views: dict[bool, Template] = field(default_factory=dict)
-    tokens: float = 0.0
-    refilled: float = 0.0
-    #: when this occupant last asked for voice (§7.13), to keep moderators from being spammed
-    voice_requested: float = 0.0
-
-    def take_token(self, now: float, burst: int, rate: float) -> bool:
-        """Flood control: a token bucket of ``burst`` messages refilled at ``rate``/s."""
-        if self.refilled == 0.0:
-            self.tokens, self.refilled = float(burst), now
-        else:
-            self.tokens = min(float(burst), self.tokens + (now - self.refilled) * rate)
-            self.refilled = now
-        if self.tokens < 1.0:
-            return False
-        self.tokens -= 1.0
-        return True

@@ -30,7 +30,16 @@ from xmppd.muc import mam as mam_mod
 from xmppd.muc import roles as R
 from xmppd.muc.config import MucConfig
 from xmppd.muc.history import HistoryEntry, HistoryRequest, HistoryRing
-from xmppd.muc.nicks import NickError, NickRegistry, check_nick, nick_key, nick_matches
+from xmppd.muc.limits import Buckets
+from xmppd.muc.nicks import (
+    NickError,
+    NickRegistry,
+    check_nick,
+    check_script,
+    look_alike,
+    nick_key,
+    nick_matches,
+)
 from xmppd.muc.occupant import Occupant
 from xmppd.muc.wire import Recipient, Template, recipient
 from xmppd.xml import ns
@@ -87,6 +96,9 @@ class RoomSettings:
     password: str = ""
     #: A new user-created room stays locked until its owner configures it (§10.1).
     locked: bool = False
+    #: The bare JID of the user who created the room ("" for configured rooms); counted
+    #: against ``muc.max_rooms_per_user``.
+    creator: str = ""
     secret: str = field(default_factory=lambda: secrets.token_hex(16))
 
     def to_json(self) -> str:
@@ -130,6 +142,9 @@ class Out:
     #: (scope, bare JID, nick or None to unregister)
     nick_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
     mam: MamRequest | None = None
+    #: stanzas for the router (RFC 6121 rules: a bare JID's resources or offline storage),
+    #: such as invitations, which go to users who are not occupants
+    routed: list[etree._Element] = field(default_factory=list)
     #: the room is gone (destroyed, or a temporary room emptied)
     gone: bool = False
 
@@ -188,7 +203,12 @@ class Room:
         self.subject_nick = subject_nick
         self.occupants: dict[str, Occupant] = {}
         self.by_real: dict[str, Occupant] = {}
-        self.history = HistoryRing(ctx.config.history_max)
+        cfg = ctx.config
+        self.history = HistoryRing(cfg.history_max, cfg.history_max_bytes)
+        # Limits per bare JID, kept across leaving and rejoining (not per occupant).
+        self.flood = Buckets(cfg.flood_burst, cfg.flood_rate)
+        self.invites = Buckets(cfg.invites_per_minute, cfg.invites_per_minute / 60.0)
+        self.voice_requests = Buckets(1, 1.0 / VOICE_REQUEST_INTERVAL)
         self._fanout: list[Recipient] | None = None
         self._iq_forwards: dict[str, tuple[str, str | None, str]] = {}
 
@@ -302,7 +322,11 @@ class Room:
                 out.sends.append((rcpt, tpl.to(rcpt)))
 
     def _check_nick(self, nick: str, bare: str) -> str:
-        """Validate ``nick`` for ``bare``; return its key or raise the XEP's error."""
+        """Validate ``nick`` for ``bare``; return its key or raise the XEP's error.
+
+        Used for joining, changing nick and registering alike, so a registered nick (and
+        everything that looks like it) is protected in each.
+        """
         try:
             key = check_nick(nick, self.ctx.config.max_nick_length)
         except NickError as exc:
@@ -313,17 +337,29 @@ class Room:
             allowed = ", ".join(patterns) or "none"
             text = f"this component may only use the nicknames {allowed}"
             raise StanzaError("not-acceptable", text)
-        owner = self.ctx.nicks.owner(self.name, key)
-        if owner is not None and owner != bare:
-            raise StanzaError("conflict", "that nickname is registered to another user")
+        taken = self.ctx.nicks.conflict(self.name, nick, bare)
+        if taken is not None:
+            if taken.key == key:
+                raise StanzaError("conflict", "that nickname is registered to another user")
+            text = f"that nickname looks like {taken.nick}, which is registered to another user"
+            raise StanzaError("conflict", text)
+        mine = self.ctx.nicks.owner(self.name, key) == bare
+        if not mine and not self.ctx.config.allow_mixed_script_nicks:
+            try:
+                check_script(nick)
+            except NickError as exc:
+                raise StanzaError(exc.condition, exc.text) from None
         if self.ctx.config.enforce_registered_nick:
-            mine = self.ctx.nicks.nick_of(self.name, bare)
-            if mine is not None and nick_key(mine) != key:
-                text = f"you must use your registered nickname: {mine}"
+            registered = self.ctx.nicks.nick_of(self.name, bare)
+            if registered is not None and nick_key(registered) != key:
+                text = f"you must use your registered nickname: {registered}"
                 raise StanzaError("not-acceptable", text)
-        holder = self.occupants.get(key)
-        if holder is not None and holder.bare != bare:
-            raise StanzaError("conflict", "that nickname is already in use in this room")
+        for other in self.occupants.values():
+            if other.bare != bare and (other.key == key or look_alike(other.nick, nick)):
+                text = "that nickname is already in use in this room"
+                if other.key != key:
+                    text = f"that nickname looks like {other.nick}, already in this room"
+                raise StanzaError("conflict", text)
         return key
 
     @staticmethod
@@ -558,7 +594,7 @@ class Room:
             elif kind == "groupchat":
                 self._groupchat(out, stanza, rcpt, now)
             elif kind == "normal" and stanza.find(USER_X) is not None:
-                self._invite(out, stanza, rcpt)
+                self._invite(out, stanza, rcpt, now)
             elif kind == "normal" and _request_form(stanza) is not None:
                 self._voice_form(out, _request_form(stanza), rcpt, now)  # type: ignore[arg-type]
             else:
@@ -575,9 +611,7 @@ class Room:
             raise StanzaError("not-acceptable", "you are not an occupant of this room")
         if occ.role == R.VISITOR:
             raise StanzaError("forbidden", "you do not have voice in this room")
-        cfg = self.ctx.config
-        if cfg.flood_burst > 0 and not occ.take_token(now.timestamp(), cfg.flood_burst,
-                                                      cfg.flood_rate):  # fmt: skip
+        if not self.flood.take(occ.bare, now.timestamp()):
             raise StanzaError("resource-constraint", "you are sending messages too fast")
         body = stanza.find(BODY)
         subject = stanza.find(SUBJECT)
@@ -655,13 +689,11 @@ class Room:
             raise StanzaError("bad-request", "only voice (role participant) can be requested")
         if occ.role != R.VISITOR:
             raise StanzaError("not-acceptable", "you already have voice in this room")
-        stamp = now.timestamp()
-        if occ.voice_requested and stamp - occ.voice_requested < VOICE_REQUEST_INTERVAL:
-            raise StanzaError("resource-constraint", "your voice request is already pending")
-        occ.voice_requested = stamp
         moderators = [o for o in self.occupants.values() if o.role == R.MODERATOR]
         if not moderators:
             raise StanzaError("service-unavailable", "no moderator is present to grant voice")
+        if not self.voice_requests.take(occ.bare, now.timestamp()):
+            raise StanzaError("resource-constraint", "your voice request is already pending")
         msg = _el(MESSAGE)
         msg.set("from", self.jid_str)
         f = forms.Form("form", REQUEST, title="Voice request")
@@ -690,11 +722,16 @@ class Room:
         if target is None:
             raise StanzaError("item-not-found", "no occupant has that nickname")
         if target.role == R.VISITOR:
-            target.voice_requested = 0.0
+            self.voice_requests.reset(target.bare)
             self._apply_role(out, target, R.PARTICIPANT, moderator.nick, None)
 
-    def _invite(self, out: Out, stanza: etree._Element, rcpt: Recipient) -> None:
-        """§7.8.2 mediated invitations: the room forwards them from itself."""
+    def _invite(self, out: Out, stanza: etree._Element, rcpt: Recipient, now: datetime) -> None:
+        """§7.8.2 mediated invitations: the room forwards them from itself.
+
+        Each invitation costs one of the inviter's ``invites_per_minute`` tokens (per bare
+        JID, so leaving and rejoining does not refill them); a message with more than are
+        left is refused whole.
+        """
         occ = self.by_real.get(rcpt.full)
         if occ is None:
             raise StanzaError("not-acceptable", "you are not an occupant of this room")
@@ -706,11 +743,15 @@ class Room:
             R.ADMIN
         ):
             raise StanzaError("forbidden", "only admins may invite to this room")
+        targets: list[tuple[JID, etree._Element]] = []
         for invite in invites:
             try:
-                to = JID.parse(invite.get("to") or "")
+                targets.append((JID.parse(invite.get("to") or ""), invite))
             except JIDError:
                 raise StanzaError("jid-malformed", "bad invitee address") from None
+        if not self.invites.take(occ.bare, now.timestamp(), cost=len(targets)):
+            raise StanzaError("resource-constraint", "you are sending invitations too fast")
+        for to, invite in targets:
             msg = _el(MESSAGE)
             msg.set("from", self.jid_str)
             ux = _sub(msg, USER_X, MUC_USER)
@@ -720,7 +761,8 @@ class Room:
             reason = invite.find("{%s}reason" % MUC_USER)
             if reason is not None:
                 _sub(inv, "{%s}reason" % MUC_USER).text = reason.text
-            out.send(recipient(to), msg)
+            msg.set("to", str(to))
+            out.routed.append(msg)
 
     # ----------------------------------------------------------------------- iq
     def handle_iq(
@@ -1200,11 +1242,32 @@ class Room:
         out.send(rcpt, reply)
 
     # ---------------------------------------------------------------- MAM
-    def may_read_archive(self, bare: str) -> bool:
+    def archive_refusal(self, bare: str) -> StanzaError | None:
+        """Why ``bare`` may not read the archive now, or None: the rules for joining.
+
+        XEP-0313 §7.1.2 (MUC archives): only someone with the right to enter the room at
+        the time of the query. The query carries no password, so in a password-protected
+        room that means an occupant (who entered with it), an owner or a site admin.
+        """
         aff = self.affiliation(bare)
+        if self.settings.locked and aff != R.OWNER:
+            return StanzaError("item-not-found", "the room is still being configured")
         if aff == R.OUTCAST:
-            return False
-        return not self.settings.members_only or R.aff_rank(aff) >= R.aff_rank(R.MEMBER)
+            return StanzaError("forbidden", "you are banned from this room")
+        if self.settings.members_only and R.aff_rank(aff) < R.aff_rank(R.MEMBER):
+            return StanzaError("registration-required", "this room's archive is for members only")
+        if self.settings.password and aff != R.OWNER and bare not in self.ctx.site_admins:
+            if not any(occ.bare == bare for occ in self.occupants.values()):
+                return StanzaError("forbidden", "enter the room with its password first")
+        return None
+
+    def may_read_archive(self, bare: str) -> bool:
+        return self.archive_refusal(bare) is None
+
+    def open_to_anyone(self) -> bool:
+        """Whether someone with no affiliation and no password may enter (and read)."""
+        s = self.settings
+        return not (s.locked or s.members_only or s.password)
 
     def _mam(
         self,
@@ -1214,8 +1277,9 @@ class Room:
         query: etree._Element,
         kind: str | None,
     ) -> None:
-        if not self.may_read_archive(rcpt.bare):
-            raise StanzaError("forbidden", "you may not read this room's archive")
+        refusal = self.archive_refusal(rcpt.bare)
+        if refusal is not None:
+            raise refusal
         if kind == "get":
             reply = _result_iq(stanza)
             q = _sub(reply, mam_mod.QUERY, mam_mod.MAM)

@@ -24,7 +24,8 @@ from xmppd.jid import JID
 from xmppd.muc import storage as store
 from xmppd.muc.config import MucConfig
 from xmppd.muc.history import HistoryEntry
-from xmppd.muc.nicks import NickError, check_nick
+from xmppd.muc.limits import Buckets
+from xmppd.muc.nicks import NickError, Registration, check_nick
 from xmppd.muc.room import (
     IQ,
     MESSAGE,
@@ -74,6 +75,8 @@ class MucService:
         admins = {a.strip() for a in [*site_admins, *config.admins] if a.strip()}
         self.ctx = RoomContext(config=config, service=self.domain, site_admins=frozenset(admins))
         self.rooms: dict[str, Room] = {}
+        per_minute = config.room_creations_per_minute
+        self._creations = Buckets(per_minute, per_minute / 60.0)
         self._queue: list[store.Write] = []
         self._wakeup = trio.Event()
         self._flush_lock = trio.Lock()
@@ -90,7 +93,8 @@ class MucService:
     def load(self) -> None:
         """Blocking start-up: stored rooms, config rooms, nick registry, history rings."""
         db = self.adb.db
-        self.ctx.nicks.replace_all(store.load_nicks(db))
+        released = self._load_nicks(store.load_nicks(db))
+        store.write_batch(db, released)
         for stored in store.load_rooms(db):
             room = self._make_room(stored.name, RoomSettings.from_json(stored.settings_json))
             room.affiliations = dict(stored.affiliations)
@@ -120,6 +124,24 @@ class MucService:
             len(self.rooms),
             len(self.ctx.nicks),
         )
+
+    def _load_nicks(self, rows: Iterable[tuple[str, str, str]]) -> list[store.Write]:
+        """Replace the registry; the deletions of room-scoped squats it released.
+
+        A room-scoped registration of a name that is reserved service-wide for someone
+        else (or looks like one) predates the reservation: the reservation wins, and the
+        squatter is told nothing but the log says so.
+        """
+        released: list[Registration] = self.ctx.nicks.replace_all(rows)
+        writes = []
+        for reg in released:
+            holder = self.ctx.nicks.reserved_for_other(reg)
+            log.info(
+                "event=muc_nick_released room=%s nick=%s jid=%s reserved_for=%s",
+                reg.scope, reg.nick, reg.jid, holder.jid if holder else "?",
+            )  # fmt: skip
+            writes.append(store.Write("nick", {"room": reg.scope, "jid": reg.jid, "nick": None}))
+        return writes
 
     def _make_room(self, name: str, settings: RoomSettings) -> Room:
         room = Room(JID(name, self.domain, None), settings, self.ctx)
@@ -153,7 +175,7 @@ class MucService:
                 if trio.current_time() >= next_reload:
                     next_reload = trio.current_time() + self.config.nick_reload_interval
                     rows = await self.adb.run(store.load_nicks, self.adb.db)
-                    self.ctx.nicks.replace_all(rows)
+                    self._enqueue(self._load_nicks(rows))
         finally:
             with trio.CancelScope(shield=True):
                 await self.flush()
@@ -216,6 +238,8 @@ class MucService:
         else:
             return
         self._apply(room, out)
+        for routed in out.routed:
+            await self.router.route(routed)
         if out.mam is not None:
             await self._run_mam(room, out.mam)
 
@@ -318,12 +342,38 @@ class MucService:
         except NickError as exc:
             self._bounce(stanza, StanzaError(exc.condition, exc.text))
             return None
+        creator = str(sender.bare)
+        refusal = self._creation_refusal(creator)
+        if refusal is not None:
+            log.info("event=muc_room_refused jid=%s reason=%s", creator, refusal.text)
+            self._bounce(stanza, refusal)
+            return None
         settings = RoomSettings(
-            persistent=False, locked=True, max_occupants=self.config.max_occupants
+            persistent=False, locked=True, max_occupants=self.config.max_occupants, creator=creator
         )
         room = self._make_room(to.local or "", settings)
-        room.affiliations[str(sender.bare)] = "owner"
+        room.affiliations[creator] = "owner"
         return room
+
+    def _creation_refusal(self, creator: str) -> StanzaError | None:
+        """The limits on creating rooms (site admins have none), checked cheapest first.
+
+        Each room costs memory (its history ring, occupants, caches) for as long as it
+        exists: the total, what one user has created and still exists, and how fast one
+        user creates are all bounded (``muc.max_rooms``, ``max_rooms_per_user``,
+        ``room_creations_per_minute``).
+        """
+        if creator in self.ctx.site_admins:
+            return None
+        if len(self.rooms) >= self.config.max_rooms:
+            return StanzaError("resource-constraint", "this service has all the rooms it can hold")
+        mine = sum(1 for r in self.rooms.values() if r.settings.creator == creator)
+        if mine >= self.config.max_rooms_per_user:
+            limit = self.config.max_rooms_per_user
+            return StanzaError("not-allowed", f"you may have created at most {limit} rooms")
+        if not self._creations.take(creator, self.clock().timestamp()):
+            return StanzaError("resource-constraint", "you are creating rooms too fast")
+        return None
 
     def _bounce(self, stanza: etree._Element, err: StanzaError) -> None:
         reply = error_reply(stanza, err)

@@ -20,7 +20,15 @@ from typing import Any
 import sqlalchemy as sa
 
 from xmppd.muc.mam import ArchivedMessage, MamPage, MamQuery
-from xmppd.muc.nicks import NickError, check_nick, nick_key
+from xmppd.muc.nicks import (
+    ALL_ROOMS,
+    NickError,
+    NickRegistry,
+    Registration,
+    check_nick,
+    make_registration,
+    nick_key,
+)
 from xmppd.storage.database import Database, _upsert
 from xmppd.storage.engine import WRITE_OPTION
 from xmppd.storage.models import JID_MAX, LOCALPART_MAX, BigId, StanzaText, metadata
@@ -283,11 +291,66 @@ def _checked(nick: str) -> str:
     return nick
 
 
+def _registry(conn: sa.Connection) -> tuple[NickRegistry, list[Registration]]:
+    """Every registration, loaded as the server loads them, and the room-scoped squats."""
+    rows = conn.execute(sa.select(nicks.c.room, nicks.c.nick, nicks.c.jid))
+    registry = NickRegistry()
+    released = registry.replace_all((r.room, r.nick, r.jid) for r in rows)
+    return registry, released
+
+
+def _release_squats(conn: sa.Connection, reserved: NickRegistry | None = None) -> int:
+    """Delete room-scoped registrations of names reserved service-wide for someone else
+    (or looking like one), saying so in the log; the site-wide reservation wins.
+
+    ``reserved`` holds the service-wide registrations when the caller has them already
+    (the sync has just built them: no second pass over every member's name).
+    """
+    if reserved is None:
+        reserved, released = _registry(conn)
+    else:
+        rows = conn.execute(
+            sa.select(nicks.c.room, nicks.c.nick, nicks.c.jid).where(nicks.c.room != ALL_ROOMS)
+        )
+        released = []
+        for row in rows:
+            try:
+                reg = make_registration(row.room, row.nick, row.jid)
+            except NickError:
+                continue
+            if reserved.reserved_for_other(reg) is not None:
+                released.append(reg)
+    for reg in released:
+        holder = reserved.reserved_for_other(reg)
+        conn.execute(nicks.delete().where(nicks.c.room == reg.scope, nicks.c.jid == reg.jid))
+        log.info(
+            "event=muc_nick_released room=%s nick=%s jid=%s reserved_for=%s",
+            reg.scope, reg.nick, reg.jid, holder.jid if holder else "?",
+        )  # fmt: skip
+    return len(released)
+
+
 def register_nick(db: Database, nick: str, jid: str, room: str = "") -> None:
-    """Reserve ``nick`` for ``jid`` (in every room by default); replaces either's old entry."""
+    """Reserve ``nick`` for ``jid`` (in every room by default); replaces either's old entry.
+
+    Taking over the exact nick from another user in the same scope is an administrator's
+    prerogative; a nick that merely looks like another user's registration (or, for a
+    room, equals or looks like a service-wide reservation) is refused with ValueError.
+    A service-wide reservation releases room-scoped registrations of the name.
+    """
     nick, bare = _checked(nick), _bare(jid)
+    new = make_registration(room, nick, bare)
     with _write(db) as conn:
+        registry, _released = _registry(conn)
+        taken = registry.conflict_with(new)
+        if taken is not None and not (taken.scope == room and taken.key == new.key):
+            where = "in every room" if taken.scope == ALL_ROOMS else f"in room {taken.scope}"
+            raise ValueError(
+                f"{nick!r} is or looks like {taken.nick!r}, registered to {taken.jid} {where}"
+            )
         _set_nick(conn, room, bare, nick)
+        if room == ALL_ROOMS:
+            _release_squats(conn)
     log.info("event=muc_nick_registered room=%s nick=%s jid=%s", room or "*", nick, bare)
 
 
@@ -310,6 +373,22 @@ class SyncResult:
     changed: int = 0
     removed: int = 0
     skipped: int = 0
+    #: room-scoped registrations of reserved names that were deleted
+    released: int = 0
+
+
+def _reserved(
+    accepted: NickRegistry, current: dict[str, tuple[str, str]], wanted: dict[str, str]
+) -> NickRegistry:
+    """The service-wide registrations after a sync: the accepted ones, plus those of other
+    users still in the table (not pruned) whose nick none of the accepted took over."""
+    for jid, (nick, key) in current.items():
+        if jid not in wanted and accepted.owner(ALL_ROOMS, key) is None:
+            try:
+                accepted.put(make_registration(ALL_ROOMS, nick, jid))
+            except NickError:
+                continue
+    return accepted
 
 
 def sync_nicks(
@@ -317,30 +396,38 @@ def sync_nicks(
 ) -> SyncResult:
     """Make the registry hold ``(nick, jid)`` pairs, idempotently, in ONE transaction.
 
-    Invalid pairs are skipped (counted). With ``prune``, registrations in ``room`` whose
-    JID is not among ``pairs`` are removed (a forum user deleted upstream).
+    Invalid pairs are skipped (counted), and so is a nick that equals or looks like one
+    accepted before it: who already holds a nick keeps it, otherwise the earlier pair wins
+    (the forum lists its oldest accounts first). With ``prune``, registrations in ``room``
+    whose JID is not among the accepted pairs are removed (a forum user deleted upstream).
+    Service-wide reservations release room-scoped registrations of the same names.
     """
     result = SyncResult()
-    wanted: dict[str, tuple[str, str]] = {}
-    keys: set[str] = set()
+    offered: list[Registration] = []
     for nick, jid in pairs:
         try:
-            nick, bare = _checked(nick), _bare(jid)
-        except ValueError:
+            offered.append(make_registration(room, _checked(nick), _bare(jid)))
+        except (ValueError, NickError):
             result.skipped += 1
-            continue
-        key = nick_key(nick)
-        if key in keys:
-            result.skipped += 1  # two users folding to one nick: neither wins silently
-            continue
-        keys.add(key)
-        wanted[bare] = (nick, key)
     with _write(db) as conn:
         current = {
             r.jid: (r.nick, r.nick_key)
             for r in conn.execute(sa.select(nicks).where(nicks.c.room == room))
         }
-        for bare, (nick, _key) in wanted.items():
+        # Holders of their nick first, then in the order given; each keeps its place.
+        order = sorted(
+            range(len(offered)),
+            key=lambda i: (current.get(offered[i].jid, ("",))[0] != offered[i].nick, i),
+        )
+        accepted = NickRegistry()
+        for i in order:
+            reg = offered[i]
+            if accepted.holds(room, reg.jid) or accepted.conflict_with(reg) is not None:
+                result.skipped += 1  # two users for one nick (or look-alikes): first wins
+                continue
+            accepted.put(reg)
+        wanted = {reg.jid: reg.nick for reg in accepted}
+        for bare, nick in wanted.items():
             have = current.get(bare)
             if have is not None and have[0] == nick:
                 continue
@@ -356,8 +443,12 @@ def sync_nicks(
                     nicks.delete().where(nicks.c.room == room, nicks.c.jid.in_(stale[i : i + 500]))
                 )
             result.removed = len(stale)
+        if room == ALL_ROOMS:
+            kept = {} if prune else current  # pruned rows are gone
+            result.released = _release_squats(conn, _reserved(accepted, kept, wanted))
     log.info(
-        "event=muc_nicks_synced room=%s added=%d changed=%d removed=%d skipped=%d",
+        "event=muc_nicks_synced room=%s added=%d changed=%d removed=%d skipped=%d released=%d",
         room or "*", result.added, result.changed, result.removed, result.skipped,
+        result.released,
     )  # fmt: skip
     return result

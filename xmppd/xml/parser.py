@@ -184,6 +184,8 @@ class _StanzaTarget:
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         self.depth += 1
         depth = self.depth
+        if attrib:
+            attrib = _literal_ampersands(attrib)
         declared = self.pending_ns
         if declared:
             self.pending_ns = {}
@@ -242,6 +244,17 @@ class _StanzaTarget:
 
     def close(self) -> None:
         return None
+
+
+def _literal_ampersands(attrib: dict[str, str]) -> dict[str, str]:
+    """Attribute values as written: libxml2 without entity substitution hands a target
+    every ``&`` of an attribute value as the text ``&#38;`` (all other references are
+    decoded), so a nick ``Tom & Jerry`` arrived as ``Tom &#38; Jerry``. Undo exactly that.
+    """
+    for value in attrib.values():
+        if "&" in value:
+            return {k: v.replace("&#38;", "&") for k, v in attrib.items()}
+    return attrib
 
 
 class _Forward:

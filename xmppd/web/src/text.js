@@ -1,7 +1,9 @@
 // Text handling for presentation. Nothing a peer sends is ever parsed as HTML: the widget
 // puts text into the page with textContent only. Old forum code still emits HTML entities
-// ("&amp;", "&#39;"), so those are decoded exactly once, in one pass, so that "&amp;lt;"
-// shows as "&lt;" and never turns into markup.
+// ("&amp;", "&#39;") in message bodies, so those are decoded exactly once, in one pass, so
+// that "&amp;lt;" shows as "&lt;" and never turns into markup. Nicks are never decoded: a
+// nick is an identity, and "&#65;dmin" must not show as "Admin", nor "&#8238;" smuggle in
+// the bidi override the server refuses in nicks.
 
 const NAMED = {
     amp: '&',
@@ -46,6 +48,21 @@ export function decodeEntities(text) {
         const ch = NAMED[name.toLowerCase()];
         return ch === undefined ? whole : ch;
     });
+}
+
+// Controls, format characters (zero-width, bidi overrides and isolates) and line/paragraph
+// separators: invisible, or able to reorder what is around them.
+const INVISIBLE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}]/gu;
+
+/**
+ * A nick as it is shown: exactly the characters it has (no entity decoding), except that
+ * any invisible or bidi-control character (which the server refuses in nicks, so only an
+ * old archive row or another server could carry one) is shown as its code, e.g. <U+202E>.
+ */
+export function nickText(nick) {
+    if (typeof nick !== 'string') return '';
+    const code = (ch) => ch.codePointAt(0).toString(16).toUpperCase().padStart(4, '0');
+    return nick.replace(INVISIBLE, (ch) => `<U+${code(ch)}>`);
 }
 
 /** Parse an XEP-0082 / ISO 8601 timestamp; null when missing or unparseable. */

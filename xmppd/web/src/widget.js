@@ -5,7 +5,7 @@ import { Strophe } from 'strophe.js';
 import css from './widget.css';
 import { embeddedHistory, fetchHistory, parseHistory } from './history.js';
 import { MessageStore } from './store.js';
-import { decodeEntities } from './text.js';
+import { decodeEntities, nickText } from './text.js';
 import { ChatConnection } from './xmpp.js';
 
 const STATE_TEXT = {
@@ -227,9 +227,10 @@ export class ChatWidget {
         }
     }
 
-    /** Add a message unless the page already shows it. */
+    /** Add a message unless the page already shows it. Only the body's legacy entities
+     * are decoded; the nick is shown exactly as it is (see text.js). */
     addMessage(msg) {
-        const clean = { ...msg, nick: decodeEntities(msg.nick), text: decodeEntities(msg.text) };
+        const clean = { ...msg, nick: nickText(msg.nick), text: decodeEntities(msg.text) };
         const index = this.store.add(clean);
         if (index < 0) return false;
         if (this.store.dropped && this.log.firstElementChild) this.log.firstElementChild.remove();
@@ -255,7 +256,7 @@ export class ChatWidget {
     }
 
     _occupant(nick, present, info = {}) {
-        const shown = decodeEntities(nick);
+        const shown = nickText(nick);
         const old = this.occupants.get(nick);
         if (!present) {
             if (old) old.remove();

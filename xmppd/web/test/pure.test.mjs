@@ -4,7 +4,7 @@ import { test } from 'node:test';
 
 import { parseHistory, toMessage } from '../src/history.js';
 import { fingerprint, MessageStore } from '../src/store.js';
-import { decodeEntities, formatStamp, parseStamp } from '../src/text.js';
+import { decodeEntities, formatStamp, nickText, parseStamp } from '../src/text.js';
 
 const at = (s) => new Date(`2026-11-28T10:00:${String(s).padStart(2, '0')}Z`);
 
@@ -16,6 +16,15 @@ test('entities are decoded exactly once; unknown and dangerous ones stay', () =>
     assert.equal(decodeEntities('&bogus; &#0; &#xD800; &#1114112;'), '&bogus; &#0; &#xD800; &#1114112;');
     assert.equal(decodeEntities('no entities'), 'no entities');
     assert.equal(decodeEntities(undefined), '');
+});
+
+test('nicks are shown as written: no entity decoding, invisible characters made visible', () => {
+    assert.equal(nickText('&#65;dmin'), '&#65;dmin');
+    assert.equal(nickText('x&#8238;y &amp; &#x200B;'), 'x&#8238;y &amp; &#x200B;');
+    assert.equal(nickText('Ad\u202emin'), 'Ad<U+202E>min');
+    assert.equal(nickText('a\u200bb\u2066c\u0007'), 'a<U+200B>b<U+2066>c<U+0007>');
+    assert.equal(nickText('J\u00fcrgen \u{1F389}'), 'J\u00fcrgen \u{1F389}');
+    assert.equal(nickText(undefined), '');
 });
 
 test('timestamps: XEP-0082 in, whole seconds out', () => {
