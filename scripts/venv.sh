@@ -16,10 +16,25 @@ find_python() {
     return 1
 }
 
+# check_build_prerequisites LOCK: PyICU (Unicode TR39 checks on room nicks) has no wheels and
+# builds against the system's ICU; say what to install instead of pip's page of errors.
+check_build_prerequisites() {
+    grep -qi '^pyicu==' "$1" || return 0
+    if command -v pkg-config >/dev/null 2>&1 && pkg-config --exists icu-i18n \
+        && command -v c++ >/dev/null 2>&1; then
+        return 0
+    fi
+    echo "xmppd: building PyICU needs ICU's headers, pkg-config and a C++ compiler:" \
+        "apt-get install python3-dev libicu-dev pkg-config g++ (Debian, Ubuntu) or" \
+        "dnf install python3-devel libicu-devel pkgconf gcc-c++ (Fedora)" >&2
+    return 1
+}
+
 # install_locked VENV LOCK: install LOCK's pinned, hashed packages into VENV, then xmppd
 # itself (editable, no dependencies of its own, built by the lock's setuptools).
 install_locked() {
     local venv="$1" lock="$2"
+    check_build_prerequisites "$lock"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         --require-hashes --no-deps -r "$lock"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
