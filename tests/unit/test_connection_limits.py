@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from xmppd.bosh.app import hypercorn_config, silence_limit
-from xmppd.bosh.proxy import parse_networks
+from xmppd.bosh.proxy import ProxyPolicy
 from xmppd.bosh.serving import SERVER_FULL, TOO_MANY_FROM_YOU, connection_counts_client
 from xmppd.config import ConfigError, load_config
 from xmppd.server import make_admission
@@ -92,7 +92,7 @@ def test_admission_total_comes_from_the_descriptor_limit_and_never_exceeds_it() 
 
 
 def test_what_an_http_connection_counts_for() -> None:
-    trusted = parse_networks(["10.0.0.0/8"])
+    trusted = ProxyPolicy.of(["10.0.0.0/8"]).trusts
     direct = {"client": ("192.0.2.1", 4711), "http_version": "1.1"}
     assert connection_counts_client(direct, trusted)
     assert not connection_counts_client({**direct, "http_version": "2"}, trusted)

@@ -119,6 +119,11 @@ class HttpApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def trusts_proxy(self, ip: str) -> bool:
+        """Whether ``ip`` is a trusted reverse proxy now (read per connection: a config
+        reload may replace ``proxies``)."""
+        return self.proxies.trusts(ip)
+
     def _route(self, scope: Scope) -> str | None:
         path: str = scope["path"]
         if self.prefix:
@@ -379,7 +384,7 @@ class HttpApp:
             return
         server = self.server
         ticket = None
-        if not connection_counts_client(scope, self.trusted):
+        if not connection_counts_client(scope, self.proxies.trusts):
             # checked and counted in one step, before the awaits below (see serving.py)
             ticket = server.admission.try_admit(client.ip)
             if ticket is None:
@@ -577,7 +582,7 @@ async def serve_http(server: Server, *, task_status: Any = trio.TASK_STATUS_IGNO
         run = getattr(app.bosh, "run", None)
         if run is not None:
             await nursery.start(run)
-        binds: list[str] = await nursery.start(serve, server, app, config, app.trusted)
+        binds: list[str] = await nursery.start(serve, server, app, config, app.trusts_proxy)
         ports: dict[str, int] = {}
         for bind in binds:
             scheme, _, rest = bind.partition("://")

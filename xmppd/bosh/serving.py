@@ -34,16 +34,13 @@ hypercorn finish what is in flight and close instead of idling.
 from __future__ import annotations
 
 import functools
-import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 if TYPE_CHECKING:
     from xmppd.server import Server
-
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _refusal(status: int, reason: str, text: str) -> bytes:
@@ -58,25 +55,16 @@ TOO_MANY_FROM_YOU = _refusal(429, "Too Many Requests", "too many connections fro
 SERVER_FULL = _refusal(503, "Service Unavailable", "the server is at its connection limit")
 
 
-def in_networks(ip: str, networks: Sequence[Network]) -> bool:
-    """``ip`` lies in one of ``networks`` (unparsable addresses never do)."""
-    if not networks:
-        return False
-    try:
-        address = ipaddress.ip_address(ip.split("%", 1)[0])
-    except ValueError:
-        return False
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in net for net in networks)
+#: Whether a peer address is a trusted reverse proxy (the HTTP app's current ProxyPolicy).
+TrustsProxy = Callable[[str], bool]
 
 
-def connection_counts_client(scope: dict[str, Any], trusted: Sequence[Network]) -> bool:
+def connection_counts_client(scope: dict[str, Any], trusts: TrustsProxy) -> bool:
     """Whether the HTTP connection carrying ``scope`` already counts its client alone:
     HTTP/1.1 straight from the client (not HTTP/2, not through a trusted proxy)."""
     client = scope.get("client")
     peer = client[0] if client else ""
-    return scope.get("http_version") != "2" and not in_networks(peer, trusted)
+    return scope.get("http_version") != "2" and not trusts(peer)
 
 
 def _peer_ip(stream: trio.abc.Stream) -> str | None:
@@ -133,7 +121,7 @@ async def serve(
     server: Server,
     asgi_app: Any,
     config: Any,
-    trusted: Sequence[Network],
+    trusts: TrustsProxy,
     *,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -168,7 +156,7 @@ async def serve(
         if ip is None:
             await _refuse(stream, None)
             return
-        ticket = admission.try_admit(ip, exempt=in_networks(ip, trusted))
+        ticket = admission.try_admit(ip, exempt=trusts(ip))
         if ticket is None:
             full = admission.full
             server.refusals.refused(scheme, "total" if full else "per_address", ip)
