@@ -60,6 +60,9 @@ class SMConfig:
     request_every: int = 5
     #: Unacknowledged stanzas kept per session; past it the stream is closed.
     max_unacked: int = 500
+    #: Sessions of one account waiting for ``<resume/>`` at once; one more detaching
+    #: ends the one detached longest.
+    max_detached: int = 4
 
 
 @dataclass(slots=True)
@@ -76,6 +79,17 @@ class LimitsConfig:
     #: IPv6 addresses are counted per network of this prefix length (connection caps,
     #: failed-login limits): one subscriber usually holds a whole /64.
     ipv6_prefix: int = 64
+    #: Resources one account may have bound at once, detached XEP-0198 sessions included
+    #: (the one detached longest makes room); past it binding gets resource-constraint.
+    max_resources: int = 16
+
+
+@dataclass(slots=True)
+class OfflineConfig:
+    """Messages kept for accounts without an available resource (XEP-0160)."""
+
+    #: Messages kept per account; more are bounced with service-unavailable.
+    max_messages: int = 500
 
 
 @dataclass(slots=True)
@@ -194,6 +208,7 @@ class Config:
     sm: SMConfig = field(default_factory=SMConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     muc: MucConfig = field(default_factory=MucConfig)
@@ -459,4 +474,15 @@ def validate(config: Config) -> None:
         raise ConfigError("sm.max_unacked: must be at least 1")
     if config.c2s.send_queue_bytes < config.limits.max_stanza_size:
         raise ConfigError("c2s.send_queue_bytes: must be at least limits.max_stanza_size")
+    _validate_queues(config)
     _validate_components(config)
+
+
+def _validate_queues(config: Config) -> None:
+    """Per-account limits."""
+    if config.limits.max_resources < 1:
+        raise ConfigError("limits.max_resources: must be at least 1")
+    if config.sm.max_detached < 0:
+        raise ConfigError("sm.max_detached: must not be negative")
+    if config.offline.max_messages < 0:
+        raise ConfigError("offline.max_messages: must not be negative")

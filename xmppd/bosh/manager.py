@@ -33,6 +33,7 @@ from xmppd.bosh.session import (
 from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.framing import BOSH
 from xmppd.transport.driver import C2SDriver
+from xmppd.transport.progress import WriteProgress
 
 if TYPE_CHECKING:
     from xmppd.bosh.app import HttpApp
@@ -73,6 +74,7 @@ class BoshConnection:
         "driver",
         "manager",
         "peer_ip",
+        "progress",
         "stream",
     )
 
@@ -94,6 +96,8 @@ class BoshConnection:
         self._answers: dict[int, _Answer] = {}
         self._lock = trio.Lock()
         self._torn_down = False
+        #: "Written" = put into a response body.
+        self.progress = WriteProgress(core.limits.max_buffer_bytes)
 
     @property
     def session(self) -> Session | None:
@@ -105,7 +109,8 @@ class BoshConnection:
         core = self.core
         if core.ended:
             return False
-        if not core.push(BOSH.outbound(data)):
+        frame = BOSH.outbound(data)
+        if not core.push(frame):
             log.warning(
                 "event=slow_reader_disconnected jid=%s ip=%s queued=%d transport=bosh",
                 self.session.full_str if self.session else "-",
@@ -114,6 +119,7 @@ class BoshConnection:
             )
             self.close("policy-violation", "too much data waiting for the client")
             return False
+        self.progress.accept(len(frame))
         self._flush()
         return True
 
@@ -135,10 +141,14 @@ class BoshConnection:
     # ---------------------------------------------------------------- helpers
     def _collect(self) -> None:
         for frame in self.stream.frames_to_send():
-            self.core.push(frame, force=True)
+            if self.core.push(frame, force=True):
+                self.progress.accept(len(frame))
 
     def _flush(self) -> None:
-        for rid, body in self.core.flush(trio.current_time()):
+        buffered = self.core.buffered
+        answers = self.core.flush(trio.current_time())
+        self.progress.wrote(buffered - self.core.buffered)
+        for rid, body in answers:
             answer = self._answers.pop(rid, None)
             if answer is not None:
                 answer.body = body
@@ -151,6 +161,7 @@ class BoshConnection:
         if self._torn_down:
             return
         self._torn_down = True
+        self.progress.close()
         self.manager.spawn_teardown(self)
 
     def fail(self, condition: str) -> None:

@@ -280,7 +280,7 @@ class PresenceManager:
             self._answer_own_probes(origin, items)
             await self._deliver_pending_requests(origin)
         if self.offline is not None and origin.priority >= 0 and (initial or was_negative):
-            await self.offline.deliver(origin)
+            self.offline.start(origin)
 
     async def _unavailable(self, stanza: etree._Element, origin: Session) -> None:
         """Unavailable presence (§4.5): subscribers, own resources and directed targets."""
