@@ -93,6 +93,22 @@ class OfflineConfig:
 
 
 @dataclass(slots=True)
+class RosterConfig:
+    """Roster limits (RFC 6121 §2.3.3); a full roster fetch must fit the send queues."""
+
+    #: Contacts per roster; adding more is refused with not-allowed.
+    max_items: int = 500
+    #: Largest roster item as sent to clients, in bytes (not-acceptable beyond).
+    max_item_bytes: int = 1024
+    #: Longest item name, in characters (not-acceptable beyond).
+    max_name_length: int = 256
+    #: Longest group name, in characters (not-acceptable beyond).
+    max_group_length: int = 64
+    #: Groups per item (not-acceptable beyond).
+    max_groups: int = 16
+
+
+@dataclass(slots=True)
 class DatabaseConfig:
     url: str = ""
     auto_upgrade: bool = True
@@ -209,6 +225,7 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     offline: OfflineConfig = field(default_factory=OfflineConfig)
+    roster: RosterConfig = field(default_factory=RosterConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     muc: MucConfig = field(default_factory=MucConfig)
@@ -478,11 +495,30 @@ def validate(config: Config) -> None:
     _validate_components(config)
 
 
+#: Room a roster result needs besides its items (iq, query, the full JID it goes to).
+ROSTER_ENVELOPE_BYTES = 4096
+
+
 def _validate_queues(config: Config) -> None:
-    """Per-account limits."""
+    """Per-account limits, and that a whole roster fits what a client may have queued."""
     if config.limits.max_resources < 1:
         raise ConfigError("limits.max_resources: must be at least 1")
     if config.sm.max_detached < 0:
         raise ConfigError("sm.max_detached: must not be negative")
     if config.offline.max_messages < 0:
         raise ConfigError("offline.max_messages: must not be negative")
+    roster = config.roster
+    for key in ("max_items", "max_name_length", "max_group_length", "max_groups"):
+        if getattr(roster, key) < 1:
+            raise ConfigError(f"roster.{key}: must be at least 1")
+    if roster.max_item_bytes < 512:
+        raise ConfigError("roster.max_item_bytes: must be at least 512")
+    # Half of the smaller queue: a roster result never cuts off a client, even one that
+    # has other stanzas waiting (c2s/WebSocket queue, BOSH buffer).
+    queue = min(config.c2s.send_queue_bytes, config.bosh.max_buffer_bytes)
+    needed = roster.max_items * roster.max_item_bytes + ROSTER_ENVELOPE_BYTES
+    if needed > queue // 2:
+        raise ConfigError(
+            f"roster.max_items * roster.max_item_bytes: a full roster ({needed} bytes) must fit"
+            f" in half of c2s.send_queue_bytes / bosh.max_buffer_bytes ({queue // 2})"
+        )

@@ -88,6 +88,7 @@ class Server:
         from xmppd.services.basic import install_basic_services
         from xmppd.services.offline import install as install_offline
         from xmppd.services.presence import install as install_presence
+        from xmppd.services.roster import RosterLimits
         from xmppd.services.roster import install as install_roster
 
         cfg = self.config
@@ -97,7 +98,7 @@ class Server:
         self.offline = install_offline(
             self.router, self.adb, cfg.offline.max_messages, max_message_bytes=queue - 1024
         )
-        install_roster(self.router, self.adb)
+        install_roster(self.router, self.adb, RosterLimits.from_config(cfg.roster))
         presence = install_presence(self.router, self.adb, self.offline)
         disco.presence_authorized = presence.presence_authorized
 

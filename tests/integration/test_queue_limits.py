@@ -1,4 +1,4 @@
-"""Issue 13 (#5, #6) against a real ``xmppd serve``: what one account can make the
+"""Issue 13 (#5, #6, #13) against a real ``xmppd serve``: what one account can make the
 server store, hold and send, and that nothing a user is owed gets lost on the way.
 
 - #5 offline storage: a queue larger than a client's send queue arrives whole, in pages,
@@ -6,6 +6,8 @@ server store, hold and send, and that nothing a user is owed gets lost on the wa
   a connection cut midway leaves exactly the unacknowledged messages stored.
 - #6 stream-management redelivery: detached sessions per account and resources per
   account are capped; a message fanned out to several detached sessions is stored once.
+- #13 rosters: items beyond the limits are refused with the RFC 6121 §2.3.3 errors and
+  a full roster still fits the send queue.
 """
 
 from __future__ import annotations
@@ -374,3 +376,49 @@ def test_detached_sessions_per_account_are_capped(tmp_path: Path) -> None:
             assert b"<item-not-found" in late.read_until(b"</failed>")
         finally:
             late.close()
+
+
+# ============================================================== #13: rosters
+ROSTER_SERVER = {
+    "c2s": {"send_queue_bytes": 262_144},
+    "bosh": {"max_buffer_bytes": 262_144},
+    "roster": {"max_items": 100},
+}
+
+
+def roster_set(n: int, item: str) -> bytes:
+    return (
+        f"<iq type='set' id='s{n}'><query xmlns='jabber:iq:roster'>{item}</query></iq>"
+    ).encode()
+
+
+def test_roster_limits_and_a_full_roster_fetch(tmp_path: Path) -> None:
+    """100 items of about 1 KB fill the roster; the 101st, an item with too many or too
+    long groups or names, are refused; the whole roster still arrives in one result."""
+    groups = "".join(f"<group>{g}{'g' * 60}</group>" for g in "abcdef")
+    with running_server(tmp_path, users=("bob",), **ROSTER_SERVER) as server:
+        bob = RawClient(server.port, timeout=30)
+        try:
+            bob.login("bob", "secret", resource="pc")
+            for n in range(100):
+                name = f"{n:03d}" + "n" * 250
+                bob.send(roster_set(n, f"<item jid='c{n}@localhost' name='{name}'>{groups}</item>"))
+            bob.send(roster_set(100, "<item jid='c100@localhost'/>"))
+            many = "".join(f"<group>g{n}</group>" for n in range(17))
+            bob.send(roster_set(101, f"<item jid='c0@localhost'>{many}</item>"))
+            bob.send(roster_set(102, f"<item jid='c0@localhost'><group>{'g' * 65}</group></item>"))
+            bob.send(roster_set(103, f"<item jid='c0@localhost' name='{'n' * 257}'/>"))
+            replies = [iq_reply(bob, f"s{n}") for n in range(104)]
+            assert [error_condition(el) for el in replies[:100]] == [None] * 100
+            assert error_condition(replies[100]) == "not-allowed"
+            assert [error_condition(el) for el in replies[101:]] == ["not-acceptable"] * 3
+            bob.buffer = b""
+            bob.send(b"<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
+            roster = iq_reply(bob, "r1")
+            size = len(bob.buffer)
+            bob.send(b"<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+            assert iq_reply(bob, "p").get("type") == "result"  # still connected
+        finally:
+            bob.close()
+        assert len(roster.findall(".//{jabber:iq:roster}item")) == 100 and size > 75_000
+        assert "slow_reader_disconnected" not in server.log()

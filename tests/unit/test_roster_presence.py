@@ -30,7 +30,7 @@ from tests.unit.routing_helpers import (
 from xmppd.jid import JID
 from xmppd.services.offline import delay_stamp, worth_storing
 from xmppd.services.presence import SubState, inbound_state, outbound_state, parse_priority
-from xmppd.services.roster import OwnerLocks
+from xmppd.services.roster import OwnerLocks, RosterLimits
 from xmppd.stream.sm import R as ACK_REQUEST
 from xmppd.stream.sm import StreamManagement
 from xmppd.xml import ns
@@ -239,6 +239,11 @@ async def test_roster_set_keeps_subscription_and_ignores_client_subscription(h: 
     assert item is not None and item.subscription == "to" and item.name == "C"
 
 
+#: 12 groups of 61 characters: each within the limits, the item above 1024 bytes.
+WIDE_GROUPS = "".join(f"<group>{n:02d}{'g' * 59}</group>" for n in range(12))
+MANY_GROUPS = "".join(f"<group>{n}</group>" for n in range(17))
+
+
 @pytest.mark.parametrize(
     ("item_xml", "condition"),
     [
@@ -246,8 +251,11 @@ async def test_roster_set_keeps_subscription_and_ignores_client_subscription(h: 
         ("", "bad-request"),
         (f'<item jid="{BOB}"><group>G</group><group>G</group></item>', "bad-request"),
         (f'<item jid="{BOB}"><group></group></item>', "not-acceptable"),
-        (f'<item jid="{BOB}"><group>{"g" * 1024}</group></item>', "not-acceptable"),
-        (f'<item jid="{BOB}" name="{"n" * 1024}"/>', "not-acceptable"),
+        (f'<item jid="{BOB}"><group>{"g" * 65}</group></item>', "not-acceptable"),
+        (f'<item jid="{BOB}" name="{"n" * 257}"/>', "not-acceptable"),
+        (f'<item jid="{BOB}">{MANY_GROUPS}</item>', "not-acceptable"),
+        # each part within its own limit, the whole item above max_item_bytes (1024)
+        (f'<item jid="{BOB}" name="{"n" * 256}">{WIDE_GROUPS}</item>', "not-acceptable"),
         ('<item jid="@example.org"/>', "jid-malformed"),
         ("<item name='no jid'/>", "bad-request"),
     ],
@@ -261,6 +269,53 @@ async def test_roster_set_errors(h: Harness, item_xml: str, condition: str) -> N
     assert pushes(got) == []
     version, items = await h.adb.run(h.db.get_roster, ALICE)
     assert (version, items) == (0, [])
+
+
+async def test_roster_limits_come_from_the_service(h: Harness) -> None:
+    h.roster.limits = RosterLimits(max_items=2, max_name_length=5, max_groups=1)
+    alice = await h.connect(ALICE + "/phone", roster=True)
+    await alice.send(roster_set(f'<item jid="{BOB}" name="Bobby"><group>G</group></item>', "a"))
+    await alice.send(roster_set(f'<item jid="{CAROL}" name="Carol!"/>', "b"))
+    await alice.send(
+        roster_set(f'<item jid="{CAROL}"><group>G</group><group>H</group></item>', "c")
+    )
+    await alice.send(roster_set(f'<item jid="{CAROL}"/>', "d"))
+    await alice.send(roster_set(f'<item jid="dave@{DOMAIN}"/>', "e"))
+    await alice.send(roster_set(f'<item jid="{BOB}" name="Bob"/>', "f"))  # changes: fine
+    got = alice.take()
+    conditions = [error_condition(reply(got, i)) for i in "abcdef"]
+    assert conditions == [None, "not-acceptable", "not-acceptable", None, "not-allowed", None]
+    err = reply(got, "e").find(C + "error")
+    assert err is not None and err.get("type") == "cancel"
+    assert "2 items" in (err.findtext("{%s}text" % ns.STANZA_ERRORS) or "")
+    assert [i.jid for i in (await h.adb.run(h.db.get_roster, ALICE))[1]] == [BOB, CAROL]
+
+
+async def test_subscribing_to_a_new_contact_with_a_full_roster_is_refused(h: Harness) -> None:
+    h.roster.limits = RosterLimits(max_items=1)
+    await h.put_item(ALICE, BOB, "both")
+    alice = await h.connect(ALICE + "/phone", roster=True, online=True)
+    carol = await h.connect(CAROL + "/pc", roster=True, online=True)
+    await alice.send(f'<presence to="{CAROL}" type="subscribe" id="sub"/>')
+    [err] = alice.take()
+    assert err.get("id") == "sub" and error_condition(err) == "not-allowed"
+    assert carol.take() == []  # not routed: nothing changed on either roster
+    assert await h.item(ALICE, CAROL) is None and await h.pending(CAROL) == []
+    # subscription changes on items already there still work
+    await alice.send(f'<presence to="{BOB}" type="unsubscribe"/>')
+    item = await h.item(ALICE, BOB)
+    assert item is not None and item.subscription == "from"
+
+
+async def test_roster_too_large_to_send_is_an_error_not_a_cut_off(h: Harness) -> None:
+    """A roster stored under larger limits (or before any) would overrun the queue."""
+    for n in range(10):  # about 9 KB; these limits allow 2 * 1024 + 4096
+        await h.put_item(ALICE, f"c{n}@{DOMAIN}", "none", name="x" * 900)
+    h.roster.limits = RosterLimits(max_items=2)
+    alice = await h.connect(ALICE + "/phone")
+    await alice.send('<iq type="get" id="r"><query xmlns="jabber:iq:roster"/></iq>')
+    assert error_condition(reply(alice.take(), "r")) == "resource-constraint"
+    assert alice.outbox.closed is None
 
 
 async def test_roster_of_another_account_is_forbidden(h: Harness) -> None:
