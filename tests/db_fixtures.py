@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -28,6 +27,7 @@ from xmppd.auth.scram import derive_scram
 from xmppd.storage import (
     Database,
     InvalidValue,
+    RosterFull,
     RosterItem,
     StorageError,
     UnknownUser,
@@ -218,12 +218,12 @@ class StorageContract:
         version, items = db.get_roster("eve@example.org")
         assert items == [] and version > version_before
         assert db.get_pending_subscriptions("eve@example.org") == []
-        assert db.pop_offline("eve@example.org") == []
+        assert db.list_offline("eve@example.org") == []
         # Other owners, including those with eve as a contact, are untouched.
         assert [i.jid for i in db.get_roster("eve2@example.org")[1]] == ["eve@example.org"]
         assert [i.jid for i in db.get_roster("frank@example.org")[1]] == ["eve@example.org"]
         assert db.get_pending_subscriptions("eve2@example.org") == [("x@y", "<presence/>")]
-        assert db.pop_offline("eve2@example.org") == ["<message id='2'/>"]
+        assert db.list_offline("eve2@example.org") == ["<message id='2'/>"]
         assert db.delete_user("eve") is False
 
     def test_create_users_bulk_is_one_transaction(self, db: Database) -> None:
@@ -281,6 +281,19 @@ class StorageContract:
         assert db.put_roster_item(owner, RosterItem(contact, name="n" * 1023)) == 1
         assert db.get_roster_item(owner, contact) == RosterItem(contact, name="n" * 1023)
 
+    def test_roster_limit_refuses_new_items_only(self, db: Database) -> None:
+        owner = "rhea@example.org"
+        for i in range(3):
+            db.put_roster_item(owner, RosterItem(f"c{i}@example.net"), max_items=3)
+        with pytest.raises(RosterFull):
+            db.put_roster_item(owner, RosterItem("c3@example.net"), max_items=3)
+        # an existing item can still change, and another owner is not affected
+        db.put_roster_item(owner, RosterItem("c1@example.net", name="One"), max_items=3)
+        db.put_roster_item("sam@example.org", RosterItem("c3@example.net"), max_items=3)
+        assert db.count_roster(owner) == 3
+        assert db.get_roster_item(owner, "c1@example.net") == RosterItem("c1@example.net", "One")
+        assert db.get_roster_item(owner, "c3@example.net") is None
+
     def test_roster_is_case_and_accent_sensitive(self, db: Database) -> None:
         db.put_roster_item("a@x", RosterItem("e@x"))
         db.put_roster_item("a@x", RosterItem("é@x"))
@@ -318,40 +331,53 @@ class StorageContract:
 
     # -- offline messages ----------------------------------------------------------
 
-    def test_offline_queue_order_and_pop(self, db: Database) -> None:
+    def test_offline_pages_in_order_and_deletes_only_what_it_is_told(self, db: Database) -> None:
         owner = "max@example.org"
         stanzas = [f"<message id='{i}'><body>héllo 😀 {i}</body></message>" for i in range(5)]
         for stanza in stanzas:
             assert db.store_offline(owner, stanza)
         assert db.store_offline("other@example.org", "<message/>")
-        assert db.pop_offline(owner) == stanzas
-        assert db.pop_offline(owner) == []
-        assert db.pop_offline("other@example.org") == ["<message/>"]
+        page = db.offline_page(owner, 0, 3, 1_000_000)
+        assert [xml for _, xml in page] == stanzas[:3]
+        ids = [row_id for row_id, _ in page]
+        assert ids == sorted(ids)
+        rest = db.offline_page(owner, ids[-1], 10, 1_000_000)
+        assert [xml for _, xml in rest] == stanzas[3:]
+        # reading deletes nothing; deleting takes exactly the rows named, of that owner only
+        assert db.list_offline(owner) == stanzas
+        assert db.delete_offline("other@example.org", ids) == 0
+        assert db.delete_offline(owner, ids[:2]) == 2
+        assert db.list_offline(owner) == stanzas[2:]
+        assert [xml for _, xml in db.offline_page(owner, 0, 10, 1_000_000)] == stanzas[2:]
+        assert db.delete_offline(owner, []) == 0
+        assert db.list_offline("other@example.org") == ["<message/>"]
+
+    def test_offline_page_fits_its_byte_budget(self, db: Database) -> None:
+        owner = "olga@example.org"
+        # 100 characters, 200 UTF-8 bytes each (plus the tags): the budget counts bytes
+        stanzas = [f"<m id='{i}'>" + "ж" * 100 + "</m>" for i in range(4)]
+        for stanza in stanzas:
+            db.store_offline(owner, stanza)
+        size = len(stanzas[0].encode())
+        page = db.offline_page(owner, 0, 10, 2 * size + size // 2)
+        assert [xml for _, xml in page] == stanzas[:2]
+        # the first message comes even when it alone is over the budget
+        assert [xml for _, xml in db.offline_page(owner, 0, 10, 10)] == stanzas[:1]
+        assert db.offline_page("nobody@example.org", 0, 10, 10) == []
 
     def test_offline_queue_limit(self, db: Database) -> None:
         owner = "ned@example.org"
         assert all(db.store_offline(owner, f"<m id='{i}'/>", limit=3) for i in range(3))
         assert db.store_offline(owner, "<m id='overflow'/>", limit=3) is False
         assert db.store_offline("oz@example.org", "<m/>", limit=3) is True
-        assert db.pop_offline(owner) == ["<m id='0'/>", "<m id='1'/>", "<m id='2'/>"]
+        assert db.list_offline(owner) == ["<m id='0'/>", "<m id='1'/>", "<m id='2'/>"]
+        first = db.offline_page(owner, 0, 1, 1000)[0][0]
+        db.delete_offline(owner, [first])
         assert db.store_offline(owner, "<m id='again'/>", limit=3) is True
 
     def test_offline_holds_a_large_stanza(self, db: Database) -> None:
         big = "<message><body>" + "ж" * 200_000 + "</body></message>"
         assert db.store_offline("pat@example.org", big)
-        assert db.pop_offline("pat@example.org") == [big]
-
-    def test_concurrent_pops_deliver_each_message_once(self, db: Database) -> None:
-        owner = "quinn@example.org"
-        for i in range(40):
-            db.store_offline(owner, f"<m id='{i}'/>")
-        barrier = threading.Barrier(4)
-
-        def pop(_: int) -> list[str]:
-            barrier.wait()
-            return db.pop_offline(owner)
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            results = list(pool.map(pop, range(4)))
-        delivered = [m for batch in results for m in batch]
-        assert sorted(delivered) == sorted(f"<m id='{i}'/>" for i in range(40))
+        assert db.offline_page("pat@example.org", 0, 5, 10) == [
+            (db.offline_page("pat@example.org", 0, 1, 1)[0][0], big)
+        ]

@@ -62,6 +62,9 @@ class SMConfig:
     request_every: int = 5
     #: Unacknowledged stanzas kept per session; past it the stream is closed.
     max_unacked: int = 500
+    #: Sessions of one account waiting for ``<resume/>`` at once; one more detaching
+    #: ends the one detached longest.
+    max_detached: int = 4
 
 
 @dataclass(slots=True)
@@ -82,6 +85,33 @@ class LimitsConfig:
     #: session counts as one more). 0: derived from the file-descriptor limit (raised to
     #: its hard limit at start), leaving room for the database, logs and listeners.
     max_connections: int = 0
+    #: Resources one account may have bound at once, detached XEP-0198 sessions included
+    #: (the one detached longest makes room); past it binding gets resource-constraint.
+    max_resources: int = 16
+
+
+@dataclass(slots=True)
+class OfflineConfig:
+    """Messages kept for accounts without an available resource (XEP-0160)."""
+
+    #: Messages kept per account; more are bounced with service-unavailable.
+    max_messages: int = 500
+
+
+@dataclass(slots=True)
+class RosterConfig:
+    """Roster limits (RFC 6121 §2.3.3); a full roster fetch must fit the send queues."""
+
+    #: Contacts per roster; adding more is refused with not-allowed.
+    max_items: int = 500
+    #: Largest roster item as sent to clients, in bytes (not-acceptable beyond).
+    max_item_bytes: int = 1024
+    #: Longest item name, in characters (not-acceptable beyond).
+    max_name_length: int = 256
+    #: Longest group name, in characters (not-acceptable beyond).
+    max_group_length: int = 64
+    #: Groups per item (not-acceptable beyond).
+    max_groups: int = 16
 
 
 @dataclass(slots=True)
@@ -215,6 +245,8 @@ class Config:
     sm: SMConfig = field(default_factory=SMConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+    roster: RosterConfig = field(default_factory=RosterConfig)
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     muc: MucConfig = field(default_factory=MucConfig)
@@ -497,4 +529,34 @@ def validate(config: Config) -> None:
         raise ConfigError("sm.max_unacked: must be at least 1")
     if config.c2s.send_queue_bytes < config.limits.max_stanza_size:
         raise ConfigError("c2s.send_queue_bytes: must be at least limits.max_stanza_size")
+    _validate_queues(config)
     _validate_components(config)
+
+
+#: Room a roster result needs besides its items (iq, query, the full JID it goes to).
+ROSTER_ENVELOPE_BYTES = 4096
+
+
+def _validate_queues(config: Config) -> None:
+    """Per-account limits, and that a whole roster fits what a client may have queued."""
+    if config.limits.max_resources < 1:
+        raise ConfigError("limits.max_resources: must be at least 1")
+    if config.sm.max_detached < 0:
+        raise ConfigError("sm.max_detached: must not be negative")
+    if config.offline.max_messages < 0:
+        raise ConfigError("offline.max_messages: must not be negative")
+    roster = config.roster
+    for key in ("max_items", "max_name_length", "max_group_length", "max_groups"):
+        if getattr(roster, key) < 1:
+            raise ConfigError(f"roster.{key}: must be at least 1")
+    if roster.max_item_bytes < 512:
+        raise ConfigError("roster.max_item_bytes: must be at least 512")
+    # Half of the smaller queue: a roster result never cuts off a client, even one that
+    # has other stanzas waiting (c2s/WebSocket queue, BOSH buffer).
+    queue = min(config.c2s.send_queue_bytes, config.bosh.max_buffer_bytes)
+    needed = roster.max_items * roster.max_item_bytes + ROSTER_ENVELOPE_BYTES
+    if needed > queue // 2:
+        raise ConfigError(
+            f"roster.max_items * roster.max_item_bytes: a full roster ({needed} bytes) must fit"
+            f" in half of c2s.send_queue_bytes / bosh.max_buffer_bytes ({queue // 2})"
+        )

@@ -66,6 +66,14 @@ class OfflineStore(Protocol):
         """Keep ``stanza`` for ``to``'s next login; False if it cannot be kept."""
         ...
 
+    def start_for(self, owner: str) -> None:
+        """Deliver what is stored for ``owner`` if it has an available resource."""
+        ...
+
+    def release(self, session: Session) -> frozenset[int]:
+        """``session`` ends: ``id()`` of the stanza bytes it was sent that stay stored."""
+        ...
+
 
 class AccountDirectory(Protocol):
     async def user_exists(self, localpart: str) -> bool: ...
@@ -265,19 +273,27 @@ class Router:
 
     async def redeliver(self, stanza: etree._Element, bare: JID) -> None:
         """A message its full-JID recipient never acknowledged (XEP-0198 §4): deliver it
-        as if that resource were unavailable (RFC 6121 §8.5.3.2.1), or bounce it."""
+        as if that resource were unavailable (RFC 6121 §8.5.3.2.1), or bounce it.
+
+        Only resources with a live connection are candidates: a detached session would
+        hold it for a client that may never come back, and end the same way.
+        """
         try:
-            await self._message_to_bare(stanza, bare)
+            await self._message_to_bare(stanza, bare, attached_only=True)
         except StanzaError as err:
             self.bounce(stanza, err)
 
-    async def _message_to_bare(self, stanza: etree._Element, bare: JID) -> None:
+    async def _message_to_bare(
+        self, stanza: etree._Element, bare: JID, *, attached_only: bool = False
+    ) -> None:
         """RFC 6121 §8.5.2.1 (account exists) and §8.5.2.2 (no such account)."""
         kind = stanza.get("type") or "normal"
         if kind not in ("chat", "error", "groupchat", "headline", "normal"):
             kind = "normal"
         candidates = [
-            s for s in self.sessions.get(str(bare), {}).values() if s.available and s.priority >= 0
+            s
+            for s in self.sessions.get(str(bare), {}).values()
+            if s.available and s.priority >= 0 and (s.attached or not attached_only)
         ]
         if kind == "groupchat":
             raise StanzaError("service-unavailable")

@@ -92,12 +92,18 @@ class Server:
         from xmppd.services.basic import install_basic_services
         from xmppd.services.offline import install as install_offline
         from xmppd.services.presence import install as install_presence
+        from xmppd.services.roster import RosterLimits
         from xmppd.services.roster import install as install_roster
 
+        cfg = self.config
         disco = install_basic_services(self.router, version=xmppd.__version__, os_name=None)
-        offline = install_offline(self.router, self.adb)
-        install_roster(self.router, self.adb)
-        presence = install_presence(self.router, self.adb, offline)
+        # no stored message may be larger than a client's queue (c2s, WebSocket, BOSH)
+        queue = min(cfg.c2s.send_queue_bytes, cfg.bosh.max_buffer_bytes)
+        self.offline = install_offline(
+            self.router, self.adb, cfg.offline.max_messages, max_message_bytes=queue - 1024
+        )
+        install_roster(self.router, self.adb, RosterLimits.from_config(cfg.roster))
+        presence = install_presence(self.router, self.adb, self.offline)
         disco.presence_authorized = presence.presence_authorized
 
         from xmppd.muc.service import install as install_muc
@@ -293,6 +299,7 @@ async def run_server(
 
             await nursery.start(serve_http, server)
         await nursery.start(server.sm.run)
+        await nursery.start(server.offline.run)
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         nursery.start_soon(server.refusals.run)

@@ -33,6 +33,7 @@ class Session:
         "available",
         "bare",
         "bare_str",
+        "detached_since",
         "directed_presence",
         "extra",
         "full_str",
@@ -64,6 +65,14 @@ class Session:
         self.extra: dict[str, object] = {}
         #: XEP-0198 state once the client enabled stream management.
         self.sm: StreamManagement | None = None
+        #: When its connection dropped (trio time) while it waits for ``<resume/>``; None
+        #: while a connection carries it.
+        self.detached_since: float | None = None
+
+    @property
+    def attached(self) -> bool:
+        """A connection carries it (it is not a detached XEP-0198 session)."""
+        return self.detached_since is None
 
     def send(self, data: bytes) -> bool:
         """Queue serialised stanza bytes for this session.
@@ -88,6 +97,13 @@ class Session:
         if self.outbox.enqueue(data) and request:
             self.outbox.enqueue(R)
         return True
+
+    def request_ack(self) -> None:
+        """XEP-0198: ask for an ``<a/>`` now if stanzas went out since the last request."""
+        sm = self.sm
+        if sm is not None and sm.request_pending():
+            sm.requested()
+            self.outbox.enqueue(R)
 
     def send_stanza(self, stanza: etree._Element) -> bool:
         return self.send(etree.tostring(stanza))

@@ -179,7 +179,9 @@ def test_plain_refused_before_tls_when_not_loopback_exempt(tmp_path: Path) -> No
 
 
 def test_client_that_never_reads_is_cut_off(tmp_path: Path) -> None:
-    with running_server(tmp_path, c2s={"send_queue_bytes": 300_000}) as server:
+    # a full roster must fit half the send queue: fewer contacts for this small queue
+    small = {"c2s": {"send_queue_bytes": 300_000}, "roster": {"max_items": 100}}
+    with running_server(tmp_path, **small) as server:
         server.add_user("alice", "secret")
         server.add_user("bob", "secret")
         server.add_user("sink", "secret")

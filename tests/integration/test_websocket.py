@@ -33,6 +33,7 @@ def server(tmp_path: Path) -> Iterator[XmppdProcess]:
         http={"cors_origins": ["https://forum.example"]},
         limits={"max_stanza_size": 20_000},
         c2s={"send_queue_bytes": 300_000},
+        roster={"max_items": 100},  # a full roster must fit half the smaller queue
     )
     srv.add_user("alice", "secret")
     srv.add_user("bob", "secret")

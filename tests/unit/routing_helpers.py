@@ -3,15 +3,21 @@
 ``Harness`` wires the router with the roster, presence and offline services on a fresh
 SQLite database; ``await h.connect("alice@example.org/phone")`` binds a session whose
 outbox captures bytes; ``await client.send("<presence/>")`` stamps ``from`` the way the
-transport does and routes it; ``client.take()`` returns (and forgets) what arrived.
+transport does and routes it (and waits for offline delivery to finish);
+``client.take()`` returns (and forgets) what arrived. The offline service delivers from
+its own task: use the ``harness`` fixture helper :func:`running_harness`, or call
+``await h.start(nursery)``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import trio
+import trio.testing
 from lxml import etree
 
 from xmppd.jid import JID
@@ -21,6 +27,7 @@ from xmppd.services import presence as presence_mod
 from xmppd.services import roster as roster_mod
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase, Database, RosterItem
+from xmppd.transport.progress import WriteProgress
 from xmppd.xml import ns
 
 DOMAIN = "example.org"
@@ -57,18 +64,53 @@ def error_condition(el: etree._Element) -> str | None:
 
 
 class FakeOutbox:
-    """Captures the bytes a session would write; ``accept=False`` simulates a cut-off peer."""
+    """Captures the bytes a session would write; ``accept=False`` simulates a cut-off peer.
 
-    def __init__(self) -> None:
+    Bytes count as written at once, unless ``hold`` is set: then they wait in ``held``
+    until :meth:`write` (a peer that does not read).
+    """
+
+    def __init__(self, limit: int = 1_048_576) -> None:
         self.sent: list[bytes] = []
         self.closed: tuple[str | None, str | None] | None = None
         self.accept = True
+        self.hold = False
+        self.held = 0
+        self.progress = WriteProgress(limit)
+        #: The most bytes ever waiting at once (what a real queue would have held).
+        self.peak = 0
+        self._grew = trio.Event()
 
     def enqueue(self, data: bytes) -> bool:
-        if not self.accept:
+        if not self.accept or self.progress.closed:
+            return False
+        if self.progress.pending + len(data) > self.progress.limit:
+            self.cut()
             return False
         self.sent.append(data)
+        self.progress.accept(len(data))
+        self.peak = max(self.peak, self.progress.pending)
+        if self.hold:
+            self.held += len(data)
+        else:
+            self.progress.wrote(len(data))
+        self._grew.set()
         return True
+
+    async def grown(self) -> None:
+        """Until something more was queued (a hang fails the test after 10 s)."""
+        with trio.fail_after(10):
+            await self._grew.wait()
+        self._grew = trio.Event()
+
+    def write(self) -> None:
+        """The peer reads what was held."""
+        self.progress.wrote(self.held)
+        self.held = 0
+
+    def cut(self) -> None:
+        """The connection is gone: nothing more is taken or written."""
+        self.progress.close()
 
     def close(self, condition: str | None = None, text: str | None = None) -> None:
         self.closed = (condition, text)
@@ -96,11 +138,14 @@ class Client:
     def jid(self) -> str:
         return self.session.full_str
 
-    async def send(self, xml: str | etree._Element) -> None:
-        """Stamp ``from`` (as the transport does) and route."""
+    async def send(self, xml: str | etree._Element, *, settle: bool = True) -> None:
+        """Stamp ``from`` (as the transport does), route, and let offline delivery finish
+        (``settle=False`` when a delivery is meant to stay waiting)."""
         el = stanza(xml) if isinstance(xml, str) else xml
         el.set("from", self.session.full_str)
         await self.harness.router.route(el, self.session)
+        if settle:
+            await self.harness.settle()
 
     def take(self) -> list[etree._Element]:
         """Everything received since the last call, parsed."""
@@ -125,6 +170,7 @@ class Client:
     async def end(self) -> None:
         """The transport's teardown: unbind, then tell the presence handler."""
         self.harness.router.unbind(self.session)
+        self.harness.offline.release(self.session)
         handler = self.harness.router.presence_handler
         if handler is not None:
             await handler.session_ended(self.session)
@@ -149,9 +195,26 @@ class Harness:
     def close(self) -> None:
         self.db.dispose()
 
-    async def connect(self, full_jid: str, *, roster: bool = False, online: bool = False) -> Client:
+    async def start(self, nursery: trio.Nursery) -> None:
+        """Run the offline service's delivery tasks in ``nursery``."""
+        await nursery.start(self.offline.run)
+
+    async def settle(self) -> None:
+        """Until no offline delivery runs (a hang here fails the test after 10 s)."""
+        with trio.fail_after(10):
+            await self.offline.wait_idle()
+        await trio.testing.wait_all_tasks_blocked()
+
+    async def connect(
+        self,
+        full_jid: str,
+        *,
+        roster: bool = False,
+        online: bool = False,
+        outbox: FakeOutbox | None = None,
+    ) -> Client:
         """Bind a session; optionally fetch the roster and send initial presence."""
-        outbox = FakeOutbox()
+        outbox = outbox or FakeOutbox()
         session = Session(JID.parse(full_jid), outbox)
         self.router.bind(session)
         client = Client(self, session, outbox)
@@ -179,3 +242,18 @@ class Harness:
         """Bare JIDs with a stored inbound subscription request to ``owner``."""
         rows = await self.adb.run(self.db.get_pending_subscriptions, owner)
         return [from_jid for from_jid, _ in rows]
+
+
+@asynccontextmanager
+async def running_harness(
+    tmp_path: Path, users: Iterable[str] = ("alice", "bob", "carol")
+) -> AsyncIterator[Harness]:
+    """A :class:`Harness` whose offline service runs, closed afterwards."""
+    harness = Harness(tmp_path, users)
+    try:
+        async with trio.open_nursery() as nursery:
+            await harness.start(nursery)
+            yield harness
+            nursery.cancel_scope.cancel()
+    finally:
+        harness.close()

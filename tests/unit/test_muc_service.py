@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import pytest
 import trio
 from lxml import etree
 
-from tests.unit.routing_helpers import C, Client, Harness, error_condition
+from tests.unit.routing_helpers import C, Client, Harness, error_condition, running_harness
 from xmppd.muc import storage as store
 from xmppd.muc.config import MucConfig
 from xmppd.muc.service import MucService, install
@@ -22,10 +22,9 @@ U = "{%s#user}" % MUC
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path, users=("alice", "bob", "carol", "boss"))
-    yield harness
-    harness.close()
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_harness(tmp_path, users=("alice", "bob", "carol", "boss")) as harness:
+        yield harness
 
 
 def start(h: Harness, **cfg: object) -> MucService:

@@ -7,24 +7,32 @@ against RFC 6121 Appendix A.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 from lxml import etree
 
 from tests.unit.routing_helpers import (
     DOMAIN,
     C,
+    Client,
+    FakeOutbox,
     Harness,
     R,
     error_condition,
+    parse,
+    running_harness,
     stanza,
 )
 from xmppd.jid import JID
 from xmppd.services.offline import delay_stamp, worth_storing
 from xmppd.services.presence import SubState, inbound_state, outbound_state, parse_priority
-from xmppd.services.roster import OwnerLocks
+from xmppd.services.roster import OwnerLocks, RosterLimits
+from xmppd.stream.sm import R as ACK_REQUEST
+from xmppd.stream.sm import StreamManagement
 from xmppd.xml import ns
 
 ALICE = f"alice@{DOMAIN}"
@@ -34,12 +42,9 @@ DELAY = "{%s}delay" % ns.DELAY
 
 
 @pytest.fixture
-def h(tmp_path: Path) -> Iterator[Harness]:
-    harness = Harness(tmp_path)
-    try:
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_harness(tmp_path) as harness:
         yield harness
-    finally:
-        harness.close()
 
 
 def pushes(received: list[etree._Element]) -> list[etree._Element]:
@@ -234,6 +239,11 @@ async def test_roster_set_keeps_subscription_and_ignores_client_subscription(h: 
     assert item is not None and item.subscription == "to" and item.name == "C"
 
 
+#: 12 groups of 61 characters: each within the limits, the item above 1024 bytes.
+WIDE_GROUPS = "".join(f"<group>{n:02d}{'g' * 59}</group>" for n in range(12))
+MANY_GROUPS = "".join(f"<group>{n}</group>" for n in range(17))
+
+
 @pytest.mark.parametrize(
     ("item_xml", "condition"),
     [
@@ -241,8 +251,11 @@ async def test_roster_set_keeps_subscription_and_ignores_client_subscription(h: 
         ("", "bad-request"),
         (f'<item jid="{BOB}"><group>G</group><group>G</group></item>', "bad-request"),
         (f'<item jid="{BOB}"><group></group></item>', "not-acceptable"),
-        (f'<item jid="{BOB}"><group>{"g" * 1024}</group></item>', "not-acceptable"),
-        (f'<item jid="{BOB}" name="{"n" * 1024}"/>', "not-acceptable"),
+        (f'<item jid="{BOB}"><group>{"g" * 65}</group></item>', "not-acceptable"),
+        (f'<item jid="{BOB}" name="{"n" * 257}"/>', "not-acceptable"),
+        (f'<item jid="{BOB}">{MANY_GROUPS}</item>', "not-acceptable"),
+        # each part within its own limit, the whole item above max_item_bytes (1024)
+        (f'<item jid="{BOB}" name="{"n" * 256}">{WIDE_GROUPS}</item>', "not-acceptable"),
         ('<item jid="@example.org"/>', "jid-malformed"),
         ("<item name='no jid'/>", "bad-request"),
     ],
@@ -256,6 +269,53 @@ async def test_roster_set_errors(h: Harness, item_xml: str, condition: str) -> N
     assert pushes(got) == []
     version, items = await h.adb.run(h.db.get_roster, ALICE)
     assert (version, items) == (0, [])
+
+
+async def test_roster_limits_come_from_the_service(h: Harness) -> None:
+    h.roster.limits = RosterLimits(max_items=2, max_name_length=5, max_groups=1)
+    alice = await h.connect(ALICE + "/phone", roster=True)
+    await alice.send(roster_set(f'<item jid="{BOB}" name="Bobby"><group>G</group></item>', "a"))
+    await alice.send(roster_set(f'<item jid="{CAROL}" name="Carol!"/>', "b"))
+    await alice.send(
+        roster_set(f'<item jid="{CAROL}"><group>G</group><group>H</group></item>', "c")
+    )
+    await alice.send(roster_set(f'<item jid="{CAROL}"/>', "d"))
+    await alice.send(roster_set(f'<item jid="dave@{DOMAIN}"/>', "e"))
+    await alice.send(roster_set(f'<item jid="{BOB}" name="Bob"/>', "f"))  # changes: fine
+    got = alice.take()
+    conditions = [error_condition(reply(got, i)) for i in "abcdef"]
+    assert conditions == [None, "not-acceptable", "not-acceptable", None, "not-allowed", None]
+    err = reply(got, "e").find(C + "error")
+    assert err is not None and err.get("type") == "cancel"
+    assert "2 items" in (err.findtext("{%s}text" % ns.STANZA_ERRORS) or "")
+    assert [i.jid for i in (await h.adb.run(h.db.get_roster, ALICE))[1]] == [BOB, CAROL]
+
+
+async def test_subscribing_to_a_new_contact_with_a_full_roster_is_refused(h: Harness) -> None:
+    h.roster.limits = RosterLimits(max_items=1)
+    await h.put_item(ALICE, BOB, "both")
+    alice = await h.connect(ALICE + "/phone", roster=True, online=True)
+    carol = await h.connect(CAROL + "/pc", roster=True, online=True)
+    await alice.send(f'<presence to="{CAROL}" type="subscribe" id="sub"/>')
+    [err] = alice.take()
+    assert err.get("id") == "sub" and error_condition(err) == "not-allowed"
+    assert carol.take() == []  # not routed: nothing changed on either roster
+    assert await h.item(ALICE, CAROL) is None and await h.pending(CAROL) == []
+    # subscription changes on items already there still work
+    await alice.send(f'<presence to="{BOB}" type="unsubscribe"/>')
+    item = await h.item(ALICE, BOB)
+    assert item is not None and item.subscription == "from"
+
+
+async def test_roster_too_large_to_send_is_an_error_not_a_cut_off(h: Harness) -> None:
+    """A roster stored under larger limits (or before any) would overrun the queue."""
+    for n in range(10):  # about 9 KB; these limits allow 2 * 1024 + 4096
+        await h.put_item(ALICE, f"c{n}@{DOMAIN}", "none", name="x" * 900)
+    h.roster.limits = RosterLimits(max_items=2)
+    alice = await h.connect(ALICE + "/phone")
+    await alice.send('<iq type="get" id="r"><query xmlns="jabber:iq:roster"/></iq>')
+    assert error_condition(reply(alice.take(), "r")) == "resource-constraint"
+    assert alice.outbox.closed is None
 
 
 async def test_roster_of_another_account_is_forbidden(h: Harness) -> None:
@@ -746,7 +806,7 @@ async def test_chat_state_only_messages_are_not_stored(h: Harness) -> None:
         '<composing xmlns="http://jabber.org/protocol/chatstates"/></message>'
     )
     assert bob.take() == []
-    assert await h.adb.run(h.db.pop_offline, ALICE) == []
+    assert await h.adb.run(h.db.list_offline, ALICE) == []
 
 
 async def test_message_to_unknown_user_bounces(h: Harness) -> None:
@@ -756,14 +816,157 @@ async def test_message_to_unknown_user_bounces(h: Harness) -> None:
     assert error_condition(err) == "service-unavailable"
 
 
-async def test_offline_delivery_requeues_when_session_is_cut_off(h: Harness) -> None:
+async def store_messages(h: Harness, count: int, size: int) -> list[str]:
+    """``count`` chat messages of about ``size`` bytes from bob, stored for alice."""
+    bodies = [f"m{n:03d}-" + "x" * size for n in range(count)]
+    for body in bodies:
+        message = stanza(
+            f'<message from="{BOB}/pc" to="{ALICE}" type="chat"><body>{body}</body></message>'
+        )
+        assert await h.offline.store(message, JID.parse(ALICE))
+    return bodies
+
+
+def bodies_of(client: Client) -> list[str]:
+    return [m.findtext(C + "body") or "" for m in client.take_tag("message")]
+
+
+async def stored_bodies(h: Harness) -> list[str]:
+    return [
+        parse(xml).findtext(C + "body") or "" for xml in await h.adb.run(h.db.list_offline, ALICE)
+    ]
+
+
+async def test_offline_queue_larger_than_the_send_queue_arrives_whole(h: Harness) -> None:
+    """Issue 13 #5: 300 messages of 4 KB overran the queue; now pages wait for the writes."""
+    bodies = await store_messages(h, 300, 4000)
+    outbox = FakeOutbox(limit=256 * 1024)
+    outbox.hold = True  # the peer reads only when the test says so
+    alice = await h.connect(ALICE + "/phone", outbox=outbox)
+    await alice.send("<presence/>", settle=False)
+    received: list[str] = []
+    while len(received) < len(bodies):
+        await outbox.grown()
+        # the queue shrinks from its head, and never by more than was written
+        stored = await stored_bodies(h)
+        assert stored == bodies[len(bodies) - len(stored) :]
+        assert len(bodies) - len(stored) <= len(received)
+        received += bodies_of(alice)
+        outbox.write()
+    await h.settle()
+    assert received == bodies
+    assert outbox.progress.closed is False and outbox.peak <= 256 * 1024
+    assert await stored_bodies(h) == []
+
+
+async def test_offline_delivery_cut_midway_keeps_what_was_not_written(h: Harness) -> None:
+    bodies = await store_messages(h, 300, 4000)
+    outbox = FakeOutbox(limit=256 * 1024)
+    outbox.hold = True
+    alice = await h.connect(ALICE + "/phone", outbox=outbox)
+    await alice.send("<presence/>", settle=False)
+    written: list[str] = []
+    while not written:
+        await outbox.grown()
+        written += bodies_of(alice)
+    outbox.write()
+    await outbox.grown()
+    unwritten = bodies_of(alice)  # queued, never read: the connection drops
+    assert written and unwritten and written + unwritten == bodies[: len(written) + len(unwritten)]
+    outbox.cut()
+    await alice.end()
+    await h.settle()
+    assert await stored_bodies(h) == bodies[len(written) :]
+    again = await h.connect(ALICE + "/laptop")
+    await again.send("<presence/>")
+    assert bodies_of(again) == bodies[len(written) :]
+    assert await stored_bodies(h) == []
+
+
+async def test_offline_delivery_with_sm_deletes_only_what_was_acknowledged(h: Harness) -> None:
+    bodies = await store_messages(h, 150, 100)
+    alice = await h.connect(ALICE + "/phone")
+    sm = alice.session.sm = StreamManagement(ALICE, max_unacked=500, request_every=1000)
+    await alice.send("<presence/>", settle=False)
+    first: list[str] = []
+    while not first:
+        await alice.outbox.grown()
+        await trio.testing.wait_all_tasks_blocked()
+        asked = alice.outbox.sent[-1] == ACK_REQUEST  # the page ends with a request for an ack
+        first += bodies_of(alice)
+    assert first == bodies[: len(first)] and len(first) < len(bodies) and asked
+    assert await stored_bodies(h) == bodies  # written, not acknowledged: still stored
+    sm.ack(sm.sent)  # the client acknowledges the page (and the presence before it)
+    second: list[str] = []
+    while len(first) + len(second) < len(bodies):
+        await alice.outbox.grown()
+        second += bodies_of(alice)
+    assert first + second == bodies
+    assert await stored_bodies(h) == bodies[len(first) :]
+    # the session ends with the second page unacknowledged: those stanzas stay stored
+    # and stream management must not hand them on a second time
+    held = h.offline.release(alice.session)
+    offline_unacked = [d for d in sm.unacked() if b"<message" in d]
+    assert held == {id(d) for d in offline_unacked} and len(offline_unacked) == len(second)
+    await alice.end()
+    await h.settle()
+    assert await stored_bodies(h) == bodies[len(first) :]
+
+
+async def test_offline_delivery_to_a_cut_off_session_keeps_everything(h: Harness) -> None:
     bob = await h.connect(BOB + "/pc", online=True)
     await bob.send(f'<message to="{ALICE}"><body>keep</body></message>')
     alice = await h.connect(ALICE + "/phone")
     alice.outbox.accept = False
-    assert await h.offline.deliver(alice.session) == 0
-    stored = await h.adb.run(h.db.pop_offline, ALICE)
-    assert len(stored) == 1 and "keep" in stored[0]
+    alice.outbox.cut()
+    await alice.send("<presence/>", settle=False)
+    await alice.end()
+    await h.settle()
+    assert await stored_bodies(h) == ["keep"]
+
+
+async def test_offline_message_too_large_for_a_send_queue_is_bounced(h: Harness) -> None:
+    h.offline.max_message_bytes = 2000
+    bob = await h.connect(BOB + "/pc", online=True)
+    await bob.send(f'<message to="{ALICE}" id="big"><body>{"x" * 2000}</body></message>')
+    await bob.send(f'<message to="{ALICE}" id="small"><body>ok</body></message>')
+    [err] = bob.take()
+    assert err.get("id") == "big" and error_condition(err) == "service-unavailable"
+    assert await stored_bodies(h) == ["ok"]
+
+
+async def test_redelivery_never_goes_to_a_detached_session(h: Harness) -> None:
+    """Issue 13 #6: an ending session's unacknowledged message reaches a live resource,
+    or storage once, never another session that is itself waiting for its client."""
+    sleeping = await h.connect(ALICE + "/sleeping", online=True)
+    sleeping.session.detached_since = 0.0  # what ResumptionManager.detach sets
+    message = f'<message from="{BOB}/pc" to="{ALICE}/gone" type="chat"><body>%s</body></message>'
+    await h.router.redeliver(stanza(message % "one"), JID.parse(ALICE))
+    await h.settle()
+    assert sleeping.take() == []
+    assert await stored_bodies(h) == ["one"]
+    live = await h.connect(ALICE + "/desk")
+    await live.send("<presence/>")
+    assert bodies_of(live) == ["one"]  # from storage
+    await h.router.redeliver(stanza(message % "two"), JID.parse(ALICE))
+    assert bodies_of(live) == ["two"] and bodies_of(sleeping) == []
+    assert await stored_bodies(h) == []
+
+
+async def test_message_stored_while_a_delivery_runs_is_delivered_too(h: Harness) -> None:
+    bodies = await store_messages(h, 3, 10)
+    outbox = FakeOutbox()
+    outbox.hold = True
+    alice = await h.connect(ALICE + "/phone", outbox=outbox)
+    await alice.send("<presence/>", settle=False)
+    await outbox.grown()
+    late = stanza(f'<message from="{BOB}/pc" to="{ALICE}"><body>late</body></message>')
+    assert await h.offline.store(late, JID.parse(ALICE))
+    outbox.hold = False
+    outbox.write()
+    await h.settle()
+    assert bodies_of(alice) == [*bodies, "late"]
+    assert await stored_bodies(h) == []
 
 
 def test_delay_stamp_and_storage_rules() -> None:

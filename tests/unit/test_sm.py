@@ -92,6 +92,33 @@ def test_idle_state_is_small_and_take_unacked_empties() -> None:
     assert sm.take_unacked() == [b"<x/>"] and len(sm) == 0
 
 
+def test_acked_through_room_and_the_ack_hook() -> None:
+    """What offline delivery waits on: its last stanza acknowledged, room under the cap."""
+    sm = StreamManagement("j@e", request_every=100, max_unacked=5)
+    calls: list[int] = []
+    sm.on_ack = lambda: calls.append(sm.acked)
+    sm.record(b"<before/>")
+    mark_before = sm.sent
+    sm.record(b"<page1/>")
+    sm.record(b"<page2/>")
+    mark = sm.sent
+    sm.record(b"<after/>")
+    assert sm.room() == 0  # one more would reach max_unacked
+    assert not sm.acked_through(mark) and not sm.acked_through(mark_before)
+    sm.ack(1)
+    assert sm.acked_through(mark_before) and not sm.acked_through(mark)
+    sm.ack(3)
+    assert sm.acked_through(mark) and sm.room() == 3
+    assert calls == [1, 3]
+    sm._sent = sm._acked = MOD - 1  # the marks wrap with the counters
+    sm.take_unacked()
+    sm.record(b"<w/>")
+    wrapped = sm.sent
+    assert wrapped == 0 and not sm.acked_through(wrapped)
+    sm.ack(0)
+    assert sm.acked_through(wrapped)
+
+
 def test_parse_h_and_resume_timeout() -> None:
     assert smp.parse_h("0") == 0 and smp.parse_h(str(MOD - 1)) == MOD - 1
     for bad in (None, "", "-1", "1.5", "x", str(MOD), "99999999999"):

@@ -133,7 +133,7 @@ async def test_async_database_runs_in_worker_threads(db: Database) -> None:
     assert all(ident != main for _, ident in results)
     assert peak == 2
     assert await adb.run(db.store_offline, "a@b", "<m/>") is True
-    assert await adb.run(db.pop_offline, "a@b") == ["<m/>"]
+    assert await adb.run(db.list_offline, "a@b") == ["<m/>"]
 
 
 # -- InternalAuthenticator ----------------------------------------------------------------

@@ -42,6 +42,7 @@ from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.framing import BOSH
 from xmppd.transport.admission import AdmissionTicket
 from xmppd.transport.driver import C2SDriver
+from xmppd.transport.progress import WriteProgress
 
 if TYPE_CHECKING:
     from xmppd.bosh.app import HttpApp
@@ -88,6 +89,7 @@ class BoshConnection:
         "driver",
         "manager",
         "peer_ip",
+        "progress",
         "stream",
         "ticket",
     )
@@ -112,6 +114,8 @@ class BoshConnection:
         self._torn_down = False
         #: This session's place in the server's admission (released when it ends).
         self.ticket: AdmissionTicket | None = None
+        #: "Written" = put into a response body.
+        self.progress = WriteProgress(core.limits.max_buffer_bytes)
 
     @property
     def session(self) -> Session | None:
@@ -123,7 +127,8 @@ class BoshConnection:
         core = self.core
         if core.ended:
             return False
-        if not core.push(BOSH.outbound(data)):
+        frame = BOSH.outbound(data)
+        if not core.push(frame):
             log.warning(
                 "event=slow_reader_disconnected jid=%s ip=%s queued=%d transport=bosh",
                 self.session.full_str if self.session else "-",
@@ -132,6 +137,7 @@ class BoshConnection:
             )
             self.close("policy-violation", "too much data waiting for the client")
             return False
+        self.progress.accept(len(frame))
         self._flush()
         return True
 
@@ -153,10 +159,14 @@ class BoshConnection:
     # ---------------------------------------------------------------- helpers
     def _collect(self) -> None:
         for frame in self.stream.frames_to_send():
-            self.core.push(frame, force=True)
+            if self.core.push(frame, force=True):
+                self.progress.accept(len(frame))
 
     def _flush(self) -> None:
-        for rid, body in self.core.flush(trio.current_time()):
+        buffered = self.core.buffered
+        answers = self.core.flush(trio.current_time())
+        self.progress.wrote(buffered - self.core.buffered)
+        for rid, body in answers:
             answer = self._answers.pop(rid, None)
             if answer is not None:
                 answer.body = body
@@ -178,6 +188,7 @@ class BoshConnection:
         if self._torn_down:
             return
         self._torn_down = True
+        self.progress.close()
         self.manager.spawn_teardown(self)
 
     def fail(self, condition: str) -> None:

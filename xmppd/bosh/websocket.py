@@ -23,6 +23,7 @@ from xmppd.session import Session
 from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.framing import WEBSOCKET
 from xmppd.transport.driver import C2SDriver
+from xmppd.transport.progress import WriteProgress
 from xmppd.xml import ns
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class WebSocketConnection:
         "_wake",
         "driver",
         "peer_ip",
+        "progress",
         "server",
         "stream",
     )
@@ -70,6 +72,7 @@ class WebSocketConnection:
         self._send = send
         self._queue: deque[bytes] = deque()
         self._queued = 0
+        self.progress = WriteProgress(server.config.c2s.send_queue_bytes)
         self._wake = trio.Event()
         self._closing = False
         self._cancel: trio.CancelScope | None = None
@@ -92,8 +95,10 @@ class WebSocketConnection:
             )
             self._abort()
             return False
-        self._queue.append(WEBSOCKET.outbound(data))
-        self._queued += len(data)
+        frame = WEBSOCKET.outbound(data)
+        self._queue.append(frame)
+        self._queued += len(frame)
+        self.progress.accept(len(frame))
         self._wake.set()
         return True
 
@@ -109,6 +114,7 @@ class WebSocketConnection:
         self._closing = True
         self._queue.clear()
         self._queued = 0
+        self.progress.close()
         if self._cancel is not None:
             self._cancel.cancel()
 
@@ -117,6 +123,7 @@ class WebSocketConnection:
         for frame in self.stream.frames_to_send():
             self._queue.append(frame)
             self._queued += len(frame)
+            self.progress.accept(len(frame))
         self._wake.set()
 
     # ------------------------------------------------------------------- run
@@ -133,6 +140,7 @@ class WebSocketConnection:
         except* Exception:
             log.exception("event=connection_crashed ip=%s transport=websocket", self.peer_ip)
         finally:
+            self.progress.close()
             with trio.CancelScope(shield=True):
                 await self.driver.teardown()
 
@@ -200,6 +208,7 @@ class WebSocketConnection:
                 frame = self._queue.popleft()
                 self._queued -= len(frame)
                 await send({"type": "websocket.send", "text": frame.decode("utf-8")})
+                self.progress.wrote(len(frame))
             await send({"type": "websocket.close", "code": 1000})
         finally:
             if self._cancel is not None:

@@ -26,7 +26,7 @@ from xmppd.jid import JID, JIDError
 from xmppd.router import Router
 from xmppd.services import roster as roster_mod
 from xmppd.services.offline import OfflineService
-from xmppd.services.roster import RosterService
+from xmppd.services.roster import RosterLimits, RosterService
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase, RosterItem
 from xmppd.storage.database import Database
@@ -126,10 +126,13 @@ def _apply_sync(
     peer: str,
     transition: Callable[[SubState], SubState],
     request_xml: str | None,
+    limits: RosterLimits | None = None,
 ) -> tuple[SubState, SubState, RosterItem | None, int | None]:
     """Read, transition and write one roster's view of ``peer`` in a single thread hop.
 
-    Returns the old and new state, plus the item and version when a push is due.
+    Returns the old and new state, plus the item and version when a push is due. A
+    transition that would add ``peer`` to a roster at its ``limits`` changes nothing and
+    raises the stanza error (only the user's own outbound stanzas add items).
     """
     item = db.get_roster_item(owner, peer)
     pending = any(from_jid == peer for from_jid, _ in db.get_pending_subscriptions(owner))
@@ -138,6 +141,10 @@ def _apply_sync(
     else:
         old = SubState(item.subscription, item.ask_out, pending, item.approved)
     new = transition(old)
+    if item is None and limits is not None and new.visible() != old.visible():
+        roster_mod.check_item_size(RosterItem(jid=peer), limits)
+        if db.count_roster(owner) >= limits.max_items:
+            raise roster_mod.roster_full(limits)
     if new.pending_in and request_xml is not None:
         db.add_pending_subscription(owner, peer, request_xml)
     elif old.pending_in and not new.pending_in:
@@ -280,7 +287,7 @@ class PresenceManager:
             self._answer_own_probes(origin, items)
             await self._deliver_pending_requests(origin)
         if self.offline is not None and origin.priority >= 0 and (initial or was_negative):
-            await self.offline.deliver(origin)
+            self.offline.start(origin)
 
     async def _unavailable(self, stanza: etree._Element, origin: Session) -> None:
         """Unavailable presence (§4.5): subscribers, own resources and directed targets."""
@@ -490,7 +497,7 @@ class PresenceManager:
     ) -> tuple[SubState, SubState]:
         async with self.roster.locks.hold(owner):
             old, new, item, version = await self.adb.run(
-                _apply_sync, self.adb.db, owner, peer, transition, request_xml
+                _apply_sync, self.adb.db, owner, peer, transition, request_xml, self.roster.limits
             )
             if item is not None and version is not None:
                 self.roster.push(owner, item, peer, version)

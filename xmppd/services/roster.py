@@ -1,9 +1,16 @@
 """The roster (RFC 6121 §2) with XEP-0237 versioning.
 
 The roster is the one piece of per-account state that both iq (roster get/set) and
-presence (subscription state, §3) change, so this module owns the three things both need:
+presence (subscription state, §3) change, so this module owns the things both need:
 the per-owner lock that serialises read-modify-write cycles on one roster, the roster
-push, and the removal hook that lets the presence module cancel subscriptions (§2.5.2).
+push, the removal hook that lets the presence module cancel subscriptions (§2.5.2), and
+the limits (:class:`RosterLimits`, from ``[roster]``).
+
+The limits keep a roster small enough to send: every item, in its largest form, is at
+most ``max_item_bytes`` and a roster has at most ``max_items``, and configuration
+checks that the product fits the client send queues (xmppd.config). A set beyond the
+item count gets ``not-allowed``, a name, group or item too large ``not-acceptable``
+(RFC 6121 §2.3.3).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import logging
 import secrets
 import weakref
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import trio
@@ -21,12 +29,13 @@ from lxml import etree
 from xmppd.jid import JID, JIDError
 from xmppd.router import Router
 from xmppd.session import Session
-from xmppd.storage import AsyncDatabase, RosterItem
+from xmppd.storage import AsyncDatabase, RosterFull, RosterItem
 from xmppd.storage.database import Database
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError
 
 if TYPE_CHECKING:
+    from xmppd.config import RosterConfig
     from xmppd.services.presence import PresenceManager
 
 log = logging.getLogger("xmppd.roster")
@@ -35,10 +44,53 @@ QUERY = "{%s}query" % ns.ROSTER
 ITEM = "{%s}item" % ns.ROSTER
 GROUP = "{%s}group" % ns.ROSTER
 IQ = "{%s}iq" % ns.CLIENT
-#: RFC 6121 §2.3.3 lets the server pick limits; these match the storage column sizes.
-MAX_NAME = 1023
-MAX_GROUP = 1023
-MAX_GROUPS = 100
+#: Room a roster result needs besides its items (same figure as xmppd.config).
+ENVELOPE_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class RosterLimits:
+    """RFC 6121 §2.3.3 lets the server pick these; the defaults are ``[roster]``'s."""
+
+    max_items: int = 500
+    max_item_bytes: int = 1024
+    max_name_length: int = 256
+    max_group_length: int = 64
+    max_groups: int = 16
+
+    @classmethod
+    def from_config(cls, cfg: RosterConfig) -> RosterLimits:
+        return cls(
+            max_items=cfg.max_items,
+            max_item_bytes=cfg.max_item_bytes,
+            max_name_length=cfg.max_name_length,
+            max_group_length=cfg.max_group_length,
+            max_groups=cfg.max_groups,
+        )
+
+    @property
+    def max_result_bytes(self) -> int:
+        """The largest roster result these limits allow."""
+        return self.max_items * self.max_item_bytes + ENVELOPE_BYTES
+
+
+def item_size(item: RosterItem) -> int:
+    """Bytes of ``item`` in its largest form: any later subscription state fits too."""
+    widest = replace(item, subscription="both", ask_out=True, approved=True)
+    return len(etree.tostring(item_element(widest)))
+
+
+def check_item_size(item: RosterItem, limits: RosterLimits) -> None:
+    """``not-acceptable`` for an item that would not fit ``max_item_bytes``."""
+    if item_size(item) > limits.max_item_bytes:
+        raise StanzaError(
+            "not-acceptable", f"the roster item is larger than {limits.max_item_bytes} bytes"
+        )
+
+
+def roster_full(limits: RosterLimits) -> StanzaError:
+    return StanzaError("not-allowed", f"the roster is full ({limits.max_items} items)")
+
 
 _services: weakref.WeakKeyDictionary[Router, RosterService] = weakref.WeakKeyDictionary()
 
@@ -94,7 +146,9 @@ def _result() -> etree._Element:
     return etree.Element(IQ, type="result", nsmap={None: ns.CLIENT})
 
 
-def _parse_set_item(query: etree._Element) -> tuple[str, etree._Element]:
+def _parse_set_item(
+    query: etree._Element, limits: RosterLimits = RosterLimits()
+) -> tuple[str, etree._Element]:
     """Validate a roster set per RFC 6121 §2.3.3 and return (contact JID, item element)."""
     items = [child for child in query if child.tag == ITEM]
     if len(items) != 1:
@@ -108,15 +162,23 @@ def _parse_set_item(query: etree._Element) -> tuple[str, etree._Element]:
     except JIDError:
         raise StanzaError("jid-malformed", "the item's 'jid' is not a valid JID") from None
     name = item.get("name")
-    if name is not None and len(name) > MAX_NAME:
-        raise StanzaError("not-acceptable", "the item name is too long")
+    if name is not None and len(name) > limits.max_name_length:
+        raise StanzaError(
+            "not-acceptable", f"the item name is longer than {limits.max_name_length} characters"
+        )
     groups = [(g.text or "") for g in item if g.tag == GROUP]
     if len(groups) != len(set(groups)):
         raise StanzaError("bad-request", "the item lists a group twice")
     if any(not g for g in groups):
         raise StanzaError("not-acceptable", "a group name is empty")
-    if any(len(g) > MAX_GROUP for g in groups) or len(groups) > MAX_GROUPS:
-        raise StanzaError("not-acceptable", "a group name is too long, or too many groups")
+    if len(groups) > limits.max_groups:
+        raise StanzaError("not-acceptable", f"an item has at most {limits.max_groups} groups")
+    if any(len(g) > limits.max_group_length for g in groups):
+        raise StanzaError(
+            "not-acceptable", f"a group name is longer than {limits.max_group_length} characters"
+        )
+    if item.get("subscription") != "remove":
+        check_item_size(RosterItem(str(jid), name or None, groups=tuple(groups)), limits)
     return str(jid), item
 
 
@@ -135,7 +197,12 @@ def _remove_sync(db: Database, owner: str, jid: str) -> tuple[RosterItem, bool, 
 
 
 def _update_sync(
-    db: Database, owner: str, jid: str, name: str | None, groups: tuple[str, ...]
+    db: Database,
+    owner: str,
+    jid: str,
+    name: str | None,
+    groups: tuple[str, ...],
+    max_items: int | None = None,
 ) -> tuple[RosterItem, int]:
     """Create or update an item; subscription state is kept (§2.1.5: the client cannot set it)."""
     existing = db.get_roster_item(owner, jid)
@@ -151,15 +218,18 @@ def _update_sync(
             approved=existing.approved,
             groups=groups,
         )
-    return item, db.put_roster_item(owner, item)
+    return item, db.put_roster_item(owner, item, max_items)
 
 
 class RosterService:
     """``jabber:iq:roster`` for local accounts, plus pushes for the presence module."""
 
-    def __init__(self, router: Router, adb: AsyncDatabase) -> None:
+    def __init__(
+        self, router: Router, adb: AsyncDatabase, limits: RosterLimits = RosterLimits()
+    ) -> None:
         self.router = router
         self.adb = adb
+        self.limits = limits
         self.locks = OwnerLocks()
         #: Set by :func:`xmppd.services.presence.install`; runs §2.5.2 side effects.
         self.presence: PresenceManager | None = None
@@ -195,10 +265,21 @@ class RosterService:
         out.set("ver", current)
         for item in items:
             out.append(item_element(item))
+        size = len(etree.tostring(reply))
+        if size > self.limits.max_result_bytes:
+            # Only rosters stored before today's limits (or under larger ones) get here:
+            # an error keeps the connection, where the result would overrun its queue.
+            log.warning(
+                "event=roster_too_large owner=%s items=%d bytes=%d",
+                origin.bare_str,
+                len(items),
+                size,
+            )
+            raise StanzaError("resource-constraint", "the roster is too large to send")
         return reply
 
     async def _set(self, query: etree._Element, origin: Session) -> etree._Element:
-        jid, el = _parse_set_item(query)
+        jid, el = _parse_set_item(query, self.limits)
         owner = origin.bare_str
         if el.get("subscription") == "remove":
             async with self.locks.hold(owner):
@@ -213,8 +294,15 @@ class RosterService:
             return _result()
         groups = tuple(g.text or "" for g in el if g.tag == GROUP)
         name = el.get("name") or None
+        limit = self.limits.max_items
         async with self.locks.hold(owner):
-            item, version = await self.adb.run(_update_sync, self.adb.db, owner, jid, name, groups)
+            try:
+                item, version = await self.adb.run(
+                    _update_sync, self.adb.db, owner, jid, name, groups, limit
+                )
+            except RosterFull:
+                log.info("event=roster_full owner=%s limit=%d", owner, limit)
+                raise roster_full(self.limits) from None
             self.push(owner, item, jid, version)
         return _result()
 
@@ -247,9 +335,11 @@ def service_for(router: Router) -> RosterService | None:
     return _services.get(router)
 
 
-def install(router: Router, adb: AsyncDatabase) -> RosterService:
+def install(
+    router: Router, adb: AsyncDatabase, limits: RosterLimits = RosterLimits()
+) -> RosterService:
     """Register the roster handlers and advertise roster versioning (XEP-0237)."""
-    service = RosterService(router, adb)
+    service = RosterService(router, adb, limits)
     router.account_iq[QUERY] = service.handle
     router.server_iq[QUERY] = service.handle_foreign
     router.features.add(ns.ROSTER_VER)

@@ -8,6 +8,7 @@ from xmppd.storage.aio import AsyncDatabase
 from xmppd.storage.database import Database
 from xmppd.storage.types import (
     InvalidValue,
+    RosterFull,
     RosterItem,
     StorageError,
     UnknownUser,
@@ -18,6 +19,7 @@ __all__ = [
     "AsyncDatabase",
     "Database",
     "InvalidValue",
+    "RosterFull",
     "RosterItem",
     "StorageError",
     "UnknownUser",

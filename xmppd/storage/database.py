@@ -34,6 +34,7 @@ from xmppd.storage.engine import WRITE_OPTION, create_engine
 from xmppd.storage.types import (
     SUBSCRIPTIONS,
     InvalidValue,
+    RosterFull,
     RosterItem,
     UnknownUser,
     UserExists,
@@ -304,8 +305,13 @@ class Database:
             row = conn.execute(query).first()
         return None if row is None else self._item(row)
 
-    def put_roster_item(self, owner: str, item: RosterItem) -> int:
-        """Insert or replace ``item``; returns the roster's new version."""
+    def put_roster_item(self, owner: str, item: RosterItem, max_items: int | None = None) -> int:
+        """Insert or replace ``item``; returns the roster's new version.
+
+        With ``max_items``, adding a contact to a roster that already has that many raises
+        :class:`RosterFull` (changing an existing item is always allowed). As with the
+        offline queue, concurrent adds on PostgreSQL/MariaDB may overshoot by a few.
+        """
         if item.subscription not in SUBSCRIPTIONS:
             raise InvalidValue(f"bad subscription {item.subscription!r}")
         if item.name is not None and len(item.name) > 1023:
@@ -320,8 +326,25 @@ class Database:
         }
         values = {"owner": _jid(owner), "contact": _jid(item.jid), **fields}
         with self._write() as conn:
+            if max_items is not None and self._roster_full(conn, owner, item.jid, max_items):
+                raise RosterFull(owner)
             _upsert(conn, roster, ["owner", "contact"], values, fields)
             return self._bump(conn, owner)
+
+    @staticmethod
+    def _roster_full(conn: sa.Connection, owner: str, contact: str, max_items: int) -> bool:
+        """Whether ``contact`` is new to ``owner``'s roster and the roster has no room."""
+        exists = sa.select(roster.c.id).where(roster.c.owner == owner, roster.c.contact == contact)
+        if conn.execute(exists).first() is not None:
+            return False
+        count = sa.select(sa.func.count()).select_from(roster).where(roster.c.owner == owner)
+        return conn.execute(count).scalar_one() >= max_items
+
+    def count_roster(self, owner: str) -> int:
+        """How many items ``owner``'s roster has."""
+        with self._read() as conn:
+            query = sa.select(sa.func.count()).select_from(roster).where(roster.c.owner == owner)
+            return int(conn.execute(query).scalar_one())
 
     def delete_roster_item(self, owner: str, jid: str) -> int | None:
         """Remove a contact; the new version, or None (and no bump) if it was not there."""
@@ -388,21 +411,60 @@ class Database:
             )
         return True
 
-    def pop_offline(self, owner: str) -> list[str]:
-        """All queued messages for ``owner``, oldest first, deleted in the same transaction.
+    def offline_page(
+        self, owner: str, after_id: int, max_count: int, max_bytes: int
+    ) -> list[tuple[int, str]]:
+        """The next queued messages of ``owner`` after row ``after_id``, oldest first.
 
-        A row can be returned by only one concurrent pop: DELETE ... RETURNING reports the
-        rows this statement actually deleted.
+        At most ``max_count`` rows whose stanzas add up to at most ``max_bytes`` (UTF-8),
+        but always the first one if any: the caller sends a page as a whole, so a page
+        must fit its peer's send queue. Nothing is deleted here (:meth:`delete_offline`
+        does that once the page was delivered). Sizes are read first, so a queue of
+        large messages is never loaded into memory beyond one page.
         """
+        where = sa.and_(offline.c.owner == owner, offline.c.id > after_id)
+        with self._read() as conn:
+            sizes = conn.execute(
+                sa.select(offline.c.id, _octets(conn, offline.c.stanza))
+                .where(where)
+                .order_by(offline.c.id)
+                .limit(max_count)
+            ).all()
+            chosen: list[int] = []
+            total = 0
+            for row_id, size in sizes:
+                total += int(size or 0)
+                if chosen and total > max_bytes:
+                    break
+                chosen.append(row_id)
+            if not chosen:
+                return []
+            rows = conn.execute(
+                sa.select(offline.c.id, offline.c.stanza)
+                .where(offline.c.owner == owner, offline.c.id.in_(chosen))
+                .order_by(offline.c.id)
+            ).all()
+        return [(int(row.id), row.stanza) for row in rows]
+
+    def delete_offline(self, owner: str, ids: Sequence[int]) -> int:
+        """Forget delivered messages of ``owner``; returns how many rows went."""
+        if not ids:
+            return 0
         with self._write() as conn:
-            where = offline.c.owner == owner
-            if conn.dialect.delete_returning:
-                rows = conn.execute(
-                    offline.delete().where(where).returning(offline.c.id, offline.c.stanza)
-                ).all()
-            else:
-                query = sa.select(offline.c.id, offline.c.stanza).where(where).with_for_update()
-                rows = conn.execute(query).all()
-                if rows:
-                    conn.execute(offline.delete().where(offline.c.id.in_([r.id for r in rows])))
-        return [row.stanza for row in sorted(rows, key=lambda r: r.id)]
+            query = offline.delete().where(offline.c.owner == owner, offline.c.id.in_(list(ids)))
+            return int(conn.execute(query).rowcount)
+
+    def list_offline(self, owner: str) -> list[str]:
+        """Every queued message of ``owner``, oldest first, without removing any (admin, tests)."""
+        with self._read() as conn:
+            query = (
+                sa.select(offline.c.stanza).where(offline.c.owner == owner).order_by(offline.c.id)
+            )
+            return list(conn.execute(query).scalars())
+
+
+def _octets(conn: sa.Connection, column: sa.ColumnElement[str]) -> sa.ColumnElement[int]:
+    """The UTF-8 size of a text column (SQLite's length() counts characters)."""
+    if conn.dialect.name == "sqlite":
+        return sa.func.length(sa.cast(column, sa.LargeBinary))
+    return sa.func.octet_length(column)

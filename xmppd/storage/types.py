@@ -23,6 +23,10 @@ class InvalidValue(StorageError, ValueError):
     """A value the schema cannot hold (too long, not normalisable, bad enum)."""
 
 
+class RosterFull(StorageError):
+    """``put_roster_item`` would add an item to a roster that already has its limit."""
+
+
 @dataclass(frozen=True, slots=True)
 class RosterItem:
     """One roster entry as RFC 6121 §2.1.2 describes it; ``jid`` is the contact's bare JID."""

@@ -22,7 +22,7 @@ import heapq
 import hmac
 import secrets
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from lxml import etree
@@ -84,6 +84,7 @@ class StreamManagement:
         "inbound",
         "max",
         "max_unacked",
+        "on_ack",
         "owner",
         "request_every",
         "token",
@@ -113,6 +114,9 @@ class StreamManagement:
         self._since_request = 0
         # Created on first use and dropped when empty: idle sessions keep no deque.
         self._unacked: deque[bytes] | None = None
+        #: Called after every ``<a/>`` the client sends (and the ``h`` of a ``<resume/>``),
+        #: for a producer waiting until what it sent is acknowledged.
+        self.on_ack: Callable[[], None] | None = None
 
     @property
     def resumable(self) -> bool:
@@ -169,6 +173,18 @@ class StreamManagement:
         """The client stopped acknowledging (or is gone for too long): end the session."""
         return len(self) >= self.max_unacked
 
+    def room(self) -> int:
+        """Stanzas that can still be sent before :attr:`over_limit`."""
+        return max(0, self.max_unacked - 1 - len(self))
+
+    def acked_through(self, count: int) -> bool:
+        """Whether the stanzas up to send count ``count`` (a past :attr:`sent`) are acked.
+
+        The queue is in send order, so they are once fewer stanzas wait than were sent
+        after them.
+        """
+        return len(self) <= (self._sent - count) % MOD
+
     def request_pending(self) -> bool:
         """Stanzas were sent since the last ``<r/>``: worth asking on idle."""
         return self._since_request > 0
@@ -194,6 +210,8 @@ class StreamManagement:
             if not queue:
                 self._unacked = None
         self._acked = h
+        if self.on_ack is not None:
+            self.on_ack()
         return count
 
     def take_unacked(self) -> list[bytes]:

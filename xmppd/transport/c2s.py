@@ -7,7 +7,9 @@ and the writer (drain the queue). Before binding there is only the reader, which
 directly, so nothing else can be interleaved with negotiation.
 
 A peer that does not read is cut off when its queue passes ``send_queue_bytes``: memory
-stays bounded and the router never blocks on one slow client.
+stays bounded and the router never blocks on one slow client. ``progress`` counts the
+bytes queued and written, for producers that must not overrun the queue (offline
+delivery) or need to know their bytes went out.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from lxml import etree
 from xmppd.session import Session
 from xmppd.stream.c2s import C2SStream
 from xmppd.transport.driver import C2SDriver
+from xmppd.transport.progress import WriteProgress
 from xmppd.xml import ns
 
 if TYPE_CHECKING:
@@ -49,6 +52,7 @@ class C2SConnection:
         "direct_tls",
         "driver",
         "peer_ip",
+        "progress",
         "server",
         "stream",
         "transport",
@@ -72,6 +76,7 @@ class C2SConnection:
         )
         self._queue: deque[bytes] = deque()
         self._queued = 0
+        self.progress = WriteProgress(server.config.c2s.send_queue_bytes)
         self._wake: trio.Event | None = None
         self._nursery: trio.Nursery | None = None
         self._writer_running = False
@@ -95,10 +100,14 @@ class C2SConnection:
             )
             self._abort()
             return False
-        self._queue.append(data)
-        self._queued += len(data)
+        self._push(data)
         self._kick_writer()
         return True
+
+    def _push(self, data: bytes) -> None:
+        self._queue.append(data)
+        self._queued += len(data)
+        self.progress.accept(len(data))
 
     def _kick_writer(self) -> None:
         """Wake the writer, or start one: idle connections keep no writer task."""
@@ -113,7 +122,7 @@ class C2SConnection:
         if self._closing:
             return
         self.stream.close(condition, text)
-        self._queue.append(self.stream.data_to_send())
+        self._push(self.stream.data_to_send())
         self._closing = True
         if self._nursery is not None:
             self._kick_writer()
@@ -124,6 +133,7 @@ class C2SConnection:
         self._closing = True
         self._queue.clear()
         self._queued = 0
+        self.progress.close()
         if self._cancel is not None:
             self._cancel.cancel()
 
@@ -158,6 +168,7 @@ class C2SConnection:
             await self._teardown()
 
     async def _teardown(self) -> None:
+        self.progress.close()
         await self.driver.teardown()
         # SocketStream.aclose only closes the socket; TLS may try a close_notify, so
         # give it a bound (shielded: we may be here because we were cancelled).
@@ -241,7 +252,7 @@ class C2SConnection:
             if not alive:
                 out = self.stream.data_to_send()
                 if out:
-                    self._queue.append(out)
+                    self._push(out)
                 return
             out = self.stream.data_to_send()
             if out:
@@ -265,12 +276,13 @@ class C2SConnection:
                         request = self.driver.idle_request()
                         if request is None or self._closing:
                             return
-                        self._queue.append(request)  # XEP-0198: ack the tail of a burst
+                        self._push(request)  # XEP-0198: ack the tail of a burst
                     continue
                 data = b"".join(self._queue)
                 self._queue.clear()
                 self._queued = 0
                 await transport.send_all(data)
+                self.progress.wrote(len(data))
         except BaseException:
             if self._cancel is not None:
                 self._cancel.cancel()

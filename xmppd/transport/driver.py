@@ -270,6 +270,12 @@ class C2SDriver:
             )
             return []
         if isinstance(event, BindRequest):
+            if not server.sm.make_room(event.jid):
+                # RFC 6120 §7.6.2.1: the account has its limit of connected resources
+                log.info("event=bind_refused jid=%s ip=%s", event.jid, self.peer_ip)
+                text = "this account has too many resources bound"
+                stream.bind_result(event.iq_id, StanzaError("resource-constraint", text))
+                return []
             session = Session(event.jid, self.outbox, self._transport_name())
             replaced = server.router.bind(session)
             if replaced is not None:

@@ -7,8 +7,21 @@ within ``max`` seconds moves the session to the new connection, which resends ex
 what the client has not acknowledged. Otherwise the session really ends: unavailable
 presence goes out (contacts, rooms) and every unacknowledged message of type chat or
 normal is handled as if sent to an unavailable resource (RFC 6121 §8.5.3.2.1 /
-XEP-0198 §4): another resource of the account, offline storage, or an error to its
-sender — never silently dropped.
+XEP-0198 §4): another resource of the account with a live connection, offline storage,
+or an error to its sender — never silently dropped, never to another detached session
+(which would hold it for a client that may not come back either).
+
+Each message is handed on once: a stanza fanned out to several resources of the account
+is one ``bytes`` object in each of their queues, so an ending session skips those that
+another session still holds (the last holder hands it on), and the stanzas offline
+delivery sent it are still stored (:meth:`OfflineService.release`). That check runs in
+the same synchronous step as the unbinding, so two sessions ending together cannot both
+skip, or both hand on, the same message.
+
+Per account, ``sm.max_detached`` sessions may wait for a resume; one more ends the one
+detached longest. ``limits.max_resources`` caps the bound resources, detached ones
+included: binding one more ends the session detached longest, and with none detached
+the bind is refused with ``resource-constraint`` (RFC 6120 §7.6.2.1).
 
 One task serves all detached sessions (it sleeps until the earliest deadline); an idle
 connection costs nothing here.
@@ -23,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 from lxml import etree
 
+from xmppd.jid import JID
 from xmppd.session import Session
 from xmppd.stream.framing import with_client_ns
 from xmppd.stream.sm import ResumeRegistry
@@ -62,6 +76,8 @@ class ResumptionManager:
     def __init__(self, server: Server) -> None:
         self.server = server
         self.registry: ResumeRegistry[Session] = ResumeRegistry()
+        #: Managed sessions per bare JID that have not handed their queue on yet.
+        self._holders: dict[str, set[Session]] = {}
         self._wake = trio.Event()
         self._nursery: trio.Nursery | None = None
         #: Shutting down: sessions end instead of detaching.
@@ -69,8 +85,12 @@ class ResumptionManager:
 
     # ------------------------------------------------------------ bookkeeping
     def register(self, session: Session) -> None:
+        """``session`` enabled stream management (resumable or not)."""
         sm = session.sm
-        if sm is not None and sm.token is not None:
+        if sm is None:
+            return
+        self._holders.setdefault(session.bare_str, set()).add(session)
+        if sm.token is not None:
             self.registry.add(sm.token, sm.owner, session)
 
     def lookup(self, previd: str, owner: str) -> Session | None:
@@ -83,8 +103,10 @@ class ResumptionManager:
         """The connection is gone; keep the session for ``max`` seconds."""
         sm = session.sm
         assert sm is not None and sm.token is not None
+        now = trio.current_time()
         session.outbox = Detached(self, session)
-        self.registry.detach(sm.token, trio.current_time(), sm.max)
+        session.detached_since = now
+        self.registry.detach(sm.token, now, sm.max)
         self._wake.set()
         log.info(
             "event=session_detached jid=%s unacked=%d timeout=%d",
@@ -92,6 +114,45 @@ class ResumptionManager:
             len(sm),
             sm.max,
         )
+        detached = self._detached_of(session.bare_str)
+        for old in detached[: max(0, len(detached) - self.server.config.sm.max_detached)]:
+            self.evict(old, "sm.max_detached")
+
+    def _detached_of(self, bare: str) -> list[Session]:
+        """The account's detached sessions, the one detached longest first."""
+        found = [s for s in self.server.router.resources_of(bare) if s.detached_since is not None]
+        return sorted(found, key=lambda s: s.detached_since or 0.0)
+
+    def make_room(self, jid: JID) -> bool:
+        """Before binding ``jid``: stay within ``limits.max_resources`` for its account.
+
+        Ends the sessions detached longest if that is enough; otherwise changes nothing
+        and returns False (the bind gets resource-constraint). Binding a resource that
+        is already bound replaces it, so that one does not count.
+        """
+        limit = self.server.config.limits.max_resources
+        others = [
+            s
+            for s in self.server.router.resources_of(str(jid.bare))
+            if s.jid.resource != jid.resource
+        ]
+        excess = len(others) + 1 - limit
+        if excess <= 0:
+            return True
+        detached = self._detached_of(str(jid.bare))
+        if len(detached) < excess:
+            return False
+        for old in detached[:excess]:
+            self.evict(old, "limits.max_resources")
+        return True
+
+    def evict(self, session: Session, reason: str) -> None:
+        """End a detached session now, to make room (its stanzas are handed on)."""
+        log.info("event=session_evicted jid=%s reason=%s", session.full_str, reason)
+        items = self.release(session)
+        if self._nursery is None:
+            raise RuntimeError("ResumptionManager.run() is not running")
+        self._nursery.start_soon(self.finish, session, items)
 
     def take_over(self, session: Session, outbox: Any) -> Any:
         """A ``<resume/>`` won: ``outbox`` carries the session now; returns the old one."""
@@ -100,6 +161,7 @@ class ResumptionManager:
         old = session.outbox
         self.registry.attach(sm.token)
         session.outbox = outbox
+        session.detached_since = None
         return None if isinstance(old, Detached) else old
 
     def expire_now(self, session: Session) -> None:
@@ -120,9 +182,8 @@ class ResumptionManager:
                     await self._wake.wait()
                 self._wake = trio.Event()
                 for session in self.registry.expired(trio.current_time()):
-                    self._forget(session)
                     log.info("event=session_expired jid=%s", session.full_str)
-                    nursery.start_soon(self.end_session, session)
+                    nursery.start_soon(self.finish, session, self.release(session))
 
     def _forget(self, session: Session) -> None:
         sm = session.sm
@@ -141,10 +202,45 @@ class ResumptionManager:
     # --------------------------------------------------------------- the end
     async def end_session(self, session: Session) -> None:
         """Unbind, announce unavailable, and find a home for unacknowledged stanzas."""
-        server = self.server
-        router = server.router
+        await self.finish(session, self.release(session))
+
+    def release(self, session: Session) -> list[bytes]:
+        """The synchronous start of a session's end: unbind it and take its stanzas.
+
+        Returns the unacknowledged stanzas that are this session's to hand on: not those
+        another session of the account still holds, nor those still in offline storage.
+        Idempotent: a second call returns nothing.
+        """
+        router = self.server.router
         self._forget(session)
         router.unbind(session)
+        bare = session.bare_str
+        holders = self._holders.get(bare)
+        if holders is not None:
+            holders.discard(session)
+            if not holders:
+                del self._holders[bare]
+        offline = router.offline_store
+        skip = set(offline.release(session)) if offline is not None else set()
+        sm = session.sm
+        if sm is None or not len(sm):
+            return []
+        for other in self._holders.get(bare, ()):
+            if other.sm is not None:
+                skip.update(id(data) for data in other.sm.unacked())
+        items = sm.take_unacked()
+        kept = [data for data in items if id(data) not in skip]
+        if len(kept) != len(items):
+            log.info(
+                "event=sm_unacked_held_elsewhere jid=%s count=%d",
+                session.full_str,
+                len(items) - len(kept),
+            )
+        return kept
+
+    async def finish(self, session: Session, items: list[bytes]) -> None:
+        """The rest of a session's end, after :meth:`release`: presence, then stanzas."""
+        router = self.server.router
         handler = router.presence_handler
         if handler is not None and (session.available or session.directed_presence):
             with trio.CancelScope(shield=True), trio.move_on_after(5):
@@ -152,10 +248,14 @@ class ResumptionManager:
                     await handler.session_ended(session)
                 except Exception:
                     log.exception("event=presence_cleanup_failed jid=%s", session.full_str)
-        sm = session.sm
-        if sm is not None and len(sm):
-            with trio.CancelScope(shield=True):
-                await self.redeliver(session, sm.take_unacked())
+        with trio.CancelScope(shield=True):
+            if items:
+                await self.redeliver(session, items)
+            offline = router.offline_store
+            if offline is not None:
+                # what offline delivery had sent this session is still stored: another
+                # available resource of the account gets it now
+                offline.start_for(session.bare_str)
         log.info("event=session_ended jid=%s", session.full_str)
 
     async def redeliver(self, session: Session, items: list[bytes]) -> None:
