@@ -724,3 +724,76 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
         "reload",
     ):
         assert f"\n    {name} " in done.stdout, name
+
+
+# --------------------------------------------------------------------------- PHP
+PHP_ADMIN = ROOT / "xmppd/web/php/xmppd_admin.php"
+
+# Records anything PHP reports, runs the code (which sets $reply) and prints both as JSON.
+PHP_SCRIPT = """<?php
+error_reporting(E_ALL);
+ini_set('display_errors', '1');
+$errors = [];
+set_error_handler(function ($no, $str) use (&$errors) { $errors[] = $str; return true; });
+%s
+echo json_encode(['reply' => $reply, 'errors' => $errors]);
+"""
+
+
+def php(code: str, tmp: Path) -> dict[str, Any]:
+    from tests.conftest import require_program
+
+    binary = require_program("php", "Debian package php-cli")
+    script = tmp / "call_xmppd_admin.php"
+    script.write_text(PHP_SCRIPT % code, encoding="utf-8")
+    done = subprocess.run([binary, str(script)], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == ""  # the snippet's error_log() was not called
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def readme_kick_snippet(socket_path: Path) -> str:
+    """The README's PHP snippet, pointed at this checkout and this server's socket."""
+    import re
+
+    blocks = re.findall(r"```php\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S)
+    (block,) = [b for b in blocks if "xmppd_admin('kick'" in b]
+    return block.replace("/opt/xmppd/xmppd/web/php/xmppd_admin.php", str(PHP_ADMIN)).replace(
+        "/run/xmppd/admin.sock", str(socket_path)
+    )
+
+
+def test_php_ban_hook_kicks_the_member(server: XmppdProcess, tmp_path: Path) -> None:
+    snippet = "$username = 'Alice';\n" + readme_kick_snippet(server.data_dir / "admin.sock")
+
+    async def scenario() -> tuple[dict[str, Any], Any]:
+        alice = await client(server, "alice", "web")
+        error = stream_error(alice)
+        out = await asyncio.to_thread(php, snippet, tmp_path)
+        return out, await asyncio.wait_for(error, 10)
+
+    out, err = run(scenario)
+    assert out["errors"] == []
+    assert out["reply"]["ok"] is True, out
+    assert out["reply"]["result"]["ended"] == ["alice@localhost/web"]
+    assert (err["condition"], err["text"]) == ("policy-violation", "You have been banned.")
+    again = php(snippet, tmp_path)  # no longer in the chat: not-found, not logged
+    assert again["reply"]["error"] == "not-found"
+    stats = php(
+        f"require {json.dumps(str(PHP_ADMIN))};\n"
+        f"$reply = xmppd_admin('stats', [], {json.dumps(str(server.data_dir / 'admin.sock'))});",
+        tmp_path,
+    )
+    assert stats["reply"]["ok"] is True and stats["reply"]["result"]["sessions"] == 0
+
+
+def test_php_helper_when_xmppd_is_down(tmp_path: Path) -> None:
+    start = time.monotonic()
+    down = php(
+        f"require {json.dumps(str(PHP_ADMIN))};\n"
+        f"$reply = xmppd_admin('kick', ['user' => 'x'], {json.dumps(str(tmp_path / 'no.sock'))});",
+        tmp_path,
+    )
+    assert down["errors"] == []
+    assert down["reply"]["ok"] is False and down["reply"]["error"] == "unreachable"
+    assert time.monotonic() - start < 10
