@@ -229,7 +229,7 @@ class Server:
             "sessions_by_transport": dict(sorted(Counter(s.transport for s in sessions).items())),
             "detached_sessions": len(self.sm.registry.detached()),
             "users_online": len(self.router.sessions),
-            "tcp_connections": len(self.connections),
+            "client_connections": len(self.connections),  # TCP, WebSocket and BOSH
             "bosh_sessions": len(bosh),
             "rooms": len(muc.rooms) if muc is not None else 0,
             "occupants": sum(len(r.occupants) for r in muc.rooms.values()) if muc else 0,

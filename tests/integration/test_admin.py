@@ -9,6 +9,7 @@ reading while the command runs.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import json
 import os
 import socket
@@ -305,7 +306,7 @@ def test_sessions_lists_tcp_websocket_and_bosh_with_ip_and_since(server: XmppdPr
     for entry in listed:
         assert entry["ip"] == "127.0.0.1"
         assert entry["state"] == "connected"
-        since = time.mktime(time.strptime(entry["since"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+        since = calendar.timegm(time.strptime(entry["since"], "%Y-%m-%dT%H:%M:%SZ"))
         assert int(start) <= since <= end, entry
     header, *rows = text.splitlines()
     assert header.split() == ["JID", "TRANSPORT", "IP", "SINCE"]
@@ -328,7 +329,7 @@ def test_stats(server: XmppdProcess) -> None:
     assert stats["sessions"] == 2
     assert stats["sessions_by_transport"] == {"tls": 2}
     assert stats["users_online"] == 2
-    assert stats["tcp_connections"] == 2
+    assert stats["client_connections"] == 2
     assert stats["rooms"] == 1
     assert stats["occupants"] == 2
     assert stats["uptime_seconds"] > 0
@@ -797,3 +798,38 @@ def test_php_helper_when_xmppd_is_down(tmp_path: Path) -> None:
     assert down["errors"] == []
     assert down["reply"]["ok"] is False and down["reply"]["error"] == "unreachable"
     assert time.monotonic() - start < 10
+
+
+def test_kicked_sessions_cannot_be_resumed(server: XmppdProcess) -> None:
+    """XEP-0198: a kick ends the session, whether connected or waiting for a resume."""
+    from tests.integration.test_stream_management import auth_only, enable
+    from tests.raw_client import RawClient
+
+    live = RawClient(server.port)
+    live.login("bob", "secret", resource="live")
+    live_token = enable(live)
+    gone = RawClient(server.port)
+    gone.login("alice", "secret", resource="gone")
+    gone_token = enable(gone)
+    gone.sock.close()  # the connection drops: the session waits for <resume/>
+    deadline = time.monotonic() + 10
+    while {s["jid"]: s["state"] for s in sessions(server)}.get("alice@localhost/gone") != (
+        "detached"
+    ):
+        assert time.monotonic() < deadline, server.log()[-2000:]
+        time.sleep(0.05)
+    ok(xmppd(server, "kick", "alice@localhost"))
+    ok(xmppd(server, "kick", "bob@localhost/live", "--reason", "bye"))
+    closing = live.read_to_close()
+    live.close()
+    assert b"<policy-violation" in closing and b">bye</text>" in closing
+    assert sessions(server) == []
+    for user, token in (("alice", gone_token), ("bob", live_token)):
+        again = RawClient(server.port)
+        try:
+            auth_only(again, user)
+            again.send(f"<resume xmlns='urn:xmpp:sm:3' previd='{token}' h='0'/>".encode())
+            reply = again.read_until(b"</failed>")
+            assert b"<item-not-found" in reply and b"<resumed" not in reply
+        finally:
+            again.close()
