@@ -316,8 +316,11 @@ def _answer(doc: dict[str, Any], show: Any = None) -> int:
     return 0
 
 
-def _live(args: argparse.Namespace, command: str, request: dict[str, Any], show: Any = None) -> int:
-    return _answer(_ask_server(_load(args), command, request, fallback=False) or {}, show)
+def _live(config: Config, command: str, request: dict[str, Any], show: Any = None) -> int:
+    """A command only the running server can carry out (no database fallback)."""
+    doc = _ask_server(config, command, request, fallback=False)
+    assert doc is not None  # without fallback, _ask_server exits instead
+    return _answer(doc, show)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -345,7 +348,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         return [s["jid"], s["transport"], s["ip"], s["since"], state]
 
     headers = ("JID", "TRANSPORT", "IP", "SINCE", "")
-    return _live(args, "sessions", {}, _listing("sessions", headers, cells, args.json))
+    return _live(_load(args), "sessions", {}, _listing("sessions", headers, cells, args.json))
 
 
 def cmd_kick(args: argparse.Namespace) -> int:
@@ -358,13 +361,15 @@ def cmd_kick(args: argparse.Namespace) -> int:
         request = {"jid": args.jid}
     else:
         request = {"user": args.user}
-    return _live(args, "kick", {**request, "reason": args.reason})
+    return _live(_load(args), "kick", {**request, "reason": args.reason})
 
 
-def _room_arg(args: argparse.Namespace) -> str:
+def _room_arg(config: Config, args: argparse.Namespace) -> str:
+    """The ROOM argument, checked (exit 2 if it does not parse); sent as given."""
     from xmppd.admin.commands import room_localpart
 
-    return _valid(room_localpart, args.room, _muc_host(_load(args)))  # type: ignore[no-any-return]
+    _valid(room_localpart, args.room, _muc_host(config))
+    return str(args.room)
 
 
 def cmd_rooms(args: argparse.Namespace) -> int:
@@ -380,7 +385,7 @@ def cmd_rooms(args: argparse.Namespace) -> int:
         ]
 
     headers = ("ROOM", "OCCUPANTS", "FLAGS", "SUBJECT")
-    return _live(args, "rooms", {}, _listing("rooms", headers, cells, args.json))
+    return _live(_load(args), "rooms", {}, _listing("rooms", headers, cells, args.json))
 
 
 def cmd_occupants(args: argparse.Namespace) -> int:
@@ -389,34 +394,41 @@ def cmd_occupants(args: argparse.Namespace) -> int:
 
     headers = ("NICK", "JID", "ROLE", "AFFILIATION")
     show = _listing("occupants", headers, cells, args.json)
-    return _live(args, "occupants", {"room": _room_arg(args)}, show)
+    config = _load(args)
+    return _live(config, "occupants", {"room": _room_arg(config, args)}, show)
 
 
 def cmd_say(args: argparse.Namespace) -> int:
-    return _live(args, "say", {"room": _room_arg(args), "text": args.text})
+    config = _load(args)
+    return _live(config, "say", {"room": _room_arg(config, args), "text": args.text})
 
 
 def cmd_subject(args: argparse.Namespace) -> int:
-    return _live(args, "subject", {"room": _room_arg(args), "text": args.text})
+    config = _load(args)
+    return _live(config, "subject", {"room": _room_arg(config, args), "text": args.text})
 
 
 def cmd_room_ban(args: argparse.Namespace) -> int:
     from xmppd.admin.commands import parse_jid
 
+    config = _load(args)
     _valid(parse_jid, args.jid)
-    request = {"room": _room_arg(args), "jid": args.jid, "reason": args.reason}
-    return _live(args, "room-ban", request)
+    request = {"room": _room_arg(config, args), "jid": args.jid, "reason": args.reason}
+    return _live(config, "room-ban", request)
 
 
 def cmd_room_unban(args: argparse.Namespace) -> int:
     from xmppd.admin.commands import parse_jid
 
+    config = _load(args)
     _valid(parse_jid, args.jid)
-    return _live(args, "room-unban", {"room": _room_arg(args), "jid": args.jid})
+    return _live(config, "room-unban", {"room": _room_arg(config, args), "jid": args.jid})
 
 
 def cmd_destroy_room(args: argparse.Namespace) -> int:
-    return _live(args, "destroy-room", {"room": _room_arg(args), "reason": args.reason})
+    config = _load(args)
+    request = {"room": _room_arg(config, args), "reason": args.reason}
+    return _live(config, "destroy-room", request)
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
@@ -432,11 +444,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
                 value = ", ".join(map(str, value)) or "-"
             print(f"{key}: {value}")
 
-    return _live(args, "stats", {}, show)
+    return _live(_load(args), "stats", {}, show)
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    return _live(args, "reload", {})
+    return _live(_load(args), "reload", {})
 
 
 class _Parser(argparse.ArgumentParser):

@@ -156,8 +156,6 @@ def bind_admin_socket(path: Path, group: str = "") -> tuple[socket.socket, int]:
         inode = os.lstat(path).st_ino
     except OSError as exc:
         sock.close()
-        if isinstance(exc, AdminSocketError):
-            raise
         raise AdminSocketError(f"admin socket {path}: {exc.strerror or exc}") from None
     except BaseException:
         sock.close()
