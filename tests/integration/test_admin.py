@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 from slixmpp.exceptions import PresenceError
 
-from tests.bosh_client import Bosh
+from tests.bosh_client import Bosh, BoshError
 from tests.slix import AuthFailed, Client, login, run
 from tests.ws_client import WsXmpp
+from tests.ws_client import stream_error as ws_stream_error
 from tests.xmppd_process import XmppdProcess, make_server, running_server
 
 pytestmark = pytest.mark.integration
@@ -281,7 +282,7 @@ def test_kick_ends_sessions_with_the_reason(server: XmppdProcess) -> None:
     assert "has no session" in one_line_error(out["nobody"], 1)
 
 
-def test_sessions_lists_tcp_websocket_and_bosh_with_ip_and_since(server: XmppdProcess) -> None:
+def test_sessions_lists_tcp_websocket_and_bosh_kick_ends_each(server: XmppdProcess) -> None:
     async def scenario() -> tuple[list[dict[str, Any]], str, float, float]:
         start = time.time()
         alice = await client(server, "alice", "tcp")
@@ -292,9 +293,20 @@ def test_sessions_lists_tcp_websocket_and_bosh_with_ip_and_since(server: XmppdPr
         listed = await asyncio.to_thread(sessions, server)
         text = ok(await axmppd(server, "sessions"))
         end = time.time()
+        # kick reaches every transport with its stream error
+        ok(await axmppd(server, "kick", "bob@localhost", "--reason", "ws out"))
+        ws_error = await ws.recv_until("{http://etherx.jabber.org/streams}error")
+        held = asyncio.ensure_future(bosh.send())  # a long poll, as Strophe keeps one
+        ok(await axmppd(server, "kick", "carol@localhost", "--reason", "bosh out"))
+        # the held request (or, if it arrived after the kick, the answer to it) terminates
+        with pytest.raises(BoshError, match="remote-stream-error"):
+            await asyncio.wait_for(held, 10)
+        left = await asyncio.to_thread(sessions, server)
         await alice.close()
         await ws.close()
         await bosh.aclose()
+        assert ws_stream_error(ws_error) == "policy-violation"
+        assert [s["jid"] for s in left] == ["alice@localhost/tcp"]
         return listed, text, start, end
 
     listed, text, start, end = run(scenario)

@@ -126,7 +126,8 @@ def bind_admin_socket(path: Path, group: str = "") -> tuple[socket.socket, int]:
             raise AdminSocketError(f"admin socket {path}: exists and is not a socket")
         if _in_use(path):
             raise AdminSocketError(
-                f"admin socket {path} is in use: another xmppd is already running"
+                f"admin socket {path} is in use: another xmppd is already running "
+                "(or another program listens there)"
             )
         log.info("event=stale_socket_replaced path=%s", path)
     if not path.parent.is_dir():
