@@ -239,6 +239,21 @@ class BoshConfig:
 
 
 @dataclass(slots=True)
+class AdminConfig:
+    """The admin socket ``xmppd serve`` listens on (UNIX stream socket, never TCP)."""
+
+    #: Listen on the admin socket; without it the CLI changes only the database.
+    enabled: bool = True
+    #: Path of the socket; empty: ``<data_dir>/admin.sock`` (data_dir is private, 0700).
+    socket: str = ""
+    #: A group whose members may use the socket (mode 0660 with that group instead of
+    #: 0600); root and the server's own user always may.
+    group: str = ""
+    #: Seconds a client has to send its request.
+    timeout: float = 10.0
+
+
+@dataclass(slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     c2s: C2SConfig = field(default_factory=C2SConfig)
@@ -254,6 +269,7 @@ class Config:
     components: list[ComponentConfig] = field(default_factory=list)
     http: HttpConfig = field(default_factory=HttpConfig)
     bosh: BoshConfig = field(default_factory=BoshConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
 
     @property
     def data_path(self) -> Path:
@@ -265,6 +281,11 @@ class Config:
         if self.database.url:
             return self.database.url
         return f"sqlite:///{(self.data_path / 'xmppd.sqlite3').absolute()}"
+
+    @property
+    def admin_socket_path(self) -> Path:
+        """The configured admin socket, or ``admin.sock`` in ``data_dir`` (absolute)."""
+        return Path(self.admin.socket or self.data_path / "admin.sock").absolute()
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
@@ -531,6 +552,7 @@ def validate(config: Config) -> None:
         raise ConfigError("c2s.send_queue_bytes: must be at least limits.max_stanza_size")
     _validate_queues(config)
     _validate_components(config)
+    _validate_admin(config)
 
 
 #: Room a roster result needs besides its items (iq, query, the full JID it goes to).
@@ -560,3 +582,56 @@ def _validate_queues(config: Config) -> None:
             f"roster.max_items * roster.max_item_bytes: a full roster ({needed} bytes) must fit"
             f" in half of c2s.send_queue_bytes / bosh.max_buffer_bytes ({queue // 2})"
         )
+
+
+#: Longest path a UNIX socket address holds (``sun_path`` is 108 bytes with the NUL).
+UNIX_PATH_MAX = 107
+
+
+def _validate_admin(config: Config) -> None:
+    admin = config.admin
+    if admin.timeout <= 0:
+        raise ConfigError("admin.timeout: must be positive")
+    if admin.group:
+        import grp
+
+        try:
+            if admin.group.isdigit():
+                grp.getgrgid(int(admin.group))
+            else:
+                grp.getgrnam(admin.group)
+        except KeyError:
+            raise ConfigError(f"admin.group: no group named {admin.group!r}") from None
+        if not admin.socket:
+            raise ConfigError(
+                "admin.socket: required with admin.group (data_dir is private, so the "
+                "group could not reach a socket in it), e.g. /run/xmppd/admin.sock"
+            )
+    if not admin.enabled:
+        return
+    path = os.fsencode(config.admin_socket_path)
+    if len(path) > UNIX_PATH_MAX:
+        raise ConfigError(
+            f"admin.socket: {config.admin_socket_path} is {len(path)} bytes, more than the "
+            f"{UNIX_PATH_MAX} a UNIX socket path may have; set a shorter admin.socket"
+        )
+
+
+def changed_options(old: Config, new: Config) -> list[str]:
+    """Dotted keys whose values differ between two configurations (``reload``).
+
+    A table array (``[[components]]``, ``[[muc.rooms]]``) that changed is one key.
+    """
+
+    def flat(obj: Any, prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            if dataclasses.is_dataclass(value):
+                out.update(flat(value, f"{prefix}{f.name}."))
+            else:
+                out[f"{prefix}{f.name}"] = value
+        return out
+
+    before, after = flat(old, ""), flat(new, "")
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import os
 import platform
 import signal
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -73,6 +76,12 @@ class Server:
         #: The ASGI app once ``serve_http`` runs (xmppd.bosh.app.HttpApp).
         self.http_app: Any = None
         self.listening: dict[str, int] = {}
+        #: The configuration file ``reload`` reads again (None: defaults + environment).
+        self.config_path: str | None = None
+        #: The admin socket (xmppd.admin); ``xmppd serve`` binds it before anything else.
+        self.admin: Any = None
+        #: When this server started serving (UNIX time), for ``stats``.
+        self.started_at = time.time()
         self._mechanisms = self._mechanism_factories()
         self._install_services()
 
@@ -208,6 +217,43 @@ class Server:
                 )
             task_status.started(self.listening)
 
+    # ------------------------------------------------------------ operation
+    def stats(self) -> dict[str, Any]:
+        """What ``xmppd stats`` shows: counters of this process (a later /metrics too)."""
+        sessions = [s for r in self.router.sessions.values() for s in r.values()]
+        muc = self.muc
+        bosh = getattr(getattr(self.http_app, "bosh", None), "sessions", {})
+        return {
+            "version": xmppd.__version__,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "sessions": len(sessions),
+            "sessions_by_transport": dict(sorted(Counter(s.transport for s in sessions).items())),
+            "detached_sessions": len(self.sm.registry.detached()),
+            "users_online": len(self.router.sessions),
+            "client_connections": len(self.connections),  # TCP, WebSocket and BOSH
+            "bosh_sessions": len(bosh),
+            "rooms": len(muc.rooms) if muc is not None else 0,
+            "occupants": sum(len(r.occupants) for r in muc.rooms.values()) if muc else 0,
+            "muc_messages_written": muc.written if muc is not None else 0,
+            "components_connected": sorted(
+                d for d, svc in self.components.services.items() if svc.connection is not None
+            ),
+            "memory_rss_bytes": _rss_bytes(),
+        }
+
+    def reload(self) -> list[str]:
+        """Re-read and validate the configuration file; return the options that changed.
+
+        For now this only checks: nothing is applied to the running server (applying TLS
+        certificates, limits, rooms and components is a later change, as is SIGHUP).
+        An invalid configuration raises :class:`~xmppd.config.ConfigError` naming the
+        key, and the running configuration stays as it is. Blocking (reads files).
+        """
+        from xmppd.config import changed_options, load_config
+
+        return changed_options(self.config, load_config(self.config_path))
+
     async def shutdown(self, grace: float = 3.0) -> None:
         """Tell every client ``system-shutdown`` and give writers a moment to flush."""
         await self.sm.shutdown()
@@ -227,6 +273,15 @@ def make_admission(config: Config) -> Admission:
         log.warning("event=max_connections_lowered configured=%d fd_budget=%d", total, budget)
         total = budget
     return Admission(config.c2s.max_connections_per_ip, total, config.limits.ipv6_prefix)
+
+
+def _rss_bytes() -> int:
+    """Resident memory of this process (Linux; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 async def _refuse(stream: trio.SocketStream, domain: str, full: bool = False) -> None:
@@ -288,6 +343,9 @@ async def run_server(
 ) -> None:
     """Serve until cancelled or SIGTERM/SIGINT; then shut down gracefully."""
     async with trio.open_nursery() as nursery:
+        from xmppd.admin import start_admin
+
+        await start_admin(server, nursery)
         if server.muc is not None:
             await nursery.start(server.muc.run)
             nursery.start_soon(sync_nicks_periodically, server.config, server.database)
@@ -303,6 +361,7 @@ async def run_server(
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         nursery.start_soon(server.refusals.run)
+        server.started_at = time.time()
         log.info(
             "event=started domain=%s version=%s python=%s",
             server.config.server.domain,

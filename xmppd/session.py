@@ -6,6 +6,7 @@ serialised once (DESIGN.md data flow), so nothing here copies trees per recipien
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 from lxml import etree
@@ -38,21 +39,34 @@ class Session:
         "extra",
         "full_str",
         "interested",
+        "ip",
         "jid",
         "outbox",
         "presence",
         "priority",
+        "since",
         "sm",
         "transport",
     )
 
-    def __init__(self, jid: JID, outbox: Outbox, transport: str = "tcp") -> None:
+    def __init__(
+        self,
+        jid: JID,
+        outbox: Outbox,
+        transport: str = "tcp",
+        ip: str = "",
+        since: float | None = None,
+    ) -> None:
         self.jid = jid
         self.bare = jid.bare
         self.bare_str = str(self.bare)
         self.full_str = str(jid)
         self.outbox = outbox
         self.transport = transport
+        #: The client's address (of the connection carrying it now, after a resumption).
+        self.ip = ip
+        #: When the resource was bound (UNIX time): ``xmppd sessions`` shows it.
+        self.since = time.time() if since is None else since
         #: Sent initial presence and not yet unavailable (RFC 6121 §4.2).
         self.available = False
         #: Requested the roster: receives roster pushes and subscription requests.

@@ -20,10 +20,11 @@ from xmppd.storage import Database
 log = logging.getLogger("xmppd.muc.forum_sync")
 
 
-def sync_once(config: Config, db: Database) -> tuple[int, str]:
-    """One blocking sync; returns (members, summary)."""
+def sync_once(config: Config, db: Database, prune: bool | None = None) -> tuple[int, str]:
+    """One blocking sync (``prune`` defaults to ``muc.sync_nicks_prune``); (members, summary)."""
     members = forum_members(config.auth.phpbb, config.server.domain)
-    result = sync_nicks(db, members, prune=config.muc.sync_nicks_prune)
+    prune = config.muc.sync_nicks_prune if prune is None else prune
+    result = sync_nicks(db, members, prune=prune)
     summary = (
         f"added={result.added} changed={result.changed} removed={result.removed}"
         f" skipped={result.skipped} released={result.released}"

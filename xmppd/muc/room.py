@@ -644,7 +644,11 @@ class Room:
         )
         if not allowed:
             raise StanzaError("forbidden", "you may not change the subject of this room")
-        self.subject, self.subject_nick = text, occ.nick
+        self._apply_subject(out, text, occ.nick)
+
+    def _apply_subject(self, out: Out, text: str, nick: str) -> None:
+        """Store the subject and show it to everyone (from ``nick``, or the room if "")."""
+        self.subject, self.subject_nick = text, nick
         tpl = self._subject_tpl()
         out.sends.extend((r, tpl.to(r)) for r in self._recipients())
         out.save_room = self.settings.persistent
@@ -1310,6 +1314,63 @@ class Room:
         if request.iq_id is not None:
             iq.set("id", request.iq_id)
         self._error(out, iq, request.rcpt, err)
+        return out
+
+    # ------------------------------------------------- the service's administrator
+    # ``xmppd say|subject|room-ban|room-unban|destroy-room``: the same state changes and
+    # stanzas as an occupant's or an owner's request, made by the room itself (no actor).
+
+    def say(self, text: str, now: datetime) -> Out:
+        """A groupchat message from the room's own JID (e.g. a maintenance notice).
+
+        It gets a stanza-id and goes into the history and the archive like an occupant's
+        message, so those who join in the next minutes see the notice too.
+        """
+        out = Out()
+        msg = _el(MESSAGE, type="groupchat")
+        msg.set("from", self.jid_str)
+        msg.set("id", self.ctx.new_id())
+        _sub(msg, BODY).text = text
+        stanza_id = self.ctx.new_id()
+        _sub(msg, STANZA_ID, SID, id=stanza_id, by=self.jid_str)
+        tpl = Template(msg)
+        entry = HistoryEntry(stanza_id, now, "", self.jid_str, tpl.head + tpl.tail)
+        self.history.append(entry)
+        out.archive.append(entry)
+        out.sends.extend((r, tpl.to(r)) for r in self._recipients())
+        return out
+
+    def set_subject_as_room(self, text: str) -> Out:
+        """§8.1's subject change, from the room's own JID (no occupant nick)."""
+        out = Out()
+        self._apply_subject(out, text, "")
+        return out
+
+    def set_affiliation_as_service(self, bare: str, aff: str, reason: str | None) -> Out:
+        """§9.1 ban (``outcast``), §9.2 unban (``none``) and the other affiliation changes,
+        with no actor: banned occupants leave with 301 exactly as after an admin's ban.
+
+        Raises :class:`StanzaError` for what the XEP forbids an owner too: a site
+        administrator's affiliation, or removing the last owner.
+        """
+        if aff not in R.AFFILIATIONS:
+            raise StanzaError("bad-request", f"unknown affiliation {aff}")
+        if bare in self.ctx.site_admins:
+            raise StanzaError("not-allowed", "site administrators always own the room")
+        owners = {j for j, a in self.affiliations.items() if a == R.OWNER}
+        if aff != R.OWNER and owners == {bare} and not self.ctx.site_admins:
+            raise StanzaError("conflict", "a room needs at least one owner")
+        out = Out()
+        self._apply_affiliation(out, bare, aff, None, reason)
+        return out
+
+    def destroy(self, reason: str | None = None) -> Out:
+        """§10.9 destruction by the service: occupants see what an owner's destroy shows."""
+        request = etree.Element("{%s}destroy" % MUC_OWNER)
+        if reason:
+            etree.SubElement(request, "{%s}reason" % MUC_OWNER).text = reason
+        out = Out()
+        self._destroy(out, request)
         return out
 
     # ---------------------------------------------------------------- creation

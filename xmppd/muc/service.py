@@ -174,11 +174,16 @@ class MucService:
                     await trio.sleep(1.0)
                 if trio.current_time() >= next_reload:
                     next_reload = trio.current_time() + self.config.nick_reload_interval
-                    rows = await self.adb.run(store.load_nicks, self.adb.db)
-                    self._enqueue(self._load_nicks(rows))
+                    await self.reload_nicks()
         finally:
             with trio.CancelScope(shield=True):
                 await self.flush()
+
+    async def reload_nicks(self) -> int:
+        """Load the nick registry from the database (after the CLI or a sync changed it)."""
+        rows = await self.adb.run(store.load_nicks, self.adb.db)
+        self._enqueue(self._load_nicks(rows))
+        return len(self.ctx.nicks)
 
     async def flush(self) -> bool:
         """Write everything queued so far (in order, batch by batch); False on failure.
@@ -415,6 +420,26 @@ class MucService:
             self._bounce(stanza, StanzaError("service-unavailable"))
             return
         self.router.deliver_local(reply)
+
+    # --------------------------------------------------------- administration
+    # What ``xmppd say|subject|room-ban|room-unban|destroy-room`` do (xmppd.admin): the
+    # room's pure logic makes the change; it is persisted and delivered like any other.
+
+    def say(self, room: Room, text: str) -> None:
+        """A groupchat message from the room itself to every occupant (archived)."""
+        self._apply(room, room.say(text, self.clock()))
+
+    def set_subject(self, room: Room, text: str) -> None:
+        """Change the subject as the room itself."""
+        self._apply(room, room.set_subject_as_room(text))
+
+    def set_affiliation(self, room: Room, bare: str, affiliation: str, reason: str | None) -> None:
+        """Ban (``outcast``), unban (``none``)…; raises StanzaError as the room does."""
+        self._apply(room, room.set_affiliation_as_service(bare, affiliation, reason))
+
+    def destroy(self, room: Room, reason: str | None = None) -> None:
+        """Destroy ``room`` (§10.9): occupants are told, its stored state is deleted."""
+        self._apply(room, room.destroy(reason))
 
     # ------------------------------------------------------------------ MAM
     async def _run_mam(self, room: Room, request: MamRequest) -> None:

@@ -182,6 +182,7 @@ class C2SDriver:
             # The old connection looked alive (its peer slept): XEP-0198 §5 'conflict'.
             old.close("conflict", "the session was resumed on another connection")
         session.transport = self._transport_name()
+        session.ip = self.peer_ip
         self.session = session
         stream.resumed(session.jid, sm)
         self.flush()
@@ -276,7 +277,7 @@ class C2SDriver:
                 text = "this account has too many resources bound"
                 stream.bind_result(event.iq_id, StanzaError("resource-constraint", text))
                 return []
-            session = Session(event.jid, self.outbox, self._transport_name())
+            session = Session(event.jid, self.outbox, self._transport_name(), self.peer_ip)
             replaced = server.router.bind(session)
             if replaced is not None:
                 replaced.close("conflict", "replaced by a new session with the same resource")
