@@ -38,9 +38,11 @@ class Session:
         "full_str",
         "interested",
         "jid",
+        "login",
         "outbox",
         "presence",
         "priority",
+        "revoked",
         "sm",
         "transport",
     )
@@ -64,6 +66,11 @@ class Session:
         self.extra: dict[str, object] = {}
         #: XEP-0198 state once the client enabled stream management.
         self.sm: StreamManagement | None = None
+        #: How the client authenticated (``Identity.login``): what a backend re-checks.
+        self.login: object | None = None
+        #: Why the server ended this session for good (a forum ban, a logout): such a
+        #: session is never kept for XEP-0198 resumption, nor resumed.
+        self.revoked: str | None = None
 
     def send(self, data: bytes) -> bool:
         """Queue serialised stanza bytes for this session.
@@ -94,6 +101,11 @@ class Session:
 
     def close(self, condition: str | None = None, text: str | None = None) -> None:
         self.outbox.close(condition, text)
+
+    def revoke(self, reason: str, text: str) -> None:
+        """End the session for good: ``policy-violation`` naming why, no resumption."""
+        self.revoked = reason
+        self.outbox.close("policy-violation", text)
 
     def __repr__(self) -> str:
         return f"<Session {self.full_str}>"

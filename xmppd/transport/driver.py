@@ -182,6 +182,7 @@ class C2SDriver:
             # The old connection looked alive (its peer slept): XEP-0198 §5 'conflict'.
             old.close("conflict", "the session was resumed on another connection")
         session.transport = self._transport_name()
+        session.login = identity.login  # the newest proof is what gets re-checked
         self.session = session
         stream.resumed(session.jid, sm)
         self.flush()
@@ -271,6 +272,7 @@ class C2SDriver:
             return []
         if isinstance(event, BindRequest):
             session = Session(event.jid, self.outbox, self._transport_name())
+            session.login = stream.identity.login if stream.identity is not None else None
             replaced = server.router.bind(session)
             if replaced is not None:
                 replaced.close("conflict", "replaced by a new session with the same resource")
@@ -342,6 +344,7 @@ class C2SDriver:
             and not self._peer_closed
             and not manager.closing
             and not sm.over_limit
+            and session.revoked is None
             and server.router.session_for(session.jid) is session
         ):
             manager.detach(session)
