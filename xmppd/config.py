@@ -130,6 +130,12 @@ class PhpbbConfig:
     cache_seconds: float = 30.0
     ip_check: bool = False
     browser_check: bool = False
+    #: Seconds between re-checks of connected members (ban, deactivation, deletion, and
+    #: the forum session of session-id logins): one batched query per round; 0 = off.
+    recheck_interval: float = 30.0
+    #: A session-id login outlives its forum session while the member holds another
+    #: valid forum session in the same browser (or that session's autologin key).
+    recheck_follow_browser: bool = True
 
 
 @dataclass(slots=True)
@@ -529,6 +535,9 @@ def validate(config: Config) -> None:
         raise ConfigError("tls: give both cert and key, or neither (a self-signed pair is made)")
     if config.auth.backend == "phpbb" and not config.auth.phpbb.url:
         raise ConfigError("auth.phpbb.url: required when auth.backend = 'phpbb'")
+    interval = config.auth.phpbb.recheck_interval
+    if interval != 0 and not 1 <= interval <= 86400:
+        raise ConfigError("auth.phpbb.recheck_interval: 0 (off) or 1 to 86400 seconds")
     if config.muc.history_default > config.muc.history_max:
         raise ConfigError("muc.history_default: must not exceed muc.history_max")
     if not 1 <= config.muc.max_nick_length <= 1023:

@@ -358,6 +358,10 @@ async def run_server(
             await nursery.start(serve_http, server)
         await nursery.start(server.sm.run)
         await nursery.start(server.offline.run)
+        if server.config.auth.backend == "phpbb":
+            from xmppd.auth.phpbb_recheck import recheck_periodically
+
+            nursery.start_soon(recheck_periodically, server)
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         nursery.start_soon(server.refusals.run)

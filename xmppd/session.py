@@ -41,9 +41,11 @@ class Session:
         "interested",
         "ip",
         "jid",
+        "login",
         "outbox",
         "presence",
         "priority",
+        "revoked",
         "since",
         "sm",
         "transport",
@@ -82,6 +84,11 @@ class Session:
         #: When its connection dropped (trio time) while it waits for ``<resume/>``; None
         #: while a connection carries it.
         self.detached_since: float | None = None
+        #: How the client authenticated (``Identity.login``): what a backend re-checks.
+        self.login: object | None = None
+        #: Why the server ended this session for good (a forum ban, a logout): such a
+        #: session is never kept for XEP-0198 resumption, nor resumed.
+        self.revoked: str | None = None
 
     @property
     def attached(self) -> bool:
@@ -124,6 +131,11 @@ class Session:
 
     def close(self, condition: str | None = None, text: str | None = None) -> None:
         self.outbox.close(condition, text)
+
+    def revoke(self, reason: str, text: str) -> None:
+        """End the session for good: ``policy-violation`` naming why, no resumption."""
+        self.revoked = reason
+        self.outbox.close("policy-violation", text)
 
     def __repr__(self) -> str:
         return f"<Session {self.full_str}>"

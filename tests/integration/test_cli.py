@@ -141,6 +141,7 @@ def test_check_config_accepts_the_example(tmp_path: Path) -> None:
         ('[c2s]\nrequire_encryption = "maybe"\n', {}, "c2s.require_encryption"),
         ('[auth]\nbackend = "ldap"\n', {}, "auth.backend"),
         ('[auth]\nbackend = "phpbb"\n', {}, "auth.phpbb.url"),
+        ("[auth.phpbb]\nrecheck_interval = 0.2\n", {}, "auth.phpbb.recheck_interval"),
         ("[limits]\nmax_stanza_size = 100\n", {}, "limits.max_stanza_size"),
         ("[c2s]\nprot = 5222\n", {}, "prot"),
         ('[tls]\ncert = "/etc/cert.pem"\n', {}, "tls"),

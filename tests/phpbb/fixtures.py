@@ -147,6 +147,43 @@ class PhpbbDatabase:
         )
         return sid
 
+    def add_members(
+        self, count: int, *, session_time: int, browser: str = "", first_id: int = 100_000
+    ) -> list[tuple[int, str]]:
+        """Bulk-insert ``count`` members (``member<N>``, no password), each with one forum
+        session; returns their (user_id, session id). For load tests and benchmarks."""
+        users = [
+            {
+                "user_id": first_id + n,
+                "username": f"member{n}",
+                "user_email": f"member{n}@example.org",
+            }
+            for n in range(count)
+        ]
+        sessions = [
+            {"sid": secrets.token_hex(16), "uid": user["user_id"], "t": session_time, "b": browser}
+            for user in users
+        ]
+        with self.engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {self._table('users')} (user_id, user_type, username,"
+                    " username_clean, user_password, user_email, user_permissions, user_sig)"
+                    " VALUES (:user_id, 0, :username, :username, '', :user_email, '', '')"
+                ),
+                users,
+            )
+            conn.execute(
+                sa.text(
+                    f"INSERT INTO {self._table('sessions')} (session_id, session_user_id,"
+                    " session_last_visit, session_start, session_time, session_ip,"
+                    " session_browser, session_autologin)"
+                    " VALUES (:sid, :uid, :t, :t, :t, '127.0.0.1', :b, 0)"
+                ),
+                sessions,
+            )
+        return [(row["uid"], row["sid"]) for row in sessions]
+
     def set_config(self, name: str, value: str | int) -> None:
         """Insert or replace one ``config`` row."""
         self.execute("DELETE FROM {p}config WHERE config_name = :n", n=name)

@@ -422,6 +422,26 @@ def test_server_side_stream_error_is_remote_stream_error_with_payload() -> None:
     assert isinstance(later, Respond)
 
 
+def test_stream_error_while_no_request_waits_goes_out_with_the_next_one() -> None:
+    # The server ends the session between two requests (a forum ban found by the
+    # re-check): the client must still learn why, from its next request.
+    s = started()
+    s.push(
+        b"<stream:error xmlns:stream='http://etherx.jabber.org/streams'>"
+        b"<policy-violation/></stream:error>"
+    )
+    s.end("remote-stream-error")
+    assert answered(s, 1.0) == {}
+    first = s.receive(body(RID + 1), 2.0)
+    assert isinstance(first, Respond)
+    el = etree.fromstring(first.body)
+    assert el.get("type") == "terminate" and el.get("condition") == "remote-stream-error"
+    assert [etree.QName(child).localname for child in el] == ["error"]
+    assert s.finished
+    again = s.receive(body(RID + 2), 3.0)  # a restore attempt with the same sid
+    assert isinstance(again, Respond) and etree.fromstring(again.body).get("type") == "terminate"
+
+
 def test_buffer_limit() -> None:
     s = started(limits=BoshLimits(max_buffer_bytes=100))
     assert s.push(b"x" * 60)

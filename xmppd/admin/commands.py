@@ -158,6 +158,7 @@ async def end_session(server: Server, session: Session, condition: str, text: st
     transport's teardown sees another outbox and leaves it alone) and ended here, so
     unavailable presence has reached contacts and rooms when this returns.
     """
+    session.revoked = condition  # as a forum ban does: never kept for resumption nor resumed
     outbox = session.outbox
     if not isinstance(outbox, Detached):
         outbox.close(condition, text)

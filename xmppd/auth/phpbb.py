@@ -51,15 +51,19 @@ Renaming a member in the forum changes their JID.
 Caching: positive SID checks are remembered for ``cache_seconds`` (keyed by a keyed
 hash of authcid, SID and, when those checks are on, IP and user agent), so the storm of
 logins a page load causes costs one query. The price: a forum logout or a new ban takes
-up to ``cache_seconds`` to reach new chat logins. Failures are never cached (the stream
-shell's :class:`~xmppd.auth.ratelimit.FailureLimiter` throttles those). The forum's
-session settings are cached for the same time. Sessions already connected are not
-re-checked: phpBB only refreshes ``session_time`` on page views, so a chat-only user's
-forum session may expire while they chat; the next reconnect needs a fresh SID.
+up to ``cache_seconds`` to reach new chat logins — except where the periodic re-check
+(:mod:`xmppd.auth.phpbb_recheck`) already ended a session for it: it drops the cached
+entries of that member or forum session (:meth:`PhpbbAuthenticator.forget`). Failures
+are never cached (the stream shell's failed-login limits throttle those). The forum's
+session settings are cached for the same time.
+
+Connected sessions: every login leaves a :class:`ForumLogin` on its session (how it
+logged in; a SID only in memory), which the periodic re-check reads.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import ipaddress
@@ -70,8 +74,8 @@ import re
 import time
 import unicodedata
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import sqlalchemy as sa
@@ -225,9 +229,16 @@ def _ban_pattern(pattern: str) -> re.Pattern[str]:
     return re.compile(regex, re.IGNORECASE | re.ASCII)
 
 
-def _ban_pattern_matches(pattern: str, value: str) -> bool:
+def ban_mask_matches(pattern: str, value: str) -> bool:
     """phpBB ban masks: ``*`` matches anything, compared case-insensitively and whole."""
     return _ban_pattern(pattern).fullmatch(value) is not None
+
+
+def ban_masks_pattern(masks: Sequence[str]) -> re.Pattern[str]:
+    """One pattern whose ``fullmatch`` succeeds where any of ``masks`` would: a one-call
+    pre-filter before :func:`ban_mask_matches` runs mask by mask."""
+    alternatives = "|".join(f"(?:{_ban_pattern(mask).pattern})" for mask in masks)
+    return re.compile(alternatives or "(?!)", re.IGNORECASE | re.ASCII)
 
 
 def ban_address_form(peer_ip: str) -> str:
@@ -257,8 +268,8 @@ def ban_trigger(
         if ban.ban_end and int(ban.ban_end) < now:
             continue
         by_user = bool(ban.ban_userid) and int(ban.ban_userid) == user_id
-        by_ip = bool(ban.ban_ip) and bool(address) and _ban_pattern_matches(ban.ban_ip, address)
-        by_email = bool(ban.ban_email) and _ban_pattern_matches(ban.ban_email, email or "")
+        by_ip = bool(ban.ban_ip) and bool(address) and ban_mask_matches(ban.ban_ip, address)
+        by_email = bool(ban.ban_email) and ban_mask_matches(ban.ban_email, email or "")
         if not (by_user or by_ip or by_email):
             continue
         if ban.ban_exclude:
@@ -281,6 +292,33 @@ def _name_key(candidates: Sequence[str]) -> str:
 def _member_key(user_id: int) -> str:
     """Limiter key for a resolved forum member."""
     return f"user:{int(user_id)}"
+
+
+@dataclass(slots=True, eq=False)
+class ForumLogin:
+    """How one XMPP session proved it is a forum member, for the periodic re-check.
+
+    ``via`` is ``password``, ``sid`` (a forum session id as the password) or ``cookie``
+    (the forum's session cookies, SASL EXTERNAL). For the last two: the forum session
+    this login stands on (``sid``; the re-check moves it to another session of the same
+    browser when it follows one), that session's browser string, autologin flag and
+    start time, and the autologin key found for it. Secrets stay out of ``repr``; the
+    object lives in memory only (never stored, never logged).
+    """
+
+    user_id: int
+    via: str
+    peer_ip: str
+    sid: str | None = field(default=None, repr=False)
+    browser: str = field(default="", repr=False)
+    autologin: bool = False
+    session_start: int = 0
+    key_id: str | None = field(default=None, repr=False)
+
+    @property
+    def by_session(self) -> bool:
+        """A session-id or cookie login: it ends with its forum session."""
+        return self.via != "password"
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +395,7 @@ class PhpbbAuthenticator:
         self._db_limiter = trio.CapacityLimiter(pool_size + overflow)
         self._hash_limiter = trio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
         self._cache_key = os.urandom(32)
+        # value: (expiry, identity); identity.login is the ForumLogin each hit copies
         self._sid_cache: OrderedDict[bytes, tuple[float, Identity]] = OrderedDict()
         self._exists_cache: OrderedDict[str, tuple[float, bool]] = OrderedDict()
         self._forum_config: tuple[float, dict[str, int]] | None = None
@@ -413,6 +452,37 @@ class PhpbbAuthenticator:
         self._remember(self._exists_cache, localpart, (now + self.config.cache_seconds, exists))
         return exists
 
+    # -- live sessions (xmppd.auth.phpbb_recheck) ---------------------------------------
+
+    @property
+    def tables(self) -> PhpbbTables:
+        """The forum tables, with the configured prefix."""
+        return self._tables
+
+    async def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn(connection)`` in a worker thread on the forum database, with the
+        limits logins have (``query_timeout``; failures raise ``temporary-auth-failure``)."""
+
+        def call() -> T:
+            with self._engine.connect() as conn:
+                return fn(conn)
+
+        return await self._db(call)
+
+    def forget(self, user_ids: Collection[int], sids: Collection[str]) -> int:
+        """Drop cached SID checks of these members or forum sessions (the re-check ended
+        their sessions), so that a banned member's or logged-out SID cannot log in again
+        from the cache. Returns how many entries went."""
+        stale = [
+            key
+            for key, (_, identity) in self._sid_cache.items()
+            if identity.user_id in user_ids
+            or (isinstance(identity.login, ForumLogin) and identity.login.sid in sids)
+        ]
+        for key in stale:
+            del self._sid_cache[key]
+        return len(stale)
+
     # -- SID --------------------------------------------------------------------------
 
     def _sid_cache_key(self, authcid: str, sid: str, ctx: AuthContext) -> bytes:
@@ -429,7 +499,11 @@ class PhpbbAuthenticator:
     ) -> Identity | None:
         """Identity for a valid SID; ``None`` if no such session (maybe it is a password)."""
         return await self._session_identity(
-            authcid, sid, ctx, lambda row: _names_user(candidates, row.username, row.username_clean)
+            authcid,
+            sid,
+            ctx,
+            lambda row: _names_user(candidates, row.username, row.username_clean),
+            via="sid",
         )
 
     async def check_session_cookie(self, user_id: str, sid: str, ctx: AuthContext) -> Identity:
@@ -443,7 +517,9 @@ class PhpbbAuthenticator:
             self._fail("malformed-cookie", label, ctx)
         uid = int(user_id)
         claim_account(ctx, _member_key(uid))
-        identity = await self._session_identity(label, sid, ctx, lambda row: row.user_id == uid)
+        identity = await self._session_identity(
+            label, sid, ctx, lambda row: row.user_id == uid, via="cookie"
+        )
         if identity is None:
             self._fail("no-such-session", label, ctx)
         return identity
@@ -466,16 +542,19 @@ class PhpbbAuthenticator:
         return str(value or "").strip()
 
     async def _session_identity(
-        self, authcid: str, sid: str, ctx: AuthContext, owns: Callable[[Any], bool]
+        self, authcid: str, sid: str, ctx: AuthContext, owns: Callable[[Any], bool], via: str
     ) -> Identity | None:
         """Identity for a valid session ``sid`` owned (``owns(row)``) by the claimant."""
         now = self._clock()
         key = self._sid_cache_key(authcid, sid, ctx)
         cached = self._sid_cache.get(key)
         if cached is not None and cached[0] > now:
-            assert cached[1].user_id is not None
-            claim_account(ctx, _member_key(cached[1].user_id))
-            return cached[1]
+            identity = cached[1]
+            assert identity.user_id is not None and isinstance(identity.login, ForumLogin)
+            claim_account(ctx, _member_key(identity.user_id))
+            # every session gets its own record, with this connection's address
+            login = dataclasses.replace(identity.login, via=via, peer_ip=ctx.peer_ip)
+            return dataclasses.replace(identity, login=login)
         lookup = await self._db(self._lookup_session_sync, sid)
         if lookup is None:
             return None
@@ -499,15 +578,25 @@ class PhpbbAuthenticator:
             and not browser_matches(row.session_browser or "", ctx.user_agent)
         ):
             self._fail("session-browser-mismatch", authcid, ctx, row.user_id)
-        identity = self._identity(row, authcid, ctx, via="sid", now=int(now), bans=lookup.bans)
+        login = ForumLogin(
+            user_id=int(row.user_id),
+            via=via,
+            peer_ip=ctx.peer_ip,
+            sid=sid,
+            browser=row.session_browser or "",
+            autologin=bool(row.session_autologin),
+            session_start=int(row.session_start or 0),
+        )
+        identity = self._identity(row, authcid, ctx, login, now=int(now), bans=lookup.bans)
         self._remember(self._sid_cache, key, (now + self.config.cache_seconds, identity))
-        return identity
+        return dataclasses.replace(identity, login=dataclasses.replace(login))
 
     def _lookup_session_sync(self, sid: str) -> _SessionLookup | None:
         s, u = self._tables.sessions, self._tables.users
         stmt = (
             sa.select(
                 s.c.session_time,
+                s.c.session_start,
                 s.c.session_ip,
                 s.c.session_browser,
                 s.c.session_autologin,
@@ -524,11 +613,11 @@ class PhpbbAuthenticator:
             row = conn.execute(stmt).first()
             if row is None:
                 return None
-            forum_config = self._forum_config_sync(conn)
+            forum_config = self.forum_config_sync(conn)
             bans = self._bans_sync(conn, row.user_id) if row.user_type != USER_FOUNDER else ()
         return _SessionLookup(row, forum_config, bans)
 
-    def _forum_config_sync(self, conn: sa.Connection) -> dict[str, int]:
+    def forum_config_sync(self, conn: sa.Connection) -> dict[str, int]:
         """The forum settings session rules depend on, cached for ``cache_seconds``."""
         now = self._clock()
         cached = self._forum_config
@@ -582,8 +671,15 @@ class PhpbbAuthenticator:
             self._fail("unsupported-hash-scheme", authcid, ctx, row.user_id)
         if not await self._verify_hash(password, stored):
             self._fail("wrong-password", authcid, ctx, row.user_id)
+        login = ForumLogin(user_id=int(row.user_id), via="password", peer_ip=ctx.peer_ip)
         return self._identity(
-            row, authcid, ctx, via=f"password/{scheme}", now=int(self._clock()), bans=lookup.bans
+            row,
+            authcid,
+            ctx,
+            login,
+            now=int(self._clock()),
+            bans=lookup.bans,
+            how=f"password/{scheme}",
         )
 
     def _lookup_user_sync(self, candidates: list[str], with_bans: bool) -> _UserLookup | None:
@@ -645,7 +741,15 @@ class PhpbbAuthenticator:
     # -- shared -----------------------------------------------------------------------
 
     def _identity(
-        self, row: Any, authcid: str, ctx: AuthContext, *, via: str, now: int, bans: Sequence[Any]
+        self,
+        row: Any,
+        authcid: str,
+        ctx: AuthContext,
+        login: ForumLogin,
+        *,
+        now: int,
+        bans: Sequence[Any],
+        how: str = "",
     ) -> Identity:
         """Final account checks after the secret was proven right, then the Identity."""
         if row.user_type == USER_INACTIVE:
@@ -664,11 +768,13 @@ class PhpbbAuthenticator:
             "phpbb auth ok user_id=%s localpart=%s via=%s transport=%s ip=%s",
             row.user_id,
             localpart,
-            via,
+            how or login.via,
             ctx.transport,
             ctx.peer_ip,
         )
-        return Identity(localpart=localpart, display_name=row.username, user_id=int(row.user_id))
+        return Identity(
+            localpart=localpart, display_name=row.username, user_id=int(row.user_id), login=login
+        )
 
     def _fail(
         self,

@@ -287,6 +287,11 @@ class BoshSession:
     def receive(self, request: BodyRequest, now: float) -> Outcome:
         """A client request for this session (its ``sid`` already matched)."""
         if self._end_body is not None:
+            if self._out:
+                # Ended while no request was waiting: the final frames (the stream error
+                # saying why) go out with the next request instead of being lost.
+                self.finished = True
+                return Respond(terminate_body(self.end_condition, self._take_out()))
             return self._terminal(self.end_condition or "item-not-found")
         rid = request.rid
         if rid in self._slots:

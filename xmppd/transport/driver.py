@@ -183,6 +183,7 @@ class C2SDriver:
             old.close("conflict", "the session was resumed on another connection")
         session.transport = self._transport_name()
         session.ip = self.peer_ip
+        session.login = identity.login  # the newest proof is what gets re-checked
         self.session = session
         stream.resumed(session.jid, sm)
         self.flush()
@@ -278,6 +279,7 @@ class C2SDriver:
                 stream.bind_result(event.iq_id, StanzaError("resource-constraint", text))
                 return []
             session = Session(event.jid, self.outbox, self._transport_name(), self.peer_ip)
+            session.login = stream.identity.login if stream.identity is not None else None
             replaced = server.router.bind(session)
             if replaced is not None:
                 replaced.close("conflict", "replaced by a new session with the same resource")
@@ -349,6 +351,7 @@ class C2SDriver:
             and not self._peer_closed
             and not manager.closing
             and not sm.over_limit
+            and session.revoked is None
             and server.router.session_for(session.jid) is session
         ):
             manager.detach(session)

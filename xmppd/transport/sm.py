@@ -94,7 +94,10 @@ class ResumptionManager:
             self.registry.add(sm.token, sm.owner, session)
 
     def lookup(self, previd: str, owner: str) -> Session | None:
-        return self.registry.lookup(previd, owner)
+        session = self.registry.lookup(previd, owner)
+        if session is not None and session.revoked is not None:
+            return None  # ended by the server (forum ban, logout): never revived
+        return session
 
     def ended_h(self, previd: str, owner: str) -> int | None:
         return self.registry.ended_h(previd, owner)
