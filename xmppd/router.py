@@ -88,6 +88,9 @@ class Router:
         self.accounts = accounts
         #: bare JID string -> resource -> session
         self.sessions: dict[str, dict[str, Session]] = {}
+        #: Full JIDs of sessions already unbound whose end (unavailable presence to
+        #: contacts and rooms) is still in progress: not "lost", just leaving.
+        self.ending: set[str] = set()
         self.server_iq: dict[str, IqHandler] = {}
         self.account_iq: dict[str, IqHandler] = {}
         self.services: dict[str, Service] = {}

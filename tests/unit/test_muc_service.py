@@ -182,6 +182,25 @@ async def test_vanished_session_is_removed_with_333(h: Harness) -> None:
     assert "alice" not in svc.rooms["sax"].occupants
 
 
+async def test_a_session_that_is_ending_is_not_lost_before_its_presence(h: Harness) -> None:
+    """Unbound but still ending (its unavailable presence is on its way): no 333."""
+    svc = start(h)
+    alice = await h.connect("alice@example.org/a")
+    bob = await h.connect("bob@example.org/b")
+    await join(alice, "Alice")
+    await join(bob, "Bob")
+    alice.take()
+    h.router.unbind(alice.session)
+    h.router.ending.add(alice.session.full_str)
+    await say(bob, "anyone?")
+    assert not [s for s in bob.take() if s.tag == C + "presence"]
+    assert "alice" in svc.rooms["sax"].occupants
+    h.router.ending.discard(alice.session.full_str)
+    await say(bob, "anyone now?")
+    gone = [s for s in bob.take() if s.tag == C + "presence"]
+    assert gone and "333" in {s.get("code") for s in gone[0].iter(U + "status")}
+
+
 async def test_cli_nick_registry_functions_and_reload(h: Harness) -> None:
     store.register_nick(h.db, "Alice", "alice@example.org/ignored")
     with pytest.raises(ValueError, match="nickname"):

@@ -295,7 +295,10 @@ class MucService:
                 if not session.send(data):
                     lost.append(rcpt.full)
                 continue
-            if rcpt.domain == local or not self._to_other_domain(rcpt, data):
+            if rcpt.domain == local:
+                if rcpt.full not in self.router.ending:  # leaving: its presence says so
+                    lost.append(rcpt.full)
+            elif not self._to_other_domain(rcpt, data):
                 lost.append(rcpt.full)
         if room is not None and lost:
             for full in dict.fromkeys(lost):

@@ -216,7 +216,8 @@ class ResumptionManager:
         """
         router = self.server.router
         self._forget(session)
-        router.unbind(session)
+        if router.unbind(session):
+            router.ending.add(session.full_str)
         bare = session.bare_str
         holders = self._holders.get(bare)
         if holders is not None:
@@ -245,12 +246,15 @@ class ResumptionManager:
         """The rest of a session's end, after :meth:`release`: presence, then stanzas."""
         router = self.server.router
         handler = router.presence_handler
-        if handler is not None and (session.available or session.directed_presence):
-            with trio.CancelScope(shield=True), trio.move_on_after(5):
-                try:
-                    await handler.session_ended(session)
-                except Exception:
-                    log.exception("event=presence_cleanup_failed jid=%s", session.full_str)
+        try:
+            if handler is not None and (session.available or session.directed_presence):
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    try:
+                        await handler.session_ended(session)
+                    except Exception:
+                        log.exception("event=presence_cleanup_failed jid=%s", session.full_str)
+        finally:
+            router.ending.discard(session.full_str)
         with trio.CancelScope(shield=True):
             if items:
                 await self.redeliver(session, items)
