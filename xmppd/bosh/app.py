@@ -32,7 +32,7 @@ from xmppd.auth.base import AuthContext, AuthError, Identity
 from xmppd.bosh import h2c, static
 from xmppd.bosh.cors import PREFLIGHT_HEADERS, OriginPolicy
 from xmppd.bosh.history import HistoryFeed
-from xmppd.bosh.proxy import FORWARDING_HEADERS, ClientInfo, ProxyPolicy
+from xmppd.bosh.proxy import FORWARDING_HEADERS, ClientInfo, Network, ProxyPolicy
 from xmppd.bosh.request import HttpRequest, HttpResponse, header_map
 from xmppd.bosh.serving import connection_counts_client
 from xmppd.bosh.websocket import WebSocketConnection
@@ -141,6 +141,11 @@ class HttpApp:
                 "such requests count as the proxy's own; logged once",
             )
         return info
+
+    @property
+    def trusted(self) -> tuple[Network, ...]:
+        """The trusted proxies' networks (what the accept loop exempts from per-address caps)."""
+        return self.proxies.trusted
 
     def h2c_upgrade_allowed(self, client: tuple[str, int] | None, raw: h2c.Headers) -> bool:
         """``Upgrade: h2c`` only with ``http.h2c``, and only straight from the client:
