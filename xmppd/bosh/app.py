@@ -87,9 +87,9 @@ class HttpApp:
         cfg = server.config.http
         self.cfg = cfg
         self.prefix = cfg.path_prefix
-        self.proxies = ProxyPolicy.of(cfg.trusted_proxies, cfg.forwarded_header)
-        self._proxy_problem_logged = False
-        self.origins = OriginPolicy(cfg.cors_origins)
+        self.proxies = ProxyPolicy()
+        self.origins = OriginPolicy(())
+        self.set_policies(cfg)
         self.static_root = Path(cfg.static_dir) if cfg.static_dir else static.default_root()
         muc_cfg = server.config.muc
         self.history = HistoryFeed(
@@ -141,6 +141,13 @@ class HttpApp:
                 "such requests count as the proxy's own; logged once",
             )
         return info
+
+    def set_policies(self, cfg: HttpConfig) -> None:
+        """Trusted proxies, their header family and CORS origins from ``cfg`` (start-up and
+        reload): the next request, and the next connection accepted, use them."""
+        self.proxies = ProxyPolicy.of(cfg.trusted_proxies, cfg.forwarded_header)
+        self.origins = OriginPolicy(cfg.cors_origins)
+        self._proxy_problem_logged = False
 
     @property
     def trusted(self) -> tuple[Network, ...]:
@@ -582,7 +589,8 @@ async def serve_http(server: Server, *, task_status: Any = trio.TASK_STATUS_IGNO
         run = getattr(app.bosh, "run", None)
         if run is not None:
             await nursery.start(run)
-        binds: list[str] = await nursery.start(serve, server, app, config, app.trusted)
+        trusted = lambda: app.trusted  # noqa: E731 - read per connection (reload)
+        binds: list[str] = await nursery.start(serve, server, app, config, trusted)
         ports: dict[str, int] = {}
         for bind in binds:
             scheme, _, rest = bind.partition("://")
