@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from xmppd.muc.config import MucConfig
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the key."""
@@ -27,6 +29,7 @@ class ServerConfig:
     domain: str = "localhost"
     data_dir: str = "var"
     admins: list[str] = field(default_factory=list)
+    #: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     log_level: str = "INFO"
     #: Seconds between returning freed heap pages to the OS (0 disables).
     memory_trim_interval: float = 5.0
@@ -423,12 +426,21 @@ def _validate_components(config: Config) -> None:
 
 def validate(config: Config) -> None:
     """Cross-field checks that types alone cannot express."""
-    from xmppd.jid import JIDError, nameprep_domain
+    from xmppd.jid import JID, JIDError, nameprep_domain
 
     try:
         config.server.domain = nameprep_domain(config.server.domain)
     except JIDError as exc:
         raise ConfigError(f"server.domain: {exc}") from None
+    if config.server.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"server.log_level: {config.server.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    for i, seed in enumerate(config.muc.rooms):
+        try:
+            JID.make(seed.name, "localhost")
+        except JIDError as exc:
+            raise ConfigError(f"muc.rooms[{i}].name: {exc}") from None
     for port_key in ("port", "direct_tls_port"):
         port = getattr(config.c2s, port_key)
         if not 0 <= port <= 65535:
