@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,34 @@ class XmppdProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def edit_config(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Rewrite the configuration file: ``change`` mutates its parsed tables in place."""
+        data = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+        change(data)
+        self.config_path.write_text(render_toml(data), encoding="utf-8")
+
+    def reload(self, timeout: float = 15.0) -> str:
+        """SIGHUP, then wait for the reload's outcome in the log: the ``event=reload_done``
+        or ``event=reload_refused`` line (returned)."""
+        assert self.proc is not None
+        offset = len(self.log())
+        self.proc.send_signal(signal.SIGHUP)
+        return self.wait_for_log(r"event=reload_(done|refused)[^\n]*", offset, timeout)
+
+    def wait_for_log(self, pattern: str, offset: int = 0, timeout: float = 10.0) -> str:
+        """The first match of ``pattern`` in the log after ``offset`` characters, waiting
+        for the server to write it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.log()[offset:])
+            if m:
+                return m.group(0)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{pattern!r} not logged:\n{self.log()[offset:][-3000:]}")
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"xmppd exited:\n{self.log()[-3000:]}")
+            time.sleep(0.02)
 
     def log(self) -> str:
         try:

@@ -66,6 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(config.server.log_level)
     limit_arenas()
     server = build_server(config)
+    server.config_path = _find_config(args.config)  # what SIGHUP re-reads
     trio.run(run_server, server)
     return 0
 
