@@ -43,17 +43,26 @@ def _toml_value(value: Any) -> str:
 
 
 def render_toml(data: dict[str, Any]) -> str:
-    """Tables per section; a list of dicts (``components=[{…}]``) becomes ``[[name]]``."""
+    """Tables per section; a list of dicts (``components=[{…}]``) becomes ``[[name]]``,
+    inside a section too (``muc={"rooms": [{…}]}``: ``[[muc.rooms]]``)."""
     lines: list[str] = []
 
+    def table_array(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(e, dict) for e in v)
+
     def section(name: str, table: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and not table_array(v)}
         lines.append(f"[{name}]")
         lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
         lines.append("")
         for k, v in table.items():
             if isinstance(v, dict):
                 section(f"{name}.{k}", v)
+            elif table_array(v):  # ``muc={"rooms": [{…}]}`` becomes ``[[muc.rooms]]``
+                for entry in v:
+                    lines.append(f"[[{name}.{k}]]")
+                    lines.extend(f"{ek} = {_toml_value(ev)}" for ek, ev in entry.items())
+                    lines.append("")
 
     for name, table in data.items():
         if isinstance(table, list):
