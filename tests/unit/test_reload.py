@@ -1,10 +1,9 @@
 """The pieces a reload is made of, without sockets: what changed, the TLS pair check, the
 limit setters, ``[[muc.rooms]]`` on a running MUC service, the report. The whole reload
-against a running ``xmppd serve`` is in tests/integration/test_reload.py."""
+against a running ``xmppd serve`` is in tests/integration/test_config_reload.py."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import stat
@@ -12,11 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
+from tests.certs import write_pair
 from tests.unit.routing_helpers import Harness, error_condition
 from xmppd.auth.ratelimit import FailureLimiter, LoginLimits
 from xmppd.config import ComponentConfig, Config, ConfigError, load_config
@@ -34,35 +31,6 @@ DISCO_INFO = "http://jabber.org/protocol/disco#info"
 
 
 # ------------------------------------------------------------------- certificates
-def write_pair(
-    cert: Path, key: Path, cn: str, *, private_key: ec.EllipticCurvePrivateKey | None = None
-) -> ec.EllipticCurvePrivateKey:
-    """A self-signed certificate for ``cn`` and its key (or ``private_key``) as PEM files."""
-    private_key = private_key or ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(private_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .sign(private_key, hashes.SHA256())
-    )
-    cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        private_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key.chmod(0o600)
-    return private_key
-
-
 def test_a_good_pair_loads_into_every_listener_context(tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     write_pair(cert, key, "chat.example.org")

@@ -23,10 +23,10 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from lxml import etree
 
+from tests.certs import write_pair
 from tests.raw_client import RawClient
 from tests.raw_http import Http
 from tests.slix import run
-from tests.unit.test_reload import write_pair
 from tests.ws_client import SASL, WsXmpp, q
 from tests.xmppd_process import XmppdProcess, free_port, make_server, running_server
 from xmppd.stream.component import handshake_digest
