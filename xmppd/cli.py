@@ -65,7 +65,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args)
     setup_logging(config.server.log_level)
     limit_arenas()
-    server = build_server(config)
+    try:
+        server = build_server(config)
+    except ConfigError as exc:  # the TLS pair does not load: named like any bad key
+        print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+        return 2
     server.config_path = _find_config(args.config)  # what SIGHUP re-reads
     trio.run(run_server, server)
     return 0
@@ -73,6 +77,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
+    if config.tls.cert:  # a certificate and key that do not load fail here, not at start
+        from xmppd.transport.tls import load_pair
+
+        try:
+            load_pair(Path(config.tls.cert), Path(config.tls.key))
+        except ConfigError as exc:
+            print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+            return 2
     print(f"configuration OK: domain={config.server.domain} auth={config.auth.backend}")
     return 0
 
