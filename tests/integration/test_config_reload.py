@@ -347,12 +347,26 @@ def test_rooms_added_and_changed_by_a_reload(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------- components
 def test_components_removed_rekeyed_and_added(tmp_path: Path) -> None:
+    """Removed: cut (host-gone), its room occupant leaves, refused afterwards; re-keyed:
+    cut (reset), the old secret refused, the new one accepted; added: accepted."""
     comps = [
-        {"domain": "irc.localhost", "secret": "irc-1"},
+        {"domain": "irc.localhost", "secret": "irc-1", "muc_nicks": ["IRC"]},
         {"domain": "web.localhost", "secret": "web-1"},
     ]
-    with running_server(tmp_path, components=comps) as srv:
+    with running_server(tmp_path, users=("alice",), components=comps) as srv:
+        alice = login(srv)
+        alice.send(
+            f"<presence to='sax@conference.localhost/alice'><x xmlns='{MUC}'/></presence>".encode()
+        )
+        wait_for(alice, rb'<status code="110"/>')
         irc = component(srv, "irc.localhost", "irc-1")
+        irc.send(
+            b"<presence from='bot@irc.localhost/relay' to='sax@conference.localhost/IRC'>"
+            + f"<x xmlns='{MUC}'/></presence>".encode()
+        )
+        wait_for(irc, rb'<status code="110"/>')
+        wait_for(alice, rb'<presence [^>]*from="sax@conference.localhost/IRC"')
+        alice.buffer = b""
         web = component(srv, "web.localhost", "web-1")
         racer = component_started(srv, "web.localhost")  # handshake still to come
 
@@ -373,6 +387,7 @@ def test_components_removed_rekeyed_and_added(tmp_path: Path) -> None:
         assert "web-2" not in srv.log() and "web-1" not in srv.log()  # no secret logged
 
         assert condition(irc.read_to_close()) == "host-gone"  # removed: cut
+        wait_for(alice, rb'<presence [^>]*from="sax@conference.localhost/IRC"[^>]*unavailable')
         assert condition(web.read_to_close()) == "reset"  # re-keyed: must reconnect
         # a handshake begun before the change proves the old secret: not any more
         assert handshake(racer, "web-1") == b"</stream:stream>"
@@ -383,7 +398,7 @@ def test_components_removed_rekeyed_and_added(tmp_path: Path) -> None:
         assert refused_with(srv, "web.localhost", "web-1") == "not-authorized"
         web2 = component(srv, "web.localhost", "web-2")
         new = component(srv, "new.localhost", "new-1")
-        for raw in (irc, web, web2, new):
+        for raw in (alice, irc, web, web2, new):
             raw.close()
 
 

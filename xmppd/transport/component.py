@@ -162,12 +162,13 @@ class ComponentHub:
         wanted = {c.domain: c for c in components}
         changes = ComponentChanges()
         for domain in [d for d in self.services if d not in wanted]:
-            service = self.services.pop(domain)
+            service = self.services[domain]
+            self._cut(service, "host-gone", f"{domain} is no longer served here")  # first:
+            del self.services[domain]  # detaching needs the service (occupants, disco)
             self.server.router.services.pop(domain, None)
             muc = getattr(self.server, "muc", None)
             if muc is not None:
                 muc.ctx.component_nicks.pop(domain, None)
-            self._cut(service, "host-gone", f"{domain} is no longer served here")
             changes.removed.append(domain)
         for domain, comp in wanted.items():
             service = self.services.get(domain)
