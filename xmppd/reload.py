@@ -97,10 +97,6 @@ def changed_keys(old: Config, new: Config) -> list[str]:
 Applier = Callable[["Server", dict[str, Any], ReloadReport], None]
 
 
-def _log_level(server: Server, old: dict[str, Any], report: ReloadReport) -> None:
-    pass  # applied around the summary line: see _log_outcome
-
-
 def _admission(server: Server, old: dict[str, Any], report: ReloadReport) -> None:
     from xmppd.server import total_cap
 
@@ -147,15 +143,13 @@ def _http(server: Server, old: dict[str, Any], report: ReloadReport) -> None:
         server.http_app.set_policies(server.config.http)
 
 
-def _tls(server: Server, old: dict[str, Any], report: ReloadReport) -> None:
-    pass  # the pair was loaded in the read step; _apply swaps it
-
-
-#: Keys a running server applies, and what applies them. Anything else needs a restart.
-LIVE: dict[str, Applier] = {
-    "server.log_level": _log_level,
-    "tls.cert": _tls,
-    "tls.key": _tls,
+#: Keys a running server applies, and what applies them (None: the key's new value is all
+#: it takes: the log level is set around the summary line, see _log_outcome; the TLS pair
+#: is read in step 1 and swapped whenever it differs). Anything else needs a restart.
+LIVE: dict[str, Applier | None] = {
+    "server.log_level": None,
+    "tls.cert": None,
+    "tls.key": None,
     "c2s.max_connections_per_ip": _admission,
     "limits.max_connections": _admission,
     "limits.auth_failures_per_minute": _logins,
@@ -169,7 +163,7 @@ LIVE: dict[str, Applier] = {
 }
 
 #: Keys whose old and new values are safe and short enough to log as they are.
-_SHOWN = {key for key, applier in LIVE.items() if applier not in (_rooms, _components, _tls)}
+_SHOWN = {key for key, applier in LIVE.items() if applier not in (_rooms, _components)}
 
 
 def _get(config: Config, key: str) -> Any:
@@ -222,7 +216,8 @@ def _apply(server: Server, new: Config, pair: tls.TlsPair) -> ReloadReport:
         if key in _SHOWN:
             report.details.append(f"{key}: {_show(old[key])} -> {_show(_get(new, key))}")
     for applier in dict.fromkeys(LIVE[key] for key in live):
-        applier(server, old, report)
+        if applier is not None:
+            applier(server, old, report)
     report.applied = list(live)
     current = server.tls
     if current is None or pair.digest != current.digest or pair.cert_path != current.cert_path:

@@ -113,9 +113,6 @@ class ComponentChanges:
     #: Same secret, other ``muc_nicks``.
     changed: list[str] = field(default_factory=list)
 
-    def __bool__(self) -> bool:
-        return bool(self.added or self.removed or self.rekeyed or self.changed)
-
 
 class ComponentHub:
     """All configured components of one server: settings, services, the listener."""
