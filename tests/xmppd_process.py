@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,17 +43,26 @@ def _toml_value(value: Any) -> str:
 
 
 def render_toml(data: dict[str, Any]) -> str:
-    """Tables per section; a list of dicts (``components=[{…}]``) becomes ``[[name]]``."""
+    """Tables per section; a list of dicts (``components=[{…}]``) becomes ``[[name]]``,
+    inside a section too (``muc={"rooms": [{…}]}``: ``[[muc.rooms]]``)."""
     lines: list[str] = []
 
+    def table_array(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(isinstance(e, dict) for e in v)
+
     def section(name: str, table: dict[str, Any]) -> None:
-        scalars = {k: v for k, v in table.items() if not isinstance(v, dict)}
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and not table_array(v)}
         lines.append(f"[{name}]")
         lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
         lines.append("")
         for k, v in table.items():
             if isinstance(v, dict):
                 section(f"{name}.{k}", v)
+            elif table_array(v):  # ``muc={"rooms": [{…}]}`` becomes ``[[muc.rooms]]``
+                for entry in v:
+                    lines.append(f"[[{name}.{k}]]")
+                    lines.extend(f"{ek} = {_toml_value(ev)}" for ek, ev in entry.items())
+                    lines.append("")
 
     for name, table in data.items():
         if isinstance(table, list):
@@ -190,6 +199,34 @@ class XmppdProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def edit_config(self, change: Callable[[dict[str, Any]], None]) -> None:
+        """Rewrite the configuration file: ``change`` mutates its parsed tables in place."""
+        data = tomllib.loads(self.config_path.read_text(encoding="utf-8"))
+        change(data)
+        self.config_path.write_text(render_toml(data), encoding="utf-8")
+
+    def reload(self, timeout: float = 15.0) -> str:
+        """SIGHUP, then wait for the reload's outcome in the log: the ``event=reload_done``
+        or ``event=reload_refused`` line (returned)."""
+        assert self.proc is not None
+        offset = len(self.log())
+        self.proc.send_signal(signal.SIGHUP)
+        return self.wait_for_log(r"event=reload_(done|refused)[^\n]*", offset, timeout)
+
+    def wait_for_log(self, pattern: str, offset: int = 0, timeout: float = 10.0) -> str:
+        """The first match of ``pattern`` in the log after ``offset`` characters, waiting
+        for the server to write it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            m = re.search(pattern, self.log()[offset:])
+            if m:
+                return m.group(0)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{pattern!r} not logged:\n{self.log()[offset:][-3000:]}")
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"xmppd exited:\n{self.log()[-3000:]}")
+            time.sleep(0.02)
 
     def log(self) -> str:
         try:

@@ -71,11 +71,19 @@ def _fail(status: int, message: str) -> NoReturn:
     raise SystemExit(status)
 
 
+def _close_admin(admin: Any) -> None:
+    """Give up the admin socket bound before a start-up that failed."""
+    from xmppd.admin.listener import unlink_if_ours
+
+    if admin is not None:
+        admin.sock.close()
+        unlink_if_ours(admin.path, admin.inode)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import trio
 
     from xmppd.admin import AdminSocketError, open_admin
-    from xmppd.admin.listener import unlink_if_ours
     from xmppd.memory import limit_arenas
     from xmppd.server import build_server, run_server
 
@@ -89,12 +97,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     limit_arenas()
     try:
         server = build_server(config)
+    except ConfigError as exc:  # the TLS pair does not load: named like any bad key
+        _close_admin(admin)
+        print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+        return 2
     except BaseException:
-        if admin is not None:
-            admin.sock.close()
-            unlink_if_ours(admin.path, admin.inode)
+        _close_admin(admin)
         raise
-    server.config_path = _find_config(args.config)
+    server.config_path = _find_config(args.config)  # what SIGHUP and `reload` re-read
     server.admin = admin
     trio.run(run_server, server)
     return 0
@@ -102,6 +112,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     config = _load(args)
+    if config.tls.cert:  # a certificate and key that do not load fail here, not at start
+        from xmppd.transport.tls import load_pair
+
+        try:
+            load_pair(Path(config.tls.cert), Path(config.tls.key))
+        except ConfigError as exc:
+            print(f"xmppd: configuration error: {exc}", file=sys.stderr)
+            return 2
     print(f"configuration OK: domain={config.server.domain} auth={config.auth.backend}")
     return 0
 

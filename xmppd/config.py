@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from xmppd.muc.config import MucConfig
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class ConfigError(ValueError):
     """The configuration cannot be used; the message names the key."""
@@ -27,6 +29,7 @@ class ServerConfig:
     domain: str = "localhost"
     data_dir: str = "var"
     admins: list[str] = field(default_factory=list)
+    #: DEBUG, INFO, WARNING, ERROR or CRITICAL.
     log_level: str = "INFO"
     #: Seconds between returning freed heap pages to the OS (0 disables).
     memory_trim_interval: float = 5.0
@@ -482,12 +485,21 @@ def _validate_components(config: Config) -> None:
 
 def validate(config: Config) -> None:
     """Cross-field checks that types alone cannot express."""
-    from xmppd.jid import JIDError, nameprep_domain
+    from xmppd.jid import JID, JIDError, nameprep_domain
 
     try:
         config.server.domain = nameprep_domain(config.server.domain)
     except JIDError as exc:
         raise ConfigError(f"server.domain: {exc}") from None
+    if config.server.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(
+            f"server.log_level: {config.server.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+        )
+    for i, seed in enumerate(config.muc.rooms):
+        try:
+            JID.make(seed.name, "localhost")
+        except JIDError as exc:
+            raise ConfigError(f"muc.rooms[{i}].name: {exc}") from None
     for port_key in ("port", "direct_tls_port"):
         port = getattr(config.c2s, port_key)
         if not 0 <= port <= 65535:
@@ -624,23 +636,3 @@ def _validate_admin(config: Config) -> None:
             f"admin.socket: {config.admin_socket_path} is {len(path)} bytes, more than the "
             f"{UNIX_PATH_MAX} a UNIX socket path may have; set a shorter admin.socket"
         )
-
-
-def changed_options(old: Config, new: Config) -> list[str]:
-    """Dotted keys whose values differ between two configurations (``reload``).
-
-    A table array (``[[components]]``, ``[[muc.rooms]]``) that changed is one key.
-    """
-
-    def flat(obj: Any, prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(obj):
-            value = getattr(obj, f.name)
-            if dataclasses.is_dataclass(value):
-                out.update(flat(value, f"{prefix}{f.name}."))
-            else:
-                out[f"{prefix}{f.name}"] = value
-        return out
-
-    before, after = flat(old, ""), flat(new, "")
-    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))

@@ -65,6 +65,23 @@ def private_file(path: Path) -> Path:
     return path
 
 
+def check_secret_file(path: Path) -> None:
+    """An existing secret someone else made (a TLS key): world access is taken off if the
+    file is ours (logged, as above); if it is not ours and stays world-readable, say so."""
+    _remove_world_access(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return
+    if stat.S_IMODE(st.st_mode) & 0o004:
+        log.warning(
+            "event=secret_world_readable path=%s mode=%o note=%s",
+            path,
+            stat.S_IMODE(st.st_mode),
+            "not ours to change: chmod o-r it",
+        )
+
+
 def private_sqlite(database: str) -> None:
     """Make an SQLite database file (and any journals it left) private before it opens."""
     if database in ("", ":memory:") or database.startswith("file:"):

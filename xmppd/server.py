@@ -8,11 +8,12 @@ import logging
 import os
 import platform
 import signal
+import ssl
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -31,6 +32,9 @@ from xmppd.transport import fdlimit, tls
 from xmppd.transport.admission import Admission
 from xmppd.transport.c2s import C2SConnection
 from xmppd.transport.refusals import RefusalLog
+
+if TYPE_CHECKING:
+    from xmppd.reload import ReloadReport
 
 log = logging.getLogger("xmppd.server")
 
@@ -66,13 +70,22 @@ class Server:
         self.admission = make_admission(config)
         #: Refused connections and handshakes, logged without a flood.
         self.refusals = RefusalLog(ipv6_prefix=config.limits.ipv6_prefix)
-        self.ssl_context = None
+        #: The c2s context (STARTTLS, direct TLS), read per handshake; see use_tls.
+        self.ssl_context: ssl.SSLContext | None = None
+        #: The HTTPS port's context, read per accepted connection (xmppd.bosh.serving).
+        self.https_ssl_context: ssl.SSLContext | None = None
+        #: The certificate and key in use (xmppd.transport.tls.TlsPair).
+        self.tls: tls.TlsPair | None = None
         from xmppd.transport.sm import ResumptionManager
 
         #: XEP-0198 resumable sessions (one expiry task for all of them).
         self.sm = ResumptionManager(self)
-        #: (certificate, key) files of ssl_context: hypercorn loads them for HTTPS.
+        #: (certificate, key) files of ssl_context (hypercorn's sockets are TLS when set).
         self.tls_files: tuple[Path, Path] | None = None
+        #: The configuration file ``reload`` reads again (None: defaults + environment).
+        self.config_path: str | None = None
+        #: One reload at a time (SIGHUP and ``xmppd reload`` may meet).
+        self.reload_lock = trio.Lock()
         #: The ASGI app once ``serve_http`` runs (xmppd.bosh.app.HttpApp).
         self.http_app: Any = None
         self.listening: dict[str, int] = {}
@@ -124,15 +137,16 @@ class Server:
         self.components = ComponentHub(self)
 
     def load_tls(self) -> None:
-        cfg = self.config
-        if cfg.tls.cert:
-            cert, key = Path(cfg.tls.cert), Path(cfg.tls.key)
-        else:
-            cert = cfg.data_path / "tls" / "cert.pem"
-            key = cfg.data_path / "tls" / "key.pem"
-            tls.ensure_self_signed(cert, key, cfg.server.domain)
-        self.ssl_context = tls.server_context(cert, key)
-        self.tls_files = (cert, key)
+        """Load the configured pair (or the self-signed one); ConfigError names the key."""
+        self.use_tls(read_tls(self.config))
+
+    def use_tls(self, pair: tls.TlsPair) -> None:
+        """Every TLS handshake from now on, on every listener, uses ``pair``; connections
+        already made keep theirs. Plain assignments, no await: no handshake sees half."""
+        self.tls = pair
+        self.ssl_context = pair.c2s
+        self.https_ssl_context = pair.https
+        self.tls_files = (pair.cert_path, pair.key_path)
 
     def c2s_settings(self, peer_ip: str, direct_tls: bool) -> C2SSettings:
         cfg = self.config
@@ -242,17 +256,18 @@ class Server:
             "memory_rss_bytes": _rss_bytes(),
         }
 
-    def reload(self) -> list[str]:
-        """Re-read and validate the configuration file; return the options that changed.
+    async def reload(self) -> ReloadReport:
+        """Re-read the configuration file and apply what can change while serving.
 
-        For now this only checks: nothing is applied to the running server (applying TLS
-        certificates, limits, rooms and components is a later change, as is SIGHUP).
-        An invalid configuration raises :class:`~xmppd.config.ConfigError` naming the
-        key, and the running configuration stays as it is. Blocking (reads files).
+        See :mod:`xmppd.reload`: TLS pair, log level, limits, ``[[muc.rooms]]``,
+        ``[[components]]``, CORS origins and trusted proxies apply at once; other changed
+        keys are reported as needing a restart and not applied. An invalid configuration
+        (or a TLS pair that does not load) raises :class:`~xmppd.config.ConfigError`
+        naming the key, after logging it; then nothing has changed.
         """
-        from xmppd.config import changed_options, load_config
+        from xmppd.reload import reload_server
 
-        return changed_options(self.config, load_config(self.config_path))
+        return await reload_server(self)
 
     async def shutdown(self, grace: float = 3.0) -> None:
         """Tell every client ``system-shutdown`` and give writers a moment to flush."""
@@ -267,12 +282,30 @@ class Server:
 def make_admission(config: Config) -> Admission:
     """The client admission: ``c2s.max_connections_per_ip`` per address, and a total that
     keeps the process below its file-descriptor limit (``limits.max_connections``)."""
+    return Admission(
+        config.c2s.max_connections_per_ip, total_cap(config), config.limits.ipv6_prefix
+    )
+
+
+def total_cap(config: Config) -> int:
+    """``limits.max_connections``, or what the file-descriptor limit allows (never more)."""
     budget = fdlimit.connection_budget(fdlimit.soft_limit())
     total = config.limits.max_connections or budget
     if total > budget:
         log.warning("event=max_connections_lowered configured=%d fd_budget=%d", total, budget)
         total = budget
-    return Admission(config.c2s.max_connections_per_ip, total, config.limits.ipv6_prefix)
+    return total
+
+
+def read_tls(config: Config) -> tls.TlsPair:
+    """The configured certificate and key, or the self-signed pair under ``data_dir``
+    (made on first use); checked and loaded. Blocking; ConfigError names the key."""
+    if config.tls.cert:
+        return tls.load_pair(Path(config.tls.cert), Path(config.tls.key))
+    cert = config.data_path / "tls" / "cert.pem"
+    key = config.data_path / "tls" / "key.pem"
+    tls.ensure_self_signed(cert, key, config.server.domain)
+    return tls.load_pair(cert, key)
 
 
 def _rss_bytes() -> int:
@@ -335,6 +368,18 @@ def build_server(config: Config) -> Server:
     return server
 
 
+async def _reload_on_signal(server: Server) -> None:
+    """SIGHUP: reload; the outcome is logged (a refused configuration too), never raised."""
+    from xmppd.config import ConfigError
+
+    try:
+        await server.reload()
+    except ConfigError:
+        pass  # logged by the reload, naming the key; the old configuration keeps running
+    except Exception:  # a bug must not take the server down with it
+        log.exception("event=reload_crashed")
+
+
 async def run_server(
     server: Server,
     *,
@@ -374,9 +419,12 @@ async def run_server(
         )
         task_status.started(listening)
         if handle_signals:
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
                 async for signum in signals:
                     log.info("event=signal signal=%s", signal.Signals(signum).name)
+                    if signum == signal.SIGHUP:  # re-read the configuration, keep serving
+                        nursery.start_soon(_reload_on_signal, server)
+                        continue
                     break
             await server.shutdown()
             await server.components.shutdown()

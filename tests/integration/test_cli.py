@@ -157,6 +157,22 @@ def test_check_config_names_the_bad_key(
     assert "Traceback" not in result.stderr
 
 
+def test_a_tls_pair_that_does_not_load_is_a_configuration_error(tmp_path: Path) -> None:
+    """check-config (the unit's ExecStartPre) and serve name tls.key for a key that is not
+    the certificate's, like any bad key: exit status 2, no traceback."""
+    from tests.certs import write_pair
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_pair(cert, tmp_path / "other.pem", "a")
+    write_pair(tmp_path / "other-cert.pem", key, "b")
+    path = write_config(tmp_path, f'[tls]\ncert = "{cert}"\nkey = "{key}"\n')
+    for command in ("check-config", "serve"):
+        result = xmppd(path, command)
+        assert result.returncode == 2, result
+        assert "configuration error: tls.key:" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_check_config_broken_toml_and_missing_file(tmp_path: Path) -> None:
     result = xmppd(write_config(tmp_path, "[c2s\n"), "check-config")
     assert result.returncode == 2

@@ -21,7 +21,7 @@ from xmppd.admin.protocol import (
     text_arg,
     xml_text,
 )
-from xmppd.config import Config, ConfigError, changed_options, load_config
+from xmppd.config import Config, ConfigError, load_config
 
 
 def test_request_round_trip_and_refusals() -> None:
@@ -106,10 +106,3 @@ def test_admin_config(tmp_path: Path) -> None:
     long_dir = {"server": {"data_dir": "/" + "d" * 200}}
     load_config(None, {}, {**long_dir, "admin": {"socket": "/run/x.sock"}})
     load_config(None, {}, {**long_dir, "admin": {"enabled": False}})
-
-
-def test_changed_options() -> None:
-    old = load_config(None, {})
-    new = load_config(None, {}, {"c2s": {"port": 5999}, "muc": {"rooms": []}})
-    assert changed_options(old, old) == []
-    assert changed_options(old, new) == ["c2s.port", "muc.rooms"]

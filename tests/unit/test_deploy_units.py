@@ -60,3 +60,9 @@ def test_unit_commands_parse() -> None:
         argv = shlex.split(unit("xmppd.service")["Service"][line])
         args = build_parser().parse_args(argv[1:])
         assert args.config == "/etc/xmppd/xmppd.toml"
+
+
+def test_xmppd_unit_reloads_with_sighup() -> None:
+    """``systemctl reload xmppd`` (e.g. from an ACME client's deploy hook) sends SIGHUP:
+    the configuration and certificate are read again without dropping anyone."""
+    assert unit("xmppd.service")["Service"]["ExecReload"] == "/bin/kill -HUP $MAINPID"

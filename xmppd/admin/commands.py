@@ -452,15 +452,9 @@ async def cmd_stats(server: Server, args: dict[str, Any]) -> Reply:
 
 @command("reload")
 async def cmd_reload(server: Server, args: dict[str, Any]) -> Reply:
+    """Re-read the configuration and apply what can change live (as SIGHUP does)."""
     try:
-        changed = await trio.to_thread.run_sync(server.reload)
+        report = await server.reload()
     except ConfigError as exc:
         raise AdminError("bad-config", f"configuration error: {exc}") from None
-    if not changed:
-        return Reply("configuration OK: nothing changed", {"changed": [], "applied": False})
-    return Reply(
-        "configuration OK; changed: "
-        + ", ".join(changed)
-        + " (not applied yet: restart xmppd to apply)",
-        {"changed": changed, "applied": False},
-    )
+    return Reply(report.summary(), report.as_dict())

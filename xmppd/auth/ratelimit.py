@@ -60,6 +60,19 @@ class FailureLimiter:
     def __len__(self) -> int:
         return len(self._failures)
 
+    def set_per_minute(self, per_minute: int) -> None:
+        """A new limit (a reload); failures already counted still count against it.
+
+        Each key keeps at most ``per_minute`` timestamps, so the kept ones are resized:
+        a raised limit must be reachable again, a lowered one keeps the newest.
+        """
+        self.per_minute = per_minute
+        if per_minute <= 0:
+            self._failures.clear()
+            return
+        for key, stamps in list(self._failures.items()):
+            self._failures[key] = deque(stamps, maxlen=per_minute)
+
     def _expire(self, key: str, now: float) -> deque[float] | None:
         """Drop ``key``'s failures older than the window; forget the key when none remain."""
         stamps = self._failures.get(key)
@@ -216,6 +229,11 @@ class LoginLimits:
         self.ipv6_prefix = ipv6_prefix
         self.by_address = FailureLimiter(per_minute, clock)
         self.by_account = FailureLimiter(per_minute, clock)
+
+    def set_per_minute(self, per_minute: int) -> None:
+        """``limits.auth_failures_per_minute`` changed (a reload): both dimensions follow."""
+        self.by_address.set_per_minute(per_minute)
+        self.by_account.set_per_minute(per_minute)
 
     def address_key(self, ip: str) -> str:
         return address_key(ip, self.ipv6_prefix)

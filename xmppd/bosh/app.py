@@ -87,9 +87,9 @@ class HttpApp:
         cfg = server.config.http
         self.cfg = cfg
         self.prefix = cfg.path_prefix
-        self.proxies = ProxyPolicy.of(cfg.trusted_proxies, cfg.forwarded_header)
-        self._proxy_problem_logged = False
-        self.origins = OriginPolicy(cfg.cors_origins)
+        self.proxies = ProxyPolicy()
+        self.origins = OriginPolicy(())
+        self.set_policies(cfg)
         self.static_root = Path(cfg.static_dir) if cfg.static_dir else static.default_root()
         muc_cfg = server.config.muc
         self.history = HistoryFeed(
@@ -146,6 +146,13 @@ class HttpApp:
                 "such requests count as the proxy's own; logged once",
             )
         return info
+
+    def set_policies(self, cfg: HttpConfig) -> None:
+        """Trusted proxies, their header family and CORS origins from ``cfg`` (start-up and
+        reload): the next request, and the next connection accepted, use them."""
+        self.proxies = ProxyPolicy.of(cfg.trusted_proxies, cfg.forwarded_header)
+        self.origins = OriginPolicy(cfg.cors_origins)
+        self._proxy_problem_logged = False
 
     def h2c_upgrade_allowed(self, client: tuple[str, int] | None, raw: h2c.Headers) -> bool:
         """``Upgrade: h2c`` only with ``http.h2c``, and only straight from the client:

@@ -23,6 +23,10 @@ c2s and direct TLS):
 
 Every check and its count happen in one synchronous ``try_admit``, before any ``await``.
 
+What a reload may change is read per connection, never captured at start: the TLS
+context (``server.https_ssl_context``: an admitted HTTPS connection is wrapped in it here,
+so a renewed certificate is what the next handshake sees) and the trusted proxies.
+
 A connection whose peer has gone (EOF, reset, read timeout) must also give its count
 back at once: hypercorn's trio ``TCPServer`` otherwise keeps an idle keep-alive
 connection the client closed until ``keep_alive_timeout`` (its socket in CLOSE-WAIT).
@@ -125,7 +129,10 @@ async def serve(
     *,
     task_status: Any = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``asgi_app`` with hypercorn ``config`` on its binds; ``started`` with the binds."""
+    """Serve ``asgi_app`` with hypercorn ``config`` on its binds; ``started`` with the binds.
+
+    ``trusted()`` gives the trusted proxies' networks as they are now (asked per connection).
+    """
     from hypercorn.trio.tcp_server import TCPServer
     from hypercorn.trio.worker_context import WorkerContext
     from hypercorn.typing import ConnectionState
@@ -135,7 +142,9 @@ async def serve(
     #: One hypercorn context per open connection (see the module docstring).
     contexts: set[Any] = set()
     sockets = config.create_sockets()
-    ssl_context = config.create_ssl_context()
+    fixed_context = None  # a server without a TlsPair (tests): hypercorn's, made once
+    if sockets.secure_sockets and getattr(server, "https_ssl_context", None) is None:
+        fixed_context = config.create_ssl_context()
     listeners: list[tuple[trio.abc.Listener[Any], str]] = []
     binds: list[str] = []
     for sock, secure in [(s, True) for s in sockets.secure_sockets] + [
@@ -143,8 +152,6 @@ async def serve(
     ]:
         sock.listen(config.backlog)
         listener: trio.abc.Listener[Any] = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-        if secure:
-            listener = trio.SSLListener(listener, ssl_context, https_compatible=True)
         scheme = "https" if secure else "http"
         listeners.append((listener, scheme))
         binds.append(f"{scheme}://{repr_socket_addr(sock.family, sock.getsockname())}")
@@ -163,6 +170,9 @@ async def serve(
             canned = None if scheme == "https" else SERVER_FULL if full else TOO_MANY_FROM_YOU
             await _refuse(stream, canned)
             return
+        if scheme == "https":  # the context in force now (a reload may have swapped it)
+            ssl_context = fixed_context or server.https_ssl_context
+            stream = trio.SSLStream(stream, ssl_context, server_side=True, https_compatible=True)
         context = WorkerContext(None)
         contexts.add(context)
         try:

@@ -1071,14 +1071,36 @@ class Room:
             raise StanzaError("bad-request", "the form must be submitted")
         codes = self.apply_config(forms.form_values(form), out)
         out.send(rcpt, _result_iq(stanza))
-        if codes:
-            msg = _el(MESSAGE, type="groupchat")
-            msg.set("from", self.jid_str)
-            x = _sub(msg, USER_X, MUC_USER)
-            for code in codes:
-                _sub(x, "{%s}status" % MUC_USER, code=code)
-            tpl = Template(msg)
-            out.sends.extend((r, tpl.to(r)) for r in self._recipients())
+        self._announce_config(out, codes)
+
+    def _announce_config(self, out: Out, codes: list[str]) -> None:
+        """§10.2.1: tell the occupants the configuration changed (104; 172/173 whois)."""
+        if not codes:
+            return
+        msg = _el(MESSAGE, type="groupchat")
+        msg.set("from", self.jid_str)
+        x = _sub(msg, USER_X, MUC_USER)
+        for code in codes:
+            _sub(x, "{%s}status" % MUC_USER, code=code)
+        tpl = Template(msg)
+        out.sends.extend((r, tpl.to(r)) for r in self._recipients())
+
+    def reconfigure(self, values: dict[str, list[str]]) -> Out:
+        """The site changed this room's configuration (``[[muc.rooms]]`` on reload): the
+        §10.2 form ``values`` applied as an owner's submission would be, and announced
+        the same way; the occupants stay."""
+        out = Out()
+        self._announce_config(out, self.apply_config(values, out))
+        return out
+
+    def set_subject(self, text: str) -> Out:
+        """The site set the subject (from the room itself, no occupant's nick), §8.1."""
+        out = Out()
+        self.subject, self.subject_nick = text, ""
+        tpl = self._subject_tpl()
+        out.sends.extend((r, tpl.to(r)) for r in self._recipients())
+        out.save_room = self.settings.persistent
+        return out
 
     def config_form(self) -> etree._Element:
         s = self.settings

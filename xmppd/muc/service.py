@@ -13,7 +13,7 @@ accepts connections, loads rooms, affiliations, nicks and each room's history ri
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from lxml import etree
 
 from xmppd.jid import JID
 from xmppd.muc import storage as store
-from xmppd.muc.config import MucConfig
+from xmppd.muc.config import MucConfig, RoomSeed
 from xmppd.muc.history import HistoryEntry
 from xmppd.muc.limits import Buckets
 from xmppd.muc.nicks import NickError, Registration, check_nick
@@ -101,16 +101,7 @@ class MucService:
             room.subject, room.subject_nick = stored.subject, stored.subject_nick
         seeded: list[store.Write] = []
         for seed in self.config.rooms:
-            name = JID.make(seed.name, self.domain).local or seed.name
-            room = self.rooms.get(name)
-            if room is None:
-                settings = RoomSettings(persistent=True, max_occupants=self.config.max_occupants)
-                room = self._make_room(name, settings)
-                room.subject = seed.subject
-            s = room.settings
-            s.title, s.description, s.public = seed.title, seed.description, seed.public
-            s.whois, s.moderated, s.members_only = seed.whois, seed.moderated, seed.members_only
-            s.persistent, s.locked = True, False
+            room, _ = self._seed_room(seed)  # nobody is in a room yet: nothing to announce
             seeded.append(self._room_write(room))
         store.write_batch(db, seeded)
         for room in self.rooms.values():
@@ -124,6 +115,51 @@ class MucService:
             len(self.rooms),
             len(self.ctx.nicks),
         )
+
+    def seed_name(self, seed: RoomSeed) -> str:
+        """The room name a ``[[muc.rooms]]`` entry stands for (prepared as a localpart)."""
+        return JID.make(seed.name, self.domain).local or seed.name
+
+    def _seed_room(self, seed: RoomSeed) -> tuple[Room, Out]:
+        """Create the room ``seed`` describes (with its subject) or configure the existing
+        one as it says: the settings an owner's form would set, announced to occupants."""
+        name = self.seed_name(seed)
+        room = self.rooms.get(name)
+        if room is None:
+            settings = RoomSettings(persistent=True, max_occupants=self.config.max_occupants)
+            room = self._make_room(name, settings)
+            room.subject = seed.subject
+        return room, room.reconfigure(seed_form(seed))
+
+    def apply_rooms(
+        self, old: Sequence[RoomSeed], new: Sequence[RoomSeed]
+    ) -> tuple[list[str], list[str]]:
+        """``[[muc.rooms]]`` went from ``old`` to ``new`` (a reload); (added, changed) names.
+
+        A new entry creates its room (or adopts a room users made under that name); a
+        changed entry reconfigures its room, whose occupants stay and are told (status
+        104, and 172/173 when ``whois`` changed); a changed ``subject`` is set and sent.
+        An entry removed from the list leaves its room as a restart would: persistent,
+        with its history, until an owner destroys it. Nothing here awaits.
+        """
+        before = {self.seed_name(seed): seed for seed in old}
+        added: list[str] = []
+        changed: list[str] = []
+        for seed in new:
+            name = self.seed_name(seed)
+            previous = before.get(name)
+            if previous == seed:
+                continue
+            existed = name in self.rooms
+            room, out = self._seed_room(seed)
+            self._apply(room, out)
+            if existed and previous is not None and previous.subject != seed.subject:
+                self._apply(room, room.set_subject(seed.subject))
+            (changed if existed else added).append(name)
+            log.info(
+                "event=muc_room_configured room=%s by=config created=%s", room.jid_str, not existed
+            )
+        return added, changed
 
     def _load_nicks(self, rows: Iterable[tuple[str, str, str]]) -> list[store.Write]:
         """Replace the registry; the deletions of room-scoped squats it released.
@@ -453,6 +489,23 @@ class MucService:
             self._deliver(room.mam_error(request, err))
             return
         self._deliver(room.mam_reply(request, page))
+
+
+def seed_form(seed: RoomSeed) -> dict[str, list[str]]:
+    """A ``[[muc.rooms]]`` entry as the §10.2 form values an owner would submit."""
+
+    def flag(value: bool) -> list[str]:
+        return ["1" if value else "0"]
+
+    return {
+        "muc#roomconfig_roomname": [seed.title],
+        "muc#roomconfig_roomdesc": [seed.description],
+        "muc#roomconfig_persistentroom": flag(True),
+        "muc#roomconfig_publicroom": flag(seed.public),
+        "muc#roomconfig_moderatedroom": flag(seed.moderated),
+        "muc#roomconfig_membersonly": flag(seed.members_only),
+        "muc#roomconfig_whois": [seed.whois],
+    }
 
 
 def install(

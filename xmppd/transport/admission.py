@@ -81,6 +81,12 @@ class Admission:
         self._per_key: Counter[str] = Counter()
         self.total_count = 0
 
+    def resize(self, per_address: int, total: int) -> None:
+        """New caps (a reload). Connections already admitted keep their tickets, even above
+        a lowered cap; every later :meth:`try_admit` is checked against the new caps."""
+        self.per_address = per_address
+        self.total = total
+
     def key(self, ip: str) -> str:
         return address_key(ip, self.ipv6_prefix)
 

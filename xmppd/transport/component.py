@@ -15,6 +15,15 @@ of one bridge from knocking each other off forever; a dead first connection is f
 quickly because the conflict makes the server ping it, and the newcomer retries with
 backoff.
 
+Reload (:meth:`ComponentHub.reconfigure`): an added domain can connect at once (the
+listener is bound then if it was not); a removed one is disconnected with ``host-gone``
+and refused afterwards; a re-keyed one is disconnected with ``reset`` and must reconnect
+with the new secret. Dropping the connection made with the old secret is deliberate: a
+secret is changed because it leaked or its bridge was replaced, and a connection that
+proved the old secret would otherwise outlive it for as long as it stays up. A handshake
+in progress during the change is checked again against the new settings before it is
+accepted.
+
 Admission: connections at once are capped per address and in total
 (``component_listener.max_connections_per_ip`` / ``max_connections``), and an address
 whose handshakes failed ``limits.auth_failures_per_minute`` times in the last minute is
@@ -25,9 +34,12 @@ kind per address, then one summary line, never one line per attempt.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import math
 import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -91,6 +103,17 @@ class ComponentService:
         return False
 
 
+@dataclass(slots=True)
+class ComponentChanges:
+    """What :meth:`ComponentHub.reconfigure` did, by domain (never a secret)."""
+
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    rekeyed: list[str] = field(default_factory=list)
+    #: Same secret, other ``muc_nicks``.
+    changed: list[str] = field(default_factory=list)
+
+
 class ComponentHub:
     """All configured components of one server: settings, services, the listener."""
 
@@ -98,20 +121,15 @@ class ComponentHub:
         self.server = server
         cfg = server.config
         self.services: dict[str, ComponentService] = {}
-        muc = getattr(server, "muc", None)
         for comp in cfg.components:
-            service = ComponentService(server.router, comp)
-            self.services[comp.domain] = service
-            server.router.services[comp.domain] = service
-            if muc is not None:
-                muc.ctx.component_nicks[comp.domain] = tuple(comp.muc_nicks)
-        self.settings = ComponentSettings(
-            secrets={c.domain: c.secret for c in cfg.components},
-            max_stanza_size=cfg.limits.max_stanza_size,
-            max_depth=cfg.limits.max_depth,
-        )
+            self._add(comp)
+        #: The domains and secrets new handshakes are checked against (replaced whole on
+        #: reload; a handshake in progress keeps the snapshot it started with).
+        self.settings = self._settings(cfg.components)
         self.connections: set[ComponentConnection] = set()
         self.port: int | None = None
+        self._listeners: list[trio.SocketListener] | None = None
+        self._bound = trio.Event()
         listener = cfg.component_listener
         self.admission = Admission(
             listener.max_connections_per_ip, listener.max_connections, cfg.limits.ipv6_prefix
@@ -119,6 +137,74 @@ class ComponentHub:
         #: Failed handshakes per address group (not shared with c2s logins: a broken
         #: bridge must not lock local users out, nor they it).
         self.failures = FailureLimiter(cfg.limits.auth_failures_per_minute)
+
+    def _add(self, comp: ComponentConfig) -> None:
+        service = ComponentService(self.server.router, comp)
+        self.services[comp.domain] = service
+        self.server.router.services[comp.domain] = service
+        muc = getattr(self.server, "muc", None)
+        if muc is not None:
+            muc.ctx.component_nicks[comp.domain] = tuple(comp.muc_nicks)
+
+    def _settings(self, components: Sequence[ComponentConfig]) -> ComponentSettings:
+        limits = self.server.config.limits
+        return ComponentSettings(
+            secrets={c.domain: c.secret for c in components},
+            max_stanza_size=limits.max_stanza_size,
+            max_depth=limits.max_depth,
+        )
+
+    def reconfigure(self, components: Sequence[ComponentConfig]) -> ComponentChanges:
+        """Serve ``components`` from now on (a reload); see the module docstring."""
+        wanted = {c.domain: c for c in components}
+        changes = ComponentChanges()
+        for domain in [d for d in self.services if d not in wanted]:
+            service = self.services[domain]
+            self._cut(service, "host-gone", f"{domain} is no longer served here")  # first:
+            del self.services[domain]  # detaching needs the service (occupants, disco)
+            self.server.router.services.pop(domain, None)
+            muc = getattr(self.server, "muc", None)
+            if muc is not None:
+                muc.ctx.component_nicks.pop(domain, None)
+            changes.removed.append(domain)
+        for domain, comp in wanted.items():
+            service = self.services.get(domain)
+            if service is None:
+                self._add(comp)
+                changes.added.append(domain)
+                continue
+            old, service.config = service.config, comp
+            muc = getattr(self.server, "muc", None)
+            if muc is not None:
+                muc.ctx.component_nicks[domain] = tuple(comp.muc_nicks)
+            if not hmac.compare_digest(old.secret.encode(), comp.secret.encode()):
+                self._cut(service, "reset", "the secret changed: reconnect with the new one")
+                changes.rekeyed.append(domain)
+            elif old.muc_nicks != comp.muc_nicks:
+                changes.changed.append(domain)
+        self.settings = self._settings(components)
+        return changes
+
+    def _cut(self, service: ComponentService, condition: str, text: str) -> None:
+        """End ``service``'s connection now: detached at once (so its successor is not a
+        ``conflict``), its room occupants gone (status 333), then the stream error."""
+        conn = service.connection
+        if conn is None:
+            return
+        assert conn.domain is not None
+        self.detach(conn.domain, conn)
+        log.info("event=component_cut domain=%s condition=%s", conn.domain, condition)
+        conn.close(condition, text)
+
+    def refusal(self, domain: str, settings: ComponentSettings) -> tuple[str, str] | None:
+        """Why a handshake verified against ``settings`` must not be accepted now: the
+        domain was removed, or its secret changed, while it was in progress."""
+        current = self.settings.secrets.get(domain)
+        if current is None or domain not in self.services:
+            return ("host-gone", f"{domain} is no longer served here")
+        if not hmac.compare_digest(current.encode(), settings.secrets[domain].encode()):
+            return ("not-authorized", "the secret changed during the handshake: reconnect")
+        return None
 
     def attach(self, domain: str, conn: ComponentConnection) -> ComponentConnection | None:
         """Make ``conn`` the connection of ``domain``; return the one already there."""
@@ -139,21 +225,31 @@ class ComponentHub:
                 muc.domain_gone(domain)  # its occupants leave the rooms (status 333)
 
     async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen (only when components are configured); ``started`` once bound."""
-        cfg = self.server.config.component_listener
-        if not self.services:
-            task_status.started(None)
-            await trio.sleep_forever()
-        listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
-        self.port = listeners[0].socket.getsockname()[1]
-        log.info(
-            "event=listening service=component address=%s port=%d components=%d",
-            cfg.host,
-            self.port,
-            len(self.services),
-        )
+        """Listen once components are configured (at start, or when a reload adds the
+        first: :meth:`listen`); ``started`` with the port, or None while not listening."""
+        if self.services:
+            await self.listen()
         task_status.started(self.port)
-        await trio.serve_listeners(self._handle, listeners)
+        await self._bound.wait()
+        assert self._listeners is not None
+        await trio.serve_listeners(self._handle, self._listeners)
+
+    async def listen(self) -> int:
+        """Bind the listener unless it is bound; its port. ``OSError`` if it cannot bind."""
+        if self._listeners is None:
+            cfg = self.server.config.component_listener
+            listeners = await trio.open_tcp_listeners(cfg.port, host=cfg.host)
+            self._listeners = listeners
+            self.port = listeners[0].socket.getsockname()[1]
+            log.info(
+                "event=listening service=component address=%s port=%d components=%d",
+                cfg.host,
+                self.port,
+                len(self.services),
+            )
+            self._bound.set()
+        assert self.port is not None
+        return self.port
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         try:
@@ -304,8 +400,11 @@ class ComponentConnection:
                 return False
             for event in self.stream.receive_data(data):
                 if isinstance(event, HandshakeVerified):
-                    existing = self.hub.attach(event.domain, self)
-                    if existing is not None:
+                    refusal = self.hub.refusal(event.domain, self.stream.settings)
+                    existing = None if refusal else self.hub.attach(event.domain, self)
+                    if refusal is not None:
+                        self.stream.close(*refusal)
+                    elif existing is not None:
                         log.warning(
                             "event=component_conflict domain=%s ip=%s",
                             event.domain,

@@ -2,15 +2,25 @@
 
 A newcomer's ``xmppd serve`` must work without a certificate; a real deployment points
 ``[tls] cert``/``key`` at its own (or runs behind a TLS-terminating proxy for HTTP).
+
+:func:`load_pair` checks a certificate and key and builds every context the listeners
+use (c2s STARTTLS and direct TLS, HTTPS) at once. The server keeps the result in one
+attribute that each listener reads per handshake, so a reload swaps the pair for new
+handshakes in one assignment, while established connections keep the pair they were made
+with. A pair that does not load leaves nothing half-changed: it is refused whole (an
+``SSLContext`` changed in place by ``load_cert_chain`` could be left with the new
+certificate and the old key when the key does not match).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import ipaddress
 import logging
 import os
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -18,7 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from xmppd.private_files import private_dir
+from xmppd.config import ConfigError
+from xmppd.private_files import check_secret_file, private_dir
 
 log = logging.getLogger("xmppd.tls")
 
@@ -69,3 +80,98 @@ def server_context(
     if alpn:
         ctx.set_alpn_protocols(alpn)
     return ctx
+
+
+#: What the HTTPS port negotiates with ALPN.
+HTTPS_ALPN = ["h2", "http/1.1"]
+
+
+def https_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """The HTTPS port's context, made as hypercorn makes it (its ciphers, no compression,
+    TLS 1.2+, ALPN h2 and http/1.1): our accept loop wraps connections with it."""
+    from hypercorn.config import Config as HyperConfig
+
+    hc = HyperConfig()
+    hc.certfile, hc.keyfile = str(cert_path), str(key_path)
+    hc.alpn_protocols = list(HTTPS_ALPN)
+    ctx = hc.create_ssl_context()
+    assert ctx is not None  # certfile and keyfile are set
+    return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPair:
+    """A checked certificate chain and key, loaded into the context of every listener."""
+
+    cert_path: Path
+    key_path: Path
+    #: c2s: STARTTLS on 5222 and direct TLS on 5223.
+    c2s: ssl.SSLContext
+    #: The HTTP port's TLS listener (5443).
+    https: ssl.SSLContext
+    #: SHA-256 of the leaf certificate (hex), as clients show it.
+    fingerprint: str
+    subject: str
+    not_after: datetime.datetime
+    #: SHA-256 of both files' bytes: tells a reload whether anything changed.
+    digest: str
+
+    def describe(self) -> str:
+        """key=value words for the log: which certificate is in use until when."""
+        return (
+            f"subject={self.subject!r} not_after={self.not_after:%Y-%m-%dT%H:%M:%SZ} "
+            f"sha256={self.fingerprint}"
+        )
+
+
+def _read(path: Path, key: str, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {what} {path} ({exc.strerror})") from None
+
+
+def load_pair(
+    cert_path: Path, key_path: Path, *, cert_key: str = "tls.cert", key_key: str = "tls.key"
+) -> TlsPair:
+    """Read and check ``cert_path``/``key_path``; build the listeners' contexts.
+
+    Blocking (file reads). Any problem is a :class:`ConfigError` naming the configuration
+    key (``cert_key``/``key_key``): unreadable, not PEM, an encrypted key, a key that does
+    not belong to the certificate. The key file gets the private-file treatment: world
+    access is taken off if the file is ours, and a warning is logged if it stays readable.
+    """
+    cert_pem = _read(cert_path, cert_key, "the certificate")
+    if key_path.exists():
+        check_secret_file(key_path)
+    key_pem = _read(key_path, key_key, "the private key")
+    try:
+        chain = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise ConfigError(f"{cert_key}: {cert_path} holds no PEM certificate") from None
+    leaf = chain[0]
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except TypeError:
+        raise ConfigError(f"{key_key}: {key_path} is encrypted (give an unencrypted key)") from None
+    except ValueError:
+        raise ConfigError(f"{key_key}: {key_path} holds no PEM private key") from None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, spki) != leaf.public_key().public_bytes(der, spki):
+        raise ConfigError(f"{key_key}: {key_path} is not the key of the certificate in {cert_key}")
+    try:
+        c2s = server_context(cert_path, key_path)
+        https = https_context(cert_path, key_path)
+    except (ssl.SSLError, OSError) as exc:  # replaced between our read and OpenSSL's
+        raise ConfigError(f"{cert_key}: the pair does not load ({exc})") from None
+    return TlsPair(
+        cert_path=cert_path,
+        key_path=key_path,
+        c2s=c2s,
+        https=https,
+        fingerprint=leaf.fingerprint(hashes.SHA256()).hex(),
+        subject=leaf.subject.rfc4514_string(),
+        not_after=leaf.not_valid_after_utc,
+        digest=hashlib.sha256(cert_pem + b"\0" + key_pem).hexdigest(),
+    )
