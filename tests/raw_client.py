@@ -15,13 +15,28 @@ HEADER = (
 
 class RawClient:
     def __init__(
-        self, port: int, host: str = "127.0.0.1", timeout: float = 5.0, source: str | None = None
+        self,
+        port: int,
+        host: str = "127.0.0.1",
+        timeout: float = 5.0,
+        source: str | None = None,
+        rcvbuf: int | None = None,
     ) -> None:
-        """``source``: the local address to connect from (any 127.x.y.z works on Linux)."""
+        """``source``: the local address to connect from (any 127.x.y.z works on Linux);
+        ``rcvbuf``: a small receive buffer (set before connecting, so the TCP window
+        stays small), for a peer that stops reading."""
         bind = (source, 0) if source else None
-        self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
-            (host, port), timeout, source_address=bind
-        )
+        if rcvbuf is None:
+            self.sock: socket.socket | ssl.SSLSocket = socket.create_connection(
+                (host, port), timeout, source_address=bind
+            )
+        else:
+            self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            if bind:
+                self.sock.bind(bind)
+            self.sock.settimeout(timeout)
+            self.sock.connect((host, port))
         self.sock.settimeout(timeout)
         self.buffer = b""
 

@@ -46,6 +46,9 @@ class C2SConfig:
     idle_timeout: float = 300.0
     ping_interval: float = 120.0
     ping_timeout: float = 60.0
+    #: Longest one write to a client may take (s): a peer that stops reading while the
+    #: kernel's buffers are full is cut off instead of holding its connection forever.
+    send_timeout: float = 60.0
     #: Idle seconds after which a stream drops its parser buffers and writer task.
     hibernate_after: float = 2.0
     #: Connections at once from one address over c2s, direct TLS and HTTP together (a
@@ -569,6 +572,8 @@ def validate(config: Config) -> None:
         raise ConfigError("sm.request_every: must be at least 1")
     if config.sm.max_unacked < 1:
         raise ConfigError("sm.max_unacked: must be at least 1")
+    if config.c2s.send_timeout <= 0:
+        raise ConfigError("c2s.send_timeout: must be positive")
     if config.c2s.send_queue_bytes < config.limits.max_stanza_size:
         raise ConfigError("c2s.send_queue_bytes: must be at least limits.max_stanza_size")
     _validate_queues(config)

@@ -38,6 +38,7 @@ hypercorn finish what is in flight and close instead of idling.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ import trio
 
 if TYPE_CHECKING:
     from xmppd.server import Server
+
+log = logging.getLogger("xmppd.http")
 
 
 def _refusal(status: int, reason: str, text: str) -> bytes:
@@ -97,18 +100,33 @@ async def _refuse(stream: trio.abc.Stream, canned: bytes | None) -> None:
 
 
 class _PeerWatch:
-    """The stream hypercorn reads from; the peer's EOF or a failed read ends the connection.
+    """The stream hypercorn uses; the peer's EOF, a failed read or a stalled write ends
+    the connection.
 
-    Everything else (``send_all``, ``socket``, TLS's ``do_handshake``…) is the wrapped
-    stream's own, so hypercorn sees exactly the stream it would have.
+    hypercorn shields every ``send_all`` from cancellation, so a peer that stops reading
+    (a WebSocket, a long BOSH response) would hold its connection forever once the
+    kernel's buffers are full; the deadline here is a scope inside that shield, which
+    still fires: after ``send_timeout`` seconds the write gives up, the connection is
+    broken, and hypercorn closes it. Everything else (``socket``, TLS's
+    ``do_handshake``…) is the wrapped stream's own.
     """
 
-    def __init__(self, stream: trio.abc.Stream, context: Any) -> None:
+    def __init__(self, stream: trio.abc.Stream, context: Any, send_timeout: float, ip: str) -> None:
         self._stream = stream
         self._context = context
+        self._send_timeout = send_timeout
+        self._ip = ip
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        with trio.move_on_after(self._send_timeout) as stalled:
+            await self._stream.send_all(data)
+        if stalled.cancelled_caught:
+            log.warning("event=send_timeout ip=%s transport=http", self._ip)
+            await self._context.terminated.set()
+            raise trio.BrokenResourceError("the peer stopped reading")
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
         try:
@@ -176,7 +194,7 @@ async def serve(
         context = WorkerContext(None)
         contexts.add(context)
         try:
-            watched = _PeerWatch(stream, context)
+            watched = _PeerWatch(stream, context, server.config.c2s.send_timeout, ip)
             await TCPServer(app, config, context, ConnectionState({}), watched)  # type: ignore[arg-type]
         finally:
             contexts.discard(context)

@@ -6,10 +6,11 @@ this module only moves bytes. Two tasks per bound connection: the reader (parse,
 and the writer (drain the queue). Before binding there is only the reader, which writes
 directly, so nothing else can be interleaved with negotiation.
 
-A peer that does not read is cut off when its queue passes ``send_queue_bytes``: memory
-stays bounded and the router never blocks on one slow client. ``progress`` counts the
-bytes queued and written, for producers that must not overrun the queue (offline
-delivery) or need to know their bytes went out.
+A peer that does not read is cut off when its queue passes ``send_queue_bytes``, or when
+one write has waited ``send_timeout`` seconds on full kernel buffers: memory stays bounded,
+the router never blocks on one slow client, and no stalled peer holds its socket forever.
+``progress`` counts the bytes queued and written, for producers that must not overrun the
+queue (offline delivery) or need to know their bytes went out.
 """
 
 from __future__ import annotations
@@ -128,6 +129,15 @@ class C2SConnection:
             self._kick_writer()
         elif self._cancel is not None:
             self._cancel.cancel()
+
+    def _stalled(self) -> None:
+        """A write outlasted ``c2s.send_timeout``: the peer stopped reading; hang up."""
+        log.warning(
+            "event=send_timeout jid=%s ip=%s transport=tcp",
+            self.session.full_str if self.session else "-",
+            self.peer_ip,
+        )
+        self._abort()
 
     def _abort(self) -> None:
         self._closing = True
@@ -262,6 +272,7 @@ class C2SConnection:
         """Drain the queue; linger a little, then exit so idle peers hold no task."""
         transport = self.transport
         linger = self.server.config.c2s.hibernate_after or 5.0
+        send_timeout = self.server.config.c2s.send_timeout
         try:
             while True:
                 if not self._queue:
@@ -281,7 +292,11 @@ class C2SConnection:
                 data = b"".join(self._queue)
                 self._queue.clear()
                 self._queued = 0
-                await transport.send_all(data)
+                with trio.move_on_after(send_timeout) as stalled:
+                    await transport.send_all(data)
+                if stalled.cancelled_caught:
+                    self._stalled()
+                    return
                 self.progress.wrote(len(data))
         except BaseException:
             if self._cancel is not None:
