@@ -71,7 +71,10 @@ def test_a_websocket_client_that_stops_reading_is_cut_off(tmp_path: Path) -> Non
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.connect(("127.0.0.1", server.http_port))
             ws = await WsXmpp.connect(
-                f"ws://127.0.0.1:{server.http_port}/xmpp-websocket", sock=sock, max_queue=4, compression=None
+                f"ws://127.0.0.1:{server.http_port}/xmpp-websocket",
+                sock=sock,
+                max_queue=4,
+                compression=None,
             )
             await ws.login("alice", "secret", "sink")
             bob = RawClient(server.port)
