@@ -150,6 +150,7 @@ LIVE: dict[str, Applier | None] = {
     "server.log_level": None,
     "tls.cert": None,
     "tls.key": None,
+    "c2s.send_timeout": None,  # read at each write
     "c2s.max_connections_per_ip": _admission,
     "limits.max_connections": _admission,
     "limits.auth_failures_per_minute": _logins,
