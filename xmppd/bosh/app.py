@@ -88,6 +88,9 @@ class HttpApp:
         self.cfg = cfg
         self.prefix = cfg.path_prefix
         self.proxies = ProxyPolicy.of(cfg.trusted_proxies, cfg.forwarded_header)
+        #: ``http.trusted_proxies`` as networks (admission: their connections count
+        #: against the total only).
+        self.trusted = self.proxies.trusted
         self._proxy_problem_logged = False
         self.origins = OriginPolicy(cfg.cors_origins)
         self.static_root = Path(cfg.static_dir) if cfg.static_dir else static.default_root()
