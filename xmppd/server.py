@@ -14,6 +14,7 @@ from typing import Any
 import trio
 
 import xmppd
+from xmppd import metrics
 from xmppd.auth.base import Authenticator
 from xmppd.auth.ratelimit import LoginAttempt, LoginLimits
 from xmppd.config import Config
@@ -75,6 +76,8 @@ class Server:
         self.listening: dict[str, int] = {}
         self._mechanisms = self._mechanism_factories()
         self._install_services()
+        #: Prometheus metrics (``/metrics`` on the HTTP port, see xmppd.metrics).
+        self.metrics = metrics.install(self)
 
     # -------------------------------------------------------------- set-up
     def _mechanism_factories(self) -> dict[str, Callable[[], ServerMechanism]]:
@@ -296,6 +299,7 @@ async def run_server(
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         nursery.start_soon(server.refusals.run)
+        nursery.start_soon(server.metrics.watch_loop)
         log.info(
             "event=started domain=%s version=%s python=%s",
             server.config.server.domain,

@@ -13,6 +13,9 @@ from lxml import etree
 from xmppd.jid import JID
 from xmppd.stream.sm import R, StreamManagement
 
+#: Where sessions that no server counts (tests) count their stanzas.
+UNCOUNTED: list[int] = [0] * 256
+
 
 class Outbox(Protocol):
     """What a transport offers a session: a bounded, non-blocking send."""
@@ -41,6 +44,7 @@ class Session:
         "outbox",
         "presence",
         "priority",
+        "sent",
         "sm",
         "transport",
     )
@@ -64,6 +68,9 @@ class Session:
         self.extra: dict[str, object] = {}
         #: XEP-0198 state once the client enabled stream management.
         self.sm: StreamManagement | None = None
+        #: Stanzas sent, by the first byte of their name: the server's counts once bound
+        #: (``xmppd.metrics``); a plain list, as this runs once per recipient.
+        self.sent = UNCOUNTED
 
     def send(self, data: bytes) -> bool:
         """Queue serialised stanza bytes for this session.
@@ -73,6 +80,7 @@ class Session:
         ends, delivered elsewhere or stored (never silently lost). So once recorded, the
         stanza is this session's responsibility and ``send`` reports success.
         """
+        self.sent[data[1]] += 1
         sm = self.sm
         if sm is None:
             return self.outbox.enqueue(data)
