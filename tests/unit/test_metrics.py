@@ -148,14 +148,15 @@ def test_openmetrics_when_the_scraper_asks(server: Server) -> None:
     assert body.endswith(b"# EOF\n")
 
 
+class Sink:
+    def enqueue(self, data: bytes) -> bool:
+        return True
+
+    def close(self, condition: str | None = None, text: str | None = None) -> None:
+        return None
+
+
 async def test_stanzas_a_bound_session_is_sent_are_the_servers(server: Server) -> None:
-    class Sink:
-        def enqueue(self, data: bytes) -> bool:
-            return True
-
-        def close(self, condition: str | None = None, text: str | None = None) -> None:
-            return None
-
     server.database.create_user("alice", "secret")
     settings = C2SSettings(
         domain="localhost", mechanisms=dict(mechanisms_for(scram=True)), tls_required=False
@@ -179,6 +180,27 @@ async def test_stanzas_a_bound_session_is_sent_are_the_servers(server: Server) -
     logins = parsed["xmppd_logins_total"]
     assert logins[(("mechanism", "PLAIN"), ("result", "success"))] == 1
     assert parsed["xmppd_sessions"][(("transport", "tcp"),)] == 1
+
+
+async def test_logins_by_result_and_mechanism(server: Server) -> None:
+    """A wrong password is its SASL condition; the limiter's refusal is rate_limited."""
+    from xmppd.auth.ratelimit import LoginLimits
+
+    server.logins = LoginLimits(1, 64)  # one failure a minute per address
+    server.database.create_user("alice", "secret")
+    settings = C2SSettings(
+        domain="localhost", mechanisms=dict(mechanisms_for(scram=True)), tls_required=False
+    )
+    for password in ("wrong", "secret"):
+        stream = C2SStream(settings)
+        driver = C2SDriver(server, stream, Sink(), "192.0.2.1", "tcp")
+        await driver.handle(stream.receive_data(header(to="localhost")))
+        await driver.handle(stream.receive_data(plain("alice", password)))
+    logins = families(server.metrics.exposition()[0].decode())["xmppd_logins_total"]
+    assert logins == {
+        (("mechanism", "PLAIN"), ("result", "not-authorized")): 1,
+        (("mechanism", "PLAIN"), ("result", "rate_limited")): 1,
+    }
 
 
 async def test_event_loop_lag_is_how_late_the_watcher_woke() -> None:
