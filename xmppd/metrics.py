@@ -8,9 +8,10 @@ Two kinds of figures:
 
 - **events**, counted where they happen with one call each: logins, stanzas in and out,
   MUC messages, archive writes, database queries, component connects, event-loop lag.
-  Stanzas are counted in plain ints (a list indexed by the first byte of the element
-  name): a prometheus_client counter takes a lock, ten times the cost, and ``Session.send``
-  runs once per recipient of every fan-out;
+  Stanzas and room messages are counted in plain ints (stanzas in a list indexed by the
+  first byte of the element name), read at scrape time: a prometheus_client counter takes
+  a lock (0.5 µs, 1.4 µs with a label lookup), and ``Session.send`` runs once per
+  recipient of every fan-out;
 - **state**, read at scrape time by :class:`ServerCollector` from the objects that hold
   it (sessions by transport, connections, BOSH sessions and held requests, room occupants,
   archive queue, component connection state): nothing to keep in step on the hot path.
@@ -101,15 +102,8 @@ class Metrics:
             registry=registry,
         )
         self.public_rooms = frozenset(r.lower() for r in public_rooms)
-        self.muc_messages_total = Counter(
-            "xmppd_muc_messages",
-            "Groupchat messages with a body broadcast in a room (public rooms by name, the "
-            "rest as _other)",
-            ["room"],
-            registry=registry,
-        )
-        for room in (*self.public_rooms, OTHER_ROOMS):
-            self.muc_messages_total.labels(room)  # present (at 0) from the start
+        #: Groupchat messages per ``room`` label (a plain int per message: no lock).
+        self.room_messages = dict.fromkeys((*self.public_rooms, OTHER_ROOMS), 0)
         self.archive_write_seconds = Histogram(
             "xmppd_muc_archive_write_seconds",
             "Time to write one batch of the MUC archive queue to the database",
@@ -159,7 +153,7 @@ class Metrics:
 
     def muc_messages(self, room: str, count: int) -> None:
         label = room if room in self.public_rooms else OTHER_ROOMS
-        self.muc_messages_total.labels(label).inc(count)
+        self.room_messages[label] += count
 
     def db_query(self, fn: Callable[..., object]) -> Timer:
         """``with metrics.db_query(fn): …`` times one database call under ``op=fn's name``."""
@@ -256,6 +250,15 @@ class ServerCollector:
         )
 
     def _muc(self) -> Iterator[Metric]:
+        messages = CounterMetricFamily(
+            "xmppd_muc_messages",
+            "Groupchat messages with a body broadcast in a room (public rooms by name, the "
+            "rest as _other)",
+            labels=["room"],
+        )
+        for name, count in self.metrics.room_messages.items():
+            messages.add_metric([name], count)
+        yield messages
         muc = self.server.muc
         rooms = muc.rooms if muc is not None else {}
         occupants = dict.fromkeys((*self.metrics.public_rooms, OTHER_ROOMS), 0)
