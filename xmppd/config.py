@@ -225,6 +225,10 @@ class HttpConfig:
     #: and ``_sid``) on WebSocket/BOSH requests from the same origin or a listed
     #: ``cors_origins`` entry, and offer SASL EXTERNAL for a valid forum session.
     phpbb_cookie_auth: bool = False
+    #: Client addresses (IP addresses or CIDR networks) that may read ``/metrics``
+    #: (Prometheus); others get 403. Through a proxy: only the address a trusted proxy
+    #: names, never loopback. Empty: nobody.
+    metrics_allow: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
 
 
 @dataclass(slots=True)
@@ -521,6 +525,13 @@ def validate(config: Config) -> None:
             ipaddress.ip_network(proxy, strict=False)
         except ValueError:
             raise ConfigError(f"http.trusted_proxies: {proxy!r} is not an address") from None
+    for allowed in config.http.metrics_allow:
+        try:
+            ipaddress.ip_network(allowed, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"http.metrics_allow: {allowed!r} is not an address or network"
+            ) from None
     if config.http.forwarded_header not in ("x-forwarded-for", "forwarded"):
         raise ConfigError('http.forwarded_header: must be "x-forwarded-for" or "forwarded"')
     for origin in config.http.cors_origins:

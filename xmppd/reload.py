@@ -161,6 +161,7 @@ LIVE: dict[str, Applier | None] = {
     "http.cors_origins": _http,
     "http.trusted_proxies": _http,
     "http.forwarded_header": _http,
+    "http.metrics_allow": _http,
 }
 
 #: Keys whose old and new values are safe and short enough to log as they are.

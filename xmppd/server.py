@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 import xmppd
+from xmppd import metrics
 from xmppd.auth.base import Authenticator
 from xmppd.auth.ratelimit import LoginAttempt, LoginLimits
 from xmppd.config import Config
@@ -97,6 +98,8 @@ class Server:
         self.started_at = time.time()
         self._mechanisms = self._mechanism_factories()
         self._install_services()
+        #: Prometheus metrics (``/metrics`` on the HTTP port, see xmppd.metrics).
+        self.metrics = metrics.install(self)
 
     # -------------------------------------------------------------- set-up
     def _mechanism_factories(self) -> dict[str, Callable[[], ServerMechanism]]:
@@ -411,6 +414,7 @@ async def run_server(
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         nursery.start_soon(server.refusals.run)
         server.started_at = time.time()
+        nursery.start_soon(server.metrics.watch_loop)
         log.info(
             "event=started domain=%s version=%s python=%s",
             server.config.server.domain,

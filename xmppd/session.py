@@ -14,6 +14,9 @@ from lxml import etree
 from xmppd.jid import JID
 from xmppd.stream.sm import R, StreamManagement
 
+#: Where sessions that no server counts (tests) count their stanzas.
+UNCOUNTED: list[int] = [0] * 256
+
 
 class Outbox(Protocol):
     """What a transport offers a session: a bounded, non-blocking send."""
@@ -46,6 +49,7 @@ class Session:
         "presence",
         "priority",
         "revoked",
+        "sent",
         "since",
         "sm",
         "transport",
@@ -89,6 +93,9 @@ class Session:
         #: Why the server ended this session for good (a forum ban, a logout): such a
         #: session is never kept for XEP-0198 resumption, nor resumed.
         self.revoked: str | None = None
+        #: Stanzas sent, by the first byte of their name: the server's counts once bound
+        #: (``xmppd.metrics``); a plain list, as this runs once per recipient.
+        self.sent = UNCOUNTED
 
     @property
     def attached(self) -> bool:
@@ -103,6 +110,7 @@ class Session:
         ends, delivered elsewhere or stored (never silently lost). So once recorded, the
         stanza is this session's responsibility and ``send`` reports success.
         """
+        self.sent[data[1]] += 1
         sm = self.sm
         if sm is None:
             return self.outbox.enqueue(data)

@@ -22,6 +22,10 @@ direct_tls_port = 0          # disabled
 require_encryption = false   # plaintext PLAIN/SCRAM on loopback, as for the other two
 max_connections_per_ip = 100000
 
+[limits]
+auth_failures_per_minute = 0 # off: 50 logins at once from 127.0.0.1 would pass it, as
+                             # logins in flight count (none fails here); the others have none
+
 [http]
 host = "127.0.0.1"
 port = {http_port}           # BOSH at /http-bind

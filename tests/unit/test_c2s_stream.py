@@ -204,7 +204,7 @@ def test_plain_wrong_password() -> None:
     d = plain_driver()
     events = d.send(plain("juliet", "wrong"))
     assert sasl_failure(d.take_elements()[0]) == "not-authorized"
-    assert AuthFailed("juliet", "not-authorized") in events
+    assert AuthFailed("juliet", "not-authorized", "PLAIN") in events
     assert d.stream.phase is Phase.NEGOTIATING
     d.send(plain("juliet", "r0meo & balcony"))  # may retry
     assert [i.tag for i in d.take_elements()] == [SASL + "success"]
@@ -284,7 +284,7 @@ def test_rate_limited(mech: str) -> None:
         events = d.events
     assert sasl_failure(failure) == "temporary-auth-failure"
     assert failure.findtext(SASL + "text")
-    assert AuthFailed("juliet", "temporary-auth-failure") in events
+    assert AuthFailed("juliet", "temporary-auth-failure", mech) in events
     assert d.stream.identity is None and d.stream.phase is Phase.NEGOTIATING
 
 
@@ -343,7 +343,7 @@ def test_scram_refused(mech: str, user: str) -> None:
     last, _client = d.scram_login(mech, user, "wrong password")
     assert sasl_failure(last) == "not-authorized"
     assert d.stream.identity is None
-    assert AuthFailed(user, "not-authorized") in d.events
+    assert AuthFailed(user, "not-authorized", mech) in d.events
 
 
 # ------------------------------------------------------------------ ordering

@@ -6,7 +6,8 @@ Routes (below ``[http] path_prefix``):
 - ``/xmpp-websocket``: RFC 7395 (``xmpp`` subprotocol required, ``Origin`` checked);
 - ``/http-bind``: BOSH, handed to :meth:`HttpApp.http_bind` (the one dispatch point;
   a new BOSH session gets its stream's settings from :meth:`HttpApp.stream_settings`);
-- ``/chat/``: the widget's static files; ``/chat/history``: public rooms' recent messages.
+- ``/chat/``: the widget's static files; ``/chat/history``: public rooms' recent messages;
+- ``/metrics``: Prometheus metrics (xmppd.metrics), only to ``http.metrics_allow``.
 
 Every request first gets its real client (``proxy.ProxyPolicy``: the configured
 forwarding header, only from ``trusted_proxies``) and its CORS verdict
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
-from xmppd import web
+from xmppd import metrics, web
 from xmppd.auth.base import AuthContext, AuthError, Identity
 from xmppd.bosh import h2c, static
 from xmppd.bosh.cors import PREFLIGHT_HEADERS, OriginPolicy
@@ -55,6 +56,7 @@ BOSH_PATH = "/http-bind"
 CHAT_PATH = "/chat/"
 HISTORY_PATH = "/chat/history"
 HEALTH_PATH = "/healthz"
+METRICS_PATH = "/metrics"
 
 
 class BoshHandler(Protocol):
@@ -89,6 +91,7 @@ class HttpApp:
         self.prefix = cfg.path_prefix
         self.proxies = ProxyPolicy()
         self.origins = OriginPolicy(())
+        self.metrics_allow = metrics.parse_allow(())
         self.set_policies(cfg)
         self.static_root = Path(cfg.static_dir) if cfg.static_dir else static.default_root()
         muc_cfg = server.config.muc
@@ -148,10 +151,11 @@ class HttpApp:
         return info
 
     def set_policies(self, cfg: HttpConfig) -> None:
-        """Trusted proxies, their header family and CORS origins from ``cfg`` (start-up and
-        reload): the next request, and the next connection accepted, use them."""
+        """Trusted proxies, their header family, CORS origins and who may scrape /metrics
+        from ``cfg`` (start-up and reload): the next request and connection use them."""
         self.proxies = ProxyPolicy.of(cfg.trusted_proxies, cfg.forwarded_header)
         self.origins = OriginPolicy(cfg.cors_origins)
+        self.metrics_allow = metrics.parse_allow(cfg.metrics_allow)
         self._proxy_problem_logged = False
 
     def h2c_upgrade_allowed(self, client: tuple[str, int] | None, raw: h2c.Headers) -> bool:
@@ -285,6 +289,8 @@ class HttpApp:
             return
         if path == HEALTH_PATH and method in ("GET", "HEAD"):
             response = self._health()
+        elif path == METRICS_PATH and method in ("GET", "HEAD"):
+            response = self._metrics(scope, client, headers)
         elif path == BOSH_PATH:
             if not origin_ok:
                 response = HttpResponse(403, b"origin not allowed\n")
@@ -319,7 +325,7 @@ class HttpApp:
             response = HttpResponse(301, headers=[("location", self.prefix + CHAT_PATH)])
         elif path.startswith(CHAT_PATH) and method in ("GET", "HEAD"):
             response = self._static(path[len(CHAT_PATH) :], headers)
-        elif path in (HEALTH_PATH, HISTORY_PATH) or path.startswith(CHAT_PATH):
+        elif path in (HEALTH_PATH, HISTORY_PATH, METRICS_PATH) or path.startswith(CHAT_PATH):
             response = HttpResponse(405, b"method not allowed\n", headers=[("allow", "GET")])
         else:
             response = _not_found()
@@ -345,6 +351,15 @@ class HttpApp:
             "application/json",
             [("cache-control", "no-store")],
         )
+
+    def _metrics(self, scope: Scope, client: ClientInfo, headers: dict[str, str]) -> HttpResponse:
+        """Prometheus' scrape: 403 unless the client is in ``http.metrics_allow``
+        (a refusal says so, to help whoever set up the scraper: the route is no secret)."""
+        peer = scope.get("client")
+        if not metrics.may_scrape(client, peer[0] if peer else "", self.metrics_allow):
+            return HttpResponse(403, b"metrics are not served to your address\n")
+        body, content_type = self.server.metrics.exposition(headers.get("accept"))
+        return HttpResponse(200, body, content_type, [("cache-control", "no-store")])
 
     def _history(self, scope: Scope, headers: dict[str, str]) -> HttpResponse:
         answer = self.history.answer(scope.get("query_string", b"").decode("latin-1"))

@@ -21,6 +21,7 @@ import trio
 from lxml import etree
 
 from xmppd.jid import JID
+from xmppd.metrics import NOT_EXPORTED, Metrics
 from xmppd.muc import storage as store
 from xmppd.muc.config import MucConfig, RoomSeed
 from xmppd.muc.history import HistoryEntry
@@ -81,6 +82,13 @@ class MucService:
         self._wakeup = trio.Event()
         self._flush_lock = trio.Lock()
         self.written = 0
+        #: Messages per room, archive write times (``xmppd.metrics``; the server's own).
+        self.metrics: Metrics = NOT_EXPORTED
+
+    @property
+    def queue_depth(self) -> int:
+        """Changes waiting for the next batch write (``xmppd_muc_archive_queue``)."""
+        return len(self._queue)
 
     # ------------------------------------------------------------------ set-up
     def install(self) -> MucService:
@@ -232,8 +240,10 @@ class MucService:
                 size = max(1, self.config.archive_batch_size)
                 batch, self._queue = self._queue[:size], self._queue[size:]
                 try:
-                    await self.adb.run(store.write_batch, self.adb.db, batch)
+                    with self.metrics.archive_write_seconds.time():
+                        await self.adb.run(store.write_batch, self.adb.db, batch)
                 except Exception:
+                    self.metrics.archive_write_failures.inc()
                     log.exception("event=muc_write_failed count=%d", len(batch))
                     self._queue[:0] = batch
                     return False
@@ -285,6 +295,8 @@ class MucService:
             await self._run_mam(room, out.mam)
 
     def _apply(self, room: Room, out: Out) -> None:
+        if out.archive:  # groupchat messages with a body, archived or not
+            self.metrics.muc_messages(room.name, len(out.archive))
         writes: list[store.Write] = []
         if out.archive and room.settings.persistent:
             writes.extend(

@@ -7,6 +7,7 @@ from typing import TypeVar, TypeVarTuple, Unpack
 
 import trio
 
+from xmppd.metrics import NOT_EXPORTED, Metrics
 from xmppd.storage.database import Database
 
 T = TypeVar("T")
@@ -19,7 +20,10 @@ class AsyncDatabase:
     def __init__(self, db: Database, max_threads: int = 8) -> None:
         self.db = db
         self.limiter = trio.CapacityLimiter(max_threads)
+        #: Times every call (``xmppd_db_query_seconds``); the server puts its own in.
+        self.metrics: Metrics = NOT_EXPORTED
 
     async def run(self, fn: Callable[[Unpack[Ts]], T], *args: *Ts) -> T:
         """Call ``fn(*args)`` off the event loop thread."""
-        return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)
+        with self.metrics.db_query(fn):
+            return await trio.to_thread.run_sync(fn, *args, limiter=self.limiter)

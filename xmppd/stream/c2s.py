@@ -107,6 +107,8 @@ class AuthFailed:
 
     username: str | None
     condition: str
+    #: The SASL mechanism of the failed exchange ("" when none was started).
+    mechanism: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,6 +625,7 @@ class C2SStream:
         self._restart()
 
     def _sasl_failure(self, condition: str, text: str | None, events: list[StreamEvent]) -> None:
+        mechanism = self._mechanism.name if self._mechanism else ""
         self._mechanism = None
         self.phase = Phase.NEGOTIATING
         body = b"<%s/>" % condition.encode()
@@ -631,7 +634,7 @@ class C2SStream:
         self.send(b'<failure xmlns="%s">%s</failure>' % (ns.SASL.encode(), body))
         if condition in ("aborted", "invalid-mechanism", "encryption-required"):
             return
-        events.append(AuthFailed(self._pending_user, condition))
+        events.append(AuthFailed(self._pending_user, condition, mechanism))
         self._sasl_failures += 1
         if self._sasl_failures >= MAX_SASL_ATTEMPTS:
             events.append(self._fail(StreamError("policy-violation", "too many failed logins")))

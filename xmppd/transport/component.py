@@ -48,6 +48,7 @@ from lxml import etree
 from xmppd.auth.ratelimit import FailureLimiter
 from xmppd.config import ComponentConfig
 from xmppd.jid import JID
+from xmppd.metrics import COMPONENT
 from xmppd.stream.component import (
     ComponentServerStream,
     ComponentSettings,
@@ -307,6 +308,7 @@ class ComponentConnection:
 
     # ----------------------------------------------------------- outbox
     def send_stanza(self, stanza: etree._Element) -> bool:
+        self.hub.server.metrics.stanza_out(stanza.tag, COMPONENT)
         return self.enqueue(self.stream.stanza_bytes(stanza))
 
     def enqueue(self, data: bytes) -> bool:
@@ -367,6 +369,7 @@ class ComponentConnection:
                 if not ok:
                     return
                 log.info("event=component_connected domain=%s ip=%s", self.domain, self.peer_ip)
+                self.hub.server.metrics.component_connects.labels(self.domain).inc()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._writer)
                     await self._reader()
@@ -429,6 +432,7 @@ class ComponentConnection:
         ``ping_timeout`` more (any data counts as an answer)."""
         cfg = self.hub.server.config.component_listener
         router = self.hub.server.router
+        metrics = self.hub.server.metrics
         interval = cfg.ping_interval if cfg.ping_interval > 0 else math.inf
         while not self.stream.closed:
             deadline = self._answer_by
@@ -450,6 +454,7 @@ class ComponentConnection:
             self._answer_by = None
             for event in self.stream.receive_data(data):
                 if isinstance(event, StanzaReceived):
+                    metrics.stanza_in(event.stanza.tag, COMPONENT)
                     try:
                         await router.route(event.stanza, None)
                     except Exception:

@@ -209,6 +209,7 @@ class C2SDriver:
         if session.outbox is not self.outbox:
             return  # XEP-0198: resumed on another connection; this one is being closed
         router = self.server.router
+        self.server.metrics.stanza_in(event.stanza.tag)
         try:
             await router.route(event.stanza, session)
         except Exception:
@@ -250,6 +251,8 @@ class C2SDriver:
                 return self._rate_limited()
             return stream.scram_credentials(found)
         if isinstance(event, AuthFailed):
+            result = "rate_limited" if self._limited else event.condition
+            server.metrics.login(result, event.mechanism)
             self._settle_login(False)
             self._failures += 1
             log.info(
@@ -262,6 +265,7 @@ class C2SDriver:
             await trio.sleep(min(0.2 * self._failures, 2.0))
             return []
         if isinstance(event, Authenticated):
+            server.metrics.login("success", event.mechanism)
             self._settle_login(True)
             log.info(
                 "event=authenticated user=%s mechanism=%s ip=%s transport=%s",
@@ -280,6 +284,7 @@ class C2SDriver:
                 return []
             session = Session(event.jid, self.outbox, self._transport_name(), self.peer_ip)
             session.login = stream.identity.login if stream.identity is not None else None
+            session.sent = server.metrics.client_sent  # counted per stanza, by kind
             replaced = server.router.bind(session)
             if replaced is not None:
                 replaced.close("conflict", "replaced by a new session with the same resource")
