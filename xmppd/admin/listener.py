@@ -20,7 +20,6 @@ import logging
 import os
 import pwd
 import socket
-import stat
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 import trio
 
+from xmppd import unix_socket
 from xmppd.admin.protocol import (
     MAX_REQUEST,
     AdminError,
@@ -38,6 +38,7 @@ from xmppd.admin.protocol import (
     encode_error,
     encode_reply,
 )
+from xmppd.unix_socket import UnixSocketError, bind_private, unlink_if_ours
 
 log = logging.getLogger("xmppd.admin")
 
@@ -65,8 +66,8 @@ def peer_credentials(sock: socket.socket) -> Peer:
 def group_id(group: str) -> int:
     """``admin.group`` (a name or a number) as a gid; AdminSocketError if unknown."""
     try:
-        return int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    except KeyError:
+        return unix_socket.group_id(group)
+    except UnixSocketError:
         raise AdminSocketError(f"admin.group: no group named {group!r}") from None
 
 
@@ -95,80 +96,26 @@ def allowed(peer: Peer, group_gid: int | None, own_uid: int | None = None) -> bo
     return group_gid is not None and is_member(peer.uid, peer.gid, group_gid)
 
 
-def _in_use(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(2.0)
-    try:
-        probe.connect(str(path))
-    except (ConnectionRefusedError, FileNotFoundError):
-        return False
-    except OSError as exc:
-        raise AdminSocketError(
-            f"admin socket {path}: cannot tell whether it is in use ({exc.strerror})"
-        ) from None
-    finally:
-        probe.close()
-    return True
-
-
 def bind_admin_socket(path: Path, group: str = "") -> tuple[socket.socket, int]:
     """Bind and listen at ``path`` (0600, or 0660 with ``group``); (socket, inode).
 
     Raises :class:`AdminSocketError` with a one-line reason when the path is served by
     another process, is something other than a socket, or cannot be created.
     """
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise AdminSocketError(f"admin socket {path}: exists and is not a socket")
-        if _in_use(path):
-            raise AdminSocketError(
-                f"admin socket {path} is in use: another xmppd is already running "
-                "(or another program listens there)"
-            )
-        log.info("event=stale_socket_replaced path=%s", path)
     if not path.parent.is_dir():
         raise AdminSocketError(f"admin socket {path}: the directory {path.parent} does not exist")
     gid = group_id(group) if group else -1
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.lstat(tmp).st_mode):
-            tmp.unlink()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        old_umask = os.umask(0o177)
-        try:
-            sock.bind(str(tmp))
-        finally:
-            os.umask(old_umask)
-        try:
-            if gid != -1:
-                os.chown(tmp, -1, gid)
-            os.chmod(tmp, 0o660 if gid != -1 else 0o600)
-            os.replace(tmp, path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        sock.listen(16)
-        inode = os.lstat(path).st_ino
+        return bind_private(path, socket.SOCK_STREAM, 0o660 if gid != -1 else 0o600, gid)
+    except UnixSocketError as exc:
+        if "in use" in str(exc):
+            raise AdminSocketError(
+                f"admin socket {path} is in use: another xmppd is already running "
+                "(or another program listens there)"
+            ) from None
+        raise AdminSocketError(f"admin socket {path}: {exc}") from None
     except OSError as exc:
-        sock.close()
         raise AdminSocketError(f"admin socket {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        sock.close()
-        raise
-    return sock, inode
-
-
-def unlink_if_ours(path: Path, inode: int) -> None:
-    """Remove the socket file at shutdown unless another instance replaced it."""
-    with contextlib.suppress(OSError):
-        if os.lstat(path).st_ino == inode:
-            os.unlink(path)
 
 
 class AdminListener:
