@@ -121,15 +121,3 @@ class ExternalMechanism(ServerMechanism):
             if authzid not in (self.identity.localpart, f"{self.identity.localpart}@{self.domain}"):
                 return Failure("invalid-authzid")
         return Success(self.identity)
-
-
-def mechanisms_for(scram: bool) -> dict[str, type[ServerMechanism]]:
-    """The mechanisms a stream may offer, strongest first."""
-    mechs: dict[str, type[ServerMechanism]] = {}
-    if scram:
-        from xmppd.stream.scram import ScramSha1, ScramSha256
-
-        mechs["SCRAM-SHA-256"] = ScramSha256
-        mechs["SCRAM-SHA-1"] = ScramSha1
-    mechs["PLAIN"] = PlainMechanism
-    return mechs
