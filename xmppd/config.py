@@ -17,7 +17,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from xmppd import settings
 from xmppd.bosh.config import BoshConfig
@@ -56,13 +56,17 @@ class ServerConfig:
 
 @dataclass(slots=True)
 class C2SConfig:
+    #: Keys that did nothing and were removed; an old file setting one still loads.
+    RETIRED: ClassVar[dict[str, str]] = {
+        "idle_timeout": "never used: silent clients are pinged (ping_interval, ping_timeout)",
+    }
+
     bind: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
     port: int = 5222
     direct_tls_port: int = 5223
     require_encryption: bool = True
     allow_plain_on_loopback: bool = True
     handshake_timeout: float = 30.0
-    idle_timeout: float = 300.0
     ping_interval: float = 120.0
     ping_timeout: float = 60.0
     #: Longest one write to a client may take (s): a peer that stops reading while the

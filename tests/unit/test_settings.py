@@ -7,6 +7,7 @@ lives (its own ``validate()``) with the key as the whole configuration names it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -162,6 +163,22 @@ def test_a_missing_or_broken_file(tmp_path: Path) -> None:
     bad.write_bytes(b"[c2s]\nbind = '\xff'\n")
     with pytest.raises(ConfigError, match="not UTF-8"):
         webconf.load(str(bad), {})
+
+
+# ---------------------------------------------------------------- retired keys
+def test_the_retired_idle_timeout_loads_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "xmppd.toml"
+    path.write_text("[c2s]\nidle_timeout = 300.0\nport = 5522\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="xmppd.settings"):
+        config = load_config(path, environ={"XMPPD_C2S_IDLE_TIMEOUT": "600"})
+    assert config.c2s.port == 5522
+    assert not hasattr(config.c2s, "idle_timeout")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines  # the file's and the variable's value: one key, one line
+    assert "event=config_retired key=c2s.idle_timeout" in lines[0]
+    assert "remove it" in lines[0]
 
 
 # ---------------------------------------------------------------- every rule, still named
