@@ -14,6 +14,7 @@ what it needs next:
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from xmppd.auth.base import Identity, ScramCredentials, ScramHash
@@ -121,3 +122,19 @@ class ExternalMechanism(ServerMechanism):
             if authzid not in (self.identity.localpart, f"{self.identity.localpart}@{self.domain}"):
                 return Failure("invalid-authzid")
         return Success(self.identity)
+
+
+def decode_payload(text: str | None) -> bytes | None:
+    """A SASL payload: absent -> None, ``=`` -> empty (RFC 6120 §6.4.2); raises
+    ``binascii.Error`` (a ``ValueError``) when it is not base64."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text in ("", "="):
+        return b""
+    return base64.b64decode(text, validate=True)
+
+
+def xml_text(value: str) -> str:
+    """``value`` escaped for element content (a ``<failure/>``'s ``<text/>``)."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
