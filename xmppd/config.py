@@ -1,27 +1,36 @@
 """One typed configuration: a TOML file plus ``XMPPD_<SECTION>_<KEY>`` environment overrides.
 
 Validated once at start-up (``xmppd check-config``) so a typo is an error with the
-offending key named, never a surprise at the first login.
+offending key named, never a surprise at the first login. :mod:`xmppd.settings` reads
+the file and the environment (the rules every program here shares); each section's
+``validate()`` checks its own keys, :meth:`Config.validate` what spans sections. Sections
+that belong to one feature live beside it (``[muc]`` in :mod:`xmppd.muc.config`,
+``[bosh]`` in :mod:`xmppd.bosh.config`).
 """
 
 from __future__ import annotations
 
-import dataclasses
+import grp
+import ipaddress
 import os
 import re
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from xmppd import settings
+from xmppd.bosh.config import BoshConfig
+from xmppd.jid import JIDError, nameprep_domain
 from xmppd.muc.config import MucConfig
+from xmppd.settings import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the key."""
+def _port(key: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError.at(key, f"{port} is not a TCP port")
 
 
 @dataclass(slots=True)
@@ -34,16 +43,30 @@ class ServerConfig:
     #: Seconds between returning freed heap pages to the OS (0 disables).
     memory_trim_interval: float = 5.0
 
+    def validate(self) -> None:
+        try:
+            self.domain = nameprep_domain(self.domain)
+        except JIDError as exc:
+            raise ConfigError.at("domain", str(exc)) from None
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError.at(
+                "log_level", f"{self.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
+            )
+
 
 @dataclass(slots=True)
 class C2SConfig:
+    #: Keys that did nothing and were removed; an old file setting one still loads.
+    RETIRED: ClassVar[dict[str, str]] = {
+        "idle_timeout": "never used: silent clients are pinged (ping_interval, ping_timeout)",
+    }
+
     bind: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
     port: int = 5222
     direct_tls_port: int = 5223
     require_encryption: bool = True
     allow_plain_on_loopback: bool = True
     handshake_timeout: float = 30.0
-    idle_timeout: float = 300.0
     ping_interval: float = 120.0
     ping_timeout: float = 60.0
     #: Longest one write to a client may take (s): a peer that stops reading while the
@@ -55,6 +78,12 @@ class C2SConfig:
     #: BOSH session counts one more; see xmppd.bosh.serving for what counts).
     max_connections_per_ip: int = 64
     send_queue_bytes: int = 1_048_576
+
+    def validate(self) -> None:
+        _port("port", self.port)
+        _port("direct_tls_port", self.direct_tls_port)
+        if self.send_timeout <= 0:
+            raise ConfigError.at("send_timeout", "must be positive")
 
 
 @dataclass(slots=True)
@@ -72,11 +101,26 @@ class SMConfig:
     #: ends the one detached longest.
     max_detached: int = 4
 
+    def validate(self) -> None:
+        if self.resume_timeout < 1:
+            raise ConfigError.at("resume_timeout", "must be at least 1 second")
+        for key in ("request_every", "max_unacked"):
+            if getattr(self, key) < 1:
+                raise ConfigError.at(key, "must be at least 1")
+        if self.max_detached < 0:
+            raise ConfigError.at("max_detached", "must not be negative")
+
 
 @dataclass(slots=True)
 class TLSConfig:
     cert: str = ""
     key: str = ""
+
+    def validate(self) -> None:
+        if bool(self.cert) != bool(self.key):
+            raise ConfigError.at(
+                "", "give both cert and key, or neither (a self-signed pair is made)"
+            )
 
 
 @dataclass(slots=True)
@@ -95,6 +139,16 @@ class LimitsConfig:
     #: (the one detached longest makes room); past it binding gets resource-constraint.
     max_resources: int = 16
 
+    def validate(self) -> None:
+        if self.max_stanza_size < 10_000:
+            raise ConfigError.at("max_stanza_size", "must be at least 10000 (RFC 6120 §13.12)")
+        if self.max_connections < 0:
+            raise ConfigError.at("max_connections", "must not be negative (0 = from the fd limit)")
+        if not 16 <= self.ipv6_prefix <= 128:
+            raise ConfigError.at("ipv6_prefix", "must be between 16 and 128")
+        if self.max_resources < 1:
+            raise ConfigError.at("max_resources", "must be at least 1")
+
 
 @dataclass(slots=True)
 class OfflineConfig:
@@ -102,6 +156,10 @@ class OfflineConfig:
 
     #: Messages kept per account; more are bounced with service-unavailable.
     max_messages: int = 500
+
+    def validate(self) -> None:
+        if self.max_messages < 0:
+            raise ConfigError.at("max_messages", "must not be negative")
 
 
 @dataclass(slots=True)
@@ -118,6 +176,13 @@ class RosterConfig:
     max_group_length: int = 64
     #: Groups per item (not-acceptable beyond).
     max_groups: int = 16
+
+    def validate(self) -> None:
+        for key in ("max_items", "max_name_length", "max_group_length", "max_groups"):
+            if getattr(self, key) < 1:
+                raise ConfigError.at(key, "must be at least 1")
+        if self.max_item_bytes < 512:
+            raise ConfigError.at("max_item_bytes", "must be at least 512")
 
 
 @dataclass(slots=True)
@@ -143,11 +208,20 @@ class PhpbbConfig:
     #: valid forum session in the same browser (or that session's autologin key).
     recheck_follow_browser: bool = True
 
+    def validate(self) -> None:
+        interval = self.recheck_interval
+        if interval != 0 and not 1 <= interval <= 86400:
+            raise ConfigError.at("recheck_interval", "0 (off) or 1 to 86400 seconds")
+
 
 @dataclass(slots=True)
 class AuthConfig:
     backend: Literal["internal", "phpbb"] = "internal"
     phpbb: PhpbbConfig = field(default_factory=PhpbbConfig)
+
+    def validate(self) -> None:
+        if self.backend == "phpbb" and not self.phpbb.url:
+            raise ConfigError.at("phpbb.url", "required when auth.backend = 'phpbb'")
 
 
 @dataclass(slots=True)
@@ -168,6 +242,12 @@ class ComponentListenerConfig:
     #: Component connections at once from one address.
     max_connections_per_ip: int = 8
 
+    def validate(self) -> None:
+        _port("port", self.port)
+        for key in ("max_connections", "max_connections_per_ip"):
+            if getattr(self, key) < 1:
+                raise ConfigError.at(key, "must be at least 1")
+
 
 @dataclass(slots=True)
 class ComponentConfig:
@@ -181,6 +261,30 @@ class ComponentConfig:
     secret_file: str = ""
     #: Nicknames (glob patterns, matched case-insensitively) it may take in MUC rooms.
     muc_nicks: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        """Normalises the domain and reads ``secret_file`` into ``secret``."""
+        try:
+            self.domain = nameprep_domain(self.domain)
+        except JIDError as exc:
+            raise ConfigError.at("domain", str(exc)) from None
+        if self.secret and self.secret_file:
+            raise ConfigError.at("", "give secret or secret_file, not both")
+        if self.secret_file:
+            try:
+                self.secret = Path(self.secret_file).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError.at("secret_file", f"cannot read it ({exc.strerror})") from None
+            if not self.secret:
+                raise ConfigError.at("secret_file", "the file is empty")
+        if not self.secret:
+            raise ConfigError.at(
+                "secret",
+                "required (or secret_file, or "
+                f"XMPPD_COMPONENT_{component_env_key(self.domain)}_SECRET)",
+            )
+        if any(not pattern.strip() for pattern in self.muc_nicks):
+            raise ConfigError.at("muc_nicks", "empty pattern")
 
 
 @dataclass(slots=True)
@@ -230,28 +334,34 @@ class HttpConfig:
     #: names, never loopback. Empty: nobody.
     metrics_allow: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
 
+    def validate(self) -> None:
+        _port("port", self.port)
+        _port("tls_port", self.tls_port)
+        prefix = self.path_prefix
+        if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "?" in prefix):
+            raise ConfigError.at("path_prefix", "must start with '/' and not end with '/'")
+        for proxy in self.trusted_proxies:
+            if not _is_network(proxy):
+                raise ConfigError.at("trusted_proxies", f"{proxy!r} is not an address")
+        for allowed in self.metrics_allow:
+            if not _is_network(allowed):
+                raise ConfigError.at("metrics_allow", f"{allowed!r} is not an address or network")
+        if self.forwarded_header not in ("x-forwarded-for", "forwarded"):
+            raise ConfigError.at("forwarded_header", 'must be "x-forwarded-for" or "forwarded"')
+        for origin in self.cors_origins:
+            if origin != "*" and ("://" not in origin or origin.endswith("/")):
+                raise ConfigError.at("cors_origins", f"{origin!r} is not scheme://host[:port]")
+        for key in ("read_timeout", "keep_alive_timeout"):
+            if getattr(self, key) <= 0:
+                raise ConfigError.at(key, "must be positive")
 
-@dataclass(slots=True)
-class BoshConfig:
-    """BOSH (XEP-0124/0206) at ``/http-bind``: ceilings for what clients may ask for."""
 
-    #: Longest a request is held (s); clients asking for more get this (``wait``).
-    max_wait: int = 60
-    #: Most requests held at once per session (``hold``; ``requests`` = hold + 1).
-    max_hold: int = 1
-    #: Seconds without a request (none held) before the session and its XMPP session end.
-    max_inactivity: int = 60
-    #: Shortest polling interval (s) advertised; enforced for polling sessions (hold 0).
-    polling: int = 2
-    #: Longest pause (s) a client may ask for (``maxpause``, e.g. across a page change).
-    max_pause: int = 120
-    #: Sessions at once on this server; more get HTTP 503.
-    max_sessions: int = 10_000
-    #: Bytes buffered for a client between its requests before it is dropped.
-    max_buffer_bytes: int = 1_048_576
-    #: Seconds a missing rid may hold later requests back before it counts as lost (a
-    #: page reload can abort a request the browser never sent).
-    gap_grace: float = 4.0
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(slots=True)
@@ -267,6 +377,25 @@ class AdminConfig:
     group: str = ""
     #: Seconds a client has to send its request.
     timeout: float = 10.0
+
+    def validate(self) -> None:
+        if self.timeout <= 0:
+            raise ConfigError.at("timeout", "must be positive")
+        if not self.group:
+            return
+        try:
+            if self.group.isdigit():
+                grp.getgrgid(int(self.group))
+            else:
+                grp.getgrnam(self.group)
+        except KeyError:
+            raise ConfigError.at("group", f"no group named {self.group!r}") from None
+        if not self.socket:
+            raise ConfigError.at(
+                "socket",
+                "required with admin.group (data_dir is private, so the group could not "
+                "reach a socket in it), e.g. /run/xmppd/admin.sock",
+            )
 
 
 @dataclass(slots=True)
@@ -303,63 +432,67 @@ class Config:
         """The configured admin socket, or ``admin.sock`` in ``data_dir`` (absolute)."""
         return Path(self.admin.socket or self.data_path / "admin.sock").absolute()
 
+    def validate(self) -> None:
+        """What spans sections; each section has checked itself already."""
+        self._validate_buffers()
+        self._validate_roster_fits()
+        self._validate_component_domains()
+        self._validate_admin_socket()
 
-def _coerce(value: Any, typ: Any, key: str) -> Any:
-    origin = typing.get_origin(typ)
-    if dataclasses.is_dataclass(typ):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a table")
-        return _build(typ, value, key)
-    if origin is Literal:
-        if value not in typing.get_args(typ):
-            allowed = ", ".join(repr(a) for a in typing.get_args(typ))
-            raise ConfigError(f"{key}: {value!r} is not one of {allowed}")
-        return value
-    if origin is list:
-        (item,) = typing.get_args(typ)
-        if isinstance(value, str):
-            value = [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list")
-        return [_coerce(v, item, f"{key}[]") for v in value]
-    if typ is bool:
-        if isinstance(value, str):
-            low = value.strip().lower()
-            if low in ("1", "true", "yes", "on"):
-                return True
-            if low in ("0", "false", "no", "off"):
-                return False
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if typ in (int, float):
-        if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        try:
-            return typ(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
-    if typ is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    return value
+    def _validate_buffers(self) -> None:
+        """Every buffer holds at least one stanza of the largest size allowed."""
+        stanza = self.limits.max_stanza_size
+        for key, size in (
+            ("http.max_body_size", self.http.max_body_size),
+            ("bosh.max_buffer_bytes", self.bosh.max_buffer_bytes),
+            ("c2s.send_queue_bytes", self.c2s.send_queue_bytes),
+            ("component_listener.send_queue_bytes", self.component_listener.send_queue_bytes),
+        ):
+            if size < stanza:
+                raise ConfigError(f"{key}: must be at least limits.max_stanza_size")
 
+    def _validate_roster_fits(self) -> None:
+        # Half of the smaller queue: a roster result never cuts off a client, even one that
+        # has other stanzas waiting (c2s/WebSocket queue, BOSH buffer).
+        roster = self.roster
+        queue = min(self.c2s.send_queue_bytes, self.bosh.max_buffer_bytes)
+        needed = roster.max_items * roster.max_item_bytes + ROSTER_ENVELOPE_BYTES
+        if needed > queue // 2:
+            raise ConfigError(
+                f"roster.max_items * roster.max_item_bytes: a full roster ({needed} bytes) must"
+                f" fit in half of c2s.send_queue_bytes / bosh.max_buffer_bytes ({queue // 2})"
+            )
 
-def _build(cls: Any, data: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(data) - names
-    if unknown:
-        raise ConfigError(f"{prefix or 'top level'}: unknown key(s) {', '.join(sorted(unknown))}")
-    kwargs = {
-        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
-        for name, value in data.items()
-    }
-    return cls(**kwargs)
+    def _validate_component_domains(self) -> None:
+        taken = {self.server.domain}
+        if self.muc.enabled:
+            taken.add(self.muc.service_host(self.server.domain))
+        for i, comp in enumerate(self.components):
+            if comp.domain in taken:
+                raise ConfigError(
+                    f"components[{i}].domain: {comp.domain} is already served (server, MUC or"
+                    " another component)"
+                )
+            taken.add(comp.domain)
+
+    def _validate_admin_socket(self) -> None:
+        if not self.admin.enabled:
+            return
+        path = os.fsencode(self.admin_socket_path)
+        if len(path) > UNIX_PATH_MAX:
+            raise ConfigError(
+                f"admin.socket: {self.admin_socket_path} is {len(path)} bytes, more than the "
+                f"{UNIX_PATH_MAX} a UNIX socket path may have; set a shorter admin.socket"
+            )
 
 
-_SECTIONS = sorted((f.name for f in dataclasses.fields(Config)), key=len, reverse=True)
+#: Room a roster result needs besides its items (iq, query, the full JID it goes to).
+ROSTER_ENVELOPE_BYTES = 4096
+
+#: Longest path a UNIX socket address holds (``sun_path`` is 108 bytes with the NUL).
+UNIX_PATH_MAX = 107
+
+ENV_PREFIX = "XMPPD_"
 _COMPONENT_SECRET = re.compile(r"XMPPD_COMPONENT_([A-Z0-9_]+)_SECRET")
 
 
@@ -368,43 +501,17 @@ def component_env_key(domain: str) -> str:
     return re.sub(r"[^A-Z0-9]", "_", domain.upper())
 
 
-def _env_overrides(environ: typing.Mapping[str, str]) -> dict[str, Any]:
-    """``XMPPD_C2S_PORT=5522`` -> ``{"c2s": {"port": "5522"}}``; ``__`` nests deeper.
-
-    Section names may contain ``_`` (``XMPPD_COMPONENT_LISTENER_PORT``): the longest
-    section name that prefixes the variable wins. Component secrets are not sections;
-    :func:`_component_secrets` handles them.
-    """
-    out: dict[str, Any] = {}
-    for name, value in environ.items():
-        if not name.startswith("XMPPD_") or name in ("XMPPD_CONFIG",):
-            continue
-        rest = name[len("XMPPD_") :].lower()
-        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
-        if section is not None:
-            key = rest[len(section) + 1 :]
-        else:
-            if _COMPONENT_SECRET.fullmatch(name):
-                continue
-            section, _, key = rest.partition("_")
-        if not key:
-            continue
-        path = [section, *key.split("__")]
-        node = out
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value
-    return out
+def _not_a_key(name: str) -> bool:
+    """XMPPD_ variables that are not ``<SECTION>_<KEY>`` overrides."""
+    if name == "XMPPD_CONFIG":
+        return True
+    return _is_component_secret(name)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
+def _is_component_secret(name: str) -> bool:
+    return _COMPONENT_SECRET.fullmatch(name) is not None and not name.startswith(
+        "XMPPD_COMPONENT_LISTENER_"
+    )
 
 
 def load_config(
@@ -414,18 +521,14 @@ def load_config(
 ) -> Config:
     """Read ``path`` (if given), apply env overrides and ``overrides``, validate."""
     environ = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
-    data = _merge(data, _env_overrides(environ))
-    if overrides:
-        data = _merge(data, overrides)
-    config: Config = _build(Config, data, "")
+    config = settings.read(
+        Config,
+        prefix=ENV_PREFIX,
+        path=path,
+        environ=environ,
+        overrides=overrides,
+        skip_env=_not_a_key,
+    )
     _component_secrets(config, environ)
     validate(config)
     return config
@@ -436,7 +539,7 @@ def _component_secrets(config: Config, environ: typing.Mapping[str, str]) -> Non
     by_key = {component_env_key(c.domain): c for c in config.components}
     for name, value in environ.items():
         m = _COMPONENT_SECRET.fullmatch(name)
-        if m is None or name.startswith("XMPPD_COMPONENT_LISTENER_"):
+        if m is None or not _is_component_secret(name):
             continue
         component = by_key.get(m.group(1))
         if component is None:
@@ -444,211 +547,6 @@ def _component_secrets(config: Config, environ: typing.Mapping[str, str]) -> Non
         component.secret, component.secret_file = value, ""
 
 
-def _validate_components(config: Config) -> None:
-    from xmppd.jid import JIDError, nameprep_domain
-
-    listener = config.component_listener
-    if not 0 <= listener.port <= 65535:
-        raise ConfigError(f"component_listener.port: {listener.port} is not a TCP port")
-    for key in ("max_connections", "max_connections_per_ip"):
-        if getattr(listener, key) < 1:
-            raise ConfigError(f"component_listener.{key}: must be at least 1")
-    if listener.send_queue_bytes < config.limits.max_stanza_size:
-        raise ConfigError(
-            "component_listener.send_queue_bytes: must be at least limits.max_stanza_size"
-        )
-    taken = {config.server.domain}
-    if config.muc.enabled:
-        taken.add(config.muc.service_host(config.server.domain))
-    for i, comp in enumerate(config.components):
-        key = f"components[{i}]"
-        try:
-            comp.domain = nameprep_domain(comp.domain)
-        except JIDError as exc:
-            raise ConfigError(f"{key}.domain: {exc}") from None
-        if comp.domain in taken:
-            raise ConfigError(
-                f"{key}.domain: {comp.domain} is already served (server, MUC or another component)"
-            )
-        taken.add(comp.domain)
-        if comp.secret and comp.secret_file:
-            raise ConfigError(f"{key}: give secret or secret_file, not both")
-        if comp.secret_file:
-            try:
-                comp.secret = Path(comp.secret_file).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ConfigError(f"{key}.secret_file: cannot read it ({exc.strerror})") from None
-            if not comp.secret:
-                raise ConfigError(f"{key}.secret_file: the file is empty")
-        if not comp.secret:
-            raise ConfigError(
-                f"{key}.secret: required (or secret_file, or "
-                f"XMPPD_COMPONENT_{component_env_key(comp.domain)}_SECRET)"
-            )
-        for pattern in comp.muc_nicks:
-            if not pattern.strip():
-                raise ConfigError(f"{key}.muc_nicks: empty pattern")
-
-
 def validate(config: Config) -> None:
-    """Cross-field checks that types alone cannot express."""
-    from xmppd.jid import JID, JIDError, nameprep_domain
-
-    try:
-        config.server.domain = nameprep_domain(config.server.domain)
-    except JIDError as exc:
-        raise ConfigError(f"server.domain: {exc}") from None
-    if config.server.log_level.upper() not in LOG_LEVELS:
-        raise ConfigError(
-            f"server.log_level: {config.server.log_level!r} is not one of {', '.join(LOG_LEVELS)}"
-        )
-    for i, seed in enumerate(config.muc.rooms):
-        try:
-            JID.make(seed.name, "localhost")
-        except JIDError as exc:
-            raise ConfigError(f"muc.rooms[{i}].name: {exc}") from None
-    for port_key in ("port", "direct_tls_port"):
-        port = getattr(config.c2s, port_key)
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"c2s.{port_key}: {port} is not a TCP port")
-    for port_key in ("port", "tls_port"):
-        port = getattr(config.http, port_key)
-        if not 0 <= port <= 65535:
-            raise ConfigError(f"http.{port_key}: {port} is not a TCP port")
-    prefix = config.http.path_prefix
-    if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "?" in prefix):
-        raise ConfigError("http.path_prefix: must start with '/' and not end with '/'")
-    import ipaddress
-
-    for proxy in config.http.trusted_proxies:
-        try:
-            ipaddress.ip_network(proxy, strict=False)
-        except ValueError:
-            raise ConfigError(f"http.trusted_proxies: {proxy!r} is not an address") from None
-    for allowed in config.http.metrics_allow:
-        try:
-            ipaddress.ip_network(allowed, strict=False)
-        except ValueError:
-            raise ConfigError(
-                f"http.metrics_allow: {allowed!r} is not an address or network"
-            ) from None
-    if config.http.forwarded_header not in ("x-forwarded-for", "forwarded"):
-        raise ConfigError('http.forwarded_header: must be "x-forwarded-for" or "forwarded"')
-    for origin in config.http.cors_origins:
-        if origin != "*" and ("://" not in origin or origin.endswith("/")):
-            raise ConfigError(f"http.cors_origins: {origin!r} is not scheme://host[:port]")
-    for key in ("read_timeout", "keep_alive_timeout"):
-        if getattr(config.http, key) <= 0:
-            raise ConfigError(f"http.{key}: must be positive")
-    if config.limits.max_connections < 0:
-        raise ConfigError("limits.max_connections: must not be negative (0 = from the fd limit)")
-    if config.http.max_body_size < config.limits.max_stanza_size:
-        raise ConfigError("http.max_body_size: must be at least limits.max_stanza_size")
-    bosh = config.bosh
-    for key in ("max_wait", "max_inactivity", "max_sessions"):
-        if getattr(bosh, key) < 1:
-            raise ConfigError(f"bosh.{key}: must be at least 1")
-    for key in ("max_hold", "polling", "max_pause"):
-        if getattr(bosh, key) < 0:
-            raise ConfigError(f"bosh.{key}: must not be negative")
-    if bosh.gap_grace <= 0:
-        raise ConfigError("bosh.gap_grace: must be positive")
-    if bosh.max_buffer_bytes < config.limits.max_stanza_size:
-        raise ConfigError("bosh.max_buffer_bytes: must be at least limits.max_stanza_size")
-    if config.limits.max_stanza_size < 10_000:
-        raise ConfigError("limits.max_stanza_size: must be at least 10000 (RFC 6120 §13.12)")
-    if bool(config.tls.cert) != bool(config.tls.key):
-        raise ConfigError("tls: give both cert and key, or neither (a self-signed pair is made)")
-    if config.auth.backend == "phpbb" and not config.auth.phpbb.url:
-        raise ConfigError("auth.phpbb.url: required when auth.backend = 'phpbb'")
-    interval = config.auth.phpbb.recheck_interval
-    if interval != 0 and not 1 <= interval <= 86400:
-        raise ConfigError("auth.phpbb.recheck_interval: 0 (off) or 1 to 86400 seconds")
-    if config.muc.history_default > config.muc.history_max:
-        raise ConfigError("muc.history_default: must not exceed muc.history_max")
-    if not 1 <= config.muc.max_nick_length <= 1023:
-        raise ConfigError("muc.max_nick_length: must be between 1 and 1023")
-    for key in ("max_rooms", "max_rooms_per_user", "room_creations_per_minute"):
-        if getattr(config.muc, key) < 1:
-            raise ConfigError(f"muc.{key}: must be at least 1 (allow_room_creation turns it off)")
-    if config.muc.history_max_bytes < 0:
-        raise ConfigError("muc.history_max_bytes: must not be negative")
-    if config.muc.invites_per_minute < 0:
-        raise ConfigError("muc.invites_per_minute: must not be negative (0: no limit)")
-    if not 16 <= config.limits.ipv6_prefix <= 128:
-        raise ConfigError("limits.ipv6_prefix: must be between 16 and 128")
-    if config.sm.resume_timeout < 1:
-        raise ConfigError("sm.resume_timeout: must be at least 1 second")
-    if config.sm.request_every < 1:
-        raise ConfigError("sm.request_every: must be at least 1")
-    if config.sm.max_unacked < 1:
-        raise ConfigError("sm.max_unacked: must be at least 1")
-    if config.c2s.send_timeout <= 0:
-        raise ConfigError("c2s.send_timeout: must be positive")
-    if config.c2s.send_queue_bytes < config.limits.max_stanza_size:
-        raise ConfigError("c2s.send_queue_bytes: must be at least limits.max_stanza_size")
-    _validate_queues(config)
-    _validate_components(config)
-    _validate_admin(config)
-
-
-#: Room a roster result needs besides its items (iq, query, the full JID it goes to).
-ROSTER_ENVELOPE_BYTES = 4096
-
-
-def _validate_queues(config: Config) -> None:
-    """Per-account limits, and that a whole roster fits what a client may have queued."""
-    if config.limits.max_resources < 1:
-        raise ConfigError("limits.max_resources: must be at least 1")
-    if config.sm.max_detached < 0:
-        raise ConfigError("sm.max_detached: must not be negative")
-    if config.offline.max_messages < 0:
-        raise ConfigError("offline.max_messages: must not be negative")
-    roster = config.roster
-    for key in ("max_items", "max_name_length", "max_group_length", "max_groups"):
-        if getattr(roster, key) < 1:
-            raise ConfigError(f"roster.{key}: must be at least 1")
-    if roster.max_item_bytes < 512:
-        raise ConfigError("roster.max_item_bytes: must be at least 512")
-    # Half of the smaller queue: a roster result never cuts off a client, even one that
-    # has other stanzas waiting (c2s/WebSocket queue, BOSH buffer).
-    queue = min(config.c2s.send_queue_bytes, config.bosh.max_buffer_bytes)
-    needed = roster.max_items * roster.max_item_bytes + ROSTER_ENVELOPE_BYTES
-    if needed > queue // 2:
-        raise ConfigError(
-            f"roster.max_items * roster.max_item_bytes: a full roster ({needed} bytes) must fit"
-            f" in half of c2s.send_queue_bytes / bosh.max_buffer_bytes ({queue // 2})"
-        )
-
-
-#: Longest path a UNIX socket address holds (``sun_path`` is 108 bytes with the NUL).
-UNIX_PATH_MAX = 107
-
-
-def _validate_admin(config: Config) -> None:
-    admin = config.admin
-    if admin.timeout <= 0:
-        raise ConfigError("admin.timeout: must be positive")
-    if admin.group:
-        import grp
-
-        try:
-            if admin.group.isdigit():
-                grp.getgrgid(int(admin.group))
-            else:
-                grp.getgrnam(admin.group)
-        except KeyError:
-            raise ConfigError(f"admin.group: no group named {admin.group!r}") from None
-        if not admin.socket:
-            raise ConfigError(
-                "admin.socket: required with admin.group (data_dir is private, so the "
-                "group could not reach a socket in it), e.g. /run/xmppd/admin.sock"
-            )
-    if not admin.enabled:
-        return
-    path = os.fsencode(config.admin_socket_path)
-    if len(path) > UNIX_PATH_MAX:
-        raise ConfigError(
-            f"admin.socket: {config.admin_socket_path} is {len(path)} bytes, more than the "
-            f"{UNIX_PATH_MAX} a UNIX socket path may have; set a shorter admin.socket"
-        )
+    """Every section's checks, then :meth:`Config.validate` (may normalise values)."""
+    settings.validate(config)

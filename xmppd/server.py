@@ -11,7 +11,6 @@ import signal
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +27,7 @@ from xmppd.private_files import private_dir
 from xmppd.router import Router
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings
-from xmppd.stream.sasl import PlainMechanism, ServerMechanism
+from xmppd.stream.mechanisms import offered_mechanisms
 from xmppd.transport import fdlimit, tls
 from xmppd.transport.admission import Admission
 from xmppd.transport.c2s import C2SConnection
@@ -96,23 +95,14 @@ class Server:
         self.admin: Any = None
         #: When this server started serving (UNIX time), for ``stats``.
         self.started_at = time.time()
-        self._mechanisms = self._mechanism_factories()
+        self._mechanisms = offered_mechanisms(
+            config.server.domain, scram=authenticator.supports_scram()
+        )
         self._install_services()
         #: Prometheus metrics (``/metrics`` on the HTTP port, see xmppd.metrics).
         self.metrics = metrics.install(self)
 
     # -------------------------------------------------------------- set-up
-    def _mechanism_factories(self) -> dict[str, Callable[[], ServerMechanism]]:
-        factories: dict[str, Callable[[], ServerMechanism]] = {}
-        if self.authenticator.supports_scram():
-            from xmppd.stream.scram import ScramSha1, ScramSha256
-
-            domain = self.config.server.domain
-            factories["SCRAM-SHA-256"] = lambda: ScramSha256(domain=domain)
-            factories["SCRAM-SHA-1"] = lambda: ScramSha1(domain=domain)
-        factories["PLAIN"] = PlainMechanism
-        return factories
-
     def _install_services(self) -> None:
         from xmppd.services.basic import install_basic_services
         from xmppd.services.offline import install as install_offline

@@ -39,7 +39,6 @@ class Session:
         "bare_str",
         "detached_since",
         "directed_presence",
-        "extra",
         "full_str",
         "interested",
         "ip",
@@ -82,7 +81,6 @@ class Session:
         self.presence: etree._Element | None = None
         #: Full JIDs this session sent directed presence to (RFC 6121 §4.6).
         self.directed_presence: set[str] = set()
-        self.extra: dict[str, object] = {}
         #: XEP-0198 state once the client enabled stream management.
         self.sm: StreamManagement | None = None
         #: When its connection dropped (trio time) while it waits for ``<resume/>``; None

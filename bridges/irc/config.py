@@ -2,21 +2,23 @@
 environment variables (the seed's bots were configured by environment only).
 
 Every option is documented in ``bridges/irc/irc.toml.example`` with its default (a unit
-test checks the two agree). Secrets are excluded from ``repr`` so they never reach a log.
+test checks the two agree). Read by xmppd's loader (:mod:`xmppd.settings`: the same
+parsing and refusals as xmppd's own file). Secrets are excluded from ``repr`` so they
+never reach a log.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
 
+from xmppd import settings
+from xmppd.settings import ConfigError
 
-class ConfigError(ValueError):
-    pass
+__all__ = ["BridgeConfig", "ConfigError", "load", "parse_server"]
+
+ENV_PREFIX = "IRCBRIDGE_"
 
 
 @dataclass
@@ -59,6 +61,28 @@ class XmppSection:
     reconnect_initial: float = 1.0
     reconnect_max: float = 60.0
 
+    def validate(self) -> None:
+        """Reads ``secret_file`` (first line) into ``secret`` unless a secret is given."""
+        if self.secret_file and not self.secret:
+            try:
+                lines = Path(self.secret_file).read_text(encoding="utf-8").splitlines()
+                self.secret = lines[0].strip()
+            except (OSError, IndexError) as exc:
+                raise ConfigError.at("secret_file", f"cannot read: {exc}") from None
+        for key in ("domain", "secret", "room", "nick"):
+            if not getattr(self, key):
+                raise ConfigError.at(key, "required")
+        if "@" not in self.room or "/" in self.room:
+            raise ConfigError.at("room", "expected a bare room JID like room@conference.example")
+        for key in ("room_burst", "queue_size", "dedup_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError.at(key, "must be at least 1")
+        for key in ("room_rate", "self_ping_interval", "self_ping_timeout"):
+            if getattr(self, key) <= 0:
+                raise ConfigError.at(key, "must be positive")
+        if self.history_max_age < 0 or self.history_overlap < 0:
+            raise ConfigError.at("history_max_age/history_overlap", "must not be negative")
+
 
 @dataclass
 class IrcSection:
@@ -100,6 +124,29 @@ class IrcSection:
     queue_size: int = 100
     #: IRC lines one room message may become; the rest is "(… N more lines)".
     max_lines: int = 5
+
+    def validate(self) -> None:
+        for key in ("nick", "channel"):
+            if not getattr(self, key):
+                raise ConfigError.at(key, "required")
+        if not self.servers:
+            raise ConfigError.at("servers", "at least one server is required")
+        for entry in self.servers:
+            parse_server(entry, self.tls)
+        if self.channel[0] not in "#&+!":
+            raise ConfigError.at("channel", "must start with #, &, + or !")
+        if any(c in self.nick for c in " ,*?!@"):
+            raise ConfigError.at("nick", "not a valid IRC nick")
+        for key in ("flood_burst", "queue_size", "max_lines"):
+            if getattr(self, key) < 1:
+                raise ConfigError.at(key, "must be at least 1")
+        for key in (
+            "flood_rate", "ping_interval", "ping_timeout", "connect_timeout", "register_timeout",
+        ):  # fmt: skip
+            if getattr(self, key) <= 0:
+                raise ConfigError.at(key, "must be positive")
+        if min(self.reconnect_floor, self.reconnect_initial, self.reconnect_max) < 0:
+            raise ConfigError.at("reconnect_*", "must not be negative")
 
 
 @dataclass
@@ -149,124 +196,6 @@ def parse_server(entry: str, tls: bool) -> tuple[str, int]:
     return host, number
 
 
-def _coerce(section: str, key: str, typ: Any, value: Any, from_env: bool) -> Any:
-    name = f"{section}.{key}"
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        if from_env and str(value).strip().lower() in ("1", "true", "yes", "on"):
-            return True
-        if from_env and str(value).strip().lower() in ("0", "false", "no", "off", ""):
-            return False
-        raise ConfigError(f"{name}: expected true or false")
-    if typ is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name}: expected an integer")
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected an integer") from None
-    if typ is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{name}: expected a number")
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected a number") from None
-    if typ == list[str]:
-        if from_env and isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{name}: expected a list of strings")
-        return list(value)
-    if not isinstance(value, str):
-        raise ConfigError(f"{name}: expected a string")
-    return value
-
-
-def load(path: Path | None, environ: dict[str, str] | None = None) -> BridgeConfig:
-    """Read ``path`` (optional), apply env overrides, validate."""
-    env = os.environ if environ is None else environ
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from None
-    cfg = BridgeConfig()
-    for section_field in dataclasses.fields(cfg):
-        sname = section_field.name
-        section = getattr(cfg, sname)
-        hints = get_type_hints(type(section))
-        raw = data.get(sname, {})
-        if not isinstance(raw, dict):
-            raise ConfigError(f"[{sname}] must be a table")
-        known = {f.name for f in dataclasses.fields(section)}
-        unknown = set(raw) - known
-        if unknown:
-            raise ConfigError(f"[{sname}]: unknown option(s) {', '.join(sorted(unknown))}")
-        for key in known:
-            env_name = f"IRCBRIDGE_{sname}_{key}".upper()
-            if env_name in env:
-                value = _coerce(sname, key, hints[key], env[env_name], True)
-            elif key in raw:
-                value = _coerce(sname, key, hints[key], raw[key], False)
-            else:
-                continue
-            setattr(section, key, value)
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: BridgeConfig) -> None:
-    x, i = cfg.xmpp, cfg.irc
-    if x.secret_file and not x.secret:
-        try:
-            x.secret = Path(x.secret_file).read_text(encoding="utf-8").splitlines()[0].strip()
-        except (OSError, IndexError) as exc:
-            raise ConfigError(f"xmpp.secret_file: cannot read: {exc}") from None
-    for name, value in (
-        ("xmpp.domain", x.domain),
-        ("xmpp.secret", x.secret),
-        ("xmpp.room", x.room),
-        ("xmpp.nick", x.nick),
-        ("irc.nick", i.nick),
-        ("irc.channel", i.channel),
-    ):
-        if not value:
-            raise ConfigError(f"{name}: required")
-    if "@" not in x.room or "/" in x.room:
-        raise ConfigError("xmpp.room: expected a bare room JID like room@conference.example")
-    if not i.servers:
-        raise ConfigError("irc.servers: at least one server is required")
-    cfg.server_list()  # validates each entry
-    if i.channel[0] not in "#&+!":
-        raise ConfigError("irc.channel: must start with #, &, + or !")
-    if any(c in i.nick for c in " ,*?!@"):
-        raise ConfigError("irc.nick: not a valid IRC nick")
-    for name, value in (
-        ("irc.flood_burst", i.flood_burst),
-        ("irc.queue_size", i.queue_size),
-        ("irc.max_lines", i.max_lines),
-        ("xmpp.room_burst", x.room_burst),
-        ("xmpp.queue_size", x.queue_size),
-        ("xmpp.dedup_size", x.dedup_size),
-    ):
-        if value < 1:
-            raise ConfigError(f"{name}: must be at least 1")
-    for name, fvalue in (
-        ("irc.flood_rate", i.flood_rate),
-        ("xmpp.room_rate", x.room_rate),
-        ("irc.ping_interval", i.ping_interval),
-        ("irc.ping_timeout", i.ping_timeout),
-        ("xmpp.self_ping_interval", x.self_ping_interval),
-        ("xmpp.self_ping_timeout", x.self_ping_timeout),
-        ("irc.connect_timeout", i.connect_timeout),
-        ("irc.register_timeout", i.register_timeout),
-    ):
-        if fvalue <= 0:
-            raise ConfigError(f"{name}: must be positive")
-    if x.history_max_age < 0 or x.history_overlap < 0:
-        raise ConfigError("xmpp.history_max_age/history_overlap: must not be negative")
-    if i.reconnect_floor < 0 or i.reconnect_initial < 0 or i.reconnect_max < 0:
-        raise ConfigError("irc.reconnect_*: must not be negative")
+def load(path: Path | None, environ: Mapping[str, str] | None = None) -> BridgeConfig:
+    """Read ``path`` (optional), apply ``IRCBRIDGE_<SECTION>_<KEY>`` overrides, validate."""
+    return settings.load(BridgeConfig, prefix=ENV_PREFIX, path=path, environ=environ)

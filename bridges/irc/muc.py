@@ -65,14 +65,6 @@ def join_presence(
     return p
 
 
-def leave_presence(occupant_jid: str, from_jid: str) -> etree._Element:
-    p = etree.Element("{%s}presence" % COMPONENT, nsmap={None: COMPONENT})
-    p.set("to", occupant_jid)
-    p.set("from", from_jid)
-    p.set("type", "unavailable")
-    return p
-
-
 def groupchat(room_jid: str, from_jid: str, body: str, msg_id: str) -> etree._Element:
     m = etree.Element("{%s}message" % COMPONENT, nsmap={None: COMPONENT})
     m.set("to", room_jid)

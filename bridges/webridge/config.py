@@ -1,24 +1,23 @@
 """webridge configuration: a TOML file and/or ``WEBRIDGE_<SECTION>_<KEY>`` variables.
 
 The seed's bot was configured by environment variables only; that still works (no file
-at all), and a TOML file (``webridge.toml.example``) can hold the same keys. Validated
-once at start-up so a typo names its key.
+at all), and a TOML file (``webridge.toml.example``) can hold the same keys. Read by
+xmppd's loader (:mod:`xmppd.settings`: the same parsing and refusals as xmppd's own
+file) and validated once at start-up, so a typo names its key.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import tomllib
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from xmppd import settings
+from xmppd.settings import ConfigError
 
-class ConfigError(ValueError):
-    """The configuration cannot be used; the message names the key."""
+__all__ = ["Config", "ConfigError", "load", "parse_mode"]
+
+ENV_PREFIX = "WEBRIDGE_"
 
 
 @dataclass(slots=True)
@@ -43,15 +42,34 @@ class XmppConfig:
     #: Seconds between join attempts while the room refuses the bot (nick taken…).
     rejoin_interval: float = 15.0
 
+    def validate(self) -> None:
+        """Everything but the secret, which only ``run`` needs (see :func:`load`)."""
+        if not 0 < self.port < 65536:
+            raise ConfigError.at("port", f"{self.port} is not a TCP port")
+        for key in ("domain", "user", "resource", "room", "nick"):
+            if not getattr(self, key).strip():
+                raise ConfigError.at(key, "must not be empty")
+        if "@" not in self.room or "/" in self.room:
+            raise ConfigError.at("room", f"{self.room!r} is not a room address (name@service)")
+        if not 0 < self.reconnect_initial <= self.reconnect_max:
+            raise ConfigError.at("reconnect_initial", "need 0 < reconnect_initial <= reconnect_max")
+        if self.rejoin_interval <= 0:
+            raise ConfigError.at("rejoin_interval", "must be positive")
+
 
 @dataclass(slots=True)
 class SocketConfig:
     #: The UNIX datagram socket the forum writes to.
     path: str = "/run/xmppd-webridge/webridge.sock"
     #: File mode of the socket (octal string or integer); writers need write permission.
-    mode: str = "0660"
+    mode: str | int = "0660"
     #: Group of the socket (e.g. the web server's, "www-data"); empty keeps ours.
     group: str = ""
+
+    def validate(self) -> None:
+        if not self.path:
+            raise ConfigError.at("path", "must not be empty")
+        parse_mode(self.mode)
 
 
 @dataclass(slots=True)
@@ -68,10 +86,22 @@ class MessagesConfig:
     #: Longest name, forum or title inside a message, in characters.
     field_max_length: int = 300
 
+    def validate(self) -> None:
+        if self.queue_size < 1:
+            raise ConfigError.at("queue_size", "must be at least 1")
+        if self.burst < 1 or self.rate <= 0:
+            raise ConfigError.at("burst/rate", "need burst >= 1 and rate > 0")
+        if self.max_length < 20 or self.field_max_length < 10:
+            raise ConfigError.at("max_length/field_max_length", "too small")
+
 
 @dataclass(slots=True)
 class LogConfig:
     level: str = "INFO"
+
+    def validate(self) -> None:
+        if self.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError.at("level", f"{self.level!r} is not a log level")
 
 
 @dataclass(slots=True)
@@ -117,45 +147,6 @@ def parse_mode(value: str | int) -> int:
     return mode
 
 
-def _coerce(key: str, kind: Any, value: Any) -> Any:
-    if kind is bool:
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
-            return value.lower() in ("1", "true", "yes")
-        if isinstance(value, bool):
-            return value
-    elif kind is int:
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif kind is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif kind is str:
-        if isinstance(value, str):
-            return value
-        if key == "socket.mode" and isinstance(value, int):
-            return oct(value)[2:]
-    raise ConfigError(f"{key}: expected {kind.__name__}, got {value!r}")
-
-
-def _apply(section_name: str, section: Any, values: Mapping[str, Any]) -> None:
-    hints = typing.get_type_hints(type(section))
-    names = {f.name for f in dataclasses.fields(section)}
-    for key, value in values.items():
-        if key not in names:
-            raise ConfigError(f"{section_name}.{key}: unknown option")
-        setattr(section, key, _coerce(f"{section_name}.{key}", hints[key], value))
-
-
 def load(
     path: str | None = None,
     environ: Mapping[str, str] | None = None,
@@ -165,55 +156,13 @@ def load(
     """Defaults, then the TOML file (if any), then ``WEBRIDGE_<SECTION>_<KEY>``.
 
     ``require_secret=False`` for the ``say`` client, which only needs the socket path."""
-    environ = os.environ if environ is None else environ
-    config = Config()
-    sections = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    if path:
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"{path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-        for name, values in data.items():
-            if name not in sections or not isinstance(values, dict):
-                raise ConfigError(f"{name}: unknown section")
-            _apply(name, sections[name], values)
-    for var, value in environ.items():
-        if not var.startswith("WEBRIDGE_") or var == "WEBRIDGE_CONFIG":
-            continue
-        rest = var[len("WEBRIDGE_") :].lower()
-        name, _, key = rest.partition("_")
-        if name not in sections or not key:
-            raise ConfigError(f"{var}: no such option")
-        _apply(name, sections[name], {key: value})
-    validate(config, require_secret=require_secret)
-    return config
-
-
-def validate(config: Config, *, require_secret: bool = True) -> None:
-    x, m = config.xmpp, config.messages
-    if not 0 < x.port < 65536:
-        raise ConfigError(f"xmpp.port: {x.port} is not a TCP port")
-    for key in ("domain", "user", "resource", "room", "nick"):
-        if not getattr(x, key).strip():
-            raise ConfigError(f"xmpp.{key}: must not be empty")
-    if "@" not in x.room or "/" in x.room:
-        raise ConfigError(f"xmpp.room: {x.room!r} is not a room address (name@service)")
-    if require_secret and not x.secret and not x.secret_file:
+    config = settings.load(
+        Config,
+        prefix=ENV_PREFIX,
+        path=path,
+        environ=environ,
+        skip_env=lambda name: name == "WEBRIDGE_CONFIG",
+    )
+    if require_secret and not config.xmpp.secret and not config.xmpp.secret_file:
         raise ConfigError("xmpp.secret: set secret, secret_file or WEBRIDGE_XMPP_SECRET")
-    if not 0 < x.reconnect_initial <= x.reconnect_max:
-        raise ConfigError("xmpp.reconnect_initial: need 0 < reconnect_initial <= reconnect_max")
-    if x.rejoin_interval <= 0:
-        raise ConfigError("xmpp.rejoin_interval: must be positive")
-    if not config.socket.path:
-        raise ConfigError("socket.path: must not be empty")
-    parse_mode(config.socket.mode)
-    if m.queue_size < 1:
-        raise ConfigError("messages.queue_size: must be at least 1")
-    if m.burst < 1 or m.rate <= 0:
-        raise ConfigError("messages.burst/rate: need burst >= 1 and rate > 0")
-    if m.max_length < 20 or m.field_max_length < 10:
-        raise ConfigError("messages.max_length/field_max_length: too small")
-    if config.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"log.level: {config.log.level!r} is not a log level")
+    return config

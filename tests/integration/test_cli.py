@@ -182,6 +182,15 @@ def test_check_config_broken_toml_and_missing_file(tmp_path: Path) -> None:
     assert "does not exist" in result.stderr
 
 
+def test_an_old_config_with_the_retired_idle_timeout_still_loads(tmp_path: Path) -> None:
+    """c2s.idle_timeout never did anything and left the example: a file copied from the
+    old example starts, with one warning saying to remove the key."""
+    result = xmppd(write_config(tmp_path, "[c2s]\nidle_timeout = 300.0\n"), "check-config")
+    assert result.returncode == 0, result.stderr
+    assert "configuration OK" in result.stdout
+    assert result.stderr.count("event=config_retired key=c2s.idle_timeout") == 1, result.stderr
+
+
 def test_env_overrides_apply(tmp_path: Path) -> None:
     env = {"XMPPD_SERVER_DOMAIN": "Chat.Example.ORG", "XMPPD_AUTH_BACKEND": "internal"}
     result = xmppd(write_config(tmp_path), "check-config", env=env)

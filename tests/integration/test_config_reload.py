@@ -464,7 +464,7 @@ def test_cors_origins_and_trusted_proxies_apply_to_the_next_request(tmp_path: Pa
         (lambda d: d["c2s"].update(port="lots"), "c2s.port: expected a number, got 'lots'"),
         (
             lambda d: d["c2s"].update(max_conections_per_ip=1),
-            "c2s: unknown key(s) max_conections_per_ip",
+            "c2s.max_conections_per_ip: unknown key (did you mean max_connections_per_ip?)",
         ),
         (
             lambda d: d.setdefault("limits", {}).update(ipv6_prefix=7),

@@ -27,7 +27,7 @@ from xmppd.stream.c2s import (
     FetchScram,
     StreamEvent,
 )
-from xmppd.stream.sasl import mechanisms_for
+from xmppd.stream.mechanisms import offered_mechanisms
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError
 from xmppd.xml.parser import StreamClose, StreamOpen, StreamParser
@@ -70,7 +70,7 @@ def plain(username: str, password: str, authzid: str = "") -> bytes:
 def settings(**overrides: Any) -> C2SSettings:
     base: dict[str, Any] = {
         "domain": DOMAIN,
-        "mechanisms": dict(mechanisms_for(scram=True)),
+        "mechanisms": offered_mechanisms(DOMAIN, scram=True),
         "tls_available": True,
         "tls_active": False,
         "tls_required": True,

@@ -8,7 +8,8 @@ import pytest
 from lxml import etree
 
 from xmppd.bosh.body import BadBody, BodyRequest, parse_body, render_body, terminate_body
-from xmppd.bosh.session import BoshLimits, BoshSession, CreationError, Hold, Respond
+from xmppd.bosh.config import BoshConfig
+from xmppd.bosh.session import BoshSession, CreationError, Hold, Respond
 
 NS = "http://jabber.org/protocol/httpbind"
 RID = 1_000_000
@@ -26,9 +27,9 @@ def body(rid: int, payload: str = "", sid: str | None = SID, **attrs: str) -> Bo
     return parsed
 
 
-def create(now: float = 0.0, limits: BoshLimits | None = None, **attrs: str) -> BoshSession:
+def create(now: float = 0.0, limits: BoshConfig | None = None, **attrs: str) -> BoshSession:
     params = {"to": "localhost", "wait": "60", "hold": "1", "ver": "1.6"} | attrs
-    return BoshSession(SID, body(RID, sid=None, **params), "localhost", limits or BoshLimits(), now)
+    return BoshSession(SID, body(RID, sid=None, **params), "localhost", limits or BoshConfig(), now)
 
 
 def answered(session: BoshSession, now: float) -> dict[int, etree._Element]:
@@ -68,7 +69,7 @@ def test_creation_response_attributes_and_features() -> None:
 
 
 def test_hold_larger_limit_and_requests() -> None:
-    s = create(limits=BoshLimits(max_hold=4), hold="2")
+    s = create(limits=BoshConfig(max_hold=4), hold="2")
     assert (s.hold, s.requests) == (2, 3)
 
 
@@ -157,7 +158,7 @@ def test_client_moving_past_a_gap_means_the_missing_request_was_lost() -> None:
 
 
 def test_gap_open_for_gap_grace_is_given_up() -> None:
-    s = started(limits=BoshLimits(gap_grace=4.0))
+    s = started(limits=BoshConfig(gap_grace=4.0))
     s.receive(body(RID + 2, MSG.format("after the lost one")), 10.0)
     assert s.skip_stale_gap(13.9) == 0 and s.take_ready() == []
     assert s.flush(13.9) == []
@@ -209,7 +210,7 @@ def test_old_rid_not_in_cache_terminates_item_not_found() -> None:
 
 def test_legacy_client_gets_http_status() -> None:
     params = {"to": "localhost", "wait": "60", "hold": "1"}
-    s = BoshSession(SID, body(RID, sid=None, **params), "localhost", BoshLimits(), 0.0)
+    s = BoshSession(SID, body(RID, sid=None, **params), "localhost", BoshConfig(), 0.0)
     s.flush(0.0)
     out = s.receive(body(RID + 9), 1.0)
     assert isinstance(out, Respond) and out.status == 404
@@ -443,7 +444,7 @@ def test_stream_error_while_no_request_waits_goes_out_with_the_next_one() -> Non
 
 
 def test_buffer_limit() -> None:
-    s = started(limits=BoshLimits(max_buffer_bytes=100))
+    s = started(limits=BoshConfig(max_buffer_bytes=100))
     assert s.push(b"x" * 60)
     assert not s.push(b"y" * 60)
 

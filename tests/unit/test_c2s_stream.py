@@ -191,7 +191,7 @@ def test_plain_success_and_restart() -> None:
     assert Authenticated(Identity("juliet"), "PLAIN") in events
     items = d.take()
     assert [i.tag for i in items] == [SASL + "success"]
-    assert d.stream.phase is Phase.EXPECT_HEADER
+    assert d.stream.phase is Phase.EXPECT_RESTART
     features = d.open()
     assert feature_tags(features)[:3] == ["bind", "session", "ver"]
     assert features.find(BIND + "bind") is not None
@@ -409,7 +409,7 @@ def test_bind_with_invalid_resource() -> None:
     assert reply.get("id") == "b1"
     assert stanza_error(reply) == "bad-request"
     assert not [e for e in d.events if isinstance(e, BindRequest)]
-    assert d.stream.phase is Phase.NEGOTIATING  # may try again
+    assert d.stream.phase is Phase.BIND  # may try again
     d.send(f"<iq type='set' id='b2'><bind xmlns='{ns.BIND}'/></iq>".encode())
     assert d.take_elements()[0].get("type") == "result"
 
@@ -435,7 +435,7 @@ def test_bind_conflict_from_the_router() -> None:
     (reply,) = d.take_elements()
     assert reply.get("id") == "b1" and stanza_error(reply) == "conflict"
     assert reply.find(f"{CLIENT}error").get("type") == "cancel"
-    assert d.stream.jid is None and d.stream.phase is Phase.NEGOTIATING
+    assert d.stream.jid is None and d.stream.phase is Phase.BIND
 
 
 def test_bind_without_id_is_refused() -> None:

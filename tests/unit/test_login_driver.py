@@ -8,6 +8,8 @@ secret check, and must give every place back when an exchange ends without a ver
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +24,8 @@ from xmppd.auth.internal import InternalAuthenticator
 from xmppd.config import Config
 from xmppd.server import Server
 from xmppd.storage import AsyncDatabase, Database
-from xmppd.stream.c2s import C2SSettings, C2SStream
-from xmppd.stream.sasl import mechanisms_for
+from xmppd.stream.c2s import C2SStream
+from xmppd.stream.scram import ScramSha256
 from xmppd.transport.driver import C2SDriver
 from xmppd.xml import ns
 
@@ -86,12 +88,8 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def connection(server: Server, ip: str) -> tuple[C2SStream, C2SDriver]:
-    settings = C2SSettings(
-        domain="localhost",
-        mechanisms=dict(mechanisms_for(scram=True)),
-        tls_available=False,
-        tls_required=False,
-    )
+    # what the server really offers, minus the TLS rule (no TLS in memory)
+    settings = dataclasses.replace(server.c2s_settings(ip, direct_tls=False), tls_required=False)
     stream = C2SStream(settings)
     driver = C2SDriver(server, stream, Sink(), ip, "tcp")
     stream.receive_data(header(to="localhost"))
@@ -195,3 +193,28 @@ def test_server_groups_ipv6_clients_by_the_configured_prefix(server: Server) -> 
     assert server.begin_login("2001:db8:5:6::3") is None
     assert server.login_allowed("2001:db8:5:7::1")
     assert server.logins.ipv6_prefix == server.config.limits.ipv6_prefix == 64
+
+
+class NoScramBackend(HeldBackend):
+    """Like phpBB: password hashes only, no SCRAM keys."""
+
+    def supports_scram(self) -> bool:
+        return False
+
+
+def offered(server: Server) -> list[bytes]:
+    """The mechanism names a new c2s stream of ``server`` puts in its features."""
+    stream = C2SStream(server.c2s_settings("192.0.2.1", direct_tls=True))
+    stream.receive_data(header(to="localhost"))
+    return re.findall(rb"<mechanism>([^<]+)</mechanism>", stream.data_to_send())
+
+
+def test_the_server_offers_scram_then_plain_with_scram_keys(server: Server) -> None:
+    assert offered(server) == [b"SCRAM-SHA-256", b"SCRAM-SHA-1", b"PLAIN"]
+    scram = server.c2s_settings("192.0.2.1", direct_tls=True).mechanisms["SCRAM-SHA-256"]()
+    assert isinstance(scram, ScramSha256) and scram._domain == "localhost"
+
+
+def test_the_server_offers_plain_only_without_scram_keys(server: Server) -> None:
+    other = Server(server.config, server.database, NoScramBackend(), server.adb)
+    assert offered(other) == [b"PLAIN"]

@@ -7,6 +7,7 @@ What moves with real traffic is in tests/integration/test_metrics_scrape.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -26,8 +27,7 @@ from xmppd.config import Config, ConfigError, validate
 from xmppd.metrics import OTHER_ROOMS, Metrics, may_scrape, parse_allow
 from xmppd.server import Server
 from xmppd.storage import AsyncDatabase, Database
-from xmppd.stream.c2s import C2SSettings, C2SStream
-from xmppd.stream.sasl import mechanisms_for
+from xmppd.stream.c2s import C2SStream
 from xmppd.transport.driver import C2SDriver
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-xmppd.json"
@@ -158,8 +158,8 @@ class Sink:
 
 async def test_stanzas_a_bound_session_is_sent_are_the_servers(server: Server) -> None:
     server.database.create_user("alice", "secret")
-    settings = C2SSettings(
-        domain="localhost", mechanisms=dict(mechanisms_for(scram=True)), tls_required=False
+    settings = dataclasses.replace(
+        server.c2s_settings("192.0.2.1", direct_tls=False), tls_required=False
     )
     stream = C2SStream(settings)
     driver = C2SDriver(server, stream, Sink(), "127.0.0.1", "tcp")
@@ -188,8 +188,8 @@ async def test_logins_by_result_and_mechanism(server: Server) -> None:
 
     server.logins = LoginLimits(1, 64)  # one failure a minute per address
     server.database.create_user("alice", "secret")
-    settings = C2SSettings(
-        domain="localhost", mechanisms=dict(mechanisms_for(scram=True)), tls_required=False
+    settings = dataclasses.replace(
+        server.c2s_settings("192.0.2.1", direct_tls=False), tls_required=False
     )
     for password in ("wrong", "secret"):
         stream = C2SStream(settings)

@@ -12,13 +12,8 @@ from slixmpp.util.sasl import SASLMutualAuthFailed, choose
 
 from xmppd.auth.base import Identity, ScramCredentials
 from xmppd.auth.scram import derive_scram, prepare_password
-from xmppd.stream.sasl import (
-    Challenge,
-    Failure,
-    NeedScramCredentials,
-    Success,
-    mechanisms_for,
-)
+from xmppd.stream.mechanisms import offered_mechanisms
+from xmppd.stream.sasl import Challenge, Failure, NeedScramCredentials, Success
 from xmppd.stream.scram import ScramSha1, ScramSha256
 
 # RFC 5802 §5 and RFC 7677 §3: user "user", password "pencil".
@@ -279,7 +274,7 @@ def _client_login(
         "tls_version": "TLSv1.3",
     }
     client = choose([mech_name], lambda required, optional: dict(creds), lambda _: security)
-    server = mechanisms_for(scram=True)[mech_name](domain="example.com")  # type: ignore[call-arg]
+    server = offered_mechanisms("example.com", scram=True)[mech_name]()
     step = server.start(client.process(b""))
     assert isinstance(step, NeedScramCredentials)
     identity = Identity(step.username.lower())

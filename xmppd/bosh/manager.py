@@ -32,7 +32,6 @@ from xmppd.bosh.body import BadBody, BodyRequest, parse_body, terminate_body
 from xmppd.bosh.request import HttpRequest, HttpResponse
 from xmppd.bosh.session import (
     LEGACY_STATUS,
-    BoshLimits,
     BoshSession,
     CreationError,
     Hold,
@@ -366,15 +365,8 @@ class BoshManager:
         self.server: Server = server
         cfg = server.config.bosh
         self.cfg = cfg
-        self.limits = BoshLimits(
-            max_wait=cfg.max_wait,
-            max_hold=cfg.max_hold,
-            max_inactivity=cfg.max_inactivity,
-            polling=cfg.polling,
-            max_pause=cfg.max_pause,
-            max_buffer_bytes=cfg.max_buffer_bytes,
-            gap_grace=cfg.gap_grace,
-        )
+        #: The ceilings sessions clamp to: the ``[bosh]`` section itself.
+        self.limits = cfg
         self.sessions: dict[str, BoshConnection] = {}
         #: Creations admitted and still awaiting their stream settings (count toward
         #: max_sessions, so concurrent creations cannot pass it together).

@@ -38,7 +38,10 @@ Rules, each with its section of XEP-0124:
   a pause answers every waiting request at once and carries no payloads).
 - acks (§9): with ``ack='1'`` on creation, responses carry ``ack`` (highest rid received
   with none missing below it) and client acks trim the response cache; a client ack
-  lagging behind for ``report_after`` seconds gets ``report``/``time`` at once.
+  lagging behind for :data:`REPORT_AFTER` seconds gets ``report``/``time`` at once.
+
+The ceilings (``max_wait``, ``max_hold``, ``polling``, ``gap_grace``…) are the ``[bosh]``
+section itself (:class:`~xmppd.bosh.config.BoshConfig`), not a copy of it.
 - keys (§15): ``newkey``/``key`` sequences are checked when the client uses them; a
   wrong or missing key ends the session and its own request gets the terminal answer
   from :meth:`BoshSession.receive` at once.
@@ -56,30 +59,15 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from xmppd.bosh.body import XMPP_VERSION, BodyRequest, render_body, terminate_body
+from xmppd.bosh.config import BoshConfig
 
 #: Highest BOSH version we speak (XEP-0124 1.11).
 OUR_VERSION = (1, 11)
 DEFAULT_CONTENT = "text/xml; charset=utf-8"
 #: Deprecated HTTP statuses for legacy clients (no ``ver``; XEP-0124 §17.1).
 LEGACY_STATUS = {"bad-request": 400, "policy-violation": 403, "item-not-found": 404}
-
-
-@dataclass(frozen=True, slots=True)
-class BoshLimits:
-    """Server-side ceilings; the client's wishes are clamped to them."""
-
-    max_wait: int = 60
-    max_hold: int = 1
-    max_inactivity: int = 60
-    #: Shortest polling interval advertised (``polling``); enforced for polling sessions.
-    polling: int = 2
-    max_pause: int = 120
-    #: Bytes buffered for a client between requests before the session is dropped.
-    max_buffer_bytes: int = 1_048_576
-    #: Seconds a missing response may lag before a lagging client ack gets a report.
-    report_after: float = 2.0
-    #: Seconds a gap in the rids may stay open before the missing requests count as lost.
-    gap_grace: float = 4.0
+#: Seconds a missing response may lag before a lagging client ack gets a report.
+REPORT_AFTER = 2.0
 
 
 class CreationError(Exception):
@@ -173,7 +161,7 @@ class BoshSession:
     )
 
     def __init__(
-        self, sid: str, request: BodyRequest, domain: str, limits: BoshLimits, now: float
+        self, sid: str, request: BodyRequest, domain: str, limits: BoshConfig, now: float
     ) -> None:
         """Validate a creation request (no ``sid``); raises :class:`CreationError`."""
         attrs = request.attrs
@@ -346,7 +334,7 @@ class BoshSession:
         missing = self._cache.get(ack + 1)
         if ack < self.answered_upto and missing is not None:
             lag = now - missing[1]
-            if lag >= self.limits.report_after:
+            if lag >= REPORT_AFTER:
                 slot.attrs += [("report", str(ack + 1)), ("time", str(int(lag * 1000)))]
                 slot.immediate = True
 

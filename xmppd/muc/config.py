@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from xmppd.jid import JID, JIDError
+from xmppd.settings import ConfigError
+
 
 @dataclass(slots=True)
 class RoomSeed:
@@ -23,6 +26,12 @@ class RoomSeed:
     moderated: bool = False
     members_only: bool = False
     subject: str = ""
+
+    def validate(self) -> None:
+        try:
+            JID.make(self.name, "localhost")
+        except JIDError as exc:
+            raise ConfigError.at("name", str(exc)) from None
 
 
 def _default_rooms() -> list[RoomSeed]:
@@ -86,3 +95,16 @@ class MucConfig:
 
     def service_host(self, server_domain: str) -> str:
         return self.host or f"conference.{server_domain}"
+
+    def validate(self) -> None:
+        if self.history_default > self.history_max:
+            raise ConfigError.at("history_default", "must not exceed muc.history_max")
+        if not 1 <= self.max_nick_length <= 1023:
+            raise ConfigError.at("max_nick_length", "must be between 1 and 1023")
+        for key in ("max_rooms", "max_rooms_per_user", "room_creations_per_minute"):
+            if getattr(self, key) < 1:
+                raise ConfigError.at(key, "must be at least 1 (allow_room_creation turns it off)")
+        if self.history_max_bytes < 0:
+            raise ConfigError.at("history_max_bytes", "must not be negative")
+        if self.invites_per_minute < 0:
+            raise ConfigError.at("invites_per_minute", "must not be negative (0: no limit)")

@@ -48,12 +48,6 @@ class Template:
         self.head = data[:cut]
         self.tail = data[cut:]
 
-    @classmethod
-    def from_parts(cls, head: bytes, tail: bytes) -> Template:
-        tpl = cls.__new__(cls)
-        tpl.head, tpl.tail = head, tail
-        return tpl
-
     def to(self, rcpt: Recipient) -> bytes:
         return b"".join((self.head, rcpt.to_attr, self.tail))
 

@@ -8,7 +8,10 @@ memory without a socket.
 The handshake (XEP-0114 §3): the component opens a stream in ``jabber:component:accept``
 with ``to`` = its domain; the server answers with a stream header carrying a fresh ``id``;
 the component sends ``<handshake>`` = lowercase hex SHA-1(id + secret); the server
-answers ``<handshake/>`` or a stream error. Server phases:
+answers ``<handshake/>`` or a stream error. Each side's phases change only by its table
+(:data:`SERVER_RULES`, :data:`CLIENT_RULES`; what a missing row means is in
+:mod:`xmppd.stream.machine`, whose :class:`~xmppd.stream.machine.StreamMachine` both
+sides are). Server phases:
 
 =================  ==============================================================
 ``EXPECT_HEADER``  the component's stream header
@@ -18,6 +21,10 @@ answers ``<handshake/>`` or a stream error. Server phases:
 ``ESTABLISHED``    stanzas, ``from`` checked against the component's domain
 ``CLOSED``         nothing
 =================  ==============================================================
+
+Client phases: ``EXPECT_HEADER`` (the server's header, answered with our handshake),
+``HANDSHAKE`` (the server's ``<handshake/>``), ``ESTABLISHED`` (stanzas), ``CLOSED``; a
+``<stream:error/>`` from the server closes it in any phase.
 
 Inside the server stanzas live in ``jabber:client`` (what the router, MUC and c2s
 sessions expect); on a component stream they are in ``jabber:component:accept``.
@@ -36,9 +43,20 @@ from dataclasses import dataclass
 from lxml import etree
 
 from xmppd.jid import JID, JIDError
+from xmppd.stream.machine import Refusal, Rules, StreamEnded, StreamMachine, closing_rows
 from xmppd.xml import ns
 from xmppd.xml.errors import STREAM_CONDITIONS, StanzaError, StreamError, error_reply
-from xmppd.xml.parser import StreamClose, StreamOpen, StreamParser
+from xmppd.xml.parser import StreamOpen, StreamParser
+
+__all__ = [
+    "ComponentClientStream",
+    "ComponentServerStream",
+    "ComponentSettings",
+    "Established",
+    "HandshakeVerified",
+    "StanzaReceived",
+    "StreamEnded",
+]
 
 _HANDSHAKE = "{%s}handshake" % ns.COMPONENT
 _STREAM_ERROR = "{%s}error" % ns.STREAMS
@@ -177,15 +195,6 @@ class StanzaReceived:
     stanza: etree._Element
 
 
-@dataclass(frozen=True, slots=True)
-class StreamEnded:
-    """The stream is over; close the transport. ``error`` is the stream error we sent
-    (server side) or received (client side); ``by_peer``: the peer closed first."""
-
-    error: StreamError | None = None
-    by_peer: bool = False
-
-
 ComponentEvent = HandshakeVerified | Established | StanzaReceived | StreamEnded
 
 
@@ -197,6 +206,86 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
+class Event(enum.Enum):
+    # -- the peer
+    HEADER = "stream header"
+    CLOSE = "closing tag"
+    HANDSHAKE = "handshake"
+    #: ``message``, ``presence`` or ``iq`` (server side: in an accepted namespace).
+    STANZA = "stanza"
+    #: Client side: the server's ``<stream:error/>``.
+    STREAM_ERROR = "stream error"
+    OTHER = "element"
+    # -- the shell's answer (server side)
+    ACCEPT = "accept"
+    # -- our outcomes
+    ERROR = "our stream error"
+    END = "close"
+
+
+_P, _E = Phase, Event
+_PEER = frozenset({_E.HEADER, _E.CLOSE, _E.HANDSHAKE, _E.STANZA, _E.STREAM_ERROR, _E.OTHER})
+_UNEXPECTED_HEADER = Refusal("not-well-formed", "unexpected stream header")
+
+#: The accepting side: header, handshake verified, the shell accepts, stanzas.
+SERVER_RULES: Rules[Phase, Event] = Rules(
+    initial=_P.EXPECT_HEADER,
+    closed=_P.CLOSED,
+    transitions={
+        (_P.EXPECT_HEADER, _E.HEADER): _P.HANDSHAKE,
+        (_P.HANDSHAKE, _E.HANDSHAKE): _P.ACCEPTING,  # the digest is checked next
+        (_P.ACCEPTING, _E.ACCEPT): _P.ESTABLISHED,
+        (_P.ESTABLISHED, _E.STANZA): _P.ESTABLISHED,
+        **closing_rows(frozenset(Phase) - {_P.CLOSED}, _P.CLOSED, _E.CLOSE, _E.ERROR, _E.END),
+    },
+    peer=_PEER,
+    answers=frozenset({_E.ACCEPT}),
+    refusals={
+        _E.HEADER: _UNEXPECTED_HEADER,
+        _P.EXPECT_HEADER: Refusal("not-well-formed", "unexpected element"),
+        _P.HANDSHAKE: Refusal("not-authorized", "send <handshake/> first"),
+        _P.ACCEPTING: Refusal("not-authorized", "wait for the handshake result"),
+        _P.ESTABLISHED: Refusal("unsupported-stanza-type", "{name} is not a stanza"),
+    },
+    peer_close=_E.CLOSE,
+    error=_E.ERROR,
+    end=_E.END,
+    deaf=frozenset({_P.CLOSED}),
+)
+
+#: The connecting side: the server's header (we answer with the handshake), its
+#: ``<handshake/>``, stanzas; a ``<stream:error/>`` ends it anywhere.
+CLIENT_RULES: Rules[Phase, Event] = Rules(
+    initial=_P.EXPECT_HEADER,
+    closed=_P.CLOSED,
+    transitions={
+        (_P.EXPECT_HEADER, _E.HEADER): _P.HANDSHAKE,
+        (_P.HANDSHAKE, _E.HANDSHAKE): _P.ESTABLISHED,
+        (_P.ESTABLISHED, _E.STANZA): _P.ESTABLISHED,
+        **closing_rows(
+            (_P.EXPECT_HEADER, _P.HANDSHAKE, _P.ESTABLISHED),
+            _P.CLOSED,
+            _E.CLOSE,
+            _E.STREAM_ERROR,
+            _E.ERROR,
+            _E.END,
+        ),
+    },
+    peer=_PEER,
+    answers=frozenset(),
+    refusals={
+        _E.HEADER: _UNEXPECTED_HEADER,
+        _P.EXPECT_HEADER: Refusal("not-well-formed", "unexpected element"),
+        _P.HANDSHAKE: Refusal("not-authorized", "expected <handshake/>"),
+        _P.ESTABLISHED: Refusal("unsupported-stanza-type", "unexpected <{name}/>"),
+    },
+    peer_close=_E.CLOSE,
+    error=_E.ERROR,
+    end=_E.END,
+    deaf=frozenset({_P.CLOSED}),
+)
+
+
 @dataclass(slots=True)
 class ComponentSettings:
     """What the accepting side knows: the configured component domains and secrets."""
@@ -206,42 +295,26 @@ class ComponentSettings:
     max_depth: int = 64
 
 
-class _Base:
-    """Output buffer and parser plumbing shared by both sides."""
+class _Base(StreamMachine[Phase, Event]):
+    """What both sides add to the machine: the component parser, ``established``."""
 
-    __slots__ = ("_out", "_parser", "phase")
+    __slots__ = ()
 
     def __init__(self, max_stanza_size: int, max_depth: int) -> None:
-        self._out: list[bytes] = []
-        self._parser = StreamParser(max_stanza_size, max_depth)
-        self.phase = Phase.EXPECT_HEADER
-
-    def data_to_send(self) -> bytes:
-        """Bytes produced since the last call, in order."""
-        if not self._out:
-            return b""
-        data = b"".join(self._out)
-        self._out.clear()
-        return data
-
-    @property
-    def closed(self) -> bool:
-        return self.phase is Phase.CLOSED
+        super().__init__(StreamParser(max_stanza_size, max_depth))
 
     @property
     def established(self) -> bool:
         return self.phase is Phase.ESTABLISHED
-
-    def dispose(self) -> None:
-        """Free parser state; the connection is gone."""
-        self._parser.dispose()
 
 
 # ----------------------------------------------------------------- server side
 class ComponentServerStream(_Base):
     """The accepting (server) side of one component connection; no I/O, no clock."""
 
-    __slots__ = ("_header_sent", "_new_id", "domain", "settings", "stream_id")
+    __slots__ = ("_new_id", "domain", "settings", "stream_id")
+
+    RULES = SERVER_RULES
 
     def __init__(
         self, settings: ComponentSettings, stream_id_factory: Callable[[], str] | None = None
@@ -252,77 +325,34 @@ class ComponentServerStream(_Base):
         self.stream_id = ""
         #: The component's domain once its header named a configured one.
         self.domain: str | None = None
-        self._header_sent = False
-
-    def receive_data(self, data: bytes) -> list[ComponentEvent]:
-        """Feed bytes from the component; returns the events they complete."""
-        if self.phase is Phase.CLOSED:
-            return []
-        events: list[ComponentEvent] = []
-        try:
-            for item in self._parser.feed(data):
-                if self.phase is Phase.CLOSED:
-                    break
-                if isinstance(item, StreamOpen):
-                    self._on_header(item)
-                elif isinstance(item, StreamClose):
-                    self._ensure_header()
-                    self._out.append(b"</stream:stream>")
-                    self.phase = Phase.CLOSED
-                    events.append(StreamEnded(by_peer=True))
-                else:
-                    self._on_element(item, events)
-        except StreamError as err:
-            events.append(self._fail(err))
-        return events
 
     def accept(self) -> None:
         """The shell registered the domain: confirm the handshake (``<handshake/>``)."""
-        if self.phase is not Phase.ACCEPTING:
-            return
-        self._out.append(b"<handshake/>")
-        self.phase = Phase.ESTABLISHED
+        if self._go(Event.ACCEPT):
+            self.send(b"<handshake/>")
 
     def close(self, condition: str | None = None, text: str | None = None) -> StreamEnded:
         """End the stream from our side, with a stream error when ``condition`` is set."""
-        if self.phase is Phase.CLOSED:
-            return StreamEnded()
-        if condition is None:
-            self._ensure_header()
-            self._out.append(b"</stream:stream>")
-            self.phase = Phase.CLOSED
-            return StreamEnded()
-        return self._fail(StreamError(condition, text))
+        return self._end(condition, text)
 
     def stanza_bytes(self, stanza: etree._Element) -> bytes:
         """Serialise a router stanza (``jabber:client``) for this component stream."""
         return component_bytes(stanza)
 
     # ------------------------------------------------------------- internals
-    def _fail(self, err: StreamError) -> StreamEnded:
-        self._ensure_header()
-        self._out.append(err.to_bytes())
-        self._out.append(b"</stream:stream>")
-        self.phase = Phase.CLOSED
-        return StreamEnded(error=err)
-
-    def _ensure_header(self) -> None:
-        if self._header_sent:
-            return
+    def _header_bytes(self) -> bytes:
         if not self.stream_id:
             self.stream_id = self._new_id()
         attrs = f' id="{_attr(self.stream_id)}"'
         if self.domain:
             attrs = f' from="{_attr(self.domain)}"' + attrs
-        self._out.append(
+        return (
             b"<?xml version='1.0'?><stream:stream xmlns=\"jabber:component:accept\" "
             b'xmlns:stream="http://etherx.jabber.org/streams"' + attrs.encode() + b">"
         )
-        self._header_sent = True
 
-    def _on_header(self, header: StreamOpen) -> None:
-        if self.phase is not Phase.EXPECT_HEADER:
-            raise StreamError("not-well-formed", "unexpected stream header")
+    def _on_header(self, header: StreamOpen, events: list[ComponentEvent]) -> None:
+        self._go(Event.HEADER)
         self.stream_id = self._new_id()
         if header.default_ns != ns.COMPONENT:
             raise StreamError(
@@ -340,37 +370,35 @@ class ComponentServerStream(_Base):
             raise StreamError("host-unknown", f"no component is configured for {to}")
         self.domain = domain
         self._ensure_header()
-        self.phase = Phase.HANDSHAKE
 
     def _on_element(self, el: etree._Element, events: list[ComponentEvent]) -> None:
-        phase = self.phase
-        if phase is Phase.ESTABLISHED:
+        qname = etree.QName(el)
+        if el.tag == _HANDSHAKE:
+            event = Event.HANDSHAKE
+        elif qname.namespace in _ACCEPTED_NS and qname.localname in _STANZA_NAMES:
+            event = Event.STANZA
+        else:
+            event = Event.OTHER
+        self._go(event, el)  # a refusal when the phase has no row
+        if event is Event.HANDSHAKE:
+            self._handshake(el, events)
+        else:
             self._stanza(el, events)
-            return
-        if phase is Phase.HANDSHAKE:
-            if el.tag != _HANDSHAKE:
-                raise StreamError("not-authorized", "send <handshake/> first")
-            assert self.domain is not None
-            given = (el.text or "").strip().lower().encode("utf-8", "replace")
-            expected = handshake_digest(self.stream_id, self.settings.secrets[self.domain])
-            if not hmac.compare_digest(given, expected.encode("ascii")):
-                raise StreamError("not-authorized", "the handshake does not match the secret")
-            self.phase = Phase.ACCEPTING
-            events.append(HandshakeVerified(self.domain))
-            return
-        if phase is Phase.ACCEPTING:
-            raise StreamError("not-authorized", "wait for the handshake result")
-        raise StreamError("not-well-formed", "unexpected element")
+
+    def _handshake(self, el: etree._Element, events: list[ComponentEvent]) -> None:
+        assert self.domain is not None
+        given = (el.text or "").strip().lower().encode("utf-8", "replace")
+        expected = handshake_digest(self.stream_id, self.settings.secrets[self.domain])
+        if not hmac.compare_digest(given, expected.encode("ascii")):
+            raise StreamError("not-authorized", "the handshake does not match the secret")
+        events.append(HandshakeVerified(self.domain))
 
     def _stanza(self, el: etree._Element, events: list[ComponentEvent]) -> None:
-        qname = etree.QName(el)
-        if qname.namespace not in _ACCEPTED_NS or qname.localname not in _STANZA_NAMES:
-            raise StreamError("unsupported-stanza-type", f"{qname.localname} is not a stanza")
         stanza = to_router(el)
         err = self._check(stanza)
         if err is not None:
             if stanza.get("type") != "error":
-                self._out.append(self.stanza_bytes(error_reply(stanza, err)))
+                self.send(self.stanza_bytes(error_reply(stanza, err)))
             return
         events.append(StanzaReceived(stanza))
 
@@ -405,6 +433,8 @@ class ComponentClientStream(_Base):
 
     __slots__ = ("domain", "secret", "stream_id")
 
+    RULES = CLIENT_RULES
+
     def __init__(
         self, domain: str, secret: str, max_stanza_size: int = 1_048_576, max_depth: int = 64
     ) -> None:
@@ -412,6 +442,7 @@ class ComponentClientStream(_Base):
         self.domain = domain
         self.secret = secret
         self.stream_id = ""
+        self._header_sent = True  # initiate() is our header
 
     def initiate(self) -> bytes:
         """The opening stream header (call once, first)."""
@@ -422,44 +453,8 @@ class ComponentClientStream(_Base):
             + b"'>"
         )
 
-    def receive_data(self, data: bytes) -> list[ComponentEvent]:
-        """Feed bytes from the server; returns the events they complete."""
-        if self.phase is Phase.CLOSED:
-            return []
-        events: list[ComponentEvent] = []
-        try:
-            for item in self._parser.feed(data):
-                if self.phase is Phase.CLOSED:
-                    break
-                if isinstance(item, StreamOpen):
-                    self._on_header(item)
-                elif isinstance(item, StreamClose):
-                    self._out.append(b"</stream:stream>")
-                    self.phase = Phase.CLOSED
-                    events.append(StreamEnded(by_peer=True))
-                elif item.tag == _STREAM_ERROR:
-                    self.phase = Phase.CLOSED
-                    self._out.append(b"</stream:stream>")
-                    events.append(StreamEnded(error=_parse_stream_error(item), by_peer=True))
-                elif self.phase is Phase.HANDSHAKE:
-                    if item.tag != _HANDSHAKE:
-                        raise StreamError("not-authorized", "expected <handshake/>")
-                    self.phase = Phase.ESTABLISHED
-                    events.append(Established())
-                elif self.phase is Phase.ESTABLISHED:
-                    events.append(StanzaReceived(item))
-                else:
-                    raise StreamError("not-well-formed", "unexpected element")
-        except StreamError as err:
-            # The server broke the protocol: tell it, and report the error locally.
-            self._out.append(err.to_bytes() + b"</stream:stream>")
-            self.phase = Phase.CLOSED
-            events.append(StreamEnded(error=err))
-        return events
-
-    def _on_header(self, header: StreamOpen) -> None:
-        if self.phase is not Phase.EXPECT_HEADER:
-            raise StreamError("not-well-formed", "unexpected stream header")
+    def _on_header(self, header: StreamOpen, events: list[ComponentEvent]) -> None:
+        self._go(Event.HEADER)
         if header.default_ns != ns.COMPONENT:
             raise StreamError("invalid-namespace", "expected jabber:component:accept")
         stream_id = header.attrs.get("id")
@@ -467,8 +462,21 @@ class ComponentClientStream(_Base):
             raise StreamError("invalid-xml", "the server's stream header has no id")
         self.stream_id = stream_id
         digest = handshake_digest(stream_id, self.secret)
-        self._out.append(b"<handshake>%s</handshake>" % digest.encode("ascii"))
-        self.phase = Phase.HANDSHAKE
+        self.send(b"<handshake>%s</handshake>" % digest.encode("ascii"))
+
+    def _on_element(self, el: etree._Element, events: list[ComponentEvent]) -> None:
+        if el.tag == _STREAM_ERROR:
+            # The server ends the stream with its error: close our side too.
+            self._go(Event.STREAM_ERROR)
+            self.send(self._closing_bytes())
+            events.append(StreamEnded(error=_parse_stream_error(el), by_peer=True))
+            return
+        event = Event.HANDSHAKE if el.tag == _HANDSHAKE else Event.STANZA
+        self._go(event, el)  # a refusal when the phase has no row
+        if event is Event.HANDSHAKE:
+            events.append(Established())
+        else:
+            events.append(StanzaReceived(el))
 
     @staticmethod
     def stanza_bytes(stanza: etree._Element | bytes) -> bytes:
@@ -485,10 +493,10 @@ class ComponentClientStream(_Base):
 
     def close(self) -> bytes:
         """Our closing tag (after which the shell waits briefly for the server's)."""
-        if self.phase is Phase.CLOSED:
+        if self.closed:
             return b""
-        self.phase = Phase.CLOSED
-        return b"</stream:stream>"
+        self._end()
+        return self.data_to_send()
 
 
 def _parse_stream_error(el: etree._Element) -> StreamError:

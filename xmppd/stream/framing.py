@@ -35,7 +35,7 @@ itself (it needs ``rid``/``sid``) and then:
   (``version`` from ``xmpp:version``); the features are the frames that follow, and
   ``stream.stream_id`` is the ``authid`` for the creation response;
 - ``xmpp:restart="true"`` → ``stream.open_stream(same attrs)`` again (the stream is in
-  ``EXPECT_HEADER`` after SASL success, exactly as TCP after ``<success/>``);
+  ``EXPECT_RESTART`` after SASL success, exactly as TCP after ``<success/>``);
 - each child of a ``<body/>`` → ``stream.receive_element(child)``; children still in the
   ``httpbind`` namespace (a client that left out ``xmlns='jabber:client'``) are taken as
   ``jabber:client``;

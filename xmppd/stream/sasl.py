@@ -14,6 +14,7 @@ what it needs next:
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 
 from xmppd.auth.base import Identity, ScramCredentials, ScramHash
@@ -123,13 +124,17 @@ class ExternalMechanism(ServerMechanism):
         return Success(self.identity)
 
 
-def mechanisms_for(scram: bool) -> dict[str, type[ServerMechanism]]:
-    """The mechanisms a stream may offer, strongest first."""
-    mechs: dict[str, type[ServerMechanism]] = {}
-    if scram:
-        from xmppd.stream.scram import ScramSha1, ScramSha256
+def decode_payload(text: str | None) -> bytes | None:
+    """A SASL payload: absent -> None, ``=`` -> empty (RFC 6120 §6.4.2); raises
+    ``binascii.Error`` (a ``ValueError``) when it is not base64."""
+    if text is None:
+        return None
+    text = text.strip()
+    if text in ("", "="):
+        return b""
+    return base64.b64decode(text, validate=True)
 
-        mechs["SCRAM-SHA-256"] = ScramSha256
-        mechs["SCRAM-SHA-1"] = ScramSha1
-    mechs["PLAIN"] = PlainMechanism
-    return mechs
+
+def xml_text(value: str) -> str:
+    """``value`` escaped for element content (a ``<failure/>``'s ``<text/>``)."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -26,7 +26,6 @@ from xmppd.stream.c2s import (
     C2SStream,
     CheckPassword,
     FetchScram,
-    Phase,
     ResumeRequest,
     SMEnabled,
     StanzaReceived,
@@ -102,7 +101,7 @@ class C2SDriver:
         try:
             return await self._handle(events)
         finally:
-            if self._attempt is not None and self.stream.phase is not Phase.SASL:
+            if self._attempt is not None and not self.stream.authenticating:
                 # <abort/>, or the stream closed mid-exchange: no verdict, no count
                 self._settle_login(None)
 

@@ -129,8 +129,3 @@ def error_reply(
         reply.set("id", stanza_id)
     reply.append(error_element(error.condition, error.type, error.text, by))
     return reply
-
-
-def is_error_stanza(stanza: etree._Element) -> bool:
-    """Never answer an error with an error (RFC 6120 §8.3.1)."""
-    return stanza.get("type") == "error"
