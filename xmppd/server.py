@@ -89,8 +89,6 @@ class Server:
         #: The ASGI app once ``serve_http`` runs (xmppd.bosh.app.HttpApp).
         self.http_app: Any = None
         self.listening: dict[str, int] = {}
-        #: The configuration file ``reload`` reads again (None: defaults + environment).
-        self.config_path: str | None = None
         #: The admin socket (xmppd.admin); ``xmppd serve`` binds it before anything else.
         self.admin: Any = None
         #: When this server started serving (UNIX time), for ``stats``.
