@@ -10,6 +10,7 @@ so does the end of the file, for every client still connected.
 from __future__ import annotations
 
 import os
+import textwrap
 from pathlib import Path
 
 import trio
@@ -87,10 +88,12 @@ class Player:
         """Authoring aid: run everything but ``receives``; print what every client got."""
         if step.action not in ("receives", "receives-nothing"):
             await self.run(step)
-        print(f"--- line {step.line}: {step.who} {step.action}")
+        print(f"\n# line {step.line}: {step.who} {step.action}")
         for who, connection in self.connections.items():
-            for stanza in await connection.pending(QUIET):
-                print(f"{who} receives:\n{_indent(pretty(stanza))}")
+            got = await connection.pending(QUIET)
+            if got:
+                stanzas = "\n".join(pretty(s) for s in got)
+                print(f"\n{who} receives:\n" + textwrap.indent(stanzas, "\t"))
 
     async def connect(self, step: Step) -> None:
         client = self.script.clients[step.who]
