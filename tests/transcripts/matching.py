@@ -99,10 +99,11 @@ def _assign(
             reason = mismatch(wanted[i], candidate, here)
             if reason is None:
                 used.add(j)
-                if place(i + 1) is None:
+                later = place(i + 1)
+                if later is None:
                     return None
                 used.discard(j)
-                reasons.append(f"{here}: {_name(wanted[i].tag)} matched, later children not")
+                reasons.append(later)
             elif candidate.tag == wanted[i].tag:
                 reasons.append(reason)
         if reasons:
