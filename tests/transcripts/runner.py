@@ -76,6 +76,8 @@ class Player:
             await connection.send(step.text)
         elif step.action == "receives":
             await self.receive(step, connection)
+        elif step.action == "receives-in-any-order":
+            await self.receive_unordered(step, connection)
         elif step.action == "receives-nothing":
             await self.nothing_more(step, step.who, "")
         elif step.action == "disconnects":
@@ -86,7 +88,7 @@ class Player:
 
     async def record(self, step: Step) -> None:
         """Authoring aid: run everything but ``receives``; print what every client got."""
-        if step.action not in ("receives", "receives-nothing"):
+        if step.action not in ("receives", "receives-in-any-order", "receives-nothing"):
             await self.run(step)
         print(f"\n# line {step.line}: {step.who} {step.action}")
         for who, connection in self.connections.items():
@@ -135,6 +137,33 @@ class Player:
                     f"{label}: {reason}\n  expected:\n{_indent(pretty(expected))}\n"
                     f"  got:\n{_indent(pretty(got))}{rest}",
                 )
+
+    async def receive_unordered(self, step: Step, connection: Connection) -> None:
+        """The next ``len(step.stanzas)`` stanzas, matched to the expected ones in any order
+        (for stanzas whose relative order no specification fixes)."""
+        waiting = list(step.stanzas)
+        total = len(waiting)
+        for number in range(1, total + 1):
+            label = f"{step.who} receives in any order (stanza {number} of {total})"
+            try:
+                got = await connection.next(RECEIVE_TIMEOUT)
+            except (TimeoutError, StreamClosed) as exc:
+                missing = "\n".join(_indent(pretty(e)) for e in waiting)
+                why = (
+                    "the server closed the stream"
+                    if isinstance(exc, StreamClosed)
+                    else (f"nothing arrived within {RECEIVE_TIMEOUT:g} s")
+                )
+                raise self.fail(step, f"{label}: {why}\n  still expected:\n{missing}") from None
+            match = next((e for e in waiting if mismatch(e, got) is None), None)
+            if match is None:
+                expected = "\n".join(_indent(pretty(e)) for e in waiting)
+                raise self.fail(
+                    step,
+                    f"{label}: matches none of the stanzas still expected\n"
+                    f"  expected one of:\n{expected}\n  got:\n{_indent(pretty(got))}",
+                )
+            waiting.remove(match)
 
     async def nothing_more(self, step: Step, who: str, when: str) -> None:
         extra = await self.connections[who].pending(QUIET)
