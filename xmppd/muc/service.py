@@ -24,20 +24,14 @@ from xmppd.jid import JID
 from xmppd.metrics import NOT_EXPORTED, Metrics
 from xmppd.muc import storage as store
 from xmppd.muc.config import MucConfig, RoomSeed
+from xmppd.muc.core import RoomContext
 from xmppd.muc.history import HistoryEntry
 from xmppd.muc.limits import Buckets
 from xmppd.muc.nicks import NickError, Registration, check_nick
-from xmppd.muc.room import (
-    IQ,
-    MESSAGE,
-    MUC,
-    PRESENCE,
-    MamRequest,
-    Out,
-    Room,
-    RoomContext,
-    RoomSettings,
-)
+from xmppd.muc.out import MamRequest, Out
+from xmppd.muc.room import Room
+from xmppd.muc.roomconfig import RoomSettings
+from xmppd.muc.stanzas import IQ, MESSAGE, MUC, PRESENCE
 from xmppd.muc.wire import Recipient
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase

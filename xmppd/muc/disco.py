@@ -1,0 +1,91 @@
+"""Service discovery of a room (XEP-0045 §6.4, XEP-0030) and ping (XEP-0199).
+
+The room's features and muc#roominfo fields come from the settings table
+(:mod:`.roomconfig`) plus what every room supports; the ``x-roomuser-item`` node tells a
+user its registered nick (§7.10).
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from xmppd.muc import forms, roomconfig
+from xmppd.muc import mam as mam_mod
+from xmppd.muc.core import RoomCore
+from xmppd.muc.out import Out
+from xmppd.muc.stanzas import (
+    DISCO_INFO_Q,
+    DISCO_ITEMS_Q,
+    MUC,
+    OCCUPANT_ID,
+    REGISTER,
+    REQUEST,
+    ROOMUSER_NODE,
+    SELF_PING_OPT,
+    SID,
+    STABLE_ID,
+    result_iq,
+    sub,
+)
+from xmppd.muc.wire import Recipient
+from xmppd.xml import ns
+from xmppd.xml.errors import StanzaError
+
+#: What every room supports, whatever its configuration.
+ALWAYS = (
+    ns.DISCO_INFO,
+    ns.DISCO_ITEMS,
+    MUC,
+    mam_mod.MAM,
+    SID,
+    OCCUPANT_ID,
+    SELF_PING_OPT,
+    STABLE_ID,
+    REGISTER,
+    REQUEST,
+    ns.PING,
+)
+
+
+def features(room: RoomCore) -> list[str]:
+    """The room's disco#info features, sorted."""
+    return sorted([*ALWAYS, *roomconfig.features(room.settings)])
+
+
+def info(room: RoomCore, out: Out, stanza: etree._Element, rcpt: Recipient) -> None:
+    """disco#info of the room, or of its ``x-roomuser-item`` node."""
+    node = stanza[0].get("node")
+    reply = result_iq(stanza)
+    q = sub(reply, DISCO_INFO_Q, ns.DISCO_INFO)
+    if node == ROOMUSER_NODE:
+        q.set("node", node)
+        mine = room.ctx.nicks.nick_of(room.name, rcpt.bare)
+        if mine is not None:
+            sub(q, "{%s}identity" % ns.DISCO_INFO, category="conference", type="text", name=mine)
+        out.send(rcpt, reply)
+        return
+    if node is not None:
+        raise StanzaError("item-not-found")
+    settings = room.settings
+    sub(q, "{%s}identity" % ns.DISCO_INFO, category="conference", type="text",
+        name=settings.title or room.name)  # fmt: skip
+    for var in features(room):
+        sub(q, "{%s}feature" % ns.DISCO_INFO, var=var)
+    form = forms.Form("result", forms.ROOMINFO)
+    for var, values in roomconfig.roominfo(settings):
+        form.add(var, None, values)
+    form.add("muc#roominfo_subject", None, [room.subject])
+    form.add("muc#roominfo_occupants", None, [str(len(room.occupants))])
+    form.add("muc#roomconfig_roomname", None, [settings.title or room.name])
+    q.append(form.el)
+    out.send(rcpt, reply)
+
+
+def items(room: RoomCore, out: Out, stanza: etree._Element, rcpt: Recipient) -> None:
+    """disco#items: a room lists no items (occupants are private)."""
+    reply = result_iq(stanza)
+    q = sub(reply, DISCO_ITEMS_Q, ns.DISCO_ITEMS)
+    node = stanza[0].get("node")
+    if node:
+        q.set("node", node)
+    out.send(rcpt, reply)
