@@ -31,7 +31,6 @@ from xmppd.muc.out import MamRequest, Out
 from xmppd.muc.room import Room
 from xmppd.muc.roomconfig import RoomSettings
 from xmppd.muc.stanzas import IQ, MESSAGE, MUC, PRESENCE
-from xmppd.muc.wire import Recipient
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase
 from xmppd.storage.muc import MucStore, Write
@@ -326,39 +325,13 @@ class MucService:
         self._deliver(out, room)
 
     def _deliver(self, out: Out, room: Room | None = None) -> None:
-        """Hand each copy to its session; forget resources that are gone (status 333)."""
-        sessions = self.router.sessions
-        local = self.router.domain
-        lost: list[str] = []
-        for rcpt, data in out.sends:
-            resources = sessions.get(rcpt.bare)
-            session = resources.get(rcpt.resource) if resources else None
-            if session is not None:
-                if not session.send(data):
-                    lost.append(rcpt.full)
-                continue
-            if rcpt.domain == local:
-                if rcpt.full not in self.router.ending:  # leaving: its presence says so
-                    lost.append(rcpt.full)
-            elif not self._to_other_domain(rcpt, data):
-                lost.append(rcpt.full)
+        """Hand the copies to the router; forget resources that are gone (status 333)."""
+        lost = self.router.deliver_many(out.sends, source=self)
         if room is not None and lost:
             for full in dict.fromkeys(lost):
                 if full in room.by_real:
                     log.info("event=muc_occupant_lost room=%s jid=%s", room.jid_str, full)
                     self._apply(room, room.remove_session(full))
-
-    def _to_other_domain(self, rcpt: Recipient, data: bytes) -> bool:
-        """A component occupant (bridges): hand the stanza to its service's ``deliver``.
-
-        False when it cannot be delivered (no such service, or the component is not
-        connected / cut off): the occupant is then gone, as for a lost session.
-        """
-        service = self.router.services.get(rcpt.domain)
-        deliver = getattr(service, "deliver", None)
-        if deliver is None or service is self:
-            return False
-        return deliver(etree.fromstring(data), JID.parse(rcpt.full)) is not False
 
     def domain_gone(self, domain: str) -> None:
         """A component disconnected: its occupants leave every room (status 333)."""
