@@ -30,18 +30,15 @@ from xmppd.muc.nicks import (
     make_registration,
     nick_key,
 )
-from xmppd.storage import models
 from xmppd.storage.database import Database
+from xmppd.storage.models import NICK_MAX, muc_affiliations, muc_messages, muc_nicks, muc_rooms
 from xmppd.storage.sql import upsert
 from xmppd.xml.errors import StanzaError
 
 #: The logger name the nick events have always had (operators filter on it).
 log = logging.getLogger("xmppd.muc.storage")
 
-rooms = models.muc_rooms
-messages = models.muc_messages
-affiliations = models.muc_affiliations
-nicks = models.muc_nicks
+rooms, messages, affiliations, nicks = muc_rooms, muc_messages, muc_affiliations, muc_nicks
 
 
 def _naive(when: datetime) -> datetime:
@@ -124,7 +121,7 @@ def _bare(jid: str) -> str:
 
 def _checked(nick: str) -> str:
     try:
-        check_nick(nick, models.NICK_MAX)
+        check_nick(nick, NICK_MAX)
     except NickError as exc:
         raise ValueError(f"invalid nickname {nick!r}: {exc.text}") from None
     return nick
