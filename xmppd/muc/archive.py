@@ -17,6 +17,9 @@ from xmppd.muc.stanzas import IQ, el, result_iq, sub
 from xmppd.muc.wire import Recipient
 from xmppd.xml.errors import StanzaError
 
+#: disco#info features this module provides.
+FEATURES = (mam_mod.MAM,)
+
 
 def refusal(room: RoomCore, bare: str) -> StanzaError | None:
     """Why ``bare`` may not read the archive now, or None: the rules for joining.

@@ -1,49 +1,35 @@
 """Service discovery of a room (XEP-0045 §6.4, XEP-0030) and ping (XEP-0199).
 
-The room's features and muc#roominfo fields come from the settings table
-(:mod:`.roomconfig`) plus what every room supports; the ``x-roomuser-item`` node tells a
-user its registered nick (§7.10).
+The room's features are what each feature module declares (its ``FEATURES``) plus those
+the settings table (:mod:`.roomconfig`) derives from the configuration, which also gives
+the muc#roominfo fields; the ``x-roomuser-item`` node tells a user its registered nick
+(§7.10).
 """
 
 from __future__ import annotations
 
 from lxml import etree
 
-from xmppd.muc import forms, roomconfig
-from xmppd.muc import mam as mam_mod
+from xmppd.muc import archive, forms, iq_relay, messages, presence, registration, roomconfig, voice
 from xmppd.muc.core import RoomCore
 from xmppd.muc.out import Out
-from xmppd.muc.stanzas import (
-    DISCO_INFO_Q,
-    DISCO_ITEMS_Q,
-    MUC,
-    OCCUPANT_ID,
-    REGISTER,
-    REQUEST,
-    ROOMUSER_NODE,
-    SELF_PING_OPT,
-    SID,
-    STABLE_ID,
-    result_iq,
-    sub,
-)
+from xmppd.muc.stanzas import DISCO_INFO_Q, DISCO_ITEMS_Q, ROOMUSER_NODE, result_iq, sub
 from xmppd.muc.wire import Recipient
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError
 
-#: What every room supports, whatever its configuration.
+#: What every room supports, whatever its configuration: each feature module's own
+#: features, and disco and ping here.
 ALWAYS = (
     ns.DISCO_INFO,
     ns.DISCO_ITEMS,
-    MUC,
-    mam_mod.MAM,
-    SID,
-    OCCUPANT_ID,
-    SELF_PING_OPT,
-    STABLE_ID,
-    REGISTER,
-    REQUEST,
     ns.PING,
+    *presence.FEATURES,
+    *messages.FEATURES,
+    *voice.FEATURES,
+    *iq_relay.FEATURES,
+    *registration.FEATURES,
+    *archive.FEATURES,
 )
 
 

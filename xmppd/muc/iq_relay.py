@@ -11,9 +11,12 @@ from lxml import etree
 
 from xmppd.muc.core import RoomCore
 from xmppd.muc.out import Out
-from xmppd.muc.stanzas import PING, nick_key_or_none, result_iq
+from xmppd.muc.stanzas import PING, SELF_PING_OPT, nick_key_or_none, result_iq
 from xmppd.muc.wire import Recipient
 from xmppd.xml.errors import StanzaError
+
+#: disco#info features: XEP-0410 self-ping answered by the room.
+FEATURES = (SELF_PING_OPT,)
 
 #: Relayed iqs the room remembers at most (the oldest are forgotten first).
 MAX_PENDING = 1024

@@ -25,6 +25,7 @@ from xmppd.muc.stanzas import (
     OCC_ID,
     OCCUPANT_ID,
     SID,
+    STABLE_ID,
     STANZA_ID,
     STRIPPED,
     SUBJECT,
@@ -36,6 +37,9 @@ from xmppd.muc.stanzas import (
 )
 from xmppd.muc.wire import Recipient, Template, recipient
 from xmppd.xml.errors import StanzaError
+
+#: disco#info features: stanza-ids (XEP-0359), ids kept as sent, occupant-ids (XEP-0421).
+FEATURES = (SID, STABLE_ID, OCCUPANT_ID)
 
 
 def handle(

@@ -20,6 +20,7 @@ from xmppd.muc.occupant import Occupant
 from xmppd.muc.out import Out
 from xmppd.muc.stanzas import (
     HISTORY,
+    MUC,
     MUC_USER,
     MUC_X,
     PASSWORD,
@@ -32,6 +33,9 @@ from xmppd.muc.stanzas import (
 )
 from xmppd.muc.wire import Recipient, Template, recipient
 from xmppd.xml.errors import StanzaError
+
+#: disco#info features this module provides.
+FEATURES = (MUC,)
 
 
 def handle(

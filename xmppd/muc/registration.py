@@ -17,6 +17,9 @@ from xmppd.muc.stanzas import REGISTER, result_iq, sub
 from xmppd.muc.wire import Recipient
 from xmppd.xml.errors import StanzaError
 
+#: disco#info features this module provides.
+FEATURES = (REGISTER,)
+
 
 def query(
     room: RoomCore,

@@ -20,6 +20,9 @@ from xmppd.muc.stanzas import MESSAGE, REQUEST, el, nick_key_or_none, sub
 from xmppd.muc.wire import Recipient, Template
 from xmppd.xml.errors import StanzaError
 
+#: disco#info features this module provides.
+FEATURES = (REQUEST,)
+
 
 def form(
     room: RoomCore, out: Out, submitted: etree._Element, rcpt: Recipient, now: datetime
