@@ -33,6 +33,16 @@ ALWAYS = (
 )
 
 
+#: The muc#roominfo fields in the order rooms have always shown them.
+_ROOMINFO_ORDER = (
+    "muc#roominfo_description",
+    "muc#roominfo_subject",
+    "muc#roominfo_occupants",
+    "muc#roomconfig_roomname",
+    "muc#roominfo_changesubject",
+)
+
+
 def features(room: RoomCore) -> list[str]:
     """The room's disco#info features, sorted."""
     return sorted([*ALWAYS, *roomconfig.features(room.settings)])
@@ -57,12 +67,13 @@ def info(room: RoomCore, out: Out, stanza: etree._Element, rcpt: Recipient) -> N
         name=settings.title or room.name)  # fmt: skip
     for var in features(room):
         sub(q, "{%s}feature" % ns.DISCO_INFO, var=var)
+    shown = dict(roomconfig.roominfo(settings))
+    shown["muc#roominfo_subject"] = [room.subject]
+    shown["muc#roominfo_occupants"] = [str(len(room.occupants))]
+    shown["muc#roomconfig_roomname"] = [settings.title or room.name]
     form = forms.Form("result", forms.ROOMINFO)
-    for var, values in roomconfig.roominfo(settings):
-        form.add(var, None, values)
-    form.add("muc#roominfo_subject", None, [room.subject])
-    form.add("muc#roominfo_occupants", None, [str(len(room.occupants))])
-    form.add("muc#roomconfig_roomname", None, [settings.title or room.name])
+    for var in sorted(shown, key=_ROOMINFO_ORDER.index):
+        form.add(var, None, shown[var])
     q.append(form.el)
     out.send(rcpt, reply)
 
