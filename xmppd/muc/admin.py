@@ -75,7 +75,11 @@ def _plan_item(
         target = room.occupants.get(nick_key_or_none(item.get("nick") or "") or "")
         if target is None:
             raise StanzaError("item-not-found", "no occupant has that nickname")
-        if actor is None or not R.may_change_role(
+        if actor is None or actor.role != R.MODERATOR:
+            # §8: a request from someone who is no moderator at all is forbidden; one a
+            # moderator may not make (e.g. against a higher affiliation) is not-allowed
+            raise StanzaError("forbidden", "only moderators may change roles")
+        if not R.may_change_role(
             actor_aff, actor.role, room.affiliation(target.bare), target.role, role
         ):
             raise StanzaError("not-allowed", "you may not change that occupant's role")
@@ -85,6 +89,8 @@ def _plan_item(
     bare = _item_bare(room, item)
     if bare in room.ctx.site_admins:
         raise StanzaError("not-allowed", "site administrators always own the room")
+    if actor_aff not in (R.OWNER, R.ADMIN):
+        raise StanzaError("forbidden", "only admins and owners may change affiliations")  # §9
     if not R.may_change_affiliation(actor_aff, room.affiliation(bare), aff):  # type: ignore[arg-type]
         raise StanzaError("not-allowed", "you may not change that affiliation")
     return ("aff", bare, aff, reason)  # type: ignore[return-value]

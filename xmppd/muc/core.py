@@ -226,18 +226,23 @@ class RoomCore:
                 out.sends.append((rcpt, tpl.to(rcpt)))
 
     # --------------------------------------------------------------- subject
-    def subject_tpl(self) -> Template:
-        """The subject message (§8.1), from the nick that set it or the room itself."""
+    def subject_tpl(self, message_id: str | None = None) -> Template:
+        """The subject message (§8.1), from the nick that set it or the room itself.
+
+        A live change carries the id its sender gave (§7.2: the room reflects a message
+        with the client's id, so the sender sees its change went through); the subject a
+        joining occupant gets has the id ``subject``.
+        """
         msg = el(MESSAGE, type="groupchat")
         msg.set("from", self.occupant_jid(self.subject_nick) if self.subject_nick else self.jid_str)
-        msg.set("id", "subject")
+        msg.set("id", message_id or "subject")
         sub(msg, SUBJECT).text = self.subject
         return Template(msg)
 
-    def show_subject(self, out: Out, text: str, nick: str) -> None:
+    def show_subject(self, out: Out, text: str, nick: str, message_id: str | None = None) -> None:
         """Store the subject and show it to everyone (from ``nick``, or the room if "")."""
         self.subject, self.subject_nick = text, nick
-        tpl = self.subject_tpl()
+        tpl = self.subject_tpl(message_id)
         out.sends.extend((r, tpl.to(r)) for r in self.recipients())
         out.save_room = self.settings.persistent
 

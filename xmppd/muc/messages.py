@@ -83,7 +83,7 @@ def _groupchat(
     body = stanza.find(BODY)
     subject = stanza.find(SUBJECT)
     if subject is not None and body is None:
-        _set_subject(room, out, occ, subject.text or "")
+        _set_subject(room, out, occ, subject.text or "", stanza.get("id"))
         return
     # The router handed the stanza over: mutate it rather than copy it.
     stanza.attrib.pop("to", None)
@@ -103,14 +103,16 @@ def _groupchat(
     out.sends.extend([(r, b"".join((head, r.to_attr, tail))) for r in room.recipients()])
 
 
-def _set_subject(room: RoomCore, out: Out, occ: Occupant, text: str) -> None:
+def _set_subject(
+    room: RoomCore, out: Out, occ: Occupant, text: str, message_id: str | None
+) -> None:
     """§8.1: moderators, or everyone with voice when the room allows it."""
     allowed = occ.role == R.MODERATOR or (
         room.settings.change_subject and occ.role == R.PARTICIPANT
     )
     if not allowed:
         raise StanzaError("forbidden", "you may not change the subject of this room")
-    room.show_subject(out, text, occ.nick)
+    room.show_subject(out, text, occ.nick, message_id)
 
 
 def _private(room: RoomCore, out: Out, stanza: etree._Element, rcpt: Recipient, nick: str) -> None:
