@@ -9,6 +9,7 @@ so does the end of the file, for every client still connected.
 
 from __future__ import annotations
 
+import copy
 import os
 import textwrap
 from pathlib import Path
@@ -76,6 +77,8 @@ class Player:
             await connection.send(step.text)
         elif step.action == "receives":
             await self.receive(step, connection)
+        elif step.action == "receives-in-any-order":
+            await self.receive_unordered(step, connection)
         elif step.action == "receives-nothing":
             await self.nothing_more(step, step.who, "")
         elif step.action == "disconnects":
@@ -86,7 +89,7 @@ class Player:
 
     async def record(self, step: Step) -> None:
         """Authoring aid: run everything but ``receives``; print what every client got."""
-        if step.action not in ("receives", "receives-nothing"):
+        if not step.action.startswith("receives"):
             await self.run(step)
         print(f"\n# line {step.line}: {step.who} {step.action}")
         for who, connection in self.connections.items():
@@ -135,6 +138,28 @@ class Player:
                     f"{label}: {reason}\n  expected:\n{_indent(pretty(expected))}\n"
                     f"  got:\n{_indent(pretty(got))}{rest}",
                 )
+
+    async def receive_unordered(self, step: Step, connection: Connection) -> None:
+        """The next ``len(step.stanzas)`` stanzas, each matching a different expected one."""
+        got: list[etree._Element] = []
+        for _ in step.stanzas:
+            try:
+                got.append(await connection.next(RECEIVE_TIMEOUT))
+            except (TimeoutError, StreamClosed):
+                break
+        wanted = etree.Element("stanzas")
+        wanted.extend(copy.deepcopy(s) for s in step.stanzas)
+        present = etree.Element("stanzas")
+        present.extend(copy.deepcopy(s) for s in got)
+        reason = mismatch(wanted, present)
+        if reason is not None:
+            expected = "\n".join(_indent(pretty(s)) for s in step.stanzas)
+            shown = "\n".join(_indent(pretty(s)) for s in got) or "    (nothing)"
+            raise self.fail(
+                step,
+                f"{step.who} receives in any order: {reason}\n  expected:\n{expected}\n"
+                f"  got:\n{shown}",
+            )
 
     async def nothing_more(self, step: Step, who: str, when: str) -> None:
         extra = await self.connections[who].pending(QUIET)

@@ -23,7 +23,8 @@ _WRAPPER = "<transcript xmlns='jabber:client' xmlns:t='%s'>%%s</transcript>" % D
 
 _SECTION = re.compile(r"^\[(?P<kind>\w+)\]\s*(?P<arg>.*?)\s*$")
 _STEP = re.compile(
-    r"^(?P<who>[\w.-]+)\s+(?P<verb>connects|disconnects|sends:|receives:|receives nothing)\s*$"
+    r"^(?P<who>[\w.-]+)\s+"
+    r"(?P<verb>connects|disconnects|sends:|receives:|receives in any order:|receives nothing)\s*$"
 )
 _WAIT = re.compile(r"^wait\s+(?P<seconds>\d+(?:\.\d+)?)\s*s(?:econds?)?\s*$")
 
@@ -63,7 +64,7 @@ class Nick:
 class Step:
     line: int
     who: str
-    #: connects, disconnects, sends, receives, receives-nothing or wait
+    #: connects, disconnects, sends, receives, receives-in-any-order, receives-nothing, wait
     action: str
     #: The stanza block as written (sends) or parsed (receives).
     text: str = ""
@@ -180,7 +181,7 @@ def _step(script: Transcript, line: int, head: str, body: list[str]) -> Step:
     who, verb = m["who"], m["verb"]
     if who not in script.clients:
         raise ScriptError(path, line, f"{who!r} is no [Client] of this file")
-    if verb in ("sends:", "receives:"):
+    if verb.endswith(":"):
         text = textwrap.dedent("\n".join(body)).strip()
         try:
             stanzas = parse_stanzas(text)
@@ -188,7 +189,7 @@ def _step(script: Transcript, line: int, head: str, body: list[str]) -> Step:
             raise ScriptError(path, line, f"the stanzas are not XML: {exc}") from None
         if not stanzas:
             raise ScriptError(path, line, f"'{who} {verb}' has no stanza under it")
-        return Step(line, who, verb.rstrip(":"), text=text, stanzas=stanzas)
+        return Step(line, who, verb.rstrip(":").replace(" ", "-"), text=text, stanzas=stanzas)
     if any(b.strip() for b in body):
         raise ScriptError(path, line, f"'{who} {verb}' takes no stanzas")
     return Step(line, who, verb.replace(" ", "-"))

@@ -94,7 +94,8 @@ def test_a_file_parses_into_header_and_steps(tmp_path: Path) -> None:
             "\tpassword: secret\n\n[Server]\n\tmuc.history_default = 5\n\n"
             "[Nick] Romeo\n\tjid: romeo@localhost\n\n[Xfail] a reason\n\n"
             "romeo connects\n\nromeo sends:\n\t<presence/>\n\t<message/>\n\n"
-            "romeo receives nothing\n\nwait 0.5 s\n\nromeo disconnects\n",
+            "romeo receives nothing\n\nromeo receives in any order:\n\t<message/>\n\n"
+            "wait 0.5 s\n\nromeo disconnects\n",
         )
     )
     assert script.title == "What it does and why."
@@ -106,6 +107,7 @@ def test_a_file_parses_into_header_and_steps(tmp_path: Path) -> None:
         "connects",
         "sends",
         "receives-nothing",
+        "receives-in-any-order",
         "wait",
         "disconnects",
     ]
