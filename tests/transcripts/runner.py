@@ -40,13 +40,15 @@ def _indent(text: str) -> str:
 
 
 class Player:
+    """One file's run: its clients' connections, the steps in order."""
+
     def __init__(self, script: Transcript, port: int) -> None:
         self.script = script
         self.port = port
         self.connections: dict[str, Connection] = {}
 
     def fail(self, step: Step, message: str) -> TranscriptFailure:
-        where = f"{self.script.path.name}:{step.line}"
+        where = f"{os.path.relpath(self.script.path)}:{step.line}"
         return TranscriptFailure(f"{where}: {message}")
 
     async def play(self) -> None:
@@ -102,7 +104,7 @@ class Player:
         client = self.script.clients[step.who]
         if step.who in self.connections:
             raise self.fail(step, f"{step.who} is already connected")
-        connection = await Connection.open(self.port, client.jid.split("@", 1)[1].split("/")[0])
+        connection = await Connection.open(self.port, client.domain)
         self.connections[step.who] = connection
         try:
             bound = await connection.login(client.localpart, client.password, client.resource)

@@ -47,6 +47,10 @@ class Client:
         return self.jid.split("@", 1)[0]
 
     @property
+    def domain(self) -> str:
+        return self.jid.split("@", 1)[1].split("/", 1)[0]
+
+    @property
     def resource(self) -> str:
         return self.jid.split("/", 1)[1] if "/" in self.jid else self.name
 
