@@ -53,10 +53,7 @@ class TranscriptItem(pytest.Item):
 
     def runtest(self) -> None:
         with tempfile.TemporaryDirectory(prefix=f"transcript-{self.name}-") as data_dir:
-            try:
-                trio.run(play, self.script, Path(data_dir))
-            except BaseExceptionGroup as group:
-                raise _single(group) from None
+            trio.run(play, self.script, Path(data_dir))
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
         """A transcript failure is its own report (file, line, expected, got): no traceback."""
@@ -66,11 +63,3 @@ class TranscriptItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"transcript {self.path.name}"
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one failure inside trio's nested nursery groups (or the group, if several)."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error

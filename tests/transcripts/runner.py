@@ -48,7 +48,9 @@ class Player:
         self.connections: dict[str, Connection] = {}
 
     def fail(self, step: Step, message: str) -> TranscriptFailure:
-        where = f"{os.path.relpath(self.script.path)}:{step.line}"
+        path = self.script.path
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        where = f"{shown}:{step.line}"
         return TranscriptFailure(f"{where}: {message}")
 
     async def play(self) -> None:
@@ -177,7 +179,19 @@ class Player:
 
 
 async def play(script: Transcript, data_dir: Path) -> None:
-    """Start a fresh server for ``script`` and play it."""
+    """Start a fresh server for ``script`` and play it; a failure is raised as itself,
+    not inside the exception groups of the nurseries it passed through."""
     clients = script.clients.values()
-    async with serving(data_dir, script.config, clients, script.nicks) as port:
-        await Player(script, port).play()
+    try:
+        async with serving(data_dir, script.config, clients, script.nicks) as port:
+            await Player(script, port).play()
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups (or the group, if several)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

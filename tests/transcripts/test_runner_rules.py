@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
+from tests.transcripts import runner
 from tests.transcripts.matching import mismatch
+from tests.transcripts.runner import TranscriptFailure, play
 from tests.transcripts.script import ScriptError, load, parse_stanzas
 
 
@@ -129,3 +131,47 @@ def test_a_file_parses_into_header_and_steps(tmp_path: Path) -> None:
 def test_a_malformed_file_names_its_line(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ScriptError, match=re.escape(message)):
         load(write(tmp_path, text))
+
+
+PING_FILE = """[Client] romeo
+\tjid: romeo@localhost/balcony
+\tpassword: secret
+
+romeo connects
+
+romeo sends:
+\t<iq type='get' to='localhost' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>
+"""
+PING_ANSWER = """
+romeo receives:
+\t<iq type='result' from='localhost' to='romeo@localhost/balcony' id='{any}'/>
+"""
+
+
+async def play_text(tmp_path: Path, text: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    await play(load(write(tmp_path, text)), data)
+
+
+async def test_a_file_that_lists_everything_passes(tmp_path: Path) -> None:
+    await play_text(tmp_path, PING_FILE + PING_ANSWER)
+
+
+async def test_a_stanza_no_step_expects_fails_at_the_end(tmp_path: Path) -> None:
+    with pytest.raises(TranscriptFailure, match="received stanzas no step expects"):
+        await play_text(tmp_path, PING_FILE)
+
+
+async def test_a_different_stanza_fails_with_expected_and_got(tmp_path: Path) -> None:
+    wrong = PING_ANSWER.replace("type='result'", "type='error'")
+    with pytest.raises(TranscriptFailure, match=r"t\.scs:10: .*attribute type is 'result'"):
+        await play_text(tmp_path, PING_FILE + wrong)
+
+
+async def test_a_missing_stanza_fails_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "RECEIVE_TIMEOUT", 0.5)
+    with pytest.raises(TranscriptFailure, match="stanza 2 of 2\\): nothing arrived"):
+        await play_text(tmp_path, PING_FILE + PING_ANSWER + PING_ANSWER.replace("romeo r", "\tr"))
