@@ -75,7 +75,7 @@ class C2SConfig:
     #: Idle seconds after which a stream drops its parser buffers and writer task.
     hibernate_after: float = 2.0
     #: Connections at once from one address over c2s, direct TLS and HTTP together (a
-    #: BOSH session counts one more; see xmppd.bosh.serving for what counts).
+    #: BOSH session counts one more; see xmppd.http.serving for what counts).
     max_connections_per_ip: int = 64
     send_queue_bytes: int = 1_048_576
 

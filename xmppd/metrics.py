@@ -42,7 +42,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import choose_encoder
 
 import xmppd
-from xmppd.bosh.proxy import ClientInfo, Network, plain_address
+from xmppd.http.proxy import ClientInfo, Network, plain_address
 from xmppd.xml import ns
 
 if TYPE_CHECKING:
@@ -336,7 +336,7 @@ def parse_allow(items: Iterable[str]) -> tuple[Network, ...]:
 
 def may_scrape(client: ClientInfo, peer: str, allow: Sequence[Network]) -> bool:
     """Whether ``/metrics`` answers this request: its client address (as
-    :class:`~xmppd.bosh.proxy.ProxyPolicy` decided it) is in ``http.metrics_allow``.
+    :class:`~xmppd.http.proxy.ProxyPolicy` decided it) is in ``http.metrics_allow``.
 
     A request that came through a proxy never passes as loopback (the proxy's own
     address, or one a header claims), and counts only with the address a trusted proxy

@@ -345,7 +345,9 @@ class Router:
             return
         reply = error_reply(stanza, err)
         if reply.get("from") is None:
-            reply.set("from", self.domain)
+            # no 'to': the server answered on behalf of the account, so the error comes
+            # from the account's bare JID (RFC 6120 §8.1.2.1; clients drop other senders)
+            reply.set("from", self._bare_of(stanza.get("from", "")))
         self.deliver_local(reply)
 
     def deliver_local(self, stanza: etree._Element) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import logging
 import os
 import platform
@@ -29,7 +27,7 @@ from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings
 from xmppd.stream.mechanisms import offered_mechanisms
 from xmppd.transport import fdlimit, tls
-from xmppd.transport.admission import Admission
+from xmppd.transport.admission import Admission, is_loopback
 from xmppd.transport.c2s import C2SConnection
 from xmppd.transport.refusals import RefusalLog
 
@@ -37,14 +35,6 @@ if TYPE_CHECKING:
     from xmppd.reload import ReloadReport
 
 log = logging.getLogger("xmppd.server")
-
-
-@functools.lru_cache(maxsize=4096)
-def is_loopback(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class Server:
@@ -66,13 +56,13 @@ class Server:
         self.logins = LoginLimits(config.limits.auth_failures_per_minute, config.limits.ipv6_prefix)
         self.connections: set[C2SConnection] = set()
         #: Client connections per address and in total, shared by every client listener
-        #: (what counts: xmppd.bosh.serving's docstring).
+        #: (what counts: xmppd.http.serving's docstring).
         self.admission = make_admission(config)
         #: Refused connections and handshakes, logged without a flood.
         self.refusals = RefusalLog(ipv6_prefix=config.limits.ipv6_prefix)
         #: The c2s context (STARTTLS, direct TLS), read per handshake; see use_tls.
         self.ssl_context: ssl.SSLContext | None = None
-        #: The HTTPS port's context, read per accepted connection (xmppd.bosh.serving).
+        #: The HTTPS port's context, read per accepted connection (xmppd.http.serving).
         self.https_ssl_context: ssl.SSLContext | None = None
         #: The certificate and key in use (xmppd.transport.tls.TlsPair).
         self.tls: tls.TlsPair | None = None
@@ -86,7 +76,7 @@ class Server:
         self.config_path: str | None = None
         #: One reload at a time (SIGHUP and ``xmppd reload`` may meet).
         self.reload_lock = trio.Lock()
-        #: The ASGI app once ``serve_http`` runs (xmppd.bosh.app.HttpApp).
+        #: The ASGI app once ``serve_http`` runs (xmppd.http.app.HttpApp).
         self.http_app: Any = None
         self.listening: dict[str, int] = {}
         #: The admin socket (xmppd.admin); ``xmppd serve`` binds it before anything else.
@@ -389,7 +379,7 @@ async def run_server(
         if component_port is not None:
             server.listening["component"] = component_port
         if server.config.http.enabled:
-            from xmppd.bosh.app import serve_http
+            from xmppd.http.listen import serve_http
 
             await nursery.start(serve_http, server)
         await nursery.start(server.sm.run)

@@ -185,7 +185,7 @@ def _step(script: Transcript, line: int, head: str, body: list[str]) -> Step:
     who, verb = m["who"], m["verb"]
     if who not in script.clients:
         raise ScriptError(path, line, f"{who!r} is no [Client] of this file")
-    if verb.endswith(":"):
+    if verb in ("sends:", "receives:", "receives in any order:"):
         text = textwrap.dedent("\n".join(body)).strip()
         try:
             stanzas = parse_stanzas(text)

@@ -133,6 +133,19 @@ def test_a_malformed_file_names_its_line(tmp_path: Path, text: str, message: str
         load(write(tmp_path, text))
 
 
+def test_receives_in_any_order_is_its_own_step(tmp_path: Path) -> None:
+    script = load(
+        write(
+            tmp_path,
+            "[Client] romeo\n\tjid: romeo@localhost/b\n\tpassword: secret\n\n"
+            "romeo connects\n\nromeo receives in any order:\n\t<presence/>\n\t<message/>\n",
+        )
+    )
+    step = script.steps[1]
+    assert step.action == "receives-in-any-order"
+    assert [e.tag.split("}")[1] for e in step.stanzas] == ["presence", "message"]
+
+
 PING_FILE = """[Client] romeo
 \tjid: romeo@localhost/balcony
 \tpassword: secret

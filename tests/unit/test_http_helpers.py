@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from xmppd.bosh import static
-from xmppd.bosh.cors import OriginPolicy
+from xmppd.http import static
+from xmppd.http.cors import OriginPolicy
 
 
 def test_origin_policy() -> None:
@@ -46,7 +46,7 @@ def test_cookies_trusted_only_for_same_or_listed_origins() -> None:
 
 
 def test_parse_cookies() -> None:
-    from xmppd.bosh.app import parse_cookies
+    from xmppd.http.app import parse_cookies
 
     assert parse_cookies('a=1; phpbb3_sid="abc" ; phpbb3_u=2; a=3; junk') == {
         "a": "1",
@@ -72,7 +72,7 @@ def test_history_feed_from_the_ring() -> None:
     from datetime import UTC, datetime
     from types import SimpleNamespace
 
-    from xmppd.bosh.history import HistoryFeed
+    from xmppd.http.history import HistoryFeed
     from xmppd.muc.history import HistoryEntry, HistoryRing
 
     ring = HistoryRing(3)

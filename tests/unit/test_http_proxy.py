@@ -1,4 +1,4 @@
-"""The real client behind reverse proxies (xmppd/bosh/proxy.py): RFC 7239 and
+"""The real client behind reverse proxies (xmppd/http/proxy.py): RFC 7239 and
 X-Forwarded-For parsing, the right-to-left walk past trusted proxies, the one configured
 header family, the scheme, and malformed headers from a trusted proxy."""
 
@@ -8,8 +8,8 @@ import ipaddress
 
 import pytest
 
-from xmppd.bosh.h2c import asks_h2c
-from xmppd.bosh.proxy import (
+from xmppd.http.h2c import asks_h2c
+from xmppd.http.proxy import (
     Hop,
     Malformed,
     ProxyPolicy,
@@ -18,7 +18,7 @@ from xmppd.bosh.proxy import (
     parse_node,
     xff_hops,
 )
-from xmppd.bosh.request import header_map
+from xmppd.http.request import header_map
 
 XFF = ProxyPolicy.of(["127.0.0.1", "10.0.0.0/8"], "x-forwarded-for")
 FWD = ProxyPolicy.of(["127.0.0.1", "10.0.0.0/8"], "forwarded")

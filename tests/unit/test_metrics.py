@@ -22,8 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.unit.stream_helpers import header, plain
 from xmppd.auth.internal import InternalAuthenticator
-from xmppd.bosh.proxy import ClientInfo
 from xmppd.config import Config, ConfigError, validate
+from xmppd.http.proxy import ClientInfo
 from xmppd.metrics import OTHER_ROOMS, Metrics, may_scrape, parse_allow
 from xmppd.server import Server
 from xmppd.storage import AsyncDatabase, Database

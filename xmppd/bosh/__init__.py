@@ -1,5 +1,5 @@
-"""Browsers: one ASGI app (hypercorn, trio worker) for BOSH, WebSocket, the widget and history.
+"""BOSH (XEP-0124/0206): the connection manager behind ``/http-bind`` of :mod:`xmppd.http`.
 
-``app.py`` routes; ``websocket.py`` is RFC 7395 on the shared c2s driver; BOSH
-(XEP-0124/0206) plugs in at ``app.HttpApp.http_bind``.
+``body.py`` parses and renders ``<body/>``, ``session.py`` is one session's pure rules
+(rid window, holds, keys), ``manager.py`` runs sessions on the shared c2s driver.
 """

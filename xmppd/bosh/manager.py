@@ -1,6 +1,6 @@
 """BOSH connection manager: the trio shell around :mod:`xmppd.bosh.session` for ``/http-bind``.
 
-:class:`BoshManager` is what :func:`xmppd.bosh.app.make_bosh_handler` plugs in: it owns
+:class:`BoshManager` is what :func:`xmppd.http.app.make_bosh_handler` plugs in: it owns
 the session table (sid -> :class:`BoshConnection`) and an inactivity reaper task.
 Each :class:`BoshConnection` is one XMPP session carried over BOSH: the same
 :class:`~xmppd.stream.c2s.C2SStream` (``BOSH`` framing) and
@@ -15,7 +15,7 @@ request gets the terminate body, and a request finding its session gone is answe
 from what the session left (no request ever waits on a session that no longer exists).
 A session still negotiating ``c2s.handshake_timeout`` seconds after its creation is
 closed with ``connection-timeout``, as on TCP and WebSocket; each session counts against
-the server's admission for its client address (see :mod:`xmppd.bosh.serving`).
+the server's admission for its client address (see :mod:`xmppd.http.serving`).
 
 The session id is a bearer secret: it is never logged.
 """
@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from xmppd.bosh.body import BadBody, BodyRequest, parse_body, terminate_body
-from xmppd.bosh.request import HttpRequest, HttpResponse
 from xmppd.bosh.session import (
     LEGACY_STATUS,
     BoshSession,
@@ -37,6 +36,7 @@ from xmppd.bosh.session import (
     Hold,
     Respond,
 )
+from xmppd.http.request import HttpRequest, HttpResponse
 from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.framing import BOSH
 from xmppd.transport.admission import AdmissionTicket
@@ -44,7 +44,7 @@ from xmppd.transport.driver import C2SDriver
 from xmppd.transport.progress import WriteProgress
 
 if TYPE_CHECKING:
-    from xmppd.bosh.app import HttpApp
+    from xmppd.http.app import HttpApp
     from xmppd.server import Server
     from xmppd.session import Session
 

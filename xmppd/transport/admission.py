@@ -40,6 +40,15 @@ def address_key(ip: str, ipv6_prefix: int = DEFAULT_IPV6_PREFIX) -> str:
     return str(address)
 
 
+@functools.lru_cache(maxsize=4096)
+def is_loopback(ip: str) -> bool:
+    """True for 127.0.0.0/8 and ::1 (zone ids dropped); False for anything unparsable."""
+    try:
+        return ipaddress.ip_address(ip.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
+
+
 class AdmissionTicket:
     """One admitted connection; :meth:`release` (or leaving the ``with``) gives it back."""
 

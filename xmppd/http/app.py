@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,19 +29,20 @@ import trio
 
 from xmppd import metrics, web
 from xmppd.auth.base import AuthContext, AuthError, Identity
-from xmppd.bosh import h2c, static
-from xmppd.bosh.cors import PREFLIGHT_HEADERS, OriginPolicy
-from xmppd.bosh.history import HistoryFeed
-from xmppd.bosh.proxy import FORWARDING_HEADERS, ClientInfo, ProxyPolicy
-from xmppd.bosh.request import HttpRequest, HttpResponse, header_map
-from xmppd.bosh.serving import connection_counts_client
-from xmppd.bosh.websocket import WebSocketConnection
+from xmppd.http import h2c, static
+from xmppd.http.cors import PREFLIGHT_HEADERS, OriginPolicy
+from xmppd.http.history import HistoryFeed
+from xmppd.http.proxy import FORWARDING_HEADERS, ClientInfo, ProxyPolicy
+from xmppd.http.request import HttpRequest, HttpResponse, header_map
+from xmppd.http.serving import connection_counts_client
+from xmppd.http.websocket import WebSocketConnection
 from xmppd.stream.c2s import C2SSettings
 from xmppd.stream.sasl import ExternalMechanism
+from xmppd.transport.admission import is_loopback
 from xmppd.transport.driver import TransportName
 
 if TYPE_CHECKING:
-    from xmppd.config import Config, HttpConfig
+    from xmppd.config import HttpConfig
     from xmppd.server import Server
 
 log = logging.getLogger("xmppd.http")
@@ -70,7 +70,8 @@ def make_bosh_handler(app: HttpApp) -> BoshHandler | None:
 
     The single place where BOSH is wired in: return an object with
     ``async handle(HttpRequest) -> HttpResponse``; if it also has
-    ``async run(*, task_status)``, :func:`serve_http` starts it in the server's nursery.
+    ``async run(*, task_status)``, :func:`xmppd.http.listen.serve_http` starts it in the
+    server's nursery.
     ``app.server`` is the server; ``await app.stream_settings(request)`` gives a new
     session's C2SSettings (plaintext rule, SASL EXTERNAL from forum cookies), and
     ``C2SStream(settings, framing=BOSH)`` + ``C2SDriver(app.server, stream, outbox,
@@ -182,7 +183,7 @@ class HttpApp:
         exempt = (
             server.config.c2s.allow_plain_on_loopback
             and not client.proxied
-            and _is_loopback(client.ip)
+            and is_loopback(client.ip)
         )
         mechanisms = base.mechanisms
         if external is not None:
@@ -436,12 +437,6 @@ class HttpApp:
 
 
 # --------------------------------------------------------------------- helpers
-def _is_loopback(ip: str) -> bool:
-    from xmppd.server import is_loopback
-
-    return is_loopback(ip)
-
-
 def parse_cookies(header: str) -> dict[str, str]:
     """``Cookie: a=1; b=2`` (RFC 6265 §5.4); the first of repeated names wins."""
     out: dict[str, str] = {}
@@ -531,85 +526,3 @@ async def _deny(send: Send, status: int, text: str) -> None:
         }
     )
     await send({"type": "websocket.http.response.body", "body": body})
-
-
-# ----------------------------------------------------------------- serving
-def hypercorn_config(server: Server, app: HttpApp | None = None) -> Any:
-    """hypercorn's settings; with ``app``, its ``h2c_upgrade_allowed`` gates h2c."""
-    from hypercorn.config import Config as HyperConfig
-
-    cfg = server.config.http
-    hc = HyperConfig()
-
-    def addr(port: int) -> str:
-        host = cfg.host
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-    tls_files = getattr(server, "tls_files", None)
-    if cfg.tls_port and tls_files is not None:
-        hc.certfile, hc.keyfile = (str(p) for p in tls_files)
-        hc.bind = [addr(cfg.tls_port)]
-        hc.insecure_bind = [addr(cfg.port)] if cfg.port or cfg.port == 0 else []
-    else:
-        hc.bind = [addr(cfg.port)]
-    hc.alpn_protocols = ["h2", "http/1.1"]
-    hc.accesslog = None
-    hc.errorlog = logging.getLogger("xmppd.http.server")
-    hc.errorlog.setLevel(logging.WARNING)  # our own event=listening lines say it
-    # an idle connection, and one still sending its request headers, closes after this
-    hc.keep_alive_timeout = cfg.keep_alive_timeout
-    hc.ssl_handshake_timeout = cfg.read_timeout
-    hc.read_timeout = silence_limit(server.config)
-    hc.graceful_timeout = 2
-    hc.backlog = 1024
-    hc.include_server_header = False
-    hc.websocket_max_message_size = server.config.limits.max_stanza_size + 65536
-    hc.h11_max_incomplete_size = 64 * 1024
-    if app is not None:
-        h2c.install()
-        setattr(hc, h2c.ATTRIBUTE, app.h2c_upgrade_allowed)
-    return hc
-
-
-def silence_limit(config: Config) -> int | None:
-    """hypercorn's ``read_timeout``: a backstop for a connection from which no byte at all
-    arrives for longer than any legitimate client stays silent — a held BOSH request
-    (``max_wait``), a WebSocket between our pings (``ping_interval`` + ``ping_timeout``),
-    an idle keep-alive. ``None`` when pings are off (a WebSocket may then be silent forever).
-    Bodies and headers have their own, shorter deadlines (``read_timeout``,
-    ``keep_alive_timeout``)."""
-    c2s, http = config.c2s, config.http
-    if c2s.ping_interval <= 0:
-        return None
-    longest = max(
-        config.bosh.max_wait,
-        c2s.handshake_timeout,
-        c2s.ping_interval + c2s.ping_timeout,
-        http.keep_alive_timeout,
-    )
-    return math.ceil(longest + http.read_timeout)
-
-
-async def serve_http(server: Server, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-    """Run hypercorn for :class:`HttpApp` in this trio run; reports the bound ports.
-
-    Connections are admitted by :func:`xmppd.bosh.serving.serve` before hypercorn reads.
-    """
-    from xmppd.bosh.serving import serve
-
-    app = HttpApp(server)
-    server.http_app = app
-    config = hypercorn_config(server, app)
-    async with trio.open_nursery() as nursery:
-        run = getattr(app.bosh, "run", None)
-        if run is not None:
-            await nursery.start(run)
-        binds: list[str] = await nursery.start(serve, server, app, config, app.trusts_proxy)
-        ports: dict[str, int] = {}
-        for bind in binds:
-            scheme, _, rest = bind.partition("://")
-            ports["https" if scheme == "https" else "http"] = int(rest.rsplit(":", 1)[1])
-            log.info("event=listening service=%s address=%s", scheme, rest)
-        server.listening.update(ports)
-        app.serving = True
-        task_status.started(ports)
