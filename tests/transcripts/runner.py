@@ -17,7 +17,7 @@ import trio
 from lxml import etree
 
 from tests.transcripts.client import Connection, StreamClosed
-from tests.transcripts.matching import mismatch, pretty
+from tests.transcripts.matching import Bindings, mismatch, pretty, substitute
 from tests.transcripts.script import Step, Transcript
 from tests.transcripts.server import serving
 
@@ -45,6 +45,8 @@ class Player:
         self.script = script
         self.port = port
         self.connections: dict[str, Connection] = {}
+        #: ``{$name}`` values captured from received stanzas (see matching).
+        self.bindings: Bindings = {}
 
     def fail(self, step: Step, message: str) -> TranscriptFailure:
         path = self.script.path
@@ -77,7 +79,11 @@ class Player:
         if connection is None:
             raise self.fail(step, f"{step.who} is not connected")
         if step.action == "sends":
-            await connection.send(step.text)
+            try:
+                text = substitute(step.text, self.bindings)
+            except KeyError as exc:
+                raise self.fail(step, f"{{${exc.args[0]}}} is bound by no earlier stanza") from None
+            await connection.send(text)
         elif step.action == "receives":
             await self.receive(step, connection)
         elif step.action == "receives-in-any-order":
@@ -132,7 +138,7 @@ class Player:
                     f"{label}: the server closed the stream\n"
                     f"  expected:\n{_indent(pretty(expected))}",
                 ) from None
-            reason = mismatch(expected, got)
+            reason = mismatch(expected, got, bindings=self.bindings)
             if reason is not None:
                 after = await connection.pending(QUIET)
                 rest = "".join(f"\n  then:\n{_indent(pretty(s))}" for s in after)
@@ -159,7 +165,9 @@ class Player:
                     else (f"nothing arrived within {RECEIVE_TIMEOUT:g} s")
                 )
                 raise self.fail(step, f"{label}: {why}\n  still expected:\n{missing}") from None
-            match = next((e for e in waiting if mismatch(e, got) is None), None)
+            match = next(
+                (e for e in waiting if mismatch(e, got, bindings=self.bindings) is None), None
+            )
             if match is None:
                 expected = "\n".join(_indent(pretty(e)) for e in waiting)
                 raise self.fail(

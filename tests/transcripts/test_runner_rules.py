@@ -13,7 +13,7 @@ import pytest
 from lxml import etree
 
 from tests.transcripts import runner
-from tests.transcripts.matching import mismatch
+from tests.transcripts.matching import mismatch, substitute
 from tests.transcripts.runner import TranscriptFailure, play
 from tests.transcripts.script import ScriptError, load, parse_stanzas
 
@@ -57,8 +57,9 @@ def test_matches(want: str, got: str) -> None:
         ("<iq id='{any}'/>", "<iq/>", "attribute id missing"),
         ("<iq/>", "<iq id='1'/>", "unexpected attribute id"),
         ("<message><body>a</body></message>", "<message><body>b</body></message>", "text 'b'"),
-        ("<message><body>{any}</body></message>", "<message><body/></message>", "no text"),
+        ("<message><body>{any}</body></message>", "<message><body/></message>", "text empty"),
         ("<message/>", "<message><body>a</body></message>", "unexpected child"),
+        ("<body/>", "<body>a</body>", "text 'a', expected none"),
         ("<message><body>a</body></message>", "<message/>", "missing child"),
         (
             "<x xmlns='urn:a'><status code='110'/><status code='110'/></x>",
@@ -188,3 +189,33 @@ async def test_a_missing_stanza_fails_after_the_timeout(
     monkeypatch.setattr(runner, "RECEIVE_TIMEOUT", 0.5)
     with pytest.raises(TranscriptFailure, match="stanza 2 of 2\\): nothing arrived"):
         await play_text(tmp_path, PING_FILE + PING_ANSWER + PING_ANSWER.replace("romeo r", "\tr"))
+
+
+def test_a_variable_binds_once_the_stanza_matches_and_then_must_repeat() -> None:
+    bindings: dict[str, str] = {}
+    want = expected("<message id='{$m}'><stanza-id xmlns='urn:sid' id='{$sid}'/></message>")
+    assert mismatch(want, received("<message id='1'><x/></message>"), bindings=bindings)
+    assert bindings == {}  # a stanza that failed captures nothing
+    got = received("<message id='1'><stanza-id xmlns='urn:sid' id='s9'/></message>")
+    assert mismatch(want, got, bindings=bindings) is None
+    assert bindings == {"m": "1", "sid": "s9"}
+    again = expected("<result xmlns='urn:sid' id='{$sid}'/>")
+    assert mismatch(again, received("<result xmlns='urn:sid' id='s9'/>"), bindings=bindings) is None
+    problem = mismatch(again, received("<result xmlns='urn:sid' id='s8'/>"), bindings=bindings)
+    assert problem is not None and "'s8', expected 's9' ({$sid})" in problem
+
+
+def test_a_failed_child_try_gives_back_what_it_captured() -> None:
+    bindings = {"a": "2"}
+    want = expected("<x xmlns='urn:a'><i v='{$b}' w='1'/><i v='{$a}'/></x>")
+    got = received("<x xmlns='urn:a'><i v='2'/><i v='3' w='1'/></x>")
+    assert mismatch(want, got, bindings=bindings) is None
+    assert bindings == {"a": "2", "b": "3"}
+
+
+def test_sends_substitute_bound_values() -> None:
+    assert substitute("<iq id='{$push}' type='result'/>", {"push": "p1"}) == (
+        "<iq id='p1' type='result'/>"
+    )
+    with pytest.raises(KeyError):
+        substitute("<iq id='{$nope}'/>", {})
