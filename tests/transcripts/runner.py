@@ -82,7 +82,11 @@ class Player:
             try:
                 text = substitute(step.text, self.bindings)
             except KeyError as exc:
-                raise self.fail(step, f"{{${exc.args[0]}}} is bound by no earlier stanza") from None
+                if not RECORD:  # record mode binds nothing: the placeholder goes out as is
+                    raise self.fail(
+                        step, f"{{${exc.args[0]}}} is bound by no earlier stanza"
+                    ) from None
+                text = step.text
             await connection.send(text)
         elif step.action == "receives":
             await self.receive(step, connection)
