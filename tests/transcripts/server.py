@@ -17,10 +17,10 @@ import trio
 
 from tests.transcripts.script import Client, Nick
 from xmppd.config import load_config
-from xmppd.muc.storage import register_nick
 from xmppd.server import build_server, run_server
 from xmppd.settings import merge
 from xmppd.storage import Database
+from xmppd.storage.muc import MucStore
 
 
 def base_config(data_dir: Path) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def _prepare(url: str, clients: Iterable[Client], nicks: Iterable[Nick]) -> None
         for localpart, password in accounts.items():
             db.create_user(localpart, password)
         for nick in nicks:
-            register_nick(db, nick.nick, nick.jid, nick.room)
+            MucStore(db).register_nick(nick.nick, nick.jid, nick.room)
     finally:
         db.dispose()
 

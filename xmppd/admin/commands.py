@@ -280,7 +280,7 @@ async def _reload_nicks(server: Server) -> None:
 
 @command("register-nick")
 async def cmd_register_nick(server: Server, args: dict[str, Any]) -> Reply:
-    from xmppd.muc.storage import register_nick
+    from xmppd.storage.muc import MucStore
 
     nick = text_arg(args, "nick", limit=1024)
     jid = parse_jid(text_arg(args, "jid", limit=3071))
@@ -289,7 +289,7 @@ async def cmd_register_nick(server: Server, args: dict[str, Any]) -> Reply:
     bare = str(jid.bare)
     scope = nick_scope(text_arg(args, "room", required=False), _service(server))
     try:
-        await server.adb.run(register_nick, server.database, nick, bare, scope)
+        await server.adb.run(MucStore(server.database).register_nick, nick, bare, scope)
     except ValueError as exc:
         raise AdminError("not-acceptable", str(exc)) from None
     await _reload_nicks(server)
@@ -299,12 +299,12 @@ async def cmd_register_nick(server: Server, args: dict[str, Any]) -> Reply:
 
 @command("unregister-nick")
 async def cmd_unregister_nick(server: Server, args: dict[str, Any]) -> Reply:
-    from xmppd.muc.storage import unregister_nick
+    from xmppd.storage.muc import MucStore
 
     nick = text_arg(args, "nick", limit=1024)
     scope = nick_scope(text_arg(args, "room", required=False), _service(server))
     try:
-        existed = await server.adb.run(unregister_nick, server.database, nick, scope)
+        existed = await server.adb.run(MucStore(server.database).unregister_nick, nick, scope)
     except ValueError as exc:
         raise AdminError("not-acceptable", str(exc)) from None
     if not existed:
