@@ -27,6 +27,8 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
 
 
 class TranscriptFile(pytest.File):
+    """One ``*.scs`` file: a single test, or a collection error naming the bad line."""
+
     def collect(self) -> Iterator[pytest.Item]:
         try:
             script = load(self.path)
@@ -40,6 +42,8 @@ class TranscriptFile(pytest.File):
 
 
 class TranscriptItem(pytest.Item):
+    """Plays one transcript against a fresh in-process server."""
+
     def __init__(self, *, script: Transcript, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.script = script
@@ -49,23 +53,13 @@ class TranscriptItem(pytest.Item):
 
     def runtest(self) -> None:
         with tempfile.TemporaryDirectory(prefix=f"transcript-{self.name}-") as data_dir:
-            try:
-                trio.run(play, self.script, Path(data_dir))
-            except BaseExceptionGroup as group:
-                raise _single(group) from None
+            trio.run(play, self.script, Path(data_dir))
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> Any:
+        """A transcript failure is its own report (file, line, expected, got): no traceback."""
         if isinstance(excinfo.value, TranscriptFailure):
             return f"{self.script.title}\n{excinfo.value}"
-        return super().repr_failure(excinfo)
+        return super().repr_failure(excinfo, style=style)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, 0, f"transcript {self.path.name}"
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one failure inside trio's nested nursery groups (or the group, if several)."""
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error

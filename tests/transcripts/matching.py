@@ -6,6 +6,9 @@ Rules (README.md here):
 - every attribute written must be present with that value; ``{any}`` accepts any value;
   an attribute the server sent that the file does not write fails;
 - text is compared with surrounding whitespace stripped; ``{any}`` accepts any text;
+- ``{$name}`` as a value or text accepts any value the first time and binds ``name`` to
+  it (once the whole stanza matched); afterwards it must be that value again (a stanza
+  id that comes back in the archive, an occupant id that survives a nick change);
 - children match in any order (XMPP gives the order of different children no meaning),
   each expected child against a different received child; a received child the file
   does not write fails;
@@ -15,12 +18,18 @@ Rules (README.md here):
 
 from __future__ import annotations
 
+import re
+
 from lxml import etree
 
 from tests.transcripts.script import DIRECTIVES
 
 ANY = "{any}"
 PARTIAL = "{%s}partial" % DIRECTIVES
+#: ``{$name}``: a value captured the first time, compared ever after.
+VARIABLE = re.compile(r"\{\$(?P<name>[A-Za-z_][\w.-]*)\}")
+
+Bindings = dict[str, str]
 
 
 def _text(element: etree._Element) -> str:
@@ -33,33 +42,75 @@ def _name(tag: str) -> str:
     return f"{local}[{ns}]" if ns else local
 
 
-def mismatch(expected: etree._Element, got: etree._Element, where: str = "") -> str | None:
-    """None if ``got`` matches ``expected``; else where and how they first differ."""
+def mismatch(
+    expected: etree._Element,
+    got: etree._Element,
+    where: str = "",
+    bindings: Bindings | None = None,
+) -> str | None:
+    """None if ``got`` matches ``expected``; else where and how they first differ.
+
+    ``bindings`` holds the ``{$name}`` values captured so far; the ones this stanza
+    captures are added to it only when the whole stanza matches.
+    """
+    env = dict(bindings or {})
+    reason = _match(expected, got, where, env)
+    if reason is None and bindings is not None:
+        bindings.update(env)
+    return reason
+
+
+def substitute(text: str, bindings: Bindings) -> str:
+    """``text`` (stanzas to send) with every ``{$name}`` replaced; KeyError if unbound."""
+    return VARIABLE.sub(lambda m: bindings[m["name"]], text)
+
+
+def _value(want: str, have: str, env: Bindings) -> str | None:
+    """Why ``have`` is not the ``want`` the file wrote (None: it is), capturing into env."""
+    if want == ANY:
+        return None if have else "empty, expected some value"
+    variable = VARIABLE.fullmatch(want)
+    if variable is None:
+        return None if want == have else f"{have!r}, expected {want!r}"
+    name = variable["name"]
+    if name not in env:
+        if not have:
+            return f"empty, expected a value for {want}"
+        env[name] = have
+        return None
+    return None if env[name] == have else f"{have!r}, expected {env[name]!r} ({want})"
+
+
+def _match(expected: etree._Element, got: etree._Element, where: str, env: Bindings) -> str | None:
     here = f"{where}/{_name(expected.tag)}"
     if expected.tag != got.tag:
         return f"{where or '/'}: element {_name(got.tag)}, expected {_name(expected.tag)}"
     partial = expected.get(PARTIAL) == "true"
-    problem = _attributes(expected, got, here, partial)
+    problem = _attributes(expected, got, here, partial, env)
     if problem:
         return problem
     want, have = _text(expected), _text(got)
-    if want == ANY:
-        if not have:
-            return f"{here}: no text, expected some"
-    elif want != have and (want or not partial):
-        return f"{here}: text {have!r}, expected {want!r}"
-    return _children(expected, got, here, partial)
+    if want:
+        problem = _value(want, have, env)
+        if problem:
+            return f"{here}: text {problem}"
+    elif have and not partial:
+        return f"{here}: text {have!r}, expected none"
+    return _children(expected, got, here, partial, env)
 
 
-def _attributes(expected: etree._Element, got: etree._Element, here: str, partial: bool) -> str:
+def _attributes(
+    expected: etree._Element, got: etree._Element, here: str, partial: bool, env: Bindings
+) -> str:
     for name, value in expected.attrib.items():
         if name.startswith("{%s}" % DIRECTIVES):
             continue
         actual = got.get(name)
         if actual is None:
             return f"{here}: attribute {_name(name)} missing, expected {value!r}"
-        if value != ANY and actual != value:
-            return f"{here}: attribute {_name(name)} is {actual!r}, expected {value!r}"
+        problem = _value(value, actual, env)
+        if problem:
+            return f"{here}: attribute {_name(name)} is {problem}"
     if not partial:
         for name, value in got.attrib.items():
             if name not in expected.attrib:
@@ -68,11 +119,11 @@ def _attributes(expected: etree._Element, got: etree._Element, here: str, partia
 
 
 def _children(
-    expected: etree._Element, got: etree._Element, here: str, partial: bool
+    expected: etree._Element, got: etree._Element, here: str, partial: bool, env: Bindings
 ) -> str | None:
     wanted = [c for c in expected if isinstance(c.tag, str)]
     present = [c for c in got if isinstance(c.tag, str)]
-    assignment = _assign(wanted, present, here)
+    assignment = _assign(wanted, present, here, env)
     if isinstance(assignment, str):
         return assignment
     if not partial:
@@ -83,10 +134,11 @@ def _children(
 
 
 def _assign(
-    wanted: list[etree._Element], present: list[etree._Element], here: str
+    wanted: list[etree._Element], present: list[etree._Element], here: str, env: Bindings
 ) -> set[int] | str:
     """Indices of ``present`` matched one-to-one to ``wanted`` (backtracking, lists are
-    tiny), or the reason the first unmatchable expected child fails."""
+    tiny; a failed try gives back what it captured), or why the first expected child
+    that cannot be placed fails."""
     used: set[int] = set()
 
     def place(i: int) -> str | None:
@@ -96,7 +148,8 @@ def _assign(
         for j, candidate in enumerate(present):
             if j in used:
                 continue
-            reason = mismatch(wanted[i], candidate, here)
+            saved = dict(env)
+            reason = _match(wanted[i], candidate, here, env)
             if reason is None:
                 used.add(j)
                 later = place(i + 1)
@@ -106,6 +159,8 @@ def _assign(
                 reasons.append(later)
             elif candidate.tag == wanted[i].tag:
                 reasons.append(reason)
+            env.clear()
+            env.update(saved)
         if reasons:
             return reasons[0]
         return f"{here}: missing child {_serialize(wanted[i])}"
@@ -116,6 +171,7 @@ def _assign(
 
 def _serialize(element: etree._Element) -> str:
     text = etree.tostring(element, encoding="unicode", with_tail=False)
+    text = text.replace(' xmlns:t="%s"' % DIRECTIVES, "")
     return text if len(text) < 200 else text[:197] + "..."
 
 

@@ -17,7 +17,7 @@ import trio
 from lxml import etree
 
 from tests.transcripts.client import Connection, StreamClosed
-from tests.transcripts.matching import mismatch, pretty
+from tests.transcripts.matching import Bindings, mismatch, pretty, substitute
 from tests.transcripts.script import Step, Transcript
 from tests.transcripts.server import serving
 
@@ -39,13 +39,19 @@ def _indent(text: str) -> str:
 
 
 class Player:
+    """One file's run: its clients' connections, the steps in order."""
+
     def __init__(self, script: Transcript, port: int) -> None:
         self.script = script
         self.port = port
         self.connections: dict[str, Connection] = {}
+        #: ``{$name}`` values captured from received stanzas (see matching).
+        self.bindings: Bindings = {}
 
     def fail(self, step: Step, message: str) -> TranscriptFailure:
-        where = f"{self.script.path.name}:{step.line}"
+        path = self.script.path
+        shown = path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path
+        where = f"{shown}:{step.line}"
         return TranscriptFailure(f"{where}: {message}")
 
     async def play(self) -> None:
@@ -73,7 +79,15 @@ class Player:
         if connection is None:
             raise self.fail(step, f"{step.who} is not connected")
         if step.action == "sends":
-            await connection.send(step.text)
+            try:
+                text = substitute(step.text, self.bindings)
+            except KeyError as exc:
+                if not RECORD:  # record mode binds nothing: the placeholder goes out as is
+                    raise self.fail(
+                        step, f"{{${exc.args[0]}}} is bound by no earlier stanza"
+                    ) from None
+                text = step.text
+            await connection.send(text)
         elif step.action == "receives":
             await self.receive(step, connection)
         elif step.action == "receives-in-any-order":
@@ -101,7 +115,7 @@ class Player:
         client = self.script.clients[step.who]
         if step.who in self.connections:
             raise self.fail(step, f"{step.who} is already connected")
-        connection = await Connection.open(self.port, client.jid.split("@", 1)[1].split("/")[0])
+        connection = await Connection.open(self.port, client.domain)
         self.connections[step.who] = connection
         try:
             bound = await connection.login(client.localpart, client.password, client.resource)
@@ -128,7 +142,7 @@ class Player:
                     f"{label}: the server closed the stream\n"
                     f"  expected:\n{_indent(pretty(expected))}",
                 ) from None
-            reason = mismatch(expected, got)
+            reason = mismatch(expected, got, bindings=self.bindings)
             if reason is not None:
                 after = await connection.pending(QUIET)
                 rest = "".join(f"\n  then:\n{_indent(pretty(s))}" for s in after)
@@ -155,7 +169,9 @@ class Player:
                     else (f"nothing arrived within {RECEIVE_TIMEOUT:g} s")
                 )
                 raise self.fail(step, f"{label}: {why}\n  still expected:\n{missing}") from None
-            match = next((e for e in waiting if mismatch(e, got) is None), None)
+            match = next(
+                (e for e in waiting if mismatch(e, got, bindings=self.bindings) is None), None
+            )
             if match is None:
                 expected = "\n".join(_indent(pretty(e)) for e in waiting)
                 raise self.fail(
@@ -179,7 +195,19 @@ class Player:
 
 
 async def play(script: Transcript, data_dir: Path) -> None:
-    """Start a fresh server for ``script`` and play it."""
+    """Start a fresh server for ``script`` and play it; a failure is raised as itself,
+    not inside the exception groups of the nurseries it passed through."""
     clients = script.clients.values()
-    async with serving(data_dir, script.config, clients, script.nicks) as port:
-        await Player(script, port).play()
+    try:
+        async with serving(data_dir, script.config, clients, script.nicks) as port:
+            await Player(script, port).play()
+    except BaseExceptionGroup as group:
+        raise _single(group) from None
+
+
+def _single(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one exception inside nested single-member groups (or the group, if several)."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -47,6 +47,10 @@ class Client:
         return self.jid.split("@", 1)[0]
 
     @property
+    def domain(self) -> str:
+        return self.jid.split("@", 1)[1].split("/", 1)[0]
+
+    @property
     def resource(self) -> str:
         return self.jid.split("/", 1)[1] if "/" in self.jid else self.name
 
@@ -64,7 +68,7 @@ class Nick:
 class Step:
     line: int
     who: str
-    #: connects, disconnects, sends, receives, receives-nothing or wait
+    #: connects, disconnects, sends, receives, receives-in-any-order, receives-nothing, wait
     action: str
     #: The stanza block as written (sends) or parsed (receives).
     text: str = ""

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from tests.transcripts.matching import mismatch
+from tests.transcripts import runner
+from tests.transcripts.matching import mismatch, substitute
+from tests.transcripts.runner import TranscriptFailure, play
 from tests.transcripts.script import ScriptError, load, parse_stanzas
 
 
@@ -55,8 +57,9 @@ def test_matches(want: str, got: str) -> None:
         ("<iq id='{any}'/>", "<iq/>", "attribute id missing"),
         ("<iq/>", "<iq id='1'/>", "unexpected attribute id"),
         ("<message><body>a</body></message>", "<message><body>b</body></message>", "text 'b'"),
-        ("<message><body>{any}</body></message>", "<message><body/></message>", "no text"),
+        ("<message><body>{any}</body></message>", "<message><body/></message>", "text empty"),
         ("<message/>", "<message><body>a</body></message>", "unexpected child"),
+        ("<body/>", "<body>a</body>", "text 'a', expected none"),
         ("<message><body>a</body></message>", "<message/>", "missing child"),
         (
             "<x xmlns='urn:a'><status code='110'/><status code='110'/></x>",
@@ -94,7 +97,8 @@ def test_a_file_parses_into_header_and_steps(tmp_path: Path) -> None:
             "\tpassword: secret\n\n[Server]\n\tmuc.history_default = 5\n\n"
             "[Nick] Romeo\n\tjid: romeo@localhost\n\n[Xfail] a reason\n\n"
             "romeo connects\n\nromeo sends:\n\t<presence/>\n\t<message/>\n\n"
-            "romeo receives nothing\n\nwait 0.5 s\n\nromeo disconnects\n",
+            "romeo receives nothing\n\nromeo receives in any order:\n\t<message/>\n\n"
+            "wait 0.5 s\n\nromeo disconnects\n",
         )
     )
     assert script.title == "What it does and why."
@@ -106,6 +110,7 @@ def test_a_file_parses_into_header_and_steps(tmp_path: Path) -> None:
         "connects",
         "sends",
         "receives-nothing",
+        "receives-in-any-order",
         "wait",
         "disconnects",
     ]
@@ -140,3 +145,77 @@ def test_receives_in_any_order_is_its_own_step(tmp_path: Path) -> None:
     step = script.steps[1]
     assert step.action == "receives-in-any-order"
     assert [e.tag.split("}")[1] for e in step.stanzas] == ["presence", "message"]
+
+
+PING_FILE = """[Client] romeo
+\tjid: romeo@localhost/balcony
+\tpassword: secret
+
+romeo connects
+
+romeo sends:
+\t<iq type='get' to='localhost' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>
+"""
+PING_ANSWER = """
+romeo receives:
+\t<iq type='result' from='localhost' to='romeo@localhost/balcony' id='{any}'/>
+"""
+
+
+async def play_text(tmp_path: Path, text: str) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    await play(load(write(tmp_path, text)), data)
+
+
+async def test_a_file_that_lists_everything_passes(tmp_path: Path) -> None:
+    await play_text(tmp_path, PING_FILE + PING_ANSWER)
+
+
+async def test_a_stanza_no_step_expects_fails_at_the_end(tmp_path: Path) -> None:
+    with pytest.raises(TranscriptFailure, match="received stanzas no step expects"):
+        await play_text(tmp_path, PING_FILE)
+
+
+async def test_a_different_stanza_fails_with_expected_and_got(tmp_path: Path) -> None:
+    wrong = PING_ANSWER.replace("type='result'", "type='error'")
+    with pytest.raises(TranscriptFailure, match=r"t\.scs:10: .*attribute type is 'result'"):
+        await play_text(tmp_path, PING_FILE + wrong)
+
+
+async def test_a_missing_stanza_fails_after_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "RECEIVE_TIMEOUT", 0.5)
+    with pytest.raises(TranscriptFailure, match="stanza 2 of 2\\): nothing arrived"):
+        await play_text(tmp_path, PING_FILE + PING_ANSWER + PING_ANSWER.replace("romeo r", "\tr"))
+
+
+def test_a_variable_binds_once_the_stanza_matches_and_then_must_repeat() -> None:
+    bindings: dict[str, str] = {}
+    want = expected("<message id='{$m}'><stanza-id xmlns='urn:sid' id='{$sid}'/></message>")
+    assert mismatch(want, received("<message id='1'><x/></message>"), bindings=bindings)
+    assert bindings == {}  # a stanza that failed captures nothing
+    got = received("<message id='1'><stanza-id xmlns='urn:sid' id='s9'/></message>")
+    assert mismatch(want, got, bindings=bindings) is None
+    assert bindings == {"m": "1", "sid": "s9"}
+    again = expected("<result xmlns='urn:sid' id='{$sid}'/>")
+    assert mismatch(again, received("<result xmlns='urn:sid' id='s9'/>"), bindings=bindings) is None
+    problem = mismatch(again, received("<result xmlns='urn:sid' id='s8'/>"), bindings=bindings)
+    assert problem is not None and "'s8', expected 's9' ({$sid})" in problem
+
+
+def test_a_failed_child_try_gives_back_what_it_captured() -> None:
+    bindings = {"a": "2"}
+    want = expected("<x xmlns='urn:a'><i v='{$b}' w='1'/><i v='{$a}'/></x>")
+    got = received("<x xmlns='urn:a'><i v='2'/><i v='3' w='1'/></x>")
+    assert mismatch(want, got, bindings=bindings) is None
+    assert bindings == {"a": "2", "b": "3"}
+
+
+def test_sends_substitute_bound_values() -> None:
+    assert substitute("<iq id='{$push}' type='result'/>", {"push": "p1"}) == (
+        "<iq id='p1' type='result'/>"
+    )
+    with pytest.raises(KeyError):
+        substitute("<iq id='{$nope}'/>", {})
