@@ -90,6 +90,9 @@ class RoomCore:
         self.affiliations: dict[str, str] = dict(affiliations or {})
         self.subject = subject
         self.subject_nick = subject_nick
+        #: XEP-0421 id of the occupant who set the subject, while this process knows it
+        #: (not stored: a subject loaded at start-up shows without one).
+        self.subject_occupant_id = ""
         self.occupants: dict[str, Occupant] = {}
         self.by_real: dict[str, Occupant] = {}
         cfg = ctx.config
@@ -237,11 +240,22 @@ class RoomCore:
         msg.set("from", self.occupant_jid(self.subject_nick) if self.subject_nick else self.jid_str)
         msg.set("id", message_id or "subject")
         sub(msg, SUBJECT).text = self.subject
+        if self.subject_nick and self.subject_occupant_id:
+            # XEP-0421 §4: every message from an occupant carries its occupant id
+            sub(msg, OCC_ID, OCCUPANT_ID, id=self.subject_occupant_id)
         return Template(msg)
 
-    def show_subject(self, out: Out, text: str, nick: str, message_id: str | None = None) -> None:
+    def show_subject(
+        self,
+        out: Out,
+        text: str,
+        nick: str,
+        message_id: str | None = None,
+        occupant_id: str = "",
+    ) -> None:
         """Store the subject and show it to everyone (from ``nick``, or the room if "")."""
         self.subject, self.subject_nick = text, nick
+        self.subject_occupant_id = occupant_id if nick else ""
         tpl = self.subject_tpl(message_id)
         out.sends.extend((r, tpl.to(r)) for r in self.recipients())
         out.save_room = self.settings.persistent

@@ -112,7 +112,7 @@ def _set_subject(
     )
     if not allowed:
         raise StanzaError("forbidden", "you may not change the subject of this room")
-    room.show_subject(out, text, occ.nick, message_id)
+    room.show_subject(out, text, occ.nick, message_id, occ.occupant_id)
 
 
 def _private(room: RoomCore, out: Out, stanza: etree._Element, rcpt: Recipient, nick: str) -> None:
