@@ -147,9 +147,10 @@ def lockstep(server: Server) -> Harness:
 
 
 async def test_quiet_client_is_pinged_then_dropped_without_an_answer(
-    server: Server, autojump_clock: trio.testing.MockClock
+    server: Server, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = memory(server)
+    caplog.set_level(logging.INFO, logger="xmppd.c2s")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(h.run)
         await h.peer.login()
@@ -163,6 +164,11 @@ async def test_quiet_client_is_pinged_then_dropped_without_an_answer(
         assert trio.current_time() - bound_at == pytest.approx(120.0)
         await h.ended.wait()
     assert h.admitted == 0 and not server.connections
+    assert any(
+        r.getMessage().startswith("event=ping_timeout jid=alice@localhost/")
+        and r.getMessage().endswith(f" ip={IP} transport=tcp")
+        for r in caplog.records
+    )
 
 
 async def test_any_answer_to_a_ping_keeps_the_connection(
@@ -237,9 +243,10 @@ async def test_reader_eof_ends_the_session(
 
 
 async def test_negotiation_deadline_closes_with_connection_timeout(
-    server: Server, autojump_clock: trio.testing.MockClock
+    server: Server, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     h = memory(server)
+    caplog.set_level(logging.INFO, logger="xmppd.c2s")
     async with trio.open_nursery() as nursery:
         nursery.start_soon(h.run)
         await h.peer.send(header(to="localhost"))  # and never authenticates
@@ -248,6 +255,8 @@ async def test_negotiation_deadline_closes_with_connection_timeout(
         assert trio.current_time() == pytest.approx(30.0)
         await h.ended.wait()
     assert h.admitted == 0
+    messages = [r.getMessage() for r in caplog.records]
+    assert f"event=negotiation_timeout ip={IP} transport=tcp" in messages
 
 
 async def test_close_queues_the_error_and_hangs_up(

@@ -5,7 +5,9 @@ the reader loop feeding the :class:`~xmppd.stream.c2s.C2SStream` and its
 :class:`~xmppd.transport.driver.C2SDriver`, the bounded :class:`~xmppd.transport.outbox.Outbox`
 and its writer, the keepalive ping, the negotiation deadline, the polite close and the
 abort, the admission ticket held for the connection's life, and one set of log events
-(``event=... transport=tcp|tls|websocket``; BOSH logs the same names). A transport plugs
+with ``transport=tcp|tls|websocket`` (BOSH, which has its own shell, logs the same names
+with ``transport=bosh``): ``negotiation_timeout``, ``ping_timeout``,
+``slow_reader_disconnected``, ``send_timeout``, ``connection_crashed``. A transport plugs
 in as a :class:`Wire`: a byte stream (:mod:`xmppd.transport.c2s`) or a message stream
 (:mod:`xmppd.http.websocket`).
 
@@ -228,6 +230,11 @@ class ClientConnection:
                     bound = await self._negotiate()
                 self._negotiation = None
                 if not self.outbox.closing and negotiation.cancelled_caught:
+                    log.info(
+                        "event=negotiation_timeout ip=%s transport=%s",
+                        self.peer_ip,
+                        self.transport,
+                    )
                     self.stream.close("connection-timeout", "negotiation took too long")
                 if not bound or negotiation.cancelled_caught:
                     await self._flush_direct()  # close() while negotiating, or it ended
@@ -246,6 +253,8 @@ class ClientConnection:
                 "event=connection_crashed ip=%s transport=%s", self.peer_ip, self.transport
             )
         finally:
+            self._nursery = None  # nothing is started or queued from now on
+            self.outbox.closing = True
             self.outbox.progress.close()
             with trio.CancelScope(shield=True):
                 await self.driver.teardown()
@@ -302,6 +311,12 @@ class ClientConnection:
         while not self.outbox.closing:
             data = await keepalive.receive(self._receive)
             if data is None:
+                log.info(
+                    "event=ping_timeout jid=%s ip=%s transport=%s",
+                    self._jid(),
+                    self.peer_ip,
+                    self.transport,
+                )
                 self.close("connection-timeout", "no answer to ping")
                 return
             if not data:
