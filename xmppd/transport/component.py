@@ -269,12 +269,12 @@ class ComponentHub:
             await _refuse(stream, self.settings, "too many connections")
             return
         conn = ComponentConnection(self, stream, ip)
-        self.connections.add(conn)
-        try:
-            await conn.run()
-        finally:
-            self.connections.discard(conn)
-            ticket.release()
+        with ticket:  # given back however the connection ends
+            self.connections.add(conn)
+            try:
+                await conn.run()
+            finally:
+                self.connections.discard(conn)
 
     def handshake_failed(self, ip: str, condition: str) -> None:
         """Count a failed handshake for ``ip``'s group; logged, summarised under a flood."""
