@@ -21,6 +21,7 @@ import trio.testing
 from tests.unit.stream_helpers import header, plain
 from xmppd.auth.base import AuthContext, AuthError, Identity, ScramCredentials, claim_account
 from xmppd.config import Config
+from xmppd.http.websocket import websocket_connection
 from xmppd.server import Server
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SStream
@@ -312,3 +313,101 @@ async def test_admission_is_given_back_when_the_driver_crashes(
         r.getMessage() == f"event=connection_crashed ip={IP} transport=tcp" for r in caplog.records
     )
     assert h.admitted == 0 and not server.connections
+
+
+# ------------------------------------------------------------- the message wire
+FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+WS_OPEN = f"<open xmlns='{FRAMING}' to='localhost' version='1.0'/>"
+
+
+class WsPeer:
+    """An ASGI WebSocket's other end: messages in, messages out."""
+
+    def __init__(self) -> None:
+        self.to_server, self.server_inbox = trio.open_memory_channel[dict[str, object]](100)
+        self.server_outbox, self.from_server = trio.open_memory_channel[dict[str, object]](100)
+
+    async def receive(self) -> dict[str, object]:
+        return await self.server_inbox.receive()
+
+    async def send(self, message: dict[str, object]) -> None:
+        await self.server_outbox.send(message)
+
+    async def say(self, text: str) -> None:
+        await self.to_server.send({"type": "websocket.receive", "text": text})
+
+    async def expect(self, marker: str) -> list[dict[str, object]]:
+        """Messages up to the first whose text holds ``marker``."""
+        got = []
+        while True:
+            message = await self.from_server.receive()
+            got.append(message)
+            if marker in str(message.get("text", "")):
+                return got
+
+    async def login(self) -> None:
+        await self.say(WS_OPEN)
+        await self.expect("</stream:features>")
+        await self.say(plain("alice", "secret").decode())
+        await self.expect("<success")
+        await self.say(WS_OPEN)
+        await self.expect("</stream:features>")
+        await self.say(BIND.decode().replace("<iq ", "<iq xmlns='jabber:client' ", 1))
+        await self.expect("</iq>")
+
+
+def websocket(server: Server, admission: Admission) -> tuple[WsPeer, ClientConnection]:
+    peer = WsPeer()
+    settings = dataclasses.replace(server.c2s_settings(IP, False), tls_required=False)
+    conn = websocket_connection(
+        server, settings, peer.receive, peer.send, IP, "test", admission.try_admit(IP)
+    )
+    return peer, conn
+
+
+async def test_websocket_pings_and_closes_each_element_its_own_message(
+    server: Server, autojump_clock: trio.testing.MockClock
+) -> None:
+    admission = Admission(per_address=4)
+    peer, conn = websocket(server, admission)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await peer.login()
+        (ping,) = await peer.expect("urn:xmpp:ping")
+        assert ping["type"] == "websocket.send" and "jabber:client" in str(ping["text"])
+        error, close, end = [await peer.from_server.receive() for _ in range(3)]
+        assert "<connection-timeout" in str(error["text"])
+        assert str(close["text"]).startswith("<close ")
+        assert end == {"type": "websocket.close", "code": 1000}
+    assert trio.current_time() == pytest.approx(120.0)
+    assert admission.count(IP) == 0 and not server.connections
+
+
+async def test_websocket_message_over_the_stanza_limit_is_a_policy_violation(
+    server: Server, autojump_clock: trio.testing.MockClock
+) -> None:
+    admission = Admission(per_address=4)
+    peer, conn = websocket(server, admission)
+    limit = server.config.limits.max_stanza_size
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await peer.login()
+        await peer.say(f"<message xmlns='jabber:client'><body>{'x' * limit}</body></message>")
+        assert len(await peer.expect("policy-violation")) == 1  # the next message
+        assert [await peer.from_server.receive() for _ in range(2)][1]["type"] == "websocket.close"
+    assert admission.count(IP) == 0
+
+
+async def test_websocket_disconnect_ends_the_session(
+    server: Server, autojump_clock: trio.testing.MockClock
+) -> None:
+    admission = Admission(per_address=4)
+    peer, conn = websocket(server, admission)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(conn.run)
+        await peer.login()
+        session = conn.session
+        assert session is not None
+        await peer.to_server.send({"type": "websocket.disconnect", "code": 1001})
+    assert server.router.session_for(session.jid) is None
+    assert admission.count(IP) == 0 and not server.connections
