@@ -28,8 +28,9 @@ from xmppd.stream.c2s import C2SSettings
 from xmppd.stream.mechanisms import offered_mechanisms
 from xmppd.transport import fdlimit, tls
 from xmppd.transport.admission import Admission, is_loopback
-from xmppd.transport.c2s import C2SConnection
+from xmppd.transport.c2s import c2s_connection
 from xmppd.transport.refusals import RefusalLog
+from xmppd.transport.shell import ClientConnection
 
 if TYPE_CHECKING:
     from xmppd.reload import ReloadReport
@@ -54,7 +55,7 @@ class Server:
         self.router = Router(config.server.domain, authenticator)
         #: Failed-login limits per client address (IPv6 per network) and per account.
         self.logins = LoginLimits(config.limits.auth_failures_per_minute, config.limits.ipv6_prefix)
-        self.connections: set[C2SConnection] = set()
+        self.connections: set[ClientConnection] = set()
         #: Client connections per address and in total, shared by every client listener
         #: (what counts: xmppd.http.serving's docstring).
         self.admission = make_admission(config)
@@ -182,13 +183,7 @@ class Server:
             else:
                 await _refuse(stream, self.config.server.domain, full)
             return
-        conn = C2SConnection(self, stream, ip, direct_tls=direct_tls)
-        self.connections.add(conn)
-        try:
-            await conn.run()
-        finally:
-            self.connections.discard(conn)
-            ticket.release()
+        await c2s_connection(self, stream, ip, direct_tls=direct_tls, ticket=ticket).run()
 
     async def serve_c2s(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.config.c2s

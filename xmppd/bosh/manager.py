@@ -218,7 +218,7 @@ class BoshConnection:
 
     def negotiation_timeout(self) -> None:
         """The same deadline as TCP and WebSocket: unauthenticated sessions do not linger."""
-        log.info("event=bosh_negotiation_timeout ip=%s", self.peer_ip)
+        log.info("event=negotiation_timeout ip=%s transport=bosh", self.peer_ip)
         self.close("connection-timeout", "negotiation took too long")
 
     def _response(self, body: bytes) -> HttpResponse:

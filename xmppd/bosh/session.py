@@ -60,6 +60,7 @@ from dataclasses import dataclass, field
 
 from xmppd.bosh.body import XMPP_VERSION, BodyRequest, render_body, terminate_body
 from xmppd.bosh.config import BoshConfig
+from xmppd.stream.outqueue import ByteQueue
 
 #: Highest BOSH version we speak (XEP-0124 1.11).
 OUR_VERSION = (1, 11)
@@ -134,7 +135,6 @@ class BoshSession:
         "_last_empty_answer",
         "_last_poll",
         "_out",
-        "_out_bytes",
         "_pending",
         "_ready",
         "_slots",
@@ -211,8 +211,7 @@ class BoshSession:
         self._pending: dict[int, BodyRequest] = {}
         self._ready: deque[BodyRequest] = deque()
         self._cache: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
-        self._out: list[bytes] = []
-        self._out_bytes = 0
+        self._out = ByteQueue(limits.max_buffer_bytes)
         self._force_upto = 0
         self._last_poll: float | None = None
         self._last_empty_answer = False
@@ -424,15 +423,14 @@ class BoshSession:
         """
         if self._end_body is not None:
             return False  # the session is over; nothing more will be delivered
-        if not force and self._out_bytes + len(frame) > self.limits.max_buffer_bytes:
-            return False
-        self._out.append(frame)
-        self._out_bytes += len(frame)
-        return True
+        if force:
+            self._out.push(frame)
+            return True
+        return self._out.offer(frame)
 
     @property
     def buffered(self) -> int:
-        return self._out_bytes
+        return self._out.queued
 
     def end(self, condition: str | None = None) -> None:
         """The session is over: every waiting request gets a terminate body.
@@ -492,10 +490,7 @@ class BoshSession:
         return out
 
     def _take_out(self) -> list[bytes]:
-        frames = self._out
-        self._out = []
-        self._out_bytes = 0
-        return frames
+        return self._out.take()
 
     def _remember(self, rid: int, body: bytes, now: float) -> None:
         cache = self._cache

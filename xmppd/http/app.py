@@ -35,7 +35,7 @@ from xmppd.http.history import HistoryFeed
 from xmppd.http.proxy import FORWARDING_HEADERS, ClientInfo, ProxyPolicy
 from xmppd.http.request import HttpRequest, HttpResponse, header_map
 from xmppd.http.serving import connection_counts_client
-from xmppd.http.websocket import WebSocketConnection
+from xmppd.http.websocket import websocket_connection
 from xmppd.stream.c2s import C2SSettings
 from xmppd.stream.sasl import ExternalMechanism
 from xmppd.transport.admission import is_loopback
@@ -418,22 +418,20 @@ class HttpApp:
         try:
             external = await self.cookie_identity(headers, client, "websocket")
             await send({"type": "websocket.accept", "subprotocol": "xmpp"})
-            conn = WebSocketConnection(
-                server,
-                self.c2s_settings(client, external),
-                receive,
-                send,
-                client.ip,
-                headers.get("user-agent"),
-            )
-            server.connections.add(conn)  # type: ignore[arg-type]
-            try:
-                await conn.run()
-            finally:
-                server.connections.discard(conn)  # type: ignore[arg-type]
-        finally:
+        except BaseException:
             if ticket is not None:
                 ticket.release()
+            raise
+        conn = websocket_connection(
+            server,
+            self.c2s_settings(client, external),
+            receive,
+            send,
+            client.ip,
+            headers.get("user-agent"),
+            ticket,  # held by the connection until it ends
+        )
+        await conn.run()
 
 
 # --------------------------------------------------------------------- helpers

@@ -36,8 +36,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import math
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -57,7 +55,8 @@ from xmppd.stream.component import (
     StreamEnded,
 )
 from xmppd.transport.admission import Admission
-from xmppd.transport.outbox import SendQueue
+from xmppd.transport.keepalive import Keepalive, ping_iq
+from xmppd.transport.outbox import Outbox
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError
 
@@ -270,12 +269,12 @@ class ComponentHub:
             await _refuse(stream, self.settings, "too many connections")
             return
         conn = ComponentConnection(self, stream, ip)
-        self.connections.add(conn)
-        try:
-            await conn.run()
-        finally:
-            self.connections.discard(conn)
-            ticket.release()
+        with ticket:  # given back however the connection ends
+            self.connections.add(conn)
+            try:
+                await conn.run()
+            finally:
+                self.connections.discard(conn)
 
     def handshake_failed(self, ip: str, condition: str) -> None:
         """Count a failed handshake for ``ip``'s group; logged, summarised under a flood."""
@@ -299,12 +298,10 @@ class ComponentConnection:
         self.peer_ip = peer_ip
         self.stream = ComponentServerStream(hub.settings)
         cfg = hub.server.config.component_listener
-        self.queue = SendQueue(cfg.send_queue_bytes)
+        self.outbox = Outbox(cfg.send_queue_bytes)
+        self.keepalive = Keepalive(cfg.ping_interval, cfg.ping_timeout, self._ping)
         self.domain: str | None = None
         self._cancel: trio.CancelScope | None = None
-        self._recv_scope: trio.CancelScope | None = None
-        #: A ping is out: the trio time by which any data must have arrived.
-        self._answer_by: float | None = None
 
     # ----------------------------------------------------------- outbox
     def send_stanza(self, stanza: etree._Element) -> bool:
@@ -312,16 +309,16 @@ class ComponentConnection:
         return self.enqueue(self.stream.stanza_bytes(stanza))
 
     def enqueue(self, data: bytes) -> bool:
-        if self.queue.put(data):
+        if self.outbox.offer(data):
             return True
         if not self.stream.closed:
             log.warning(
                 "event=slow_component_disconnected domain=%s queued=%d",
                 self.domain,
-                self.queue.queued,
+                self.outbox.queued,
             )
             self.stream.close()
-            self.queue.clear()
+            self.outbox.cut()
             if self._cancel is not None:
                 self._cancel.cancel()
         return False
@@ -331,28 +328,17 @@ class ComponentConnection:
         if self.stream.closed:
             return
         self.stream.close(condition, text)
-        self.queue.put_final(self.stream.data_to_send())
+        self.outbox.finish(self.stream.data_to_send())
 
     def poke(self) -> None:
         """Someone else claims our domain: ping now, so a dead peer is noticed soon."""
-        if not self.stream.established or self._answer_by is not None:
-            return
-        self._answer_by = (
-            trio.current_time() + self.hub.server.config.component_listener.ping_timeout
-        )
-        self.enqueue(self._ping())
-        if self._recv_scope is not None:
-            self._recv_scope.deadline = self._answer_by
+        if self.stream.established:
+            self.keepalive.poke()
 
-    def _ping(self) -> bytes:
+    def _ping(self) -> None:
         assert self.domain is not None
-        iq = etree.Element("{%s}iq" % ns.CLIENT, nsmap={None: ns.CLIENT})
-        iq.set("type", "get")
-        iq.set("id", "ping-" + secrets.token_hex(4))
-        iq.set("from", self.hub.server.config.server.domain)
-        iq.set("to", self.domain)
-        etree.SubElement(iq, "{%s}ping" % ns.PING, nsmap={None: ns.PING})
-        return self.stream.stanza_bytes(iq)
+        iq = ping_iq(self.hub.server.config.server.domain, self.domain)
+        self.enqueue(self.stream.stanza_bytes(iq))
 
     # -------------------------------------------------------------- run
     async def run(self) -> None:
@@ -430,28 +416,15 @@ class ComponentConnection:
     async def _reader(self) -> None:
         """Read and route; ping after ``ping_interval`` of silence, hang up after
         ``ping_timeout`` more (any data counts as an answer)."""
-        cfg = self.hub.server.config.component_listener
         router = self.hub.server.router
         metrics = self.hub.server.metrics
-        interval = cfg.ping_interval if cfg.ping_interval > 0 else math.inf
         while not self.stream.closed:
-            deadline = self._answer_by
-            if deadline is None:
-                deadline = trio.current_time() + interval
-            with trio.CancelScope(deadline=deadline) as scope:
-                self._recv_scope = scope
-                data = await self.transport.receive_some(READ_SIZE)
-            self._recv_scope = None
-            if scope.cancelled_caught:
-                if self._answer_by is not None:
-                    self.close("connection-timeout", "no answer to ping")
-                    return
-                self._answer_by = trio.current_time() + cfg.ping_timeout
-                self.enqueue(self._ping())
-                continue
+            data = await self.keepalive.receive(self._read)
+            if data is None:
+                self.close("connection-timeout", "no answer to ping")
+                return
             if not data:
                 return
-            self._answer_by = None
             for event in self.stream.receive_data(data):
                 if isinstance(event, StanzaReceived):
                     metrics.stanza_in(event.stanza.tag, COMPONENT)
@@ -461,15 +434,21 @@ class ComponentConnection:
                         log.exception("event=routing_failed domain=%s", self.domain)
                         router.bounce(event.stanza, StanzaError("internal-server-error"))
                 elif isinstance(event, StreamEnded):
-                    self.queue.put_final(self.stream.data_to_send())
+                    self.outbox.finish(self.stream.data_to_send())
                     return
             out = self.stream.data_to_send()
             if out:
                 self.enqueue(out)
 
+    async def _read(self) -> bytes:
+        return await self.transport.receive_some(READ_SIZE)
+
+    async def _write(self, chunks: list[bytes]) -> None:
+        await self.transport.send_all(b"".join(chunks))
+
     async def _writer(self) -> None:
         try:
-            await self.queue.drain(self.transport)
+            await self.outbox.drain(self._write)
         finally:
             # flushed (or failed): hang up, which also ends the reader
             if self._cancel is not None:

@@ -1,71 +1,107 @@
-"""A bounded, non-blocking send queue drained by one writer task.
+"""The outbox of one connection: a bounded, non-blocking send queue and its writer's wake-up.
 
-The router must never wait on a slow peer: it appends bytes and moves on. When the bytes
-waiting pass ``limit`` the peer is too slow and the queue refuses (the owner disconnects
-it), so memory stays bounded. Used by component connections; the c2s shell keeps its own
-variant tuned for thousands of idle clients (no writer task while idle).
+The router must never wait on a slow peer: it offers bytes and moves on. When the bytes
+waiting would pass ``limit`` the offer is refused and the owner cuts the peer off, so
+memory stays bounded (:class:`~xmppd.stream.outqueue.ByteQueue`). One writer task drains
+it; the client shell starts that task only while there is something to write (thousands
+of idle clients hold no task), the component keeps one running (:meth:`Outbox.drain`).
+``progress`` counts the bytes queued and written, for producers that must not overrun
+the queue (offline delivery) or need to know their bytes went out.
 """
 
 from __future__ import annotations
 
-from collections import deque
+from collections.abc import Awaitable, Callable
 
 import trio
 
+from xmppd.stream.outqueue import ByteQueue
+from xmppd.transport.progress import WriteProgress
 
-class SendQueue:
-    """Bytes for one peer, written in order by :meth:`drain`."""
+#: Writes a batch of chunks to the peer (joined into one write, or one message each).
+Write = Callable[[list[bytes]], Awaitable[None]]
 
-    __slots__ = ("_closing", "_items", "_queued", "_wake", "limit")
+
+class Outbox:
+    """Chunks for one peer, written in order by one writer task."""
+
+    __slots__ = ("_queue", "_wake", "closing", "progress")
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._items: deque[bytes] = deque()
-        self._queued = 0
-        self._wake = trio.Event()
-        self._closing = False
+        self._queue = ByteQueue(limit)
+        self.progress = WriteProgress(limit)
+        #: Set only while the writer waits (idle connections keep no event).
+        self._wake: trio.Event | None = None
+        #: Nothing more is accepted; the writer stops once what is queued is out.
+        self.closing = False
+
+    def __bool__(self) -> bool:
+        return bool(self._queue)
 
     @property
     def queued(self) -> int:
         """Bytes waiting to be written."""
-        return self._queued
+        return self._queue.queued
 
-    def put(self, data: bytes) -> bool:
+    def offer(self, data: bytes) -> bool:
         """Queue ``data``; ``False`` when closing or when it would pass the limit."""
-        if self._closing:
+        if self.closing or not self._queue.fits(len(data)):
             return False
-        if self._queued + len(data) > self.limit:
-            return False
-        self._items.append(data)
-        self._queued += len(data)
-        self._wake.set()
+        self.push(data)
         return True
 
-    def put_final(self, data: bytes) -> None:
-        """Queue the last bytes (a stream error, the close tag) and stop accepting more."""
-        if data:
-            self._items.append(data)
-            self._queued += len(data)
-        self._closing = True
-        self._wake.set()
+    def push(self, data: bytes) -> None:
+        """Queue ``data`` whatever the limit: the stream's own output is never refused."""
+        if not data:
+            return
+        self._queue.push(data)
+        self.progress.accept(len(data))
+        self._notify()
 
-    def clear(self) -> None:
-        """Drop everything (the peer is being cut off) and stop accepting more."""
-        self._items.clear()
-        self._queued = 0
-        self._closing = True
-        self._wake.set()
+    def finish(self, data: bytes = b"") -> None:
+        """Queue the last bytes (a stream error, the close tag) and accept nothing more."""
+        self.push(data)
+        self.closing = True
+        self._notify()
 
-    async def drain(self, transport: trio.abc.SendStream) -> None:
-        """Write until :meth:`put_final`/:meth:`clear` and everything before it is out."""
-        while True:
-            if not self._items:
-                if self._closing:
-                    return
+    def cut(self) -> None:
+        """Drop everything (the peer is being cut off) and accept nothing more."""
+        self._queue.clear()
+        self.closing = True
+        self.progress.close()
+        self._notify()
+
+    def take(self) -> list[bytes]:
+        """Everything waiting, for one write; report it with :meth:`wrote`."""
+        return self._queue.take()
+
+    def wrote(self, size: int) -> None:
+        self.progress.wrote(size)
+
+    async def wait(self, patience: float = float("inf")) -> bool:
+        """Until something is queued or the outbox closes; ``False`` after ``patience`` s."""
+        if self._queue or self.closing:
+            return True
+        self._wake = trio.Event()
+        try:
+            with trio.move_on_after(patience):
                 await self._wake.wait()
-                self._wake = trio.Event()
+            return self._wake.is_set()
+        finally:
+            self._wake = None
+
+    async def drain(self, write: Write) -> None:
+        """Write until :meth:`finish`/:meth:`cut` and everything before it is out."""
+        while True:
+            if not self._queue:
+                if self.closing:
+                    return
+                await self.wait()
                 continue
-            data = b"".join(self._items)
-            self._items.clear()
-            self._queued = 0
-            await transport.send_all(data)
+            chunks = self.take()
+            await write(chunks)
+            self.wrote(sum(map(len, chunks)))
+
+    def _notify(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
