@@ -43,6 +43,7 @@ from prometheus_client.exposition import choose_encoder
 
 import xmppd
 from xmppd.http.proxy import ClientInfo, Network, plain_address
+from xmppd.transport.sm import Detached
 from xmppd.xml import ns
 
 if TYPE_CHECKING:
@@ -212,8 +213,6 @@ class ServerCollector:
             yield family
 
     def _sessions(self) -> Iterator[Metric]:
-        from xmppd.transport.sm import Detached
-
         server = self.server
         counts = dict.fromkeys(TRANSPORTS, 0)
         for resources in server.router.sessions.values():
