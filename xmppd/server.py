@@ -20,21 +20,20 @@ from xmppd.admin import start_admin
 from xmppd.auth.base import Authenticator
 from xmppd.auth.internal import InternalAuthenticator
 from xmppd.auth.phpbb import PhpbbAuthenticator
-from xmppd.auth.phpbb_recheck import recheck_periodically
+from xmppd.auth.phpbb_recheck import PhpbbRecheck
 from xmppd.auth.ratelimit import LoginAttempt, LoginLimits
 from xmppd.config import Config, ConfigError
 from xmppd.http.listen import serve_http
 from xmppd.memory import trim_periodically
-from xmppd.muc.forum_sync import sync_nicks_periodically
-from xmppd.muc.service import install as install_muc
 from xmppd.private_files import private_dir
 from xmppd.reload import ReloadReport, reload_server
 from xmppd.router import Router
-from xmppd.services.basic import install_basic_services
-from xmppd.services.offline import install as install_offline
-from xmppd.services.presence import install as install_presence
-from xmppd.services.roster import RosterLimits
-from xmppd.services.roster import install as install_roster
+from xmppd.services.basic import BasicServices
+from xmppd.services.groupchat import GroupchatService
+from xmppd.services.lifecycle import Service, ServiceContext, build_services
+from xmppd.services.offline import OfflineService
+from xmppd.services.presence import PresenceManager
+from xmppd.services.roster import RosterService
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.mechanisms import offered_mechanisms
@@ -47,6 +46,17 @@ from xmppd.transport.refusals import RefusalLog
 from xmppd.transport.sm import ResumptionManager
 
 log = logging.getLogger("xmppd.server")
+
+#: What the server serves besides its listeners, built in dependency order (see
+#: xmppd.services.lifecycle); their runs start in the server's nursery.
+SERVICES: tuple[type[Service], ...] = (
+    BasicServices,
+    OfflineService,
+    RosterService,
+    PresenceManager,
+    GroupchatService,
+    PhpbbRecheck,
+)
 
 
 class Server:
@@ -102,19 +112,13 @@ class Server:
 
     # -------------------------------------------------------------- set-up
     def _install_services(self) -> None:
-        cfg = self.config
-        disco = install_basic_services(self.router, version=xmppd.__version__, os_name=None)
-        # no stored message may be larger than a client's queue (c2s, WebSocket, BOSH)
-        queue = min(cfg.c2s.send_queue_bytes, cfg.bosh.max_buffer_bytes)
-        self.offline = install_offline(
-            self.router, self.adb, cfg.offline.max_messages, max_message_bytes=queue - 1024
-        )
-        install_roster(self.router, self.adb, RosterLimits.from_config(cfg.roster))
-        presence = install_presence(self.router, self.adb, self.offline)
-        disco.presence_authorized = presence.presence_authorized
-
-        self.muc = install_muc(self.router, self.adb, self.config.muc, self.config.server.admins)
-
+        ctx = ServiceContext(self.config, self.router, self.adb, self.authenticator)
+        self.services = build_services(SERVICES, ctx)
+        offline = self.services.get(OfflineService)
+        assert offline is not None  # never switched off
+        self.offline = offline
+        groupchat = self.services.get(GroupchatService)
+        self.muc = groupchat.muc if groupchat is not None else None
         self.components = ComponentHub(self)
 
     def load_tls(self) -> None:
@@ -331,18 +335,13 @@ async def run_server(
     """Serve until cancelled or SIGTERM/SIGINT; then shut down gracefully."""
     async with trio.open_nursery() as nursery:
         await start_admin(server, nursery)
-        if server.muc is not None:
-            await nursery.start(server.muc.run)
-            nursery.start_soon(sync_nicks_periodically, server.config, server.database)
+        await server.services.start(nursery)
         component_port = await nursery.start(server.components.serve)
         if component_port is not None:
             server.listening["component"] = component_port
         if server.config.http.enabled:
             await nursery.start(serve_http, server)
         await nursery.start(server.sm.run)
-        await nursery.start(server.offline.run)
-        if server.config.auth.backend == "phpbb":
-            nursery.start_soon(recheck_periodically, server)
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         nursery.start_soon(server.refusals.run)
@@ -365,6 +364,7 @@ async def run_server(
                     break
             await server.shutdown()
             await server.components.shutdown()
+            await server.services.stop()
             nursery.cancel_scope.cancel()
     server.refusals.flush()  # the last window's summary, so nothing refused goes unsaid
     with trio.CancelScope(shield=True):

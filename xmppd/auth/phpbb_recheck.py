@@ -70,7 +70,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import sqlalchemy as sa
 import trio
@@ -93,10 +93,10 @@ from xmppd.auth.phpbb_schema import (
     USER_NORMAL,
     PhpbbTables,
 )
+from xmppd.services.lifecycle import Service, ServiceContext
 
 if TYPE_CHECKING:
     from xmppd.router import Router
-    from xmppd.server import Server
     from xmppd.session import Session
 
 log = logging.getLogger("xmppd.auth.phpbb")
@@ -571,11 +571,24 @@ class Rechecker:
                 next_at = now + interval
 
 
-async def recheck_periodically(server: Server) -> None:
-    """Run the re-check for ``server`` if it authenticates against phpBB (and it is on)."""
-    config = server.config.auth.phpbb
-    auth = server.authenticator
-    if not isinstance(auth, PhpbbAuthenticator) or config.recheck_interval <= 0:
-        return
-    rechecker = Rechecker(server.router, auth, follow_browser=config.recheck_follow_browser)
-    await rechecker.run(config.recheck_interval)
+class PhpbbRecheck(Service):
+    """The re-check as a service of the server: on when it authenticates against phpBB and
+    ``auth.phpbb.recheck_interval`` is positive."""
+
+    name = "phpbb_recheck"
+
+    def __init__(self, rechecker: Rechecker, interval: float) -> None:
+        self.rechecker = rechecker
+        self.interval = interval
+
+    @classmethod
+    def build(cls, ctx: ServiceContext) -> Self | None:
+        config = ctx.config.auth.phpbb
+        auth = ctx.authenticator
+        if not isinstance(auth, PhpbbAuthenticator) or config.recheck_interval <= 0:
+            return None
+        rechecker = Rechecker(ctx.router, auth, follow_browser=config.recheck_follow_browser)
+        return cls(rechecker, config.recheck_interval)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await self.rechecker.run(self.interval, task_status=task_status)
