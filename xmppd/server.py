@@ -89,7 +89,7 @@ class Server:
         #: The certificate and key in use (xmppd.transport.tls.TlsPair).
         self.tls: tls.TlsPair | None = None
         #: XEP-0198 resumable sessions (one expiry task for all of them).
-        self.sm = ResumptionManager(self)
+        self.sm = ResumptionManager(self.router, config.sm, config.limits)
         #: (certificate, key) files of ssl_context (hypercorn's sockets are TLS when set).
         self.tls_files: tuple[Path, Path] | None = None
         #: The configuration file ``reload`` reads again (None: defaults + environment).

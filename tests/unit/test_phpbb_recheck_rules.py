@@ -264,7 +264,7 @@ class _Outbox:
 def test_a_revoked_session_is_never_found_for_resumption() -> None:
     from xmppd.stream.sm import StreamManagement
 
-    manager = ResumptionManager(server=None)  # type: ignore[arg-type]
+    manager = ResumptionManager(None, None, None)  # type: ignore[arg-type]
     session = Session(JID("jane", "localhost", "web"), _Outbox())
     session.sm = StreamManagement("jane@localhost", token="T" * 32, max_seconds=60)
     manager.register(session)
