@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from xmppd.auth.phpbb import ForumLogin, ban_trigger
+from xmppd.auth.phpbb_bans import ban_trigger
 from xmppd.auth.phpbb_recheck import BanIndex, End, Follow, ForumState, decide
+from xmppd.auth.phpbb_sessions import ForumLogin
 from xmppd.jid import JID
 from xmppd.session import Session
 from xmppd.transport.sm import ResumptionManager
