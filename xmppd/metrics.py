@@ -43,7 +43,6 @@ from prometheus_client.exposition import choose_encoder
 
 import xmppd
 from xmppd.http.proxy import ClientInfo, Network, plain_address
-from xmppd.transport.sm import Detached
 from xmppd.xml import ns
 
 if TYPE_CHECKING:
@@ -217,7 +216,7 @@ class ServerCollector:
         counts = dict.fromkeys(TRANSPORTS, 0)
         for resources in server.router.sessions.values():
             for session in resources.values():
-                key = "detached" if isinstance(session.outbox, Detached) else session.transport
+                key = session.transport if session.attached else "detached"
                 counts[key] = counts.get(key, 0) + 1
         family = GaugeMetricFamily(
             "xmppd_sessions", "Bound client resources, by transport", labels=["transport"]

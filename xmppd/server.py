@@ -106,21 +106,18 @@ class Server:
         self._mechanisms = offered_mechanisms(
             config.server.domain, scram=authenticator.supports_scram()
         )
-        self._install_services()
+        #: Built from the configuration in dependency order (xmppd.services.lifecycle).
+        self.services = build_services(
+            SERVICES, ServiceContext(config, self.router, self.adb, authenticator)
+        )
+        groupchat = self.services.get(GroupchatService)
+        #: The MUC service (None: ``muc.enabled`` is false), for admin, reload and stats.
+        self.muc = groupchat.muc if groupchat is not None else None
+        self.components = ComponentHub(self)
         #: Prometheus metrics (``/metrics`` on the HTTP port, see xmppd.metrics).
         self.metrics = metrics.install(self)
 
     # -------------------------------------------------------------- set-up
-    def _install_services(self) -> None:
-        ctx = ServiceContext(self.config, self.router, self.adb, self.authenticator)
-        self.services = build_services(SERVICES, ctx)
-        offline = self.services.get(OfflineService)
-        assert offline is not None  # never switched off
-        self.offline = offline
-        groupchat = self.services.get(GroupchatService)
-        self.muc = groupchat.muc if groupchat is not None else None
-        self.components = ComponentHub(self)
-
     def load_tls(self) -> None:
         """Load the configured pair (or the self-signed one); ConfigError names the key."""
         self.use_tls(tls.read_tls(self.config))
