@@ -12,7 +12,6 @@ import os
 import sqlalchemy as sa
 from alembic import context
 
-import xmppd.muc.storage  # noqa: F401 - defines the MUC tables on the shared metadata
 from xmppd.storage.models import metadata
 
 config = context.config

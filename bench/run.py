@@ -246,7 +246,7 @@ def markdown(report: dict) -> str:
     out.append("")
     ratios = [
         (a, b)
-        for a, b in (("xmppd", "ejabberd"), ("xmppd", "prosody"))
+        for a, b in (("xmppd", "ejabberd"), ("xmppd", "prosody"), ("xmppd", "xmppd-baseline"))
         if a in servers and b in servers
     ]
     head = ["scenario", "unit", *servers, *(f"{a}/{b}" for a, b in ratios)]
@@ -307,8 +307,19 @@ def versions(names: list[str]) -> dict[str, str]:
                 ["dpkg-query", "-W", "-f=${Version}", pkg], capture_output=True, text=True
             )
             out[name] = r.stdout.strip() or "?"
+    if "xmppd-baseline" in names:
+        out["xmppd-baseline"] = baseline_commit()
     out["python (client)"] = platform.python_version()
     return out
+
+
+def baseline_commit() -> str:
+    """The commit ``XMPPD_BASELINE`` holds, so a before/after report says what "before" was."""
+    path = os.environ.get("XMPPD_BASELINE", "")
+    r = subprocess.run(
+        ["git", "-C", path or ".", "log", "-1", "--format=%h %s"], capture_output=True, text=True
+    )
+    return f"{path} @ {r.stdout.strip()[:80] or '?'}"
 
 
 def main(argv: list[str] | None = None) -> int:

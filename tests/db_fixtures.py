@@ -124,7 +124,6 @@ class StorageContract:
         from alembic.autogenerate import compare_metadata
         from alembic.migration import MigrationContext
 
-        import xmppd.muc.storage  # noqa: F401 - its tables join the metadata on import
         from xmppd.storage.models import metadata
 
         with db.engine.connect() as conn:

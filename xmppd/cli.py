@@ -214,7 +214,7 @@ def _muc_host(config: Config) -> str:
 def cmd_register_nick(args: argparse.Namespace) -> int:
     """The seed's patched ``ejabberdctl muc_register_nick``, natively."""
     from xmppd.admin.commands import nick_scope, parse_jid
-    from xmppd.muc.storage import register_nick
+    from xmppd.storage.muc import MucStore
 
     config = _load(args)
     jid = _valid(parse_jid, args.jid)
@@ -228,7 +228,7 @@ def cmd_register_nick(args: argparse.Namespace) -> int:
     db = _database(config)
     db.upgrade()
     try:
-        register_nick(db, args.nick, args.jid, room=room)
+        MucStore(db).register_nick(args.nick, args.jid, room=room)
     except ValueError as exc:
         print(f"xmppd: {exc}", file=sys.stderr)
         return 1
@@ -239,7 +239,7 @@ def cmd_register_nick(args: argparse.Namespace) -> int:
 
 def cmd_unregister_nick(args: argparse.Namespace) -> int:
     from xmppd.admin.commands import nick_scope
-    from xmppd.muc.storage import unregister_nick
+    from xmppd.storage.muc import MucStore
 
     config = _load(args)
     room = _valid(nick_scope, args.room, _muc_host(config))
@@ -249,7 +249,7 @@ def cmd_unregister_nick(args: argparse.Namespace) -> int:
     db = _database(config)
     db.upgrade()
     try:
-        existed = unregister_nick(db, args.nick, room=room)
+        existed = MucStore(db).unregister_nick(args.nick, room=room)
     except ValueError as exc:
         print(f"xmppd: {exc}", file=sys.stderr)
         return 1

@@ -13,13 +13,17 @@ Extension points, all registered at start-up:
 - ``offline_store``    — keeps messages for offline users;
 - ``services[domain]`` — other local domains (MUC service, XEP-0114 components).
 
+:meth:`Router.deliver_many` hands ready bytes to many full JIDs at once (a room's
+fan-out): a stanza serialised once reaches every session without being parsed again, and
+a clustered router can replace it with per-node delivery.
+
 ``tag`` is the Clark-notation tag of the iq's payload, e.g. ``{urn:xmpp:ping}ping``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
 from lxml import etree
@@ -77,6 +81,16 @@ class OfflineStore(Protocol):
 
 class AccountDirectory(Protocol):
     async def user_exists(self, localpart: str) -> bool: ...
+
+
+class Addressee(Protocol):
+    """A full JID split the way :meth:`Router.deliver_many` looks it up (``xmppd.muc.wire``'s
+    ``Recipient`` is one)."""
+
+    full: str
+    bare: str
+    domain: str
+    resource: str
 
 
 class Router:
@@ -345,8 +359,52 @@ class Router:
             return
         reply = error_reply(stanza, err)
         if reply.get("from") is None:
-            reply.set("from", self.domain)
+            # no 'to': the server answered on behalf of the account, so the error comes
+            # from the account's bare JID (RFC 6120 §8.1.2.1; clients drop other senders)
+            reply.set("from", self._bare_of(stanza.get("from", "")))
         self.deliver_local(reply)
+
+    def deliver_many(
+        self, sends: Iterable[tuple[Addressee, bytes]], source: object = None
+    ) -> list[str]:
+        """Hand each serialised copy to its full JID; return the full JIDs it did not reach.
+
+        A local resource gets the bytes on its send queue as they are (no parse, no copy);
+        another domain's copy goes to that service's ``deliver`` (components). Not reached:
+        a local resource with no session that is not ending (a session being torn down
+        says it left by its own presence), a session whose queue cut it off, a domain
+        with no service that takes it. ``source`` (the sending service) is never
+        delivered to. The list may repeat a JID; it is in the order of ``sends``.
+        """
+        sessions = self.sessions
+        local = self.domain
+        ending = self.ending
+        lost: list[str] = []
+        for rcpt, data in sends:
+            resources = sessions.get(rcpt.bare)
+            session = resources.get(rcpt.resource) if resources else None
+            if session is not None:
+                if not session.send(data):
+                    lost.append(rcpt.full)
+                continue
+            if rcpt.domain == local:
+                if rcpt.full not in ending:
+                    lost.append(rcpt.full)
+            elif not self._to_service(rcpt, data, source):
+                lost.append(rcpt.full)
+        return lost
+
+    def _to_service(self, rcpt: Addressee, data: bytes, source: object) -> bool:
+        """One copy for another local domain (a component occupant, e.g. a bridge).
+
+        False when it cannot be delivered: no such service, the component is not
+        connected or was cut off, or it is the sending service itself.
+        """
+        service = self.services.get(rcpt.domain)
+        deliver = getattr(service, "deliver", None)
+        if deliver is None or service is source:
+            return False
+        return deliver(etree.fromstring(data), JID.parse(rcpt.full)) is not False
 
     def deliver_local(self, stanza: etree._Element) -> None:
         """Deliver a server-made stanza straight to a local full JID (no RFC 6121 rules)."""

@@ -19,7 +19,7 @@ down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# Frozen copies of the types in xmppd.muc.storage as of this revision.
+# Frozen copies of the types in xmppd.storage.models as of this revision.
 MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 STANZA = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")

@@ -1,8 +1,14 @@
-"""xmppd from this repository (.venv/bin/xmppd serve), accounts created offline in bulk."""
+"""xmppd from this repository (.venv/bin/xmppd serve), accounts created offline in bulk.
+
+``xmppd-baseline`` is the same server from another checkout (``XMPPD_BASELINE``, a git
+worktree of an earlier commit with its own ``.venv``), so a change is measured against what
+it replaces side by side in one run, under the same load and machine state.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -63,6 +69,10 @@ class Xmppd(Server):
     accounts_offline = True
 
     @property
+    def checkout(self) -> Path:
+        return REPO
+
+    @property
     def config_path(self) -> Path:
         return self.dir / "xmppd.toml"
 
@@ -71,8 +81,10 @@ class Xmppd(Server):
         return f"sqlite:///{self.dir}/xmppd.sqlite3"
 
     def install(self) -> None:
-        if not (REPO / ".venv" / "bin" / "xmppd").exists():
-            raise RuntimeError("xmppd: .venv/bin/xmppd missing (pip install -e . in .venv)")
+        if not (self.checkout / ".venv" / "bin" / "xmppd").exists():
+            raise RuntimeError(
+                f"{self.name}: {self.checkout}/.venv/bin/xmppd missing (run ./run there once)"
+            )
 
     def configure(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -86,19 +98,19 @@ class Xmppd(Server):
         )
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
-        argv = [str(REPO / ".venv/bin/xmppd"), "serve", "--config", str(self.config_path)]
-        return argv, {}, REPO
+        argv = [str(self.checkout / ".venv/bin/xmppd"), "serve", "--config", str(self.config_path)]
+        return argv, {}, self.checkout
 
     def create_accounts_offline(self, users: list[tuple[str, str]]) -> dict:
         self.configure()
         t0 = time.perf_counter()
         out = subprocess.run(
-            [str(REPO / ".venv/bin/python"), "-c", BULK, self.db_url],
+            [str(self.checkout / ".venv/bin/python"), "-c", BULK, self.db_url],
             input=json.dumps(users),
             capture_output=True,
             text=True,
             timeout=1800,
-            cwd=REPO,
+            cwd=self.checkout,
         )
         if out.returncode != 0:
             raise RuntimeError(f"xmppd bulk account creation failed: {out.stderr[-2000:]}")
@@ -108,3 +120,16 @@ class Xmppd(Server):
             "seconds": round(seconds, 2),
             "per_s": round(len(users) / seconds, 1),
         }
+
+
+class XmppdBaseline(Xmppd):
+    """xmppd from the checkout named by ``XMPPD_BASELINE`` (before/after comparisons)."""
+
+    name = "xmppd-baseline"
+
+    @property
+    def checkout(self) -> Path:
+        path = os.environ.get("XMPPD_BASELINE", "")
+        if not path:
+            raise RuntimeError("xmppd-baseline: set XMPPD_BASELINE to a checkout of xmppd")
+        return Path(path).resolve()

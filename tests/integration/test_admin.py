@@ -633,9 +633,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
     # nothing changed: no nick, users intact, the room still there
     db = server.database()
     try:
-        from xmppd.muc.storage import load_nicks
+        from xmppd.storage.muc import MucStore
 
-        assert load_nicks(db) == []
+        assert MucStore(db).load_nicks() == []
         assert db.list_users() == list(USERS)
     finally:
         db.dispose()
@@ -691,9 +691,9 @@ def test_a_socket_that_is_not_xmppds(tmp_path: Path) -> None:
     db = srv.database()
     try:
         db.upgrade()
-        from xmppd.muc.storage import load_nicks
+        from xmppd.storage.muc import MucStore
 
-        assert load_nicks(db) == []  # no fallback to the database past a foreign socket
+        assert MucStore(db).load_nicks() == []  # no fallback to the database past a foreign socket
     finally:
         db.dispose()
 

@@ -130,11 +130,11 @@ async def _leave(client: Any, nick: str, room: str = ROOM) -> None:
 
 
 def _register_nick(server: MucProcess, nick: str, jid: str) -> None:
-    from xmppd.muc import storage as store
+    from xmppd.storage.muc import MucStore
 
     db = server.database()
     try:
-        store.register_nick(db, nick, jid)
+        MucStore(db).register_nick(nick, jid)
     finally:
         db.dispose()
 
@@ -217,11 +217,11 @@ def test_existing_room_registration_of_a_reserved_name_is_released_at_start(
     """Rows as an older xmppd left them: both registrations, the room's one winning."""
     import sqlalchemy as sa
 
-    from xmppd.muc import storage as store
+    from xmppd.storage import muc as store
 
     db = server.database()
     try:
-        with db.engine.begin() as conn:
+        with db.transaction() as conn:
             store._set_nick(conn, "sax", "mallory@localhost", "Admin")
             store._set_nick(conn, "", "admin@localhost", "Admin")
     finally:
@@ -240,7 +240,7 @@ def test_existing_room_registration_of_a_reserved_name_is_released_at_start(
     server.stop()  # the deletion is written (at the latest) on the way out
     db = server.database()
     try:
-        with db.engine.connect() as conn:
+        with db.connection() as conn:
             rows = conn.execute(sa.select(store.nicks.c.room, store.nicks.c.jid)).all()
     finally:
         db.dispose()
@@ -421,16 +421,17 @@ def test_clamped_dates_are_valid_bounds_in_every_database(kind: str) -> None:
     from datetime import UTC, datetime
 
     from tests.db_fixtures import upgraded_database
-    from xmppd.muc import storage as store
     from xmppd.muc.history import STAMP_MAX, STAMP_MIN
     from xmppd.muc.mam import MamQuery
+    from xmppd.storage.muc import MucStore, Write
 
     with upgraded_database(kind) as db:  # type: ignore[arg-type]
         stamp = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
         message = {"room": "sax", "stanza_id": "s1", "stamp": stamp, "nick": "Bob"}
         message |= {"sender": "bob@localhost", "stanza": "<message/>"}
-        store.write_batch(db, [store.Write("message", message)])
+        store = MucStore(db)
+        store.write_batch([Write("message", message)])
         query = MamQuery(queryid=None, start=STAMP_MIN, end=STAMP_MAX)
-        page = store.query_archive(db, "sax", query)
+        page = store.query_archive("sax", query)
         assert [m.stanza_id for m in page.messages] == ["s1"]
-        assert store.query_archive(db, "sax", MamQuery(queryid=None, end=STAMP_MIN)).count == 0
+        assert store.query_archive("sax", MamQuery(queryid=None, end=STAMP_MIN)).count == 0

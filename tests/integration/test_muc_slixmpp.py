@@ -157,11 +157,11 @@ def test_several_clients_chat_and_history_survives_restart(server: MucProcess) -
 
 
 def test_registered_nick_cannot_be_impersonated(server: MucProcess) -> None:
-    from xmppd.muc import storage as store
+    from xmppd.storage.muc import MucStore
 
     db = server.database()
     try:
-        store.register_nick(db, "Alice", "alice@localhost")
+        MucStore(db).register_nick("Alice", "alice@localhost")
     finally:
         db.dispose()
     server.restart()  # the registry is loaded at start (and reloaded periodically)

@@ -14,8 +14,8 @@ from slixmpp.exceptions import PresenceError
 from tests.phpbb.fixtures import PhpbbDatabase, phpbb_db  # noqa: F401 - fixture
 from tests.slix import login, run
 from tests.xmppd_process import make_server, running_server
-from xmppd.muc.storage import load_nicks
 from xmppd.storage import Database
+from xmppd.storage.muc import MucStore
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def _bcrypt(password: str) -> str:
 def _nicks(url: str) -> dict[str, str]:
     db = Database(url)
     try:
-        return {nick: jid for _room, nick, jid in load_nicks(db)}
+        return {nick: jid for _room, nick, jid in MucStore(db).load_nicks()}
     finally:
         db.dispose()
 

@@ -19,10 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("xmppd", "bridges")
 MAX_LINES = 600
-#: Modules being split by other work in progress; each is to leave this list.
-TOO_LONG_FOR_NOW = {
-    "xmppd/muc/room.py",
-}
+#: Modules allowed past MAX_LINES while work in progress splits them; each is to leave.
+TOO_LONG_FOR_NOW: set[str] = set()
 
 
 def module_files() -> dict[str, Path]:

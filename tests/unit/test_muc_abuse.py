@@ -31,7 +31,6 @@ from tests.unit.test_muc_room import (
 )
 from xmppd.jid import JID
 from xmppd.muc import mam as mam_mod
-from xmppd.muc import storage as store
 from xmppd.muc.config import MucConfig
 from xmppd.muc.history import STAMP_MAX, STAMP_MIN, HistoryEntry, HistoryRing, parse_stamp
 from xmppd.muc.limits import Buckets
@@ -39,6 +38,8 @@ from xmppd.muc.nicks import NickRegistry, is_mixed_script, look_alike, nick_skel
 from xmppd.muc.room import RoomSettings
 from xmppd.muc.service import install
 from xmppd.storage import Database
+from xmppd.storage import muc as store
+from xmppd.storage.muc import MucStore
 
 ADMIN = "admin@example.org"
 SVC = "conference.example.org"
@@ -396,27 +397,27 @@ def db() -> Iterator[Database]:
 
 
 def _rows(db: Database) -> list[tuple[str, str, str]]:
-    return sorted(store.load_nicks(db))
+    return sorted(MucStore(db).load_nicks())
 
 
 def test_register_nick_refuses_a_look_alike_and_a_room_copy_of_a_reservation(
     db: Database,
 ) -> None:
-    store.register_nick(db, "Admin", ADMIN)
+    MucStore(db).register_nick("Admin", ADMIN)
     for nick, room in (("\u0410dmin", ""), ("Adm\u0456n", "sax"), ("Admin", "sax")):
         with pytest.raises(ValueError, match="looks like 'Admin'"):
-            store.register_nick(db, nick, "mallory@example.org", room=room)
-    store.register_nick(db, "Admin", "boss@example.org")  # the exact nick: admin's override
+            MucStore(db).register_nick(nick, "mallory@example.org", room=room)
+    MucStore(db).register_nick("Admin", "boss@example.org")  # the exact nick: admin's override
     assert _rows(db) == [("", "Admin", "boss@example.org")]
 
 
 def test_reserving_a_name_releases_room_registrations_of_it(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    store.register_nick(db, "Adm\u0456n", "mallory@example.org", room="sax")
-    store.register_nick(db, "Bob", "bob@example.org", room="sax")
+    MucStore(db).register_nick("Adm\u0456n", "mallory@example.org", room="sax")
+    MucStore(db).register_nick("Bob", "bob@example.org", room="sax")
     with caplog.at_level(logging.INFO, logger="xmppd.muc.storage"):
-        result = store.sync_nicks(db, [("Admin", ADMIN)])
+        result = MucStore(db).sync_nicks([("Admin", ADMIN)])
     assert result.released == 1
     assert _rows(db) == [("", "Admin", ADMIN), ("sax", "Bob", "bob@example.org")]
     assert "event=muc_nick_released room=sax" in caplog.text
@@ -425,11 +426,11 @@ def test_reserving_a_name_releases_room_registrations_of_it(
 
 def test_sync_keeps_one_of_two_look_alike_forum_names(db: Database) -> None:
     pairs = [("Admin", ADMIN), ("\u0410dmin", "ivan@example.org")]
-    result = store.sync_nicks(db, pairs)
+    result = MucStore(db).sync_nicks(pairs)
     assert (result.added, result.skipped) == (1, 1)
     assert _rows(db) == [("", "Admin", ADMIN)]
     # Who holds a name keeps it, whatever order the forum lists its members in.
-    again = store.sync_nicks(db, list(reversed(pairs)))
+    again = MucStore(db).sync_nicks(list(reversed(pairs)))
     assert (again.added, again.changed, again.skipped) == (0, 0, 1)
     assert _rows(db) == [("", "Admin", ADMIN)]
 
@@ -471,11 +472,11 @@ async def test_room_creation_limits(tmp_path: Path) -> None:
 def test_a_manual_reservation_outside_the_forum_still_releases_room_squats(
     db: Database,
 ) -> None:
-    store.register_nick(db, "SAX", "sax@webridge.example.org")  # the bot's nick, by hand
-    with db.engine.begin() as conn:  # a squat an older xmppd let through (Cyrillic A)
+    MucStore(db).register_nick("SAX", "sax@webridge.example.org")  # the bot's nick, by hand
+    with db.transaction() as conn:  # a squat an older xmppd let through (Cyrillic A)
         store._set_nick(conn, "sax", "mallory@example.org", "S\u0410X")
-    assert store.sync_nicks(db, [("Admin", ADMIN)]).released == 1
+    assert MucStore(db).sync_nicks([("Admin", ADMIN)]).released == 1
     assert _rows(db) == [("", "Admin", ADMIN), ("", "SAX", "sax@webridge.example.org")]
-    store.register_nick(db, "SAX2", "mallory@example.org", room="sax")
-    assert store.sync_nicks(db, [("Admin", ADMIN)], prune=True).released == 0
+    MucStore(db).register_nick("SAX2", "mallory@example.org", room="sax")
+    assert MucStore(db).sync_nicks([("Admin", ADMIN)], prune=True).released == 0
     assert ("sax", "SAX2", "mallory@example.org") in _rows(db)

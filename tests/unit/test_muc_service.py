@@ -11,9 +11,9 @@ import trio
 from lxml import etree
 
 from tests.unit.routing_helpers import C, Client, Harness, error_condition, running_harness
-from xmppd.muc import storage as store
 from xmppd.muc.config import MucConfig
 from xmppd.muc.service import MucService, install
+from xmppd.storage.muc import MucStore
 
 SERVICE = "conference.example.org"
 ROOM = f"sax@{SERVICE}"
@@ -85,7 +85,7 @@ async def test_history_and_archive_survive_a_restart(h: Harness) -> None:
         await say(alice, f"m{i}")
     alice.take()
     assert await svc.flush()
-    rows = await h.adb.run(store.load_recent, h.db, "sax", 100)
+    rows = await h.adb.run(MucStore(h.db).load_recent, "sax", 100)
     assert [r[0] for r in rows] == [e.stanza_id for e in svc.rooms["sax"].history]
 
     # A new process: a fresh service over the same database.
@@ -132,9 +132,9 @@ async def test_background_task_batches_and_flushes_on_cancel(h: Harness) -> None
         for i in range(5):
             await say(alice, f"m{i}")
         await trio.sleep(0.05)
-        assert await h.adb.run(store.load_recent, h.db, "sax", 10) == []  # not yet: batched
+        assert await h.adb.run(MucStore(h.db).load_recent, "sax", 10) == []  # not yet: batched
         nursery.cancel_scope.cancel()
-    rows = await h.adb.run(store.load_recent, h.db, "sax", 10)
+    rows = await h.adb.run(MucStore(h.db).load_recent, "sax", 10)
     assert [r[2] for r in rows] == ["Alice"] * 5
 
 
@@ -202,24 +202,24 @@ async def test_a_session_that_is_ending_is_not_lost_before_its_presence(h: Harne
 
 
 async def test_cli_nick_registry_functions_and_reload(h: Harness) -> None:
-    store.register_nick(h.db, "Alice", "alice@example.org/ignored")
+    store = MucStore(h.db)
+    store.register_nick("Alice", "alice@example.org/ignored")
     with pytest.raises(ValueError, match="nickname"):
-        store.register_nick(h.db, " Alice", "bob@example.org")
+        store.register_nick(" Alice", "bob@example.org")
     result = store.sync_nicks(
-        h.db,
         [("Bob", "bob@example.org"), ("Carol", "carol@example.org"), ("CAROL", "x@example.org"),
          ("bad\u200b", "y@example.org")],
     )  # fmt: skip
     assert (result.added, result.skipped) == (2, 2)
-    again = store.sync_nicks(h.db, [("Bob", "bob@example.org"), ("Carol", "carol@example.org")])
+    again = store.sync_nicks([("Bob", "bob@example.org"), ("Carol", "carol@example.org")])
     assert (again.added, again.changed) == (0, 0)
-    pruned = store.sync_nicks(h.db, [("Bob", "bob@example.org")], prune=True)
+    pruned = store.sync_nicks([("Bob", "bob@example.org")], prune=True)
     assert pruned.removed == 2
-    assert sorted(store.load_nicks(h.db)) == [("", "Bob", "bob@example.org")]
-    assert store.unregister_nick(h.db, "BOB") is True
-    assert store.unregister_nick(h.db, "Bob") is False
+    assert sorted(store.load_nicks()) == [("", "Bob", "bob@example.org")]
+    assert store.unregister_nick("BOB") is True
+    assert store.unregister_nick("Bob") is False
 
-    store.register_nick(h.db, "Alice", "alice@example.org")
+    store.register_nick("Alice", "alice@example.org")
     start(h)
     bob = await h.connect("bob@example.org/b")
     (reply,) = await join(bob, "alice")

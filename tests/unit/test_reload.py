@@ -17,10 +17,10 @@ from tests.certs import write_pair
 from tests.unit.routing_helpers import Harness, error_condition
 from xmppd.auth.ratelimit import FailureLimiter, LoginLimits
 from xmppd.config import ComponentConfig, Config, ConfigError, load_config
-from xmppd.muc import storage as store
 from xmppd.muc.config import MucConfig, RoomSeed
 from xmppd.muc.service import MucService, install
 from xmppd.reload import LIVE, ReloadReport, changed_keys
+from xmppd.storage.muc import MucStore
 from xmppd.transport.admission import Admission
 from xmppd.transport.tls import load_pair
 
@@ -241,7 +241,7 @@ async def test_new_room_is_created_and_changed_room_reconfigured_with_occupants_
     assert reply.get("type") == "result", error_condition(reply)
 
     await svc.flush()  # what a restart would load again
-    stored = {r.name: r for r in store.load_rooms(h.adb.db)}
+    stored = {r.name: r for r in MucStore(h.adb.db).load_rooms()}
     assert set(stored) == {"sax", "lobby"}
     assert '"moderated": true' in stored["sax"].settings_json
 

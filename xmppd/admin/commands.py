@@ -22,9 +22,9 @@ from xmppd.admin.protocol import AdminError, Reply, Request, bool_arg, text_arg,
 from xmppd.config import ConfigError
 from xmppd.jid import JID, JIDError, localpart_for_username, nodeprep
 from xmppd.muc.forum_sync import sync_once
-from xmppd.muc.storage import register_nick, unregister_nick
 from xmppd.session import Session
 from xmppd.storage import StorageError, UnknownUser, UserExists
+from xmppd.storage.muc import MucStore
 from xmppd.transport.sm import Detached
 from xmppd.xml.errors import StanzaError
 
@@ -289,7 +289,7 @@ async def cmd_register_nick(server: Server, args: dict[str, Any]) -> Reply:
     bare = str(jid.bare)
     scope = nick_scope(text_arg(args, "room", required=False), _service(server))
     try:
-        await server.adb.run(register_nick, server.database, nick, bare, scope)
+        await server.adb.run(MucStore(server.database).register_nick, nick, bare, scope)
     except ValueError as exc:
         raise AdminError("not-acceptable", str(exc)) from None
     await _reload_nicks(server)
@@ -302,7 +302,7 @@ async def cmd_unregister_nick(server: Server, args: dict[str, Any]) -> Reply:
     nick = text_arg(args, "nick", limit=1024)
     scope = nick_scope(text_arg(args, "room", required=False), _service(server))
     try:
-        existed = await server.adb.run(unregister_nick, server.database, nick, scope)
+        existed = await server.adb.run(MucStore(server.database).unregister_nick, nick, scope)
     except ValueError as exc:
         raise AdminError("not-acceptable", str(exc)) from None
     if not existed:

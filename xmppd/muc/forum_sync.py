@@ -14,8 +14,8 @@ import trio
 
 from xmppd.auth.phpbb_members import forum_members
 from xmppd.config import Config
-from xmppd.muc.storage import sync_nicks
 from xmppd.storage import Database
+from xmppd.storage.muc import MucStore
 
 log = logging.getLogger("xmppd.muc.forum_sync")
 
@@ -24,7 +24,7 @@ def sync_once(config: Config, db: Database, prune: bool | None = None) -> tuple[
     """One blocking sync (``prune`` defaults to ``muc.sync_nicks_prune``); (members, summary)."""
     members = forum_members(config.auth.phpbb, config.server.domain)
     prune = config.muc.sync_nicks_prune if prune is None else prune
-    result = sync_nicks(db, members, prune=prune)
+    result = MucStore(db).sync_nicks(members, prune=prune)
     summary = (
         f"added={result.added} changed={result.changed} removed={result.removed}"
         f" skipped={result.skipped} released={result.released}"

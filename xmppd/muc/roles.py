@@ -9,15 +9,10 @@ AFFILIATIONS = (OWNER, ADMIN, MEMBER, NONE, OUTCAST)
 ROLES = (MODERATOR, PARTICIPANT, VISITOR, NONE)
 
 _AFF_RANK = {OUTCAST: -1, NONE: 0, MEMBER: 1, ADMIN: 2, OWNER: 3}
-_ROLE_RANK = {NONE: 0, VISITOR: 1, PARTICIPANT: 2, MODERATOR: 3}
 
 
 def aff_rank(aff: str) -> int:
     return _AFF_RANK[aff]
-
-
-def role_rank(role: str) -> int:
-    return _ROLE_RANK[role]
 
 
 def default_role(aff: str, moderated: bool) -> str:

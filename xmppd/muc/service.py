@@ -22,25 +22,18 @@ from lxml import etree
 
 from xmppd.jid import JID
 from xmppd.metrics import NOT_EXPORTED, Metrics
-from xmppd.muc import storage as store
 from xmppd.muc.config import MucConfig, RoomSeed
+from xmppd.muc.core import RoomContext
 from xmppd.muc.history import HistoryEntry
 from xmppd.muc.limits import Buckets
 from xmppd.muc.nicks import NickError, Registration, check_nick
-from xmppd.muc.room import (
-    IQ,
-    MESSAGE,
-    MUC,
-    PRESENCE,
-    MamRequest,
-    Out,
-    Room,
-    RoomContext,
-    RoomSettings,
-)
-from xmppd.muc.wire import Recipient
+from xmppd.muc.out import MamRequest, Out
+from xmppd.muc.room import Room
+from xmppd.muc.roomconfig import RoomSettings
+from xmppd.muc.stanzas import IQ, MESSAGE, MUC, PRESENCE
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase
+from xmppd.storage.muc import MucStore, Write
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError, error_reply
 
@@ -70,6 +63,8 @@ class MucService:
     ) -> None:
         self.router = router
         self.adb = adb
+        #: Every query the service makes (rooms, archive, nicks), run off the event loop.
+        self.store = MucStore(adb.db)
         self.config = config
         self.domain = config.service_host(router.domain)
         self.clock = clock
@@ -78,7 +73,7 @@ class MucService:
         self.rooms: dict[str, Room] = {}
         per_minute = config.room_creations_per_minute
         self._creations = Buckets(per_minute, per_minute / 60.0)
-        self._queue: list[store.Write] = []
+        self._queue: list[Write] = []
         self._wakeup = trio.Event()
         self._flush_lock = trio.Lock()
         self.written = 0
@@ -100,21 +95,21 @@ class MucService:
 
     def load(self) -> None:
         """Blocking start-up: stored rooms, config rooms, nick registry, history rings."""
-        db = self.adb.db
-        released = self._load_nicks(store.load_nicks(db))
-        store.write_batch(db, released)
-        for stored in store.load_rooms(db):
+        store = self.store
+        released = self._load_nicks(store.load_nicks())
+        store.write_batch(released)
+        for stored in store.load_rooms():
             room = self._make_room(stored.name, RoomSettings.from_json(stored.settings_json))
             room.affiliations = dict(stored.affiliations)
             room.subject, room.subject_nick = stored.subject, stored.subject_nick
-        seeded: list[store.Write] = []
+        seeded: list[Write] = []
         for seed in self.config.rooms:
             room, _ = self._seed_room(seed)  # nobody is in a room yet: nothing to announce
             seeded.append(self._room_write(room))
-        store.write_batch(db, seeded)
+        store.write_batch(seeded)
         for room in self.rooms.values():
             for sid, stamp, nick, sender, xml in store.load_recent(
-                db, room.name, self.config.history_max
+                room.name, self.config.history_max
             ):
                 room.history.append(HistoryEntry(sid, stamp, nick, sender, xml.encode("utf-8")))
         log.info(
@@ -169,7 +164,7 @@ class MucService:
             )
         return added, changed
 
-    def _load_nicks(self, rows: Iterable[tuple[str, str, str]]) -> list[store.Write]:
+    def _load_nicks(self, rows: Iterable[tuple[str, str, str]]) -> list[Write]:
         """Replace the registry; the deletions of room-scoped squats it released.
 
         A room-scoped registration of a name that is reserved service-wide for someone
@@ -184,7 +179,7 @@ class MucService:
                 "event=muc_nick_released room=%s nick=%s jid=%s reserved_for=%s",
                 reg.scope, reg.nick, reg.jid, holder.jid if holder else "?",
             )  # fmt: skip
-            writes.append(store.Write("nick", {"room": reg.scope, "jid": reg.jid, "nick": None}))
+            writes.append(Write("nick", {"room": reg.scope, "jid": reg.jid, "nick": None}))
         return writes
 
     def _make_room(self, name: str, settings: RoomSettings) -> Room:
@@ -193,8 +188,8 @@ class MucService:
         return room
 
     @staticmethod
-    def _room_write(room: Room) -> store.Write:
-        return store.Write(
+    def _room_write(room: Room) -> Write:
+        return Write(
             "room",
             {
                 "name": room.name,
@@ -225,7 +220,7 @@ class MucService:
 
     async def reload_nicks(self) -> int:
         """Load the nick registry from the database (after the CLI or a sync changed it)."""
-        rows = await self.adb.run(store.load_nicks, self.adb.db)
+        rows = await self.adb.run(self.store.load_nicks)
         self._enqueue(self._load_nicks(rows))
         return len(self.ctx.nicks)
 
@@ -241,7 +236,7 @@ class MucService:
                 batch, self._queue = self._queue[:size], self._queue[size:]
                 try:
                     with self.metrics.archive_write_seconds.time():
-                        await self.adb.run(store.write_batch, self.adb.db, batch)
+                        await self.adb.run(self.store.write_batch, batch)
                 except Exception:
                     self.metrics.archive_write_failures.inc()
                     log.exception("event=muc_write_failed count=%d", len(batch))
@@ -250,7 +245,7 @@ class MucService:
                 self.written += len(batch)
         return True
 
-    def _enqueue(self, writes: Iterable[store.Write]) -> None:
+    def _enqueue(self, writes: Iterable[Write]) -> None:
         before = len(self._queue)
         self._queue.extend(writes)
         if len(self._queue) != before and len(self._queue) >= self.config.archive_batch_size:
@@ -297,10 +292,10 @@ class MucService:
     def _apply(self, room: Room, out: Out) -> None:
         if out.archive:  # groupchat messages with a body, archived or not
             self.metrics.muc_messages(room.name, len(out.archive))
-        writes: list[store.Write] = []
+        writes: list[Write] = []
         if out.archive and room.settings.persistent:
             writes.extend(
-                store.Write(
+                Write(
                     "message",
                     {
                         "room": room.name,
@@ -319,52 +314,24 @@ class MucService:
             # The room may just have become persistent: store its whole list.
             out.affiliations = [*out.affiliations, *room.affiliations.items()]
         for jid, aff in out.affiliations if persistent else ():
-            writes.append(
-                store.Write("affiliation", {"room": room.name, "jid": jid, "affiliation": aff})
-            )
+            writes.append(Write("affiliation", {"room": room.name, "jid": jid, "affiliation": aff}))
         for scope, jid, nick in out.nick_changes:
-            writes.append(store.Write("nick", {"room": scope, "jid": jid, "nick": nick}))
+            writes.append(Write("nick", {"room": scope, "jid": jid, "nick": nick}))
         if out.gone:
             self.rooms.pop(room.name, None)
-            writes.append(store.Write("room_delete", {"name": room.name}))
+            writes.append(Write("room_delete", {"name": room.name}))
             log.info("event=muc_room_gone room=%s", room.jid_str)
         self._enqueue(writes)
         self._deliver(out, room)
 
     def _deliver(self, out: Out, room: Room | None = None) -> None:
-        """Hand each copy to its session; forget resources that are gone (status 333)."""
-        sessions = self.router.sessions
-        local = self.router.domain
-        lost: list[str] = []
-        for rcpt, data in out.sends:
-            resources = sessions.get(rcpt.bare)
-            session = resources.get(rcpt.resource) if resources else None
-            if session is not None:
-                if not session.send(data):
-                    lost.append(rcpt.full)
-                continue
-            if rcpt.domain == local:
-                if rcpt.full not in self.router.ending:  # leaving: its presence says so
-                    lost.append(rcpt.full)
-            elif not self._to_other_domain(rcpt, data):
-                lost.append(rcpt.full)
+        """Hand the copies to the router; forget resources that are gone (status 333)."""
+        lost = self.router.deliver_many(out.sends, source=self)
         if room is not None and lost:
             for full in dict.fromkeys(lost):
                 if full in room.by_real:
                     log.info("event=muc_occupant_lost room=%s jid=%s", room.jid_str, full)
                     self._apply(room, room.remove_session(full))
-
-    def _to_other_domain(self, rcpt: Recipient, data: bytes) -> bool:
-        """A component occupant (bridges): hand the stanza to its service's ``deliver``.
-
-        False when it cannot be delivered (no such service, or the component is not
-        connected / cut off): the occupant is then gone, as for a lost session.
-        """
-        service = self.router.services.get(rcpt.domain)
-        deliver = getattr(service, "deliver", None)
-        if deliver is None or service is self:
-            return False
-        return deliver(etree.fromstring(data), JID.parse(rcpt.full)) is not False
 
     def domain_gone(self, domain: str) -> None:
         """A component disconnected: its occupants leave every room (status 333)."""
@@ -496,7 +463,7 @@ class MucService:
     async def _run_mam(self, room: Room, request: MamRequest) -> None:
         await self.flush()  # what was broadcast must be findable
         try:
-            page = await self.adb.run(store.query_archive, self.adb.db, room.name, request.query)
+            page = await self.adb.run(self.store.query_archive, room.name, request.query)
         except StanzaError as err:
             self._deliver(room.mam_error(request, err))
             return

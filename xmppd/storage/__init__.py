@@ -1,4 +1,4 @@
-"""Persistent state: accounts, rosters, pending subscriptions, offline messages.
+"""Persistent state: accounts, rosters, subscriptions, offline messages, MUC (:mod:`.muc`).
 
 Nothing outside this package touches the engine. Sync code uses :class:`Database`;
 trio code wraps it in :class:`AsyncDatabase` so queries run in worker threads.

@@ -23,7 +23,6 @@ from typing import Any, cast
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 import xmppd
 from xmppd.auth.base import ScramCredentials
@@ -31,6 +30,7 @@ from xmppd.auth.scram import derive_scram
 from xmppd.jid import JIDError, nodeprep
 from xmppd.storage import models
 from xmppd.storage.engine import WRITE_OPTION, create_engine
+from xmppd.storage.sql import upsert
 from xmppd.storage.types import (
     SUBSCRIPTIONS,
     InvalidValue,
@@ -85,28 +85,6 @@ def _credential_columns(password: str, iterations: int) -> dict[str, Any]:
     return values
 
 
-def _upsert(
-    conn: sa.Connection,
-    table: sa.Table,
-    keys: Sequence[str],
-    values: dict[str, Any],
-    update: dict[str, Any],
-) -> None:
-    """INSERT or UPDATE in one statement in the backend's own syntax: no read-then-write race."""
-    dialect = conn.dialect.name
-    if dialect in ("mysql", "mariadb"):
-        stmt: Any = mysql.insert(table).values(values).on_duplicate_key_update(update)
-    elif dialect == "postgresql":
-        stmt = postgresql.insert(table).values(values)
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table).values(values)
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
-    else:
-        raise NotImplementedError(f"no upsert for {dialect}")
-    conn.execute(stmt)
-
-
 def _owned_by(column: sa.ColumnElement[str], localpart: str) -> sa.ColumnElement[bool]:
     """Rows whose bare-JID ``column`` has ``localpart`` (any domain; owners are local)."""
     prefix = f"{localpart}@"
@@ -126,7 +104,7 @@ class Database:
         """Run ``alembic upgrade head`` from the repository's ``alembic/`` directory."""
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(ALEMBIC_DIR))
-        with self._write() as conn:
+        with self.transaction() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -142,14 +120,16 @@ class Database:
         self._user_listeners.append(listener)
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sa.Connection]:
+    def transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction (on SQLite ``BEGIN IMMEDIATE``: the write lock up front)."""
         with self.engine.connect() as conn:
             conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
 
     @contextlib.contextmanager
-    def _read(self) -> Iterator[sa.Connection]:
+    def connection(self) -> Iterator[sa.Connection]:
+        """A pooled connection for reads."""
         with self.engine.connect() as conn:
             yield conn
 
@@ -165,7 +145,7 @@ class Database:
         row = {"localpart": localpart, "created_at": models.utcnow()}
         row.update(_credential_columns(password, iterations))
         try:
-            with self._write() as conn:
+            with self.transaction() as conn:
                 conn.execute(users.insert(), row)
         except sa.exc.IntegrityError:
             raise UserExists(localpart) from None
@@ -182,7 +162,7 @@ class Database:
         if not rows:
             return 0
         try:
-            with self._write() as conn:
+            with self.transaction() as conn:
                 conn.execute(users.insert(), rows)
         except sa.exc.IntegrityError:
             raise UserExists("one of the bulk localparts already exists") from None
@@ -192,7 +172,7 @@ class Database:
     def set_password(self, localpart: str, password: str) -> None:
         """Replace both SCRAM key sets (iterations kept from the SHA-256 set)."""
         localpart = _localpart(localpart)
-        with self._write() as conn:
+        with self.transaction() as conn:
             iterations = conn.execute(
                 sa.select(users.c.sha256_iterations).where(users.c.localpart == localpart)
             ).scalar_one_or_none()
@@ -213,7 +193,7 @@ class Database:
         the account existed.
         """
         localpart = _localpart(localpart)
-        with self._write() as conn:
+        with self.transaction() as conn:
             existed = conn.execute(users.delete().where(users.c.localpart == localpart)).rowcount
             conn.execute(roster.delete().where(_owned_by(roster.c.owner, localpart)))
             conn.execute(pending.delete().where(_owned_by(pending.c.owner, localpart)))
@@ -229,14 +209,14 @@ class Database:
 
     def list_users(self) -> list[str]:
         """All localparts, sorted."""
-        with self._read() as conn:
+        with self.connection() as conn:
             return list(
                 conn.execute(sa.select(users.c.localpart).order_by(users.c.localpart)).scalars()
             )
 
     def user_exists(self, localpart: str) -> bool:
         """Whether the (normalised) localpart has an account."""
-        with self._read() as conn:
+        with self.connection() as conn:
             query = sa.select(users.c.id).where(users.c.localpart == localpart)
             return conn.execute(query).first() is not None
 
@@ -248,7 +228,7 @@ class Database:
             users.c[f"{hash_name}_{part}"]
             for part in ("salt", "iterations", "stored_key", "server_key")
         ]
-        with self._read() as conn:
+        with self.connection() as conn:
             row = conn.execute(sa.select(*cols).where(users.c.localpart == localpart)).first()
         if row is None:
             return None
@@ -280,7 +260,7 @@ class Database:
 
     @staticmethod
     def _bump(conn: sa.Connection, owner: str) -> int:
-        _upsert(
+        upsert(
             conn,
             versions,
             ["owner"],
@@ -291,7 +271,7 @@ class Database:
 
     def get_roster(self, owner: str) -> tuple[int, list[RosterItem]]:
         """The roster version (0 if never changed) and items in insertion order."""
-        with self._read() as conn:
+        with self.connection() as conn:
             version = self._version(conn, owner)
             rows = conn.execute(
                 sa.select(roster).where(roster.c.owner == owner).order_by(roster.c.id)
@@ -300,7 +280,7 @@ class Database:
 
     def get_roster_item(self, owner: str, jid: str) -> RosterItem | None:
         """One contact of ``owner``'s roster, or None."""
-        with self._read() as conn:
+        with self.connection() as conn:
             query = sa.select(roster).where(roster.c.owner == owner, roster.c.contact == jid)
             row = conn.execute(query).first()
         return None if row is None else self._item(row)
@@ -325,10 +305,10 @@ class Database:
             "groups_json": json.dumps(list(dict.fromkeys(item.groups)), ensure_ascii=False),
         }
         values = {"owner": _jid(owner), "contact": _jid(item.jid), **fields}
-        with self._write() as conn:
+        with self.transaction() as conn:
             if max_items is not None and self._roster_full(conn, owner, item.jid, max_items):
                 raise RosterFull(owner)
-            _upsert(conn, roster, ["owner", "contact"], values, fields)
+            upsert(conn, roster, ["owner", "contact"], values, fields)
             return self._bump(conn, owner)
 
     @staticmethod
@@ -342,13 +322,13 @@ class Database:
 
     def count_roster(self, owner: str) -> int:
         """How many items ``owner``'s roster has."""
-        with self._read() as conn:
+        with self.connection() as conn:
             query = sa.select(sa.func.count()).select_from(roster).where(roster.c.owner == owner)
             return int(conn.execute(query).scalar_one())
 
     def delete_roster_item(self, owner: str, jid: str) -> int | None:
         """Remove a contact; the new version, or None (and no bump) if it was not there."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             query = roster.delete().where(roster.c.owner == owner, roster.c.contact == jid)
             if conn.execute(query).rowcount == 0:
                 return None
@@ -364,8 +344,8 @@ class Database:
             "stanza": stanza_xml,
             "created_at": models.utcnow(),
         }
-        with self._write() as conn:
-            _upsert(
+        with self.transaction() as conn:
+            upsert(
                 conn,
                 pending,
                 ["owner", "from_jid"],
@@ -375,7 +355,7 @@ class Database:
 
     def get_pending_subscriptions(self, owner: str) -> list[tuple[str, str]]:
         """``(from_jid, stanza_xml)`` pairs, oldest first."""
-        with self._read() as conn:
+        with self.connection() as conn:
             query = (
                 sa.select(pending.c.from_jid, pending.c.stanza)
                 .where(pending.c.owner == owner)
@@ -385,7 +365,7 @@ class Database:
 
     def remove_pending_subscription(self, owner: str, from_jid: str) -> None:
         """Forget the request (approved, denied or cancelled)."""
-        with self._write() as conn:
+        with self.transaction() as conn:
             conn.execute(
                 pending.delete().where(pending.c.owner == owner, pending.c.from_jid == from_jid)
             )
@@ -399,7 +379,7 @@ class Database:
         stores for one owner may overshoot it by a few, which is harmless for a DoS guard.
         """
         owner = _jid(owner)
-        with self._write() as conn:
+        with self.transaction() as conn:
             count_query = (
                 sa.select(sa.func.count()).select_from(offline).where(offline.c.owner == owner)
             )
@@ -423,7 +403,7 @@ class Database:
         large messages is never loaded into memory beyond one page.
         """
         where = sa.and_(offline.c.owner == owner, offline.c.id > after_id)
-        with self._read() as conn:
+        with self.connection() as conn:
             sizes = conn.execute(
                 sa.select(offline.c.id, _octets(conn, offline.c.stanza))
                 .where(where)
@@ -450,13 +430,13 @@ class Database:
         """Forget delivered messages of ``owner``; returns how many rows went."""
         if not ids:
             return 0
-        with self._write() as conn:
+        with self.transaction() as conn:
             query = offline.delete().where(offline.c.owner == owner, offline.c.id.in_(list(ids)))
             return int(conn.execute(query).rowcount)
 
     def list_offline(self, owner: str) -> list[str]:
         """Every queued message of ``owner``, oldest first, without removing any (admin, tests)."""
-        with self._read() as conn:
+        with self.connection() as conn:
             query = (
                 sa.select(offline.c.stanza).where(offline.c.owner == owner).order_by(offline.c.id)
             )

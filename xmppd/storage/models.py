@@ -23,6 +23,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 LOCALPART_MAX = 255
 JID_MAX = 383
+NICK_MAX = 255
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -129,3 +130,59 @@ class OfflineMessage(Base):
     owner: Mapped[str] = mapped_column(sa.String(JID_MAX), nullable=False, index=True)
     stanza: Mapped[str] = mapped_column(StanzaText, nullable=False)
     created_at: Mapped[datetime] = mapped_column(sa.DateTime, nullable=False, default=utcnow)
+
+
+# ---------------------------------------------------------------------------- MUC
+# XEP-0045 rooms, their message archive, affiliations and registered nicks (migration
+# 0002_muc); the queries are :class:`xmppd.storage.muc.MucStore`'s.
+
+muc_rooms = sa.Table(
+    "muc_rooms",
+    metadata,
+    sa.Column("name", sa.String(LOCALPART_MAX), primary_key=True),
+    sa.Column("settings_json", sa.Text, nullable=False),
+    sa.Column("subject", sa.Text, nullable=False, default=""),
+    sa.Column("subject_nick", sa.String(NICK_MAX), nullable=False, default=""),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    **_MYSQL_TABLE,
+)
+
+muc_messages = sa.Table(
+    "muc_messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("room", sa.String(LOCALPART_MAX), nullable=False),
+    sa.Column("stanza_id", sa.String(64), nullable=False),
+    sa.Column("stamp", sa.DateTime, nullable=False),
+    sa.Column("nick", sa.String(NICK_MAX), nullable=False),
+    sa.Column("sender", sa.String(JID_MAX), nullable=False),
+    sa.Column("stanza", StanzaText, nullable=False),
+    sa.Index("ix_muc_messages_room_id", "room", "id"),
+    sa.Index("ix_muc_messages_room_stamp", "room", "stamp"),
+    sa.UniqueConstraint("room", "stanza_id"),
+    **_MYSQL_TABLE,
+)
+
+muc_affiliations = sa.Table(
+    "muc_affiliations",
+    metadata,
+    sa.Column("room", sa.String(LOCALPART_MAX), primary_key=True),
+    sa.Column("jid", sa.String(JID_MAX), primary_key=True),
+    sa.Column("affiliation", sa.String(8), nullable=False),
+    **_MYSQL_TABLE,
+)
+
+muc_nicks = sa.Table(
+    "muc_nicks",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    #: a room's localpart, or "" for every room of the service
+    sa.Column("room", sa.String(LOCALPART_MAX), nullable=False),
+    sa.Column("nick_key", sa.String(NICK_MAX), nullable=False),
+    sa.Column("nick", sa.String(NICK_MAX), nullable=False),
+    sa.Column("jid", sa.String(JID_MAX), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("room", "nick_key"),
+    sa.UniqueConstraint("room", "jid"),
+    **_MYSQL_TABLE,
+)

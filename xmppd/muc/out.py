@@ -1,0 +1,48 @@
+"""What a room hands back for each stanza: the pure result the service carries out.
+
+Every room feature writes into one :class:`Out`: the bytes to send to which real JIDs, the
+messages to archive, the state changes to persist, stanzas for the router and a MAM query
+to run. The room itself never sends, stores or waits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from xmppd.muc import mam as mam_mod
+from xmppd.muc.history import HistoryEntry
+from xmppd.muc.wire import Recipient
+
+
+@dataclass(slots=True)
+class MamRequest:
+    """A MAM query the service runs against the archive, then answers through the room."""
+
+    room: str
+    rcpt: Recipient
+    iq_id: str | None
+    query: mam_mod.MamQuery
+
+
+@dataclass(slots=True)
+class Out:
+    sends: list[tuple[Recipient, bytes]] = field(default_factory=list)
+    archive: list[HistoryEntry] = field(default_factory=list)
+    save_room: bool = False
+    #: (bare JID, affiliation) changes to persist; "none" removes the row
+    affiliations: list[tuple[str, str]] = field(default_factory=list)
+    #: (scope, bare JID, nick or None to unregister)
+    nick_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
+    mam: MamRequest | None = None
+    #: stanzas for the router (RFC 6121 rules: a bare JID's resources or offline storage),
+    #: such as invitations, which go to users who are not occupants
+    routed: list[etree._Element] = field(default_factory=list)
+    #: the room is gone (destroyed, or a temporary room emptied)
+    gone: bool = False
+
+    def send(self, rcpt: Recipient, el: etree._Element) -> None:
+        """Address ``el`` to ``rcpt`` and queue it (one-off stanzas: replies, errors)."""
+        el.set("to", rcpt.full)
+        self.sends.append((rcpt, etree.tostring(el)))
