@@ -37,8 +37,9 @@ if str(ROOT) not in sys.path:
 
 from tests.phpbb.fixtures import PhpbbDatabase, phpbb_database  # noqa: E402
 from xmppd.auth import phpbb_recheck  # noqa: E402
-from xmppd.auth.phpbb import ForumLogin, PhpbbAuthenticator  # noqa: E402
+from xmppd.auth.phpbb import PhpbbAuthenticator  # noqa: E402
 from xmppd.auth.phpbb_recheck import Rechecker, RoundStats  # noqa: E402
+from xmppd.auth.phpbb_sessions import ForumLogin  # noqa: E402
 from xmppd.config import PhpbbConfig  # noqa: E402
 from xmppd.jid import JID  # noqa: E402
 from xmppd.router import Router  # noqa: E402

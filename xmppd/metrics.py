@@ -212,13 +212,11 @@ class ServerCollector:
             yield family
 
     def _sessions(self) -> Iterator[Metric]:
-        from xmppd.transport.sm import Detached
-
         server = self.server
         counts = dict.fromkeys(TRANSPORTS, 0)
         for resources in server.router.sessions.values():
             for session in resources.values():
-                key = "detached" if isinstance(session.outbox, Detached) else session.transport
+                key = session.transport if session.attached else "detached"
                 counts[key] = counts.get(key, 0) + 1
         family = GaugeMetricFamily(
             "xmppd_sessions", "Bound client resources, by transport", labels=["transport"]

@@ -37,6 +37,7 @@ import trio
 
 from xmppd.config import Config, ConfigError, load_config
 from xmppd.transport import tls
+from xmppd.transport.limits import total_cap
 
 if TYPE_CHECKING:
     from xmppd.server import Server
@@ -98,8 +99,6 @@ Applier = Callable[["Server", dict[str, Any], ReloadReport], None]
 
 
 def _admission(server: Server, old: dict[str, Any], report: ReloadReport) -> None:
-    from xmppd.server import total_cap
-
     cfg = server.config
     server.admission.resize(cfg.c2s.max_connections_per_ip, total_cap(cfg))
 
@@ -186,10 +185,8 @@ def _set(config: Config, key: str, value: Any) -> None:
 # ---------------------------------------------------------------------- the steps
 def _read(path: str | None) -> tuple[Config, tls.TlsPair]:
     """Step 1, blocking: the new configuration and the TLS pair it names."""
-    from xmppd.server import read_tls
-
     new = load_config(path)
-    return new, read_tls(new)
+    return new, tls.read_tls(new)
 
 
 async def _prepare(server: Server, new: Config) -> None:

@@ -10,32 +10,54 @@ import ssl
 import time
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import trio
 
 import xmppd
 from xmppd import metrics
+from xmppd.admin import start_admin
 from xmppd.auth.base import Authenticator
+from xmppd.auth.internal import InternalAuthenticator
+from xmppd.auth.phpbb import PhpbbAuthenticator
+from xmppd.auth.phpbb_recheck import PhpbbRecheck
 from xmppd.auth.ratelimit import LoginAttempt, LoginLimits
-from xmppd.config import Config
+from xmppd.config import Config, ConfigError
+from xmppd.http.listen import serve_http
 from xmppd.memory import trim_periodically
-from xmppd.muc.forum_sync import sync_nicks_periodically
 from xmppd.private_files import private_dir
+from xmppd.reload import ReloadReport, reload_server
 from xmppd.router import Router
+from xmppd.services.basic import BasicServices
+from xmppd.services.groupchat import GroupchatService
+from xmppd.services.lifecycle import Service, ServiceContext, build_services
+from xmppd.services.offline import OfflineService
+from xmppd.services.presence import PresenceManager
+from xmppd.services.roster import RosterService
 from xmppd.storage import AsyncDatabase, Database
-from xmppd.stream.c2s import C2SSettings
+from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.mechanisms import offered_mechanisms
 from xmppd.transport import fdlimit, tls
-from xmppd.transport.admission import Admission, is_loopback
+from xmppd.transport.admission import is_loopback
 from xmppd.transport.c2s import c2s_connection
+from xmppd.transport.component import ComponentHub
+from xmppd.transport.limits import make_admission
 from xmppd.transport.refusals import RefusalLog
 from xmppd.transport.shell import ClientConnection
-
-if TYPE_CHECKING:
-    from xmppd.reload import ReloadReport
+from xmppd.transport.sm import ResumptionManager
 
 log = logging.getLogger("xmppd.server")
+
+#: What the server serves besides its listeners, built in dependency order (see
+#: xmppd.services.lifecycle); their runs start in the server's nursery.
+SERVICES: tuple[type[Service], ...] = (
+    BasicServices,
+    OfflineService,
+    RosterService,
+    PresenceManager,
+    GroupchatService,
+    PhpbbRecheck,
+)
 
 
 class Server:
@@ -67,10 +89,8 @@ class Server:
         self.https_ssl_context: ssl.SSLContext | None = None
         #: The certificate and key in use (xmppd.transport.tls.TlsPair).
         self.tls: tls.TlsPair | None = None
-        from xmppd.transport.sm import ResumptionManager
-
         #: XEP-0198 resumable sessions (one expiry task for all of them).
-        self.sm = ResumptionManager(self)
+        self.sm = ResumptionManager(self.router, config.sm, config.limits)
         #: (certificate, key) files of ssl_context (hypercorn's sockets are TLS when set).
         self.tls_files: tuple[Path, Path] | None = None
         #: The configuration file ``reload`` reads again (None: defaults + environment).
@@ -87,40 +107,21 @@ class Server:
         self._mechanisms = offered_mechanisms(
             config.server.domain, scram=authenticator.supports_scram()
         )
-        self._install_services()
+        #: Built from the configuration in dependency order (xmppd.services.lifecycle).
+        self.services = build_services(
+            SERVICES, ServiceContext(config, self.router, self.adb, authenticator)
+        )
+        groupchat = self.services.get(GroupchatService)
+        #: The MUC service (None: ``muc.enabled`` is false), for admin, reload and stats.
+        self.muc = groupchat.muc if groupchat is not None else None
+        self.components = ComponentHub(self)
         #: Prometheus metrics (``/metrics`` on the HTTP port, see xmppd.metrics).
         self.metrics = metrics.install(self)
 
     # -------------------------------------------------------------- set-up
-    def _install_services(self) -> None:
-        from xmppd.services.basic import install_basic_services
-        from xmppd.services.offline import install as install_offline
-        from xmppd.services.presence import install as install_presence
-        from xmppd.services.roster import RosterLimits
-        from xmppd.services.roster import install as install_roster
-
-        cfg = self.config
-        disco = install_basic_services(self.router, version=xmppd.__version__, os_name=None)
-        # no stored message may be larger than a client's queue (c2s, WebSocket, BOSH)
-        queue = min(cfg.c2s.send_queue_bytes, cfg.bosh.max_buffer_bytes)
-        self.offline = install_offline(
-            self.router, self.adb, cfg.offline.max_messages, max_message_bytes=queue - 1024
-        )
-        install_roster(self.router, self.adb, RosterLimits.from_config(cfg.roster))
-        presence = install_presence(self.router, self.adb, self.offline)
-        disco.presence_authorized = presence.presence_authorized
-
-        from xmppd.muc.service import install as install_muc
-
-        self.muc = install_muc(self.router, self.adb, self.config.muc, self.config.server.admins)
-
-        from xmppd.transport.component import ComponentHub
-
-        self.components = ComponentHub(self)
-
     def load_tls(self) -> None:
         """Load the configured pair (or the self-signed one); ConfigError names the key."""
-        self.use_tls(read_tls(self.config))
+        self.use_tls(tls.read_tls(self.config))
 
     def use_tls(self, pair: tls.TlsPair) -> None:
         """Every TLS handshake from now on, on every listener, uses ``pair``; connections
@@ -241,8 +242,6 @@ class Server:
         (or a TLS pair that does not load) raises :class:`~xmppd.config.ConfigError`
         naming the key, after logging it; then nothing has changed.
         """
-        from xmppd.reload import reload_server
-
         return await reload_server(self)
 
     async def shutdown(self, grace: float = 3.0) -> None:
@@ -253,35 +252,6 @@ class Server:
         with trio.move_on_after(grace):
             while self.connections:  # noqa: ASYNC110 - connections end on their own tasks
                 await trio.sleep(0.05)
-
-
-def make_admission(config: Config) -> Admission:
-    """The client admission: ``c2s.max_connections_per_ip`` per address, and a total that
-    keeps the process below its file-descriptor limit (``limits.max_connections``)."""
-    return Admission(
-        config.c2s.max_connections_per_ip, total_cap(config), config.limits.ipv6_prefix
-    )
-
-
-def total_cap(config: Config) -> int:
-    """``limits.max_connections``, or what the file-descriptor limit allows (never more)."""
-    budget = fdlimit.connection_budget(fdlimit.soft_limit())
-    total = config.limits.max_connections or budget
-    if total > budget:
-        log.warning("event=max_connections_lowered configured=%d fd_budget=%d", total, budget)
-        total = budget
-    return total
-
-
-def read_tls(config: Config) -> tls.TlsPair:
-    """The configured certificate and key, or the self-signed pair under ``data_dir``
-    (made on first use); checked and loaded. Blocking; ConfigError names the key."""
-    if config.tls.cert:
-        return tls.load_pair(Path(config.tls.cert), Path(config.tls.key))
-    cert = config.data_path / "tls" / "cert.pem"
-    key = config.data_path / "tls" / "key.pem"
-    tls.ensure_self_signed(cert, key, config.server.domain)
-    return tls.load_pair(cert, key)
 
 
 def _rss_bytes() -> int:
@@ -295,8 +265,6 @@ def _rss_bytes() -> int:
 
 async def _refuse(stream: trio.SocketStream, domain: str, full: bool = False) -> None:
     """A stream error for a refused plain connection: nothing of the peer's is read."""
-    from xmppd.stream.c2s import C2SSettings, C2SStream
-
     s = C2SStream(C2SSettings(domain=domain, mechanisms={}))
     if full:
         s.close("resource-constraint", "the server is at its connection limit")
@@ -312,11 +280,7 @@ async def _refuse(stream: trio.SocketStream, domain: str, full: bool = False) ->
 
 def make_authenticator(config: Config, adb: AsyncDatabase) -> Authenticator:
     if config.auth.backend == "phpbb":
-        from xmppd.auth.phpbb import PhpbbAuthenticator
-
         return PhpbbAuthenticator(config.auth.phpbb, config.server.domain)
-    from xmppd.auth.internal import InternalAuthenticator
-
     return InternalAuthenticator(adb)
 
 
@@ -346,8 +310,6 @@ def build_server(config: Config) -> Server:
 
 async def _reload_on_signal(server: Server) -> None:
     """SIGHUP: reload; the outcome is logged (a refused configuration too), never raised."""
-    from xmppd.config import ConfigError
-
     try:
         await server.reload()
     except ConfigError:
@@ -364,25 +326,14 @@ async def run_server(
 ) -> None:
     """Serve until cancelled or SIGTERM/SIGINT; then shut down gracefully."""
     async with trio.open_nursery() as nursery:
-        from xmppd.admin import start_admin
-
         await start_admin(server, nursery)
-        if server.muc is not None:
-            await nursery.start(server.muc.run)
-            nursery.start_soon(sync_nicks_periodically, server.config, server.database)
+        await server.services.start(nursery)
         component_port = await nursery.start(server.components.serve)
         if component_port is not None:
             server.listening["component"] = component_port
         if server.config.http.enabled:
-            from xmppd.http.listen import serve_http
-
             await nursery.start(serve_http, server)
         await nursery.start(server.sm.run)
-        await nursery.start(server.offline.run)
-        if server.config.auth.backend == "phpbb":
-            from xmppd.auth.phpbb_recheck import recheck_periodically
-
-            nursery.start_soon(recheck_periodically, server)
         listening = await nursery.start(server.serve_c2s)
         nursery.start_soon(trim_periodically, server.config.server.memory_trim_interval)
         nursery.start_soon(server.refusals.run)
@@ -405,6 +356,7 @@ async def run_server(
                     break
             await server.shutdown()
             await server.components.shutdown()
+            await server.services.stop()
             nursery.cancel_scope.cancel()
     server.refusals.flush()  # the last window's summary, so nothing refused goes unsaid
     with trio.CancelScope(shield=True):

@@ -28,15 +28,10 @@ if str(ROOT) not in sys.path:  # so "tests.phpbb" imports without a conftest
 from tests.phpbb import fixtures  # noqa: E402
 from tests.phpbb.fixtures import PhpbbDatabase, phpbb_database  # noqa: E402
 from xmppd.auth.base import AuthContext, AuthError  # noqa: E402
-from xmppd.auth.phpbb import (  # noqa: E402
-    PhpbbAuthenticator,
-    ban_address_form,
-    ban_trigger,
-    browser_matches,
-    clean_username,
-    ip_matches,
-    session_expired,
-)
+from xmppd.auth.phpbb import PhpbbAuthenticator  # noqa: E402
+from xmppd.auth.phpbb_bans import ban_address_form, ban_trigger  # noqa: E402
+from xmppd.auth.phpbb_names import clean_username  # noqa: E402
+from xmppd.auth.phpbb_sessions import browser_matches, ip_matches, session_expired  # noqa: E402
 from xmppd.config import PhpbbConfig  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -34,8 +34,9 @@ from tests.raw_client import RawClient
 from tests.slix import run
 from tests.ws_client import BIND, CLIENT, SASL, STREAMS, WsXmpp, q, stream_error
 from tests.xmppd_process import XmppdProcess, running_server
-from xmppd.auth.phpbb import ForumLogin, PhpbbAuthenticator
+from xmppd.auth.phpbb import PhpbbAuthenticator
 from xmppd.auth.phpbb_recheck import End, recheck_sync
+from xmppd.auth.phpbb_sessions import ForumLogin
 from xmppd.config import PhpbbConfig
 
 pytestmark = pytest.mark.integration

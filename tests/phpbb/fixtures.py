@@ -28,7 +28,7 @@ from typing import Any, Literal
 import pytest
 import sqlalchemy as sa
 
-from xmppd.auth.phpbb import clean_username
+from xmppd.auth.phpbb_names import clean_username
 from xmppd.auth.phpbb_schema import validate_prefix
 
 Kind = Literal["mariadb", "postgresql"]

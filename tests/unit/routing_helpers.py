@@ -20,11 +20,13 @@ import trio
 import trio.testing
 from lxml import etree
 
+from xmppd.config import Config
 from xmppd.jid import JID
 from xmppd.router import Router
-from xmppd.services import offline as offline_mod
-from xmppd.services import presence as presence_mod
-from xmppd.services import roster as roster_mod
+from xmppd.services.lifecycle import ServiceContext, build_services
+from xmppd.services.offline import OfflineService
+from xmppd.services.presence import PresenceManager
+from xmppd.services.roster import RosterService
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase, Database, RosterItem
 from xmppd.transport.progress import WriteProgress
@@ -187,10 +189,13 @@ class Harness:
         self.adb = AsyncDatabase(self.db)
         self.router = Router(DOMAIN, DbAccounts(self.adb))
         self.now = FIXED_NOW
-        self.offline = offline_mod.install(self.router, self.adb)
+        # built as the server builds them, from the default configuration
+        ctx = ServiceContext(Config(), self.router, self.adb)
+        build_services([OfflineService, RosterService, PresenceManager], ctx)
+        self.offline = ctx.need(OfflineService)
         self.offline.clock = lambda: self.now
-        self.roster = roster_mod.install(self.router, self.adb)
-        self.presence = presence_mod.install(self.router, self.adb, self.offline)
+        self.roster = ctx.need(RosterService)
+        self.presence = ctx.need(PresenceManager)
 
     def close(self) -> None:
         self.db.dispose()

@@ -14,8 +14,8 @@ from xmppd.config import ConfigError, load_config
 from xmppd.http.listen import hypercorn_config, silence_limit
 from xmppd.http.proxy import ProxyPolicy
 from xmppd.http.serving import SERVER_FULL, TOO_MANY_FROM_YOU, connection_counts_client
-from xmppd.server import make_admission
 from xmppd.transport import fdlimit
+from xmppd.transport.limits import make_admission
 from xmppd.transport.refusals import RefusalLog
 
 

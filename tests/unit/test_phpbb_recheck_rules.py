@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from xmppd.auth.phpbb import ForumLogin, ban_trigger
+from xmppd.auth.phpbb_bans import ban_trigger
 from xmppd.auth.phpbb_recheck import BanIndex, End, Follow, ForumState, decide
+from xmppd.auth.phpbb_sessions import ForumLogin
 from xmppd.jid import JID
 from xmppd.session import Session
 from xmppd.transport.sm import ResumptionManager
@@ -264,7 +265,7 @@ class _Outbox:
 def test_a_revoked_session_is_never_found_for_resumption() -> None:
     from xmppd.stream.sm import StreamManagement
 
-    manager = ResumptionManager(server=None)  # type: ignore[arg-type]
+    manager = ResumptionManager(None, None, None)  # type: ignore[arg-type]
     session = Session(JID("jane", "localhost", "web"), _Outbox())
     session.sm = StreamManagement("jane@localhost", token="T" * 32, max_seconds=60)
     manager.register(session)

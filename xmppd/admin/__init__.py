@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 import xmppd
+from xmppd.admin.commands import make_dispatch
 from xmppd.admin.listener import AdminListener, AdminSocketError, bind_admin_socket
 from xmppd.config import Config
 from xmppd.private_files import private_dir
@@ -47,8 +48,6 @@ def open_admin(config: Config) -> AdminListener | None:
 
 async def start_admin(server: Server, nursery: trio.Nursery) -> None:
     """Serve ``server.admin`` (binding it now if ``xmppd serve`` did not) in ``nursery``."""
-    from xmppd.admin.commands import make_dispatch
-
     if server.admin is None:
         server.admin = open_admin(server.config)
     if server.admin is not None:

@@ -21,8 +21,10 @@ import trio
 from xmppd.admin.protocol import AdminError, Reply, Request, bool_arg, text_arg, xml_text
 from xmppd.config import ConfigError
 from xmppd.jid import JID, JIDError, localpart_for_username, nodeprep
+from xmppd.muc.forum_sync import sync_once
 from xmppd.session import Session
 from xmppd.storage import StorageError, UnknownUser, UserExists
+from xmppd.storage.muc import MucStore
 from xmppd.transport.sm import Detached
 from xmppd.xml.errors import StanzaError
 
@@ -280,8 +282,6 @@ async def _reload_nicks(server: Server) -> None:
 
 @command("register-nick")
 async def cmd_register_nick(server: Server, args: dict[str, Any]) -> Reply:
-    from xmppd.storage.muc import MucStore
-
     nick = text_arg(args, "nick", limit=1024)
     jid = parse_jid(text_arg(args, "jid", limit=3071))
     if jid.local is None:
@@ -299,8 +299,6 @@ async def cmd_register_nick(server: Server, args: dict[str, Any]) -> Reply:
 
 @command("unregister-nick")
 async def cmd_unregister_nick(server: Server, args: dict[str, Any]) -> Reply:
-    from xmppd.storage.muc import MucStore
-
     nick = text_arg(args, "nick", limit=1024)
     scope = nick_scope(text_arg(args, "room", required=False), _service(server))
     try:
@@ -319,8 +317,6 @@ def _service(server: Server) -> str:
 
 @command("sync-nicks")
 async def cmd_sync_nicks(server: Server, args: dict[str, Any]) -> Reply:
-    from xmppd.muc.forum_sync import sync_once
-
     if server.config.auth.backend != "phpbb":
         raise AdminError("not-allowed", "sync-nicks reads the forum: set auth.backend = 'phpbb'")
     prune = bool_arg(args, "prune") or server.config.muc.sync_nicks_prune

@@ -47,7 +47,7 @@ class Identity:
     user_id: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
     #: How the backend proved this login, kept with the session for backends that
-    #: re-check live sessions (phpBB: :class:`xmppd.auth.phpbb.ForumLogin`). It may hold
+    #: re-check live sessions (phpBB: :class:`xmppd.auth.phpbb_sessions.ForumLogin`). It may hold
     #: a bearer secret: memory only, out of ``repr`` and comparisons, never logged.
     login: object | None = field(default=None, repr=False, compare=False)
 

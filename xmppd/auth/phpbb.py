@@ -10,13 +10,10 @@ in-process against the forum's own tables, with phpBB's own rules:
   the session's IP prefix and browser must match, as phpBB's ``ip_check`` and
   ``browser_check`` do for page views.
 - Password: the user row is found as phpBB's login form finds it (``username_clean``),
-  and the stored hash is verified (:mod:`xmppd.auth.phpbb_hashes`).
-- Bans (both kinds of login, founders exempt): phpBB 3.3's ``banlist`` rules, as its
-  ``session::check_ban()`` applies them: a row bans by user id, by client address or by
-  e-mail address (``*`` wildcards, case-insensitive, whole value), ``ban_end`` in the
-  past means expired, and any matching ``ban_exclude`` row wins over every ban. phpBB
-  itself checks e-mail bans only at registration and profile changes; xmppd applies
-  them to every login, so banning an address also locks out members already using it.
+  and the stored hash is verified (:mod:`xmppd.auth.phpbb_hashes`); names:
+  :mod:`xmppd.auth.phpbb_names`; session rules: :mod:`xmppd.auth.phpbb_sessions`.
+- Bans (both kinds of login, founders exempt): phpBB 3.3's ``banlist`` rules
+  (:mod:`xmppd.auth.phpbb_bans`).
 
 Failed-login limits (:mod:`xmppd.auth.ratelimit`): a name with control characters is
 refused before anything else (phpBB's ``username_clean`` drops them, so they would
@@ -36,17 +33,8 @@ answered only *after* the credential was proven right, for an inactive or banned
 member — telling the owner of a valid secret that the account is disabled leaks
 nothing to anyone else, and saves them a confused retry loop.
 
-JID localparts: ``forum_localpart(username)`` is the project-wide
-``xmppd.jid.localpart_for_username`` (XEP-0106 escaping, then ``nodeprep``: PRECIS
-UsernameCaseMapped, i.e. width mapping, lower case, NFC), so MUC nick sync and this
-backend always agree. It depends only on ``username``, so it is the same every login.
-It is unique per forum account: the mapping keeps everything phpBB's ``username_clean``
-is computed from (case folding and NFKC absorb width and case mapping), so two names
-with one localpart have one ``username_clean`` — which phpBB keeps unique. To make that
-a guarantee rather than an argument, ``forum_localpart`` re-checks the round trip and
-refuses a localpart whose unescaped form does not clean to the member's own name. A
-name that cannot become a valid localpart cannot log in (the reason is logged).
-Renaming a member in the forum changes their JID.
+JID localparts: :func:`~xmppd.auth.phpbb_names.forum_localpart`, unique per forum account
+(see there why).
 
 Caching: positive SID checks are remembered for ``cache_seconds`` (keyed by a keyed
 hash of authcid, SID and, when those checks are on, IP and user agent), so the storm of
@@ -64,18 +52,14 @@ logged in; a SID only in memory), which the periodic re-check reads.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import ipaddress
 import logging
-import math
 import os
 import re
 import time
-import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 
 import sqlalchemy as sa
@@ -89,7 +73,19 @@ from xmppd.auth.base import (
     ScramHash,
     claim_account,
 )
+from xmppd.auth.phpbb_bans import ban_trigger, select_bans
+from xmppd.auth.phpbb_db import ForumDatabase
 from xmppd.auth.phpbb_hashes import hash_scheme, verify_phpbb_hash
+from xmppd.auth.phpbb_names import (
+    CONTROL,
+    PHP_TRIM,
+    clean_username,
+    forum_localpart,
+    member_key,
+    name_candidates,
+    name_key,
+    names_user,
+)
 from xmppd.auth.phpbb_schema import (
     ANONYMOUS,
     USER_FOUNDER,
@@ -99,226 +95,24 @@ from xmppd.auth.phpbb_schema import (
     PhpbbTables,
     phpbb_tables,
 )
+from xmppd.auth.phpbb_sessions import (
+    FORUM_CONFIG_DEFAULTS,
+    ForumLogin,
+    browser_matches,
+    ip_matches,
+    session_expired,
+)
 from xmppd.config import PhpbbConfig
-from xmppd.jid import JIDError, localpart_for_username, unescape_localpart
+from xmppd.jid import JIDError
 
 log = logging.getLogger("xmppd.auth.phpbb")
 
 T = TypeVar("T")
 
 SID_PATTERN = re.compile(r"[0-9a-f]{32}")
-_PHP_TRIM = " \t\n\r\0\x0b"
 _MAX_PASSWORD_CHARS = 4096  # phpBB's passwords manager refuses longer input too
-_CONTROL = re.compile("[\x00-\x1f\x7f\x80-\x9f]+")
-_MULTISPACE = re.compile(" {2,}")
-# The entries of phpBB's homograph table (includes/utf/data/confusables.php) whose key
-# is an ASCII character still present after case folding. Forum names often contain
-# these (O'Brien, "Hey!"), so without them a password login by name would miss.
-_ASCII_CONFUSABLES = str.maketrans(
-    {"'": "\u02b9", '"': "\u02b9\u02b9", "?": "\u0294", "!": "\u01c3", "|": "\u4e28"}
-)
-_CONFIG_DEFAULTS = {
-    "session_length": 3600,
-    "allow_autologin": 1,
-    "max_autologin_time": 0,
-    "ip_check": 3,
-    "browser_check": 1,
-}
 _REGISTERED_TYPES = (USER_NORMAL, USER_FOUNDER)
 _CACHE_MAX_ENTRIES = 4096
-_ENGINE_LOG_NAME = "xmppd_phpbb"
-
-
-def clean_username(name: str) -> str:
-    """Approximate phpBB's ``utf8_clean_string()``, which fills ``users.username_clean``.
-
-    Case folding plus NFKC, the ASCII part of phpBB's homograph table, control
-    characters removed, runs of spaces collapsed, trimmed. The rest of the homograph
-    table (Cyrillic/Greek look-alikes and friends) is deliberately not ported: SID
-    logins never need it (the session row names the user and we only compare names
-    for that one row), and a password login under a look-alike spelling only fails —
-    it can never select a different account, because the lookup is an equality on the
-    unique ``username_clean`` plus an exact match on ``username``.
-    """
-    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
-    folded = folded.translate(_ASCII_CONFUSABLES)
-    folded = _CONTROL.sub("", folded)
-    folded = _MULTISPACE.sub(" ", folded)
-    return folded.strip(_PHP_TRIM)
-
-
-def forum_localpart(username: str) -> str:
-    """The JID localpart of the forum member called ``username`` (see module docstring).
-
-    Raises :class:`JIDError` when the name cannot be a localpart.
-    """
-    local = localpart_for_username(username)
-    if clean_username(unescape_localpart(local)) != clean_username(username):
-        raise JIDError("forum name does not survive JID normalisation")
-    return local
-
-
-def _name_candidates(authcid: str) -> list[str]:
-    """The forum names a SASL authcid may mean: the XEP-0106-unescaped form first."""
-    candidates: list[str] = []
-    try:
-        unescaped = unescape_localpart(authcid)
-    except (JIDError, ValueError):
-        unescaped = authcid
-    for name in (unescaped, authcid):
-        if name and name not in candidates:
-            candidates.append(name)
-    return candidates
-
-
-def _names_user(candidates: Sequence[str], username: str, username_clean: str) -> bool:
-    """Whether one of ``candidates`` names the forum member with these names."""
-    cleaned = {username_clean, clean_username(username)}
-    return any(c == username or clean_username(c) in cleaned for c in candidates)
-
-
-def ip_matches(session_ip: str, peer_ip: str, ip_check: int) -> bool:
-    """phpBB's session IP check: the first ``ip_check`` IPv4 octets must match; for IPv6
-    the first ``ip_check + 1`` 16-bit groups (all of them from 4 on); 0 disables it."""
-    if ip_check <= 0:
-        return True
-    try:
-        a = ipaddress.ip_address(session_ip.strip())
-        b = ipaddress.ip_address(peer_ip.strip())
-    except ValueError:
-        return session_ip.strip() == peer_ip.strip()
-    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped:
-        a = a.ipv4_mapped
-    if isinstance(b, ipaddress.IPv6Address) and b.ipv4_mapped:
-        b = b.ipv4_mapped
-    if a.version != b.version:
-        return False
-    if a.version == 4:
-        n = min(ip_check, 4)
-        return a.packed[:n] == b.packed[:n]
-    groups = 8 if ip_check >= 4 else ip_check + 1
-    return a.packed[: 2 * groups] == b.packed[: 2 * groups]
-
-
-def browser_matches(session_browser: str, user_agent: str | None) -> bool:
-    """phpBB's browser check: first 149 bytes of the user agent, ASCII-lowercased, trimmed."""
-
-    def norm(value: str) -> bytes:
-        return value.encode("utf-8")[:149].lower().strip(_PHP_TRIM.encode())
-
-    return norm(session_browser) == norm(user_agent or "")
-
-
-def session_expired(
-    session_time: int, autologin: bool, now: int, forum_config: dict[str, int]
-) -> bool:
-    """phpBB's ``session_begin()`` expiry rule for an existing session."""
-    if not autologin:
-        return session_time < now - (forum_config["session_length"] + 60)
-    if not forum_config["allow_autologin"]:
-        return True
-    max_days = forum_config["max_autologin_time"]
-    # phpBB writes "now - 86400 * days + 60": kept as is, so we expire exactly when it does.
-    return bool(max_days) and session_time < now - 86400 * max_days + 60
-
-
-@functools.lru_cache(maxsize=1024)
-def _ban_pattern(pattern: str) -> re.Pattern[str]:
-    # PHP's preg "/i" without "/u": ASCII case folding, and "." stops at a newline
-    regex = ".*?".join(re.escape(part) for part in pattern.split("*"))
-    return re.compile(regex, re.IGNORECASE | re.ASCII)
-
-
-def ban_mask_matches(pattern: str, value: str) -> bool:
-    """phpBB ban masks: ``*`` matches anything, compared case-insensitively and whole."""
-    return _ban_pattern(pattern).fullmatch(value) is not None
-
-
-def ban_masks_pattern(masks: Sequence[str]) -> re.Pattern[str]:
-    """One pattern whose ``fullmatch`` succeeds where any of ``masks`` would: a one-call
-    pre-filter before :func:`ban_mask_matches` runs mask by mask."""
-    alternatives = "|".join(f"(?:{_ban_pattern(mask).pattern})" for mask in masks)
-    return re.compile(alternatives or "(?!)", re.IGNORECASE | re.ASCII)
-
-
-def ban_address_form(peer_ip: str) -> str:
-    """The client address as phpBB stores and compares it: IPv6 compressed and lower
-    case, IPv4-mapped IPv6 as plain IPv4 (phpBB's ``phpbb_ip_normalise``)."""
-    text = peer_ip.strip()
-    try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
-    except ValueError:
-        return text
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return str(address)
-
-
-def ban_trigger(
-    bans: Sequence[Any], user_id: int, peer_ip: str, email: str, now: int
-) -> str | None:
-    """phpBB's ``check_ban()`` for one member: ``user``, ``ip`` or ``email`` when banned.
-
-    Expired rows are skipped; a matching exclusion row wins over any ban, whatever the
-    row order. ``peer_ip`` empty means unknown: address bans cannot match then.
-    """
-    address = ban_address_form(peer_ip) if peer_ip else ""
-    trigger: str | None = None
-    for ban in bans:
-        if ban.ban_end and int(ban.ban_end) < now:
-            continue
-        by_user = bool(ban.ban_userid) and int(ban.ban_userid) == user_id
-        by_ip = bool(ban.ban_ip) and bool(address) and ban_mask_matches(ban.ban_ip, address)
-        by_email = bool(ban.ban_email) and ban_mask_matches(ban.ban_email, email or "")
-        if not (by_user or by_ip or by_email):
-            continue
-        if ban.ban_exclude:
-            return None
-        if trigger is None:
-            trigger = "user" if by_user else "ip" if by_ip else "email"
-    return trigger
-
-
-def is_banned(bans: Sequence[Any], user_id: int, peer_ip: str, now: int, email: str = "") -> bool:
-    """Whether :func:`ban_trigger` finds a ban for this member."""
-    return ban_trigger(bans, user_id, peer_ip, email, now) is not None
-
-
-def _name_key(candidates: Sequence[str]) -> str:
-    """Limiter key for a name before any lookup: what phpBB's ``username_clean`` holds."""
-    return "name:" + clean_username(candidates[0])
-
-
-def _member_key(user_id: int) -> str:
-    """Limiter key for a resolved forum member."""
-    return f"user:{int(user_id)}"
-
-
-@dataclass(slots=True, eq=False)
-class ForumLogin:
-    """How one XMPP session proved it is a forum member, for the periodic re-check.
-
-    ``via`` is ``password``, ``sid`` (a forum session id as the password) or ``cookie``
-    (the forum's session cookies, SASL EXTERNAL). For the last two: the forum session
-    this login stands on (``sid``; the re-check moves it to another session of the same
-    browser when it follows one), that session's browser string, autologin flag and
-    start time, and the autologin key found for it. Secrets stay out of ``repr``; the
-    object lives in memory only (never stored, never logged).
-    """
-
-    user_id: int
-    via: str
-    peer_ip: str
-    sid: str | None = field(default=None, repr=False)
-    browser: str = field(default="", repr=False)
-    autologin: bool = False
-    session_start: int = 0
-    key_id: str | None = field(default=None, repr=False)
-
-    @property
-    def by_session(self) -> bool:
-        """A session-id or cookie login: it ends with its forum session."""
-        return self.via != "password"
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,26 +128,6 @@ class _UserLookup:
     bans: tuple[Any, ...]
 
 
-def _connect_args(url: sa.URL, timeout: float) -> dict[str, Any]:
-    """Driver-level timeouts and read-only sessions for the drivers we know."""
-    backend = url.get_backend_name()
-    if backend == "mysql":
-        return {
-            "connect_timeout": timeout,
-            "read_timeout": timeout,
-            "write_timeout": timeout,
-            "init_command": "SET SESSION TRANSACTION READ ONLY",
-        }
-    if backend == "postgresql":
-        statement_ms = max(1, int(timeout * 1000))
-        return {
-            # libpq wants whole seconds and treats anything below 2 as 2
-            "connect_timeout": max(2, math.ceil(timeout)),
-            "options": f"-c statement_timeout={statement_ms} -c default_transaction_read_only=on",
-        }
-    return {}
-
-
 class PhpbbAuthenticator:
     """The phpbb backend (see module docstring); implements ``xmppd.auth.base.Authenticator``."""
 
@@ -365,34 +139,8 @@ class PhpbbAuthenticator:
         self.config = config
         self.domain = domain
         self._clock = clock
-        self._timeout = config.query_timeout
         self._tables: PhpbbTables = phpbb_tables(config.table_prefix)
-        url = sa.make_url(config.url)
-        pool: dict[str, Any] = {}
-        pool_size, overflow = 5, 5
-        if url.get_backend_name() in ("mysql", "postgresql"):
-            pool = {
-                "pool_size": pool_size,
-                "max_overflow": overflow,
-                "pool_timeout": config.query_timeout,
-                "pool_recycle": 1800,
-                "pool_pre_ping": True,
-            }
-        # Rows and bound parameters hold SIDs and hashes: this engine never logs them,
-        # whatever level the application gives "sqlalchemy.engine".
-        logging.getLogger(f"sqlalchemy.engine.Engine.{_ENGINE_LOG_NAME}").setLevel(logging.WARNING)
-        logging.getLogger(f"sqlalchemy.pool.impl.QueuePool.{_ENGINE_LOG_NAME}").setLevel(
-            logging.WARNING
-        )
-        self._engine = sa.create_engine(
-            url,
-            connect_args=_connect_args(url, config.query_timeout),
-            hide_parameters=True,
-            logging_name=_ENGINE_LOG_NAME,
-            pool_logging_name=_ENGINE_LOG_NAME,
-            **pool,
-        )
-        self._db_limiter = trio.CapacityLimiter(pool_size + overflow)
+        self._forum = ForumDatabase(config)
         self._hash_limiter = trio.CapacityLimiter(max(1, min(4, os.cpu_count() or 1)))
         self._cache_key = os.urandom(32)
         # value: (expiry, identity); identity.login is the ForumLogin each hit copies
@@ -416,16 +164,16 @@ class PhpbbAuthenticator:
 
     async def aclose(self) -> None:
         """Close the pooled forum database connections."""
-        await trio.to_thread.run_sync(self._engine.dispose)
+        await self._forum.aclose()
 
     async def check_password(self, username: str, password: str, ctx: AuthContext) -> Identity:
         """Authenticate ``username`` with a forum SID or the forum password."""
-        if _CONTROL.search(username):
+        if CONTROL.search(username):
             self._fail("control-characters", username, ctx)
-        candidates = _name_candidates(username)
+        candidates = name_candidates(username)
         if not candidates or not password:
             self._fail("empty-credentials", username, ctx)
-        claim_account(ctx, _name_key(candidates))
+        claim_account(ctx, name_key(candidates))
         if self.config.accept_session_ids and SID_PATTERN.fullmatch(password):
             identity = await self._check_sid(username, candidates, password, ctx)
             if identity is not None:
@@ -440,7 +188,7 @@ class PhpbbAuthenticator:
         cached = self._exists_cache.get(localpart)
         if cached is not None and cached[0] > now:
             return cached[1]
-        lookup = await self._db(self._lookup_user_sync, _name_candidates(localpart), False)
+        lookup = await self._db(self._lookup_user_sync, name_candidates(localpart), False)
         exists = False
         if lookup is not None:
             row = lookup.row
@@ -464,7 +212,7 @@ class PhpbbAuthenticator:
         limits logins have (``query_timeout``; failures raise ``temporary-auth-failure``)."""
 
         def call() -> T:
-            with self._engine.connect() as conn:
+            with self._forum.engine.connect() as conn:
                 return fn(conn)
 
         return await self._db(call)
@@ -502,7 +250,7 @@ class PhpbbAuthenticator:
             authcid,
             sid,
             ctx,
-            lambda row: _names_user(candidates, row.username, row.username_clean),
+            lambda row: names_user(candidates, row.username, row.username_clean),
             via="sid",
         )
 
@@ -516,7 +264,7 @@ class PhpbbAuthenticator:
         if not user_id.isdigit() or not SID_PATTERN.fullmatch(sid):
             self._fail("malformed-cookie", label, ctx)
         uid = int(user_id)
-        claim_account(ctx, _member_key(uid))
+        claim_account(ctx, member_key(uid))
         identity = await self._session_identity(
             label, sid, ctx, lambda row: row.user_id == uid, via="cookie"
         )
@@ -537,7 +285,7 @@ class PhpbbAuthenticator:
     def _cookie_name_sync(self) -> str:
         c = self._tables.config
         stmt = sa.select(c.c.config_value).where(c.c.config_name == "cookie_name")
-        with self._engine.connect() as conn:
+        with self._forum.engine.connect() as conn:
             value = conn.execute(stmt).scalar()
         return str(value or "").strip()
 
@@ -551,7 +299,7 @@ class PhpbbAuthenticator:
         if cached is not None and cached[0] > now:
             identity = cached[1]
             assert identity.user_id is not None and isinstance(identity.login, ForumLogin)
-            claim_account(ctx, _member_key(identity.user_id))
+            claim_account(ctx, member_key(identity.user_id))
             # every session gets its own record, with this connection's address
             login = dataclasses.replace(identity.login, via=via, peer_ip=ctx.peer_ip)
             return dataclasses.replace(identity, login=login)
@@ -561,7 +309,7 @@ class PhpbbAuthenticator:
         row, forum_config = lookup.row, lookup.forum_config
         if not owns(row):
             self._fail("session-of-other-user", authcid, ctx, row.user_id)
-        claim_account(ctx, _member_key(row.user_id))
+        claim_account(ctx, member_key(row.user_id))
         if row.user_id == ANONYMOUS or row.user_type == USER_IGNORE:
             self._fail("guest-or-bot-session", authcid, ctx, row.user_id)
         if session_expired(
@@ -609,7 +357,7 @@ class PhpbbAuthenticator:
             .select_from(s.join(u, u.c.user_id == s.c.session_user_id))
             .where(s.c.session_id == sid)
         )
-        with self._engine.connect() as conn:
+        with self._forum.engine.connect() as conn:
             row = conn.execute(stmt).first()
             if row is None:
                 return None
@@ -625,9 +373,9 @@ class PhpbbAuthenticator:
             return cached[1]
         c = self._tables.config
         stmt = sa.select(c.c.config_name, c.c.config_value).where(
-            c.c.config_name.in_(sorted(_CONFIG_DEFAULTS))
+            c.c.config_name.in_(sorted(FORUM_CONFIG_DEFAULTS))
         )
-        values = dict(_CONFIG_DEFAULTS)
+        values = dict(FORUM_CONFIG_DEFAULTS)
         for name, value in conn.execute(stmt):
             try:
                 values[name] = int(str(value).strip() or 0)
@@ -637,29 +385,19 @@ class PhpbbAuthenticator:
         return values
 
     def _bans_sync(self, conn: sa.Connection, user_id: int) -> tuple[Any, ...]:
-        """Every unexpired ``banlist`` row that could concern ``user_id`` (as phpBB selects
-        them: the member's id, and all address and e-mail rows); :func:`ban_trigger` decides."""
-        b = self._tables.banlist
-        now = int(self._clock())
-        stmt = sa.select(
-            b.c.ban_userid, b.c.ban_ip, b.c.ban_email, b.c.ban_end, b.c.ban_exclude
-        ).where(
-            sa.or_(b.c.ban_userid == user_id, b.c.ban_ip != "", b.c.ban_email != ""),
-            sa.or_(b.c.ban_end == 0, b.c.ban_end >= now),
-        )
-        return tuple(conn.execute(stmt).all())
+        return select_bans(conn, self._tables, user_id, int(self._clock()))
 
     # -- password ---------------------------------------------------------------------
 
     async def _check_forum_password(
         self, authcid: str, candidates: list[str], password: str, ctx: AuthContext
     ) -> Identity:
-        password = password.strip(_PHP_TRIM)  # phpBB trims before hashing and checking
+        password = password.strip(PHP_TRIM)  # phpBB trims before hashing and checking
         if not password or len(password) > _MAX_PASSWORD_CHARS:
             self._fail("unusable-password", authcid, ctx)
         lookup = await self._db(self._lookup_user_sync, candidates, True)
         if lookup is not None:
-            claim_account(ctx, _member_key(lookup.row.user_id))
+            claim_account(ctx, member_key(lookup.row.user_id))
         if lookup is None or lookup.row.user_id == ANONYMOUS or lookup.row.user_type == USER_IGNORE:
             await self._verify_hash(password, await self._get_dummy_hash())
             reason = "unknown-user" if lookup is None else "guest-or-bot-account"
@@ -700,7 +438,7 @@ class PhpbbAuthenticator:
             .where(sa.or_(*conditions))
             .limit(8)
         )
-        with self._engine.connect() as conn:
+        with self._forum.engine.connect() as conn:
             rows = conn.execute(stmt).all()
             row = self._pick_user(rows, candidates, cleaned)
             if row is None:
@@ -796,21 +534,7 @@ class PhpbbAuthenticator:
         raise AuthError(condition)
 
     async def _db(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run blocking SQL in a worker thread, bounded by ``query_timeout``."""
-        with trio.move_on_after(self._timeout):
-            try:
-                return await trio.to_thread.run_sync(
-                    fn, *args, limiter=self._db_limiter, abandon_on_cancel=True
-                )
-            except (sa.exc.SQLAlchemyError, OSError) as exc:
-                # the engine hides bound parameters, and only the class name is logged
-                log.warning("phpbb database error error=%s", type(exc).__name__)
-                raise AuthError("temporary-auth-failure") from None
-            except Exception:  # a bug here must not take the stream down with it
-                log.exception("phpbb backend error")
-                raise AuthError("temporary-auth-failure") from None
-        log.warning("phpbb database timeout seconds=%s", self._timeout)
-        raise AuthError("temporary-auth-failure")
+        return await self._forum.run(fn, *args)
 
     @staticmethod
     def _remember(cache: OrderedDict[Any, Any], key: Any, value: Any) -> None:

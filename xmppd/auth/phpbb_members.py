@@ -11,7 +11,7 @@ import logging
 
 import sqlalchemy as sa
 
-from xmppd.auth.phpbb import forum_localpart
+from xmppd.auth.phpbb_names import forum_localpart
 from xmppd.auth.phpbb_schema import ANONYMOUS, USER_FOUNDER, USER_NORMAL, phpbb_tables
 from xmppd.config import PhpbbConfig
 from xmppd.jid import JIDError

@@ -15,16 +15,16 @@ leave — no status 307 (a kick: a moderator's act in that room, with an actor) 
 happened, and the room has no say in a forum ban; the reason goes to the member only,
 in the stream error, not to everyone in the room.
 
-Every login (a :class:`~xmppd.auth.phpbb.ForumLogin` on the session) is checked for:
+Every login (a :class:`~xmppd.auth.phpbb_sessions.ForumLogin` on the session) is checked for:
 
 - the member: deleted (no ``users`` row), deactivated (``user_type`` inactive), no
   longer a registered account (e.g. turned into a bot), banned (phpBB 3.3's
-  ``check_ban`` rules, :func:`~xmppd.auth.phpbb.ban_trigger`, with the session's own
+  ``check_ban`` rules, :func:`~xmppd.auth.phpbb_bans.ban_trigger`, with the session's own
   client address; founders exempt). This ends every login of the member, password
   logins too.
 - session-id and cookie logins, the forum session too: its ``sessions`` row must still
   exist and not be expired by phpBB's ``session_begin`` rules
-  (:func:`~xmppd.auth.phpbb.session_expired`: ``session_length``, and for autologin
+  (:func:`~xmppd.auth.phpbb_sessions.session_expired`: ``session_length``, and for autologin
   sessions ``allow_autologin`` / ``max_autologin_time``). A logout deletes the row.
 
 *Another valid forum session for that browser* (``recheck_follow_browser``, on by
@@ -33,7 +33,7 @@ Precisely, at a re-check one of these holds:
 
 1. a ``sessions`` row of the same member (``session_user_id``), whose browser string
    matches the one of the session the login stood on as phpBB's browser check compares
-   them (:func:`~xmppd.auth.phpbb.browser_matches`: first 149 bytes, ASCII lower case,
+   them (:func:`~xmppd.auth.phpbb_sessions.browser_matches`: first 149 bytes, ASCII lower case,
    trimmed), and which is not expired by the rules above. The newest such row (by
    ``session_time``) becomes the session the login stands on from then on: logging out
    of *that* one ends the chat session.
@@ -70,22 +70,14 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import sqlalchemy as sa
 import trio
 
 from xmppd.auth.base import AuthError
-from xmppd.auth.phpbb import (
-    ForumLogin,
-    PhpbbAuthenticator,
-    ban_address_form,
-    ban_mask_matches,
-    ban_masks_pattern,
-    ban_trigger,
-    browser_matches,
-    session_expired,
-)
+from xmppd.auth.phpbb import PhpbbAuthenticator
+from xmppd.auth.phpbb_bans import ban_address_form, ban_mask_matches, ban_masks_pattern, ban_trigger
 from xmppd.auth.phpbb_schema import (
     ANONYMOUS,
     USER_FOUNDER,
@@ -93,10 +85,11 @@ from xmppd.auth.phpbb_schema import (
     USER_NORMAL,
     PhpbbTables,
 )
+from xmppd.auth.phpbb_sessions import ForumLogin, browser_matches, session_expired
+from xmppd.services.lifecycle import Service, ServiceContext
 
 if TYPE_CHECKING:
     from xmppd.router import Router
-    from xmppd.server import Server
     from xmppd.session import Session
 
 log = logging.getLogger("xmppd.auth.phpbb")
@@ -248,7 +241,7 @@ def fetch_state(
 
 class BanIndex:
     """The round's ban rows, indexed so that each login looks only at rows that could
-    match it; :func:`~xmppd.auth.phpbb.ban_trigger` still decides on those rows.
+    match it; :func:`~xmppd.auth.phpbb_bans.ban_trigger` still decides on those rows.
 
     Masks without ``*`` are dictionary keys (phpBB compares them whole and ASCII
     case-insensitively, which is equality after ASCII lower-casing); masks with ``*``
@@ -571,11 +564,24 @@ class Rechecker:
                 next_at = now + interval
 
 
-async def recheck_periodically(server: Server) -> None:
-    """Run the re-check for ``server`` if it authenticates against phpBB (and it is on)."""
-    config = server.config.auth.phpbb
-    auth = server.authenticator
-    if not isinstance(auth, PhpbbAuthenticator) or config.recheck_interval <= 0:
-        return
-    rechecker = Rechecker(server.router, auth, follow_browser=config.recheck_follow_browser)
-    await rechecker.run(config.recheck_interval)
+class PhpbbRecheck(Service):
+    """The re-check as a service of the server: on when it authenticates against phpBB and
+    ``auth.phpbb.recheck_interval`` is positive."""
+
+    name = "phpbb_recheck"
+
+    def __init__(self, rechecker: Rechecker, interval: float) -> None:
+        self.rechecker = rechecker
+        self.interval = interval
+
+    @classmethod
+    def build(cls, ctx: ServiceContext) -> Self | None:
+        config = ctx.config.auth.phpbb
+        auth = ctx.authenticator
+        if not isinstance(auth, PhpbbAuthenticator) or config.recheck_interval <= 0:
+            return None
+        rechecker = Rechecker(ctx.router, auth, follow_browser=config.recheck_follow_browser)
+        return cls(rechecker, config.recheck_interval)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        await self.rechecker.run(self.interval, task_status=task_status)

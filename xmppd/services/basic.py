@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from lxml import etree
 
+import xmppd
 from xmppd.services.disco import DiscoService
+from xmppd.services.lifecycle import Service, ServiceContext
 from xmppd.services.ping import install_ping
+from xmppd.services.presence import PresenceManager
 from xmppd.services.time import TimeService
 from xmppd.services.version import VersionService
 
@@ -40,3 +43,20 @@ def install_basic_services(
     VersionService(name=server_name, version=version, os_name=os_name).install(router)
     TimeService(clock).install(router)
     return disco
+
+
+class BasicServices(Service):
+    """Disco, ping, version and time of this server; disco asks the presence service who may
+    discover an account (XEP-0030 §8)."""
+
+    name = "basic"
+    needs = (PresenceManager,)
+
+    def __init__(self, disco: DiscoService) -> None:
+        self.disco = disco
+
+    @classmethod
+    def build(cls, ctx: ServiceContext) -> Self:
+        disco = install_basic_services(ctx.router, version=xmppd.__version__, os_name=None)
+        disco.presence_authorized = ctx.need(PresenceManager).presence_authorized
+        return cls(disco)

@@ -30,13 +30,14 @@ import copy
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Self
 
 import trio
 from lxml import etree
 
 from xmppd.jid import JID
 from xmppd.router import Router
+from xmppd.services.lifecycle import Service, ServiceContext
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase
 from xmppd.transport.progress import WriteProgress
@@ -111,8 +112,10 @@ class _Delivery:
         self.changed = trio.Event()
 
 
-class OfflineService:
+class OfflineService(Service):
     """Implements the router's ``OfflineStore`` on top of storage's offline queue."""
+
+    name = "offline"
 
     def __init__(
         self,
@@ -131,6 +134,16 @@ class OfflineService:
         self._idle = trio.Event()
         self._idle.set()
         self._nursery: trio.Nursery | None = None
+
+    @classmethod
+    def build(cls, ctx: ServiceContext) -> Self:
+        """The router's offline store, ``[offline]`` limits; no stored message may be larger
+        than a client's queue (c2s, WebSocket, BOSH)."""
+        cfg = ctx.config
+        queue = min(cfg.c2s.send_queue_bytes, cfg.bosh.max_buffer_bytes)
+        service = cls(ctx.router, ctx.adb, cfg.offline.max_messages, max_message_bytes=queue - 1024)
+        ctx.router.offline_store = service
+        return service
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Host the delivery tasks until cancelled."""
@@ -350,15 +363,3 @@ class OfflineService:
 
 def _progress(session: Session) -> WriteProgress | None:
     return getattr(session.outbox, "progress", None)
-
-
-def install(
-    router: Router,
-    adb: AsyncDatabase,
-    limit: int = DEFAULT_LIMIT,
-    max_message_bytes: int = DEFAULT_MAX_BYTES,
-) -> OfflineService:
-    """Make an :class:`OfflineService` the router's offline store (start its ``run``)."""
-    service = OfflineService(router, adb, limit, max_message_bytes=max_message_bytes)
-    router.offline_store = service
-    return service

@@ -19,14 +19,15 @@ import copy
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from typing import Self
 
 from lxml import etree
 
 from xmppd.jid import JID, JIDError
 from xmppd.router import Router
-from xmppd.services import roster as roster_mod
+from xmppd.services.lifecycle import Service, ServiceContext
 from xmppd.services.offline import OfflineService
-from xmppd.services.roster import RosterLimits, RosterService
+from xmppd.services.roster import RosterLimits, RosterService, check_item_size, roster_full
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase, RosterItem
 from xmppd.storage.database import Database
@@ -142,9 +143,9 @@ def _apply_sync(
         old = SubState(item.subscription, item.ask_out, pending, item.approved)
     new = transition(old)
     if item is None and limits is not None and new.visible() != old.visible():
-        roster_mod.check_item_size(RosterItem(jid=peer), limits)
+        check_item_size(RosterItem(jid=peer), limits)
         if db.count_roster(owner) >= limits.max_items:
-            raise roster_mod.roster_full(limits)
+            raise roster_full(limits)
     if new.pending_in and request_xml is not None:
         db.add_pending_subscription(owner, peer, request_xml)
     elif old.pending_in and not new.pending_in:
@@ -183,8 +184,11 @@ def _addressed(stanza: etree._Element, to: str, from_: str | None = None) -> etr
 
 
 # ------------------------------------------------------------------------ manager
-class PresenceManager:
+class PresenceManager(Service):
     """The router's :class:`~xmppd.router.PresenceHandler` for local accounts."""
+
+    name = "presence"
+    needs = (RosterService, OfflineService)
 
     def __init__(
         self,
@@ -197,6 +201,16 @@ class PresenceManager:
         self.adb = adb
         self.roster = roster
         self.offline = offline
+
+    @classmethod
+    def build(cls, ctx: ServiceContext) -> Self:
+        """The router's presence handler, on the roster service (its locks and pushes)."""
+        roster = ctx.need(RosterService)
+        manager = cls(ctx.router, ctx.adb, roster, ctx.need(OfflineService))
+        roster.presence = manager
+        ctx.router.presence_handler = manager
+        ctx.router.features.add(ns.PRE_APPROVAL)
+        return manager
 
     # ------------------------------------------------------- PresenceHandler API
     async def outbound(self, stanza: etree._Element, origin: Session) -> None:
@@ -577,19 +591,3 @@ def _parse(text: str) -> JID:
 def _bare(text: str) -> JID:
     """§3.1.3: a subscription stanza to a full JID is handled as if sent to the bare JID."""
     return _parse(text).bare
-
-
-def install(
-    router: Router, adb: AsyncDatabase, offline: OfflineService | None = None
-) -> PresenceManager:
-    """Make a :class:`PresenceManager` the router's presence handler.
-
-    Uses the roster service already installed on ``router`` (for its locks and pushes),
-    or installs one.
-    """
-    roster = roster_mod.service_for(router) or roster_mod.install(router, adb)
-    manager = PresenceManager(router, adb, roster, offline)
-    roster.presence = manager
-    router.presence_handler = manager
-    router.features.add(ns.PRE_APPROVAL)
-    return manager

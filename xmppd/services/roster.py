@@ -18,16 +18,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import trio
 from lxml import etree
 
 from xmppd.jid import JID, JIDError
 from xmppd.router import Router
+from xmppd.services.lifecycle import Service, ServiceContext
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase, RosterFull, RosterItem
 from xmppd.storage.database import Database
@@ -90,9 +90,6 @@ def check_item_size(item: RosterItem, limits: RosterLimits) -> None:
 
 def roster_full(limits: RosterLimits) -> StanzaError:
     return StanzaError("not-allowed", f"the roster is full ({limits.max_items} items)")
-
-
-_services: weakref.WeakKeyDictionary[Router, RosterService] = weakref.WeakKeyDictionary()
 
 
 class OwnerLocks:
@@ -221,8 +218,10 @@ def _update_sync(
     return item, db.put_roster_item(owner, item, max_items)
 
 
-class RosterService:
+class RosterService(Service):
     """``jabber:iq:roster`` for local accounts, plus pushes for the presence module."""
+
+    name = "roster"
 
     def __init__(
         self, router: Router, adb: AsyncDatabase, limits: RosterLimits = RosterLimits()
@@ -231,8 +230,17 @@ class RosterService:
         self.adb = adb
         self.limits = limits
         self.locks = OwnerLocks()
-        #: Set by :func:`xmppd.services.presence.install`; runs §2.5.2 side effects.
+        #: Set by the presence service when it is built; runs §2.5.2 side effects.
         self.presence: PresenceManager | None = None
+
+    @classmethod
+    def build(cls, ctx: ServiceContext) -> Self:
+        """Register the roster handlers (``[roster]`` limits), advertise XEP-0237 versioning."""
+        service = cls(ctx.router, ctx.adb, RosterLimits.from_config(ctx.config.roster))
+        ctx.router.account_iq[QUERY] = service.handle
+        ctx.router.server_iq[QUERY] = service.handle_foreign
+        ctx.router.features.add(ns.ROSTER_VER)
+        return service
 
     # ------------------------------------------------------------------- iq
     async def handle(
@@ -328,20 +336,3 @@ class RosterService:
             iq.set("to", session.full_str)
             session.send(etree.tostring(iq))
         return len(targets)
-
-
-def service_for(router: Router) -> RosterService | None:
-    """The roster service installed on ``router`` (the presence module needs its locks)."""
-    return _services.get(router)
-
-
-def install(
-    router: Router, adb: AsyncDatabase, limits: RosterLimits = RosterLimits()
-) -> RosterService:
-    """Register the roster handlers and advertise roster versioning (XEP-0237)."""
-    service = RosterService(router, adb, limits)
-    router.account_iq[QUERY] = service.handle
-    router.server_iq[QUERY] = service.handle_foreign
-    router.features.add(ns.ROSTER_VER)
-    _services[router] = service
-    return service

@@ -165,7 +165,7 @@ class C2SDriver:
         manager = self.server.sm
         if identity is None:
             return []
-        owner = str(JID(identity.localpart, self.server.config.server.domain, None))
+        owner = str(JID(identity.localpart, self.server.router.domain, None))
         session = manager.lookup(event.previd, owner)
         sm = session.sm if session is not None else None
         if session is None or sm is None:

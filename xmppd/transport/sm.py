@@ -44,7 +44,8 @@ from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError
 
 if TYPE_CHECKING:
-    from xmppd.server import Server
+    from xmppd.config import LimitsConfig, SMConfig
+    from xmppd.router import Router
 
 log = logging.getLogger("xmppd.sm")
 
@@ -73,8 +74,11 @@ class Detached:
 class ResumptionManager:
     """All resumable sessions of this process, and the one task that expires them."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, router: Router, config: SMConfig, limits: LimitsConfig) -> None:
+        self.router = router
+        #: ``[sm]`` and ``[limits]``: sections the running configuration reloads in place.
+        self.config = config
+        self.limits = limits
         self.registry: ResumeRegistry[Session] = ResumeRegistry()
         #: Managed sessions per bare JID that have not handed their queue on yet.
         self._holders: dict[str, set[Session]] = {}
@@ -118,12 +122,12 @@ class ResumptionManager:
             sm.max,
         )
         detached = self._detached_of(session.bare_str)
-        for old in detached[: max(0, len(detached) - self.server.config.sm.max_detached)]:
+        for old in detached[: max(0, len(detached) - self.config.max_detached)]:
             self.evict(old, "sm.max_detached")
 
     def _detached_of(self, bare: str) -> list[Session]:
         """The account's detached sessions, the one detached longest first."""
-        found = [s for s in self.server.router.resources_of(bare) if s.detached_since is not None]
+        found = [s for s in self.router.resources_of(bare) if s.detached_since is not None]
         return sorted(found, key=lambda s: s.detached_since or 0.0)
 
     def make_room(self, jid: JID) -> bool:
@@ -133,11 +137,9 @@ class ResumptionManager:
         and returns False (the bind gets resource-constraint). Binding a resource that
         is already bound replaces it, so that one does not count.
         """
-        limit = self.server.config.limits.max_resources
+        limit = self.limits.max_resources
         others = [
-            s
-            for s in self.server.router.resources_of(str(jid.bare))
-            if s.jid.resource != jid.resource
+            s for s in self.router.resources_of(str(jid.bare)) if s.jid.resource != jid.resource
         ]
         excess = len(others) + 1 - limit
         if excess <= 0:
@@ -214,7 +216,7 @@ class ResumptionManager:
         another session of the account still holds, nor those still in offline storage.
         Idempotent: a second call returns nothing.
         """
-        router = self.server.router
+        router = self.router
         self._forget(session)
         if router.unbind(session):
             router.ending.add(session.full_str)
@@ -244,7 +246,7 @@ class ResumptionManager:
 
     async def finish(self, session: Session, items: list[bytes]) -> None:
         """The rest of a session's end, after :meth:`release`: presence, then stanzas."""
-        router = self.server.router
+        router = self.router
         handler = router.presence_handler
         try:
             if handler is not None and (session.available or session.directed_presence):
@@ -267,7 +269,7 @@ class ResumptionManager:
 
     async def redeliver(self, session: Session, items: list[bytes]) -> None:
         """Unacked stanzas of an ended session, as if sent to an unavailable resource."""
-        router = self.server.router
+        router = self.router
         rerouted = bounced = dropped = 0
         for data in items:
             try:

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from xmppd.config import ConfigError
+from xmppd.config import Config, ConfigError
 from xmppd.private_files import check_secret_file, private_dir
 
 log = logging.getLogger("xmppd.tls")
@@ -175,3 +175,14 @@ def load_pair(
         not_after=leaf.not_valid_after_utc,
         digest=hashlib.sha256(cert_pem + b"\0" + key_pem).hexdigest(),
     )
+
+
+def read_tls(config: Config) -> TlsPair:
+    """The configured certificate and key, or the self-signed pair under ``data_dir``
+    (made on first use); checked and loaded. Blocking; ConfigError names the key."""
+    if config.tls.cert:
+        return load_pair(Path(config.tls.cert), Path(config.tls.key))
+    cert = config.data_path / "tls" / "cert.pem"
+    key = config.data_path / "tls" / "key.pem"
+    ensure_self_signed(cert, key, config.server.domain)
+    return load_pair(cert, key)
