@@ -314,8 +314,8 @@ def versions(names: list[str]) -> dict[str, str]:
 
 
 def baseline_commit() -> str:
-    """The commit ``XMPPD_BASELINE`` holds, so a before/after report says what "before" was."""
-    path = os.environ.get("XMPPD_BASELINE", "")
+    """The commit ``BENCH_BASELINE`` holds, so a before/after report says what "before" was."""
+    path = os.environ.get("BENCH_BASELINE", "")
     r = subprocess.run(
         ["git", "-C", path or ".", "log", "-1", "--format=%h %s"], capture_output=True, text=True
     )

@@ -1,6 +1,6 @@
 """xmppd from this repository (.venv/bin/xmppd serve), accounts created offline in bulk.
 
-``xmppd-baseline`` is the same server from another checkout (``XMPPD_BASELINE``, a git
+``xmppd-baseline`` is the same server from another checkout (``BENCH_BASELINE``, a git
 worktree of an earlier commit with its own ``.venv``), so a change is measured against what
 it replaces side by side in one run, under the same load and machine state.
 """
@@ -123,13 +123,13 @@ class Xmppd(Server):
 
 
 class XmppdBaseline(Xmppd):
-    """xmppd from the checkout named by ``XMPPD_BASELINE`` (before/after comparisons)."""
+    """xmppd from the checkout named by ``BENCH_BASELINE`` (before/after comparisons)."""
 
     name = "xmppd-baseline"
 
     @property
     def checkout(self) -> Path:
-        path = os.environ.get("XMPPD_BASELINE", "")
+        path = os.environ.get("BENCH_BASELINE", "")
         if not path:
-            raise RuntimeError("xmppd-baseline: set XMPPD_BASELINE to a checkout of xmppd")
+            raise RuntimeError("xmppd-baseline: set BENCH_BASELINE to a checkout of xmppd")
         return Path(path).resolve()
