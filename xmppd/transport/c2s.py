@@ -8,6 +8,7 @@ socket in a :class:`trio.SSLStream`, and a bounded close.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -29,7 +30,15 @@ READ_SIZE = 65536
 class StreamWire:
     """A trio byte stream (TCP, later perhaps TLS over it) as the shell's wire."""
 
-    __slots__ = ("_tls_context", "direct_tls", "name", "start_tls", "stream", "write_deadline")
+    __slots__ = (
+        "_tls_context",
+        "direct_tls",
+        "name",
+        "receive",
+        "start_tls",
+        "stream",
+        "write_deadline",
+    )
 
     #: Byte streams have no message boundaries: the parser bounds stanza sizes.
     max_input = None
@@ -43,6 +52,11 @@ class StreamWire:
         send_timeout: float,
     ) -> None:
         self.stream = stream
+        #: The next input (``b""`` once the peer has gone): the stream's own method, with
+        #: no coroutine of ours in between (an idle connection waits in it).
+        self.receive: Callable[[], Awaitable[bytes]] = functools.partial(
+            stream.receive_some, READ_SIZE
+        )
         self.direct_tls = direct_tls
         #: The context in force when a handshake starts (a reload may swap it).
         self._tls_context = tls_context
@@ -61,9 +75,7 @@ class StreamWire:
         tls = trio.SSLStream(self.stream, ctx, server_side=True)
         await tls.do_handshake()
         self.stream = tls
-
-    async def receive(self) -> bytes:
-        return bytes(await self.stream.receive_some(READ_SIZE))
+        self.receive = functools.partial(tls.receive_some, READ_SIZE)
 
     async def send(self, chunks: list[bytes]) -> None:
         await self.stream.send_all(chunks[0] if len(chunks) == 1 else b"".join(chunks))

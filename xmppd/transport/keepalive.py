@@ -38,9 +38,16 @@ def _seconds(value: float) -> float:
 
 
 class Keepalive:
-    """When to ping one peer and when to stop waiting for it."""
+    """When to ping one peer and when to stop waiting for it.
 
-    __slots__ = ("_answer_by", "_scope", "interval", "ping", "timeout")
+    Two ways to use it: :meth:`receive` wraps a read function (components), or a reader
+    loop that must keep its await chain short (client connections: thousands sit idle
+    in it, and every coroutine frame is memory) reads under its own cancel scope with
+    :meth:`deadline` and calls :meth:`heard` after data and :meth:`expired` after the
+    deadline passed.
+    """
+
+    __slots__ = ("_answer_by", "_heard_at", "_scope", "interval", "ping", "timeout")
 
     def __init__(self, interval: float, timeout: float, ping: Callable[[], None]) -> None:
         self.interval = _seconds(interval)
@@ -49,6 +56,9 @@ class Keepalive:
         self.ping = ping
         #: A ping is out: the trio time by which any data must have arrived.
         self._answer_by: float | None = None
+        #: The trio time data last arrived (or the first wait began).
+        self._heard_at: float | None = None
+        #: The wait in progress, whose deadline :meth:`poke` shortens.
         self._scope: trio.CancelScope | None = None
 
     @property
@@ -56,23 +66,45 @@ class Keepalive:
         """A ping is out and unanswered."""
         return self._answer_by is not None
 
+    def deadline(self) -> float:
+        """The trio time by which data must arrive before a ping (or the end) is due."""
+        answer_by = self._answer_by
+        if answer_by is not None:
+            return answer_by
+        heard_at = self._heard_at
+        if heard_at is None:
+            heard_at = self._heard_at = trio.current_time()
+        return heard_at + self.interval
+
+    def heard(self) -> None:
+        """Data arrived: any data answers a ping, and the quiet interval starts again."""
+        self._answer_by = None
+        self._heard_at = trio.current_time()
+
+    def expired(self) -> bool:
+        """The deadline passed: ping now (False), or True when a ping went unanswered."""
+        if self._answer_by is not None:
+            return True
+        self.poke()
+        return False
+
+    def watch(self, scope: trio.CancelScope | None) -> None:
+        """The cancel scope of the wait in progress (``None`` when none), for :meth:`poke`."""
+        self._scope = scope
+
     async def receive(self, read: Callable[[], Awaitable[bytes]]) -> bytes | None:
         """The next ``read()``, pinging while the peer is quiet; ``None`` once a ping went
         unanswered for ``timeout`` seconds."""
         while True:
-            deadline = self._answer_by
-            if deadline is None:
-                deadline = trio.current_time() + self.interval
-            with trio.CancelScope(deadline=deadline) as scope:
+            with trio.CancelScope(deadline=self.deadline()) as scope:
                 self._scope = scope
                 data = await read()
             self._scope = None
             if not scope.cancelled_caught:
-                self._answer_by = None
+                self.heard()
                 return data
-            if self._answer_by is not None:
+            if self.expired():
                 return None
-            self.poke()
 
     def poke(self) -> None:
         """Ping now unless a ping is already out; the wait in progress ends by its answer."""

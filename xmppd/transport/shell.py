@@ -68,7 +68,8 @@ class Wire(Protocol):
         """What precedes the stream (a direct TLS handshake); bounded by the shell."""
 
     async def receive(self) -> bytes:
-        """The next input; ``b""`` once the peer has gone."""
+        """The next input (bytes, or a bytearray the shell converts); ``b""`` once the
+        peer has gone."""
         ...
 
     async def send(self, chunks: list[bytes]) -> None:
@@ -287,6 +288,8 @@ class ClientConnection:
             data = await self.wire.receive()
             if not data:
                 return False
+            if type(data) is not bytes:
+                data = bytes(data)
             if self._too_large(data):
                 return False
             alive = await self.driver.handle(self.stream.receive_data(data))
@@ -306,38 +309,52 @@ class ClientConnection:
 
     # ----------------------------------------------------------- established
     async def _reader(self) -> None:
+        """Read, parse and route until the peer goes, pinging it while it is quiet.
+
+        Deliberately one flat loop with one cancel scope per read: thousands of idle
+        connections wait here, and each nested coroutine frame or scope would be kept by
+        every one of them.
+        """
         cfg = self.server.config.c2s
         keepalive = Keepalive(cfg.ping_interval, cfg.ping_timeout, self._ping)
-        while not self.outbox.closing:
-            data = await keepalive.receive(self._receive)
-            if data is None:
-                log.info(
-                    "event=ping_timeout jid=%s ip=%s transport=%s",
-                    self._jid(),
-                    self.peer_ip,
-                    self.transport,
-                )
-                self.close("connection-timeout", "no answer to ping")
-                return
+        hibernate_after = cfg.hibernate_after
+        outbox, stream, driver, wire = self.outbox, self.stream, self.driver, self.wire
+        awake = True  # the parser holds its buffers
+        while not outbox.closing:
+            deadline = keepalive.deadline()
+            hibernate_at = trio.current_time() + hibernate_after
+            hibernating = awake and 0 < hibernate_after and hibernate_at < deadline
+            with trio.CancelScope(deadline=hibernate_at if hibernating else deadline) as wait:
+                keepalive.watch(wait)
+                data = await wire.receive()
+            keepalive.watch(None)
+            if wait.cancelled_caught:
+                if hibernating:
+                    stream.hibernate()  # idle: the parser gives its memory back
+                    awake = False
+                elif keepalive.expired():
+                    log.info(
+                        "event=ping_timeout jid=%s ip=%s transport=%s",
+                        self._jid(),
+                        self.peer_ip,
+                        self.transport,
+                    )
+                    self.close("connection-timeout", "no answer to ping")
+                    return
+                continue
             if not data:
                 return
+            if type(data) is not bytes:
+                data = bytes(data)  # a memory stream's bytearray: the parser takes bytes
+            keepalive.heard()
+            awake = True
             if self._too_large(data):
                 self._push_stream_output()
                 return
-            alive = await self.driver.handle(self.stream.receive_data(data))
+            alive = await driver.handle(stream.receive_data(data))
             self._push_stream_output()
             if not alive:
                 return
-
-    async def _receive(self) -> bytes:
-        """The wire's next input; after ``hibernate_after`` idle seconds the parser
-        gives its memory back while it waits on."""
-        hibernate_after = self.server.config.c2s.hibernate_after
-        if hibernate_after > 0:
-            with trio.move_on_after(hibernate_after):
-                return await self.wire.receive()
-            self.stream.hibernate()
-        return await self.wire.receive()
 
     def _ping(self) -> None:
         session = self.session
