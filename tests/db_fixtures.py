@@ -117,7 +117,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0002",)]
+        assert versions == [("0003",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:
