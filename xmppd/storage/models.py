@@ -192,3 +192,15 @@ muc_nicks = sa.Table(
     sa.UniqueConstraint("room", "jid"),
     **_MYSQL_TABLE,
 )
+
+
+# ----------------------------------------------------------------------- blocking
+blocklist_items = sa.Table(
+    "blocklist_items",
+    metadata,
+    #: the local account (bare JID) that blocks
+    sa.Column("owner", sa.String(JID_MAX), primary_key=True),
+    #: the blocked JID as XEP-0191 items name it: a domain, bare or full JID (normalised)
+    sa.Column("jid", sa.String(JID_MAX), primary_key=True),
+    **_MYSQL_TABLE,
+)
