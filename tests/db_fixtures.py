@@ -41,7 +41,14 @@ MYSQL_ADMIN_URL = os.environ.get("XMPPD_TEST_MYSQL_URL", "mysql+pymysql://root@1
 PG_ADMIN_URL = os.environ.get(
     "XMPPD_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
-TABLES = {"users", "roster_items", "roster_versions", "pending_subscriptions", "offline_messages"}
+TABLES = {
+    "users",
+    "roster_items",
+    "roster_versions",
+    "pending_subscriptions",
+    "offline_messages",
+    "blocklist_items",
+}
 FAST = 64  # PBKDF2 iterations for tests that do not care about the cost
 
 
@@ -117,7 +124,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0002",)]
+        assert versions == [("0004",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:

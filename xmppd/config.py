@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
+from urllib.parse import urlsplit
 
 from xmppd import settings
 from xmppd.bosh.config import BoshConfig
@@ -333,9 +334,16 @@ class HttpConfig:
     #: (Prometheus); others get 403. Through a proxy: only the address a trusted proxy
     #: names, never loopback. Empty: nobody.
     metrics_allow: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    #: The address browsers reach this port at ("https://forum.example.org/xmpp": scheme,
+    #: host, the public path prefix), for the URLs ``/.well-known/host-meta`` announces
+    #: (XEP-0156). Empty: taken from each request (its Host, https when over TLS or a
+    #: trusted proxy says so, ``path_prefix``).
+    public_url: str = ""
 
     def validate(self) -> None:
         _port("port", self.port)
+        if self.public_url:
+            _public_url(self.public_url)
         _port("tls_port", self.tls_port)
         prefix = self.path_prefix
         if prefix and (not prefix.startswith("/") or prefix.endswith("/") or "?" in prefix):
@@ -354,6 +362,21 @@ class HttpConfig:
         for key in ("read_timeout", "keep_alive_timeout"):
             if getattr(self, key) <= 0:
                 raise ConfigError.at(key, "must be positive")
+
+
+def _public_url(url: str) -> None:
+    """``http.public_url``: ``http[s]://host[:port][/path]``, nothing after the path."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError.at("public_url", f"{url!r} is not a URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError.at("public_url", f"{url!r} must be http(s)://host[:port][/path]")
+    if parts.query or parts.fragment or "@" in parts.netloc or url.endswith("/"):
+        raise ConfigError.at("public_url", "no user, query, fragment or trailing '/'")
+    if any(c.isspace() for c in url) or not url.isprintable():
+        raise ConfigError.at("public_url", "no spaces or control characters")
 
 
 def _is_network(text: str) -> bool:

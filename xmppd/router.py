@@ -11,7 +11,9 @@ Extension points, all registered at start-up:
   sender's own bare JID), e.g. the roster;
 - ``presence_handler`` — owns all presence logic (RFC 6121 §3-4);
 - ``offline_store``    — keeps messages for offline users;
-- ``services[domain]`` — other local domains (MUC service, XEP-0114 components).
+- ``services[domain]`` — other local domains (MUC service, XEP-0114 components);
+- ``screen``           — the accounts' blocklists (XEP-0191): a stanza between a local
+  account and a JID it blocked is not delivered (:meth:`Router.blocked_between`).
 
 :meth:`Router.deliver_many` hands ready bytes to many full JIDs at once (a room's
 fan-out): a stanza serialised once reaches every session without being parsed again, and
@@ -79,6 +81,18 @@ class OfflineStore(Protocol):
         ...
 
 
+class Screen(Protocol):
+    """The local accounts' blocklists (XEP-0191, ``xmppd.services.blocking``)."""
+
+    def has_list(self, owner: str) -> bool:
+        """Whether account ``owner`` (a bare JID) blocks anyone at all (cheap)."""
+        ...
+
+    def blocks(self, owner: str, other: JID) -> bool:
+        """Whether account ``owner`` blocked ``other`` (XEP-0016 §2.1 matching)."""
+        ...
+
+
 class AccountDirectory(Protocol):
     async def user_exists(self, localpart: str) -> bool: ...
 
@@ -110,6 +124,7 @@ class Router:
         self.services: dict[str, Service] = {}
         self.presence_handler: PresenceHandler | None = None
         self.offline_store: OfflineStore | None = None
+        self.screen: Screen | None = None
         #: disco#info features of the server itself; services add to it.
         self.features: set[str] = set()
         self.disco_items: dict[str, str | None] = {}
@@ -165,6 +180,8 @@ class Router:
             to = JID.parse(to_attr)
         except JIDError:
             raise StanzaError("jid-malformed", "the 'to' address is not a valid JID") from None
+        if self.screen is not None and self._screened_out(stanza, to, origin):
+            return
         if to.domain == self.domain:
             if to.local is None:
                 await self._to_server(stanza, to, origin)
@@ -187,6 +204,44 @@ class Router:
             await self.presence_handler.outbound(stanza, origin)
             return
         raise StanzaError("remote-server-not-found", f"no route to {to.domain}")
+
+    def _screened_out(self, stanza: etree._Element, to: JID, origin: Session | None) -> bool:
+        """XEP-0191 §3.5: True when a blocklist stops ``stanza`` silently (presence,
+        results, errors); raises the error a message or iq request is answered with:
+        ``not-acceptable`` + ``<blocked/>`` to a sender who blocked the addressee,
+        ``service-unavailable`` (as if offline) to one the addressee blocked."""
+        sender = origin.full_str if origin is not None else stanza.get("from")
+        if sender is None or to == self.domain_jid:
+            return False
+        outbound = origin is not None and self._blocks(origin.bare_str, str(to))
+        if not outbound and not (to.domain == self.domain and self._blocks(str(to.bare), sender)):
+            return False
+        kind = stanza.get("type")
+        if stanza.tag == PRESENCE or kind in ("error", "result"):
+            return True
+        if stanza.tag == IQ and kind not in ("get", "set"):
+            return True
+        if outbound:
+            blocked_ns = ns.BLOCKING_ERRORS
+            app = etree.Element("{%s}blocked" % blocked_ns, nsmap={None: blocked_ns})
+            raise StanzaError("not-acceptable", "you have blocked this address", app=app)
+        raise StanzaError("service-unavailable")
+
+    def blocked_between(self, a: str, b: str) -> bool:
+        """Whether either address's local account blocked the other (XEP-0191): for
+        presence the server makes and hands to sessions itself."""
+        return self.screen is not None and (self._blocks(a, b) or self._blocks(b, a))
+
+    def _blocks(self, owner: str, other: str) -> bool:
+        """``owner``'s account (any JID of it, local or not) blocked the address ``other``."""
+        screen = self.screen
+        bare = owner.split("/", 1)[0]
+        if screen is None or not screen.has_list(bare) or bare == other.split("/", 1)[0]:
+            return False
+        try:
+            return screen.blocks(bare, JID.parse(other))
+        except JIDError:
+            return False
 
     @staticmethod
     def _track_directed(stanza: etree._Element, to: JID, origin: Session) -> None:
@@ -380,9 +435,12 @@ class Router:
         local = self.domain
         ending = self.ending
         lost: list[str] = []
+        screen = self.screen
         for rcpt, data in sends:
             resources = sessions.get(rcpt.bare)
             session = resources.get(rcpt.resource) if resources else None
+            if screen and screen.has_list(rcpt.bare) and self._sender_blocked(rcpt, data):
+                continue  # XEP-0191: e.g. an occupant (room@service/nick) this user blocked
             if session is not None:
                 if not session.send(data):
                     lost.append(rcpt.full)
@@ -393,6 +451,12 @@ class Router:
             elif not self._to_service(rcpt, data, source):
                 lost.append(rcpt.full)
         return lost
+
+    def _sender_blocked(self, rcpt: Addressee, data: bytes) -> bool:
+        """Whether ``rcpt``'s account blocked the sender of ``data`` (parsed only for
+        accounts with a blocklist)."""
+        sender = etree.fromstring(data).get("from")
+        return sender is not None and self._blocks(rcpt.bare, sender)
 
     def _to_service(self, rcpt: Addressee, data: bytes, source: object) -> bool:
         """One copy for another local domain (a component occupant, e.g. a bridge).

@@ -29,6 +29,7 @@ from xmppd.private_files import private_dir
 from xmppd.reload import ReloadReport, reload_server
 from xmppd.router import Router
 from xmppd.services.basic import BasicServices
+from xmppd.services.blocking import BlockingService
 from xmppd.services.groupchat import GroupchatService
 from xmppd.services.lifecycle import Service, ServiceContext, build_services
 from xmppd.services.offline import OfflineService
@@ -55,6 +56,7 @@ SERVICES: tuple[type[Service], ...] = (
     OfflineService,
     RosterService,
     PresenceManager,
+    BlockingService,
     GroupchatService,
     PhpbbRecheck,
 )

@@ -37,6 +37,7 @@ class Session:
         "available",
         "bare",
         "bare_str",
+        "blocklist_requested",
         "detached_since",
         "directed_presence",
         "full_str",
@@ -76,6 +77,8 @@ class Session:
         self.available = False
         #: Requested the roster: receives roster pushes and subscription requests.
         self.interested = False
+        #: Asked for its blocklist: receives blocklist pushes (XEP-0191 §3.2).
+        self.blocklist_requested = False
         self.priority = 0
         #: Last available presence broadcast, serialised, for probes and new resources.
         self.presence: etree._Element | None = None

@@ -1,5 +1,6 @@
 """The HTTP port of a real ``xmppd serve``: health, widget files, public history, CORS,
-trusted proxies, HTTP/2 over TLS via ALPN (proxies in depth and h2c: test_http_proxy.py).
+trusted proxies, HTTP/2 over TLS via ALPN, XEP-0156 host-meta (proxies in depth and h2c:
+test_http_proxy.py).
 
 Raw requests go through ``http.client`` (so paths reach the server byte for byte) and
 ``httpx`` (for HTTP/2); trusted-proxy handling is observed through what the server
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from lxml import etree
 
 from tests.slix import login, run
 from tests.ws_client import SASL, WsXmpp, q
@@ -298,5 +300,109 @@ def test_path_prefix_moves_every_route(tmp_path: Path) -> None:
                 await ws.close()
 
         assert run(scenario, timeout=30) == "alice@localhost/ws"
+    finally:
+        srv.stop()
+
+
+# ------------------------------------------------------------ XEP-0156 host-meta
+def _xrd_links(body: bytes) -> dict[str, str]:
+    ns = "{http://docs.oasis-open.org/ns/xri/xrd-1.0}"
+    root = etree.fromstring(body)
+    assert root.tag == f"{ns}XRD"
+    return {str(link.get("rel")): str(link.get("href")) for link in root.iter(f"{ns}Link")}
+
+
+def _jrd_links(body: bytes) -> dict[str, str]:
+    return {link["rel"]: link["href"] for link in json.loads(body)["links"]}
+
+
+WS_REL = "urn:xmpp:alt-connections:websocket"
+BOSH_REL = "urn:xmpp:alt-connections:xbosh"
+
+
+def test_host_meta_announces_working_endpoints(server: XmppdProcess) -> None:
+    port = server.http_port
+    expected = {
+        WS_REL: f"ws://127.0.0.1:{port}/xmpp-websocket",
+        BOSH_REL: f"http://127.0.0.1:{port}/http-bind",
+    }
+    # any origin may read it (it is public), not only http.cors_origins
+    status, headers, body = get(server, "/.well-known/host-meta", {"Origin": "https://x.example"})
+    assert status == 200 and headers["content-type"].startswith("application/xrd+xml")
+    assert headers["access-control-allow-origin"] == "*"
+    assert _xrd_links(body) == expected
+    status, headers, body = get(server, "/.well-known/host-meta.json")
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert headers["access-control-allow-origin"] == "*"
+    assert _jrd_links(body) == expected
+    assert get(server, "/.well-known/host-meta", method="HEAD")[2] == b""
+    assert get(server, "/.well-known/host-meta", method="POST")[0] == 405
+    # a client's own forwarding headers are not believed (no trusted proxy): still http
+    spoof = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example"}
+    assert _jrd_links(get(server, "/.well-known/host-meta.json", spoof)[2]) == expected
+    # a Host that is no host name is never echoed into the document
+    status, _, body = get(server, "/.well-known/host-meta", {"Host": "evil.example/x"})
+    assert status == 400 and b"evil" not in body
+
+    # over TLS (HTTP/2): secure URLs on the port the client used
+    with httpx.Client(http2=True, verify=False, timeout=10) as client:  # noqa: S501
+        resp = client.get(f"https://127.0.0.1:{server.https_port}/.well-known/host-meta.json")
+        assert resp.status_code == 200 and resp.http_version == "HTTP/2"
+        assert _jrd_links(resp.content) == {
+            WS_REL: f"wss://127.0.0.1:{server.https_port}/xmpp-websocket",
+            BOSH_REL: f"https://127.0.0.1:{server.https_port}/http-bind",
+        }
+
+    # the announced WebSocket URL is where a client logs in
+    async def scenario() -> str:
+        ws = await WsXmpp.connect(expected[WS_REL])
+        try:
+            return await ws.login("alice", "secret")
+        finally:
+            await ws.close()
+
+    assert run(scenario, timeout=30) == "alice@localhost/ws"
+    # and the BOSH URL answers BOSH
+    with httpx.Client(timeout=10) as client:
+        resp = client.post(
+            expected[BOSH_REL],
+            content=(
+                "<body xmlns='http://jabber.org/protocol/httpbind' rid='1' to='localhost' "
+                "wait='1' hold='1' ver='1.6' xmlns:xmpp='urn:xmpp:xbosh' xmpp:version='1.0'/>"
+            ),
+        )
+        assert resp.status_code == 200 and b"sid=" in resp.content
+
+
+def test_host_meta_behind_a_trusted_proxy_with_a_prefix(tmp_path: Path) -> None:
+    srv = make_server(
+        tmp_path, http={"trusted_proxies": ["127.0.0.1"], "path_prefix": "/xmpp", "bosh": False}
+    )
+    srv.start()
+    try:
+        proxied = {
+            "Host": "forum.example",
+            "X-Forwarded-For": "203.0.113.5",
+            "X-Forwarded-Proto": "https",
+        }
+        # at the root of the host (RFC 8615), not below the prefix; BOSH is off: not listed
+        status, _, body = get(srv, "/.well-known/host-meta.json", proxied)
+        assert status == 200
+        assert _jrd_links(body) == {WS_REL: "wss://forum.example/xmpp/xmpp-websocket"}
+        assert get(srv, "/xmpp/.well-known/host-meta.json", proxied)[0] == 404
+        plain = {**proxied, "X-Forwarded-Proto": "http"}
+        _, _, body = get(srv, "/.well-known/host-meta", plain)
+        assert _xrd_links(body) == {WS_REL: "ws://forum.example/xmpp/xmpp-websocket"}
+    finally:
+        srv.stop()
+
+
+def test_host_meta_uses_the_public_url(tmp_path: Path) -> None:
+    srv = make_server(tmp_path, http={"public_url": "https://chat.example/x", "websocket": False})
+    srv.start()
+    try:
+        status, _, body = get(srv, "/.well-known/host-meta.json", {"Host": "127.0.0.1"})
+        assert status == 200
+        assert _jrd_links(body) == {BOSH_REL: "https://chat.example/x/http-bind"}
     finally:
         srv.stop()

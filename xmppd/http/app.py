@@ -7,7 +7,9 @@ Routes (below ``[http] path_prefix``):
 - ``/http-bind``: BOSH, handed to :meth:`HttpApp.http_bind` (the one dispatch point;
   a new BOSH session gets its stream's settings from :meth:`HttpApp.stream_settings`);
 - ``/chat/``: the widget's static files; ``/chat/history``: public rooms' recent messages;
-- ``/metrics``: Prometheus metrics (xmppd.metrics), only to ``http.metrics_allow``.
+- ``/metrics``: Prometheus metrics (xmppd.metrics), only to ``http.metrics_allow``;
+- ``/.well-known/host-meta`` and ``host-meta.json`` (XEP-0156, :mod:`.hostmeta`): always at
+  the root of the host, whatever the prefix (RFC 8615), readable from any origin.
 
 Every request first gets its real client (``proxy.ProxyPolicy``: the configured
 forwarding header, only from ``trusted_proxies``) and its CORS verdict
@@ -29,7 +31,7 @@ import trio
 
 from xmppd import metrics, web
 from xmppd.auth.base import AuthContext, AuthError, Identity
-from xmppd.http import h2c, static
+from xmppd.http import h2c, hostmeta, static
 from xmppd.http.cors import PREFLIGHT_HEADERS, OriginPolicy
 from xmppd.http.history import HistoryFeed
 from xmppd.http.proxy import FORWARDING_HEADERS, ClientInfo, ProxyPolicy
@@ -276,6 +278,10 @@ class HttpApp:
         if not self.cfg.h2c and scope.get("scheme") == "http" and scope.get("http_version") == "2":
             await _respond(send, HttpResponse(505, b"HTTP/2 needs TLS here\n"))
             return
+        if scope["path"] in hostmeta.PATHS:
+            await _respond(send, self._host_meta(scope["path"], method, headers, client),
+                           head=method == "HEAD")  # fmt: skip
+            return
         origin = headers.get("origin")
         origin_ok = self._origin_ok(headers, client)
         cors = OriginPolicy.response_headers(origin) if origin_ok else []
@@ -337,6 +343,19 @@ class HttpApp:
         if self.bosh is None:
             return _not_found()
         return await self.bosh.handle(request)
+
+    def _host_meta(
+        self, path: str, method: str, headers: dict[str, str], client: ClientInfo
+    ) -> HttpResponse:
+        """XEP-0156 discovery: the enabled transports' URLs, at ``http.public_url`` or as
+        this request reached us (scheme per the trusted-proxy policy, its ``Host``)."""
+        cfg = self.cfg
+        base = cfg.public_url or hostmeta.request_base(
+            client.secure, headers.get("host"), self.prefix
+        )
+        return hostmeta.answer(
+            path, method, base, websocket=cfg.websocket, bosh=self.bosh is not None
+        )
 
     def _health(self) -> HttpResponse:
         server = self.server

@@ -167,7 +167,12 @@ def evict(
 def apply_affiliation(
     room: RoomCore, out: Out, bare: str, aff: str, actor: str | None, reason: str | None
 ) -> None:
-    """Record ``bare``'s new affiliation and apply it to its occupants (roles, bans)."""
+    """Record ``bare``'s new affiliation and apply it to its occupants (roles, bans).
+
+    The change is no longer one in-band registration made: the caller marks it as such
+    again if it is (:mod:`.registration`).
+    """
+    room.registered_members.discard(bare)
     if aff == R.NONE:
         room.affiliations.pop(bare, None)
     else:

@@ -88,6 +88,10 @@ class RoomCore:
         self.settings = settings
         self.ctx = ctx
         self.affiliations: dict[str, str] = dict(affiliations or {})
+        #: bare JIDs whose ``member`` affiliation in-band registration gave (XEP-0045
+        #: §7.10): unregistering takes back only these; any other change of the
+        #: affiliation (an admin's, the service's) takes a JID out (:mod:`.registration`)
+        self.registered_members: set[str] = set()
         self.subject = subject
         self.subject_nick = subject_nick
         #: XEP-0421 id of the occupant who set the subject, while this process knows it

@@ -85,6 +85,7 @@ def apply_config(room: RoomCore, values: dict[str, list[str]], out: Out) -> list
                 raise StanzaError("jid-malformed", f"bad JID {raw!r}") from None
             if room.affiliations.get(bare) != aff:
                 room.affiliations[bare] = aff
+                room.registered_members.discard(bare)  # an owner's choice now
                 out.affiliations.append((bare, aff))
     settings.locked = False
     for occ in room.occupants.values():

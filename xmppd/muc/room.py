@@ -16,7 +16,7 @@ feature lives in its own module of plain functions taking the room —
 :mod:`.admin`       roles and affiliations: kick, ban, voice, lists (§8-§9)
 :mod:`.owner`       configuration form and destruction (§10)
 :mod:`.roomconfig`  the settings and the one table of configuration fields
-:mod:`.registration` nickname registration (§7.10)
+:mod:`.registration` registration: nick and membership (§7.10)
 :mod:`.disco`       disco#info/#items of the room, ping
 :mod:`.archive`     who may read the archive, MAM queries and answers
 =================== ==========================================================
@@ -174,6 +174,10 @@ class Room(RoomCore):
     def set_affiliation_as_service(self, bare: str, aff: str, reason: str | None) -> Out:
         """Ban, unban and other affiliation changes with no actor (raises StanzaError)."""
         return admin.set_affiliation_as_service(self, bare, aff, reason)
+
+    def drop_lapsed_memberships(self) -> Out:
+        """Memberships in-band registration gave, whose registration is gone (§7.10)."""
+        return registration.drop_lapsed_memberships(self)
 
     def destroy(self, reason: str | None = None) -> Out:
         """§10.9 destruction by the service: occupants see what an owner's destroy shows."""

@@ -101,12 +101,14 @@ class MucService:
         for stored in store.load_rooms():
             room = self._make_room(stored.name, RoomSettings.from_json(stored.settings_json))
             room.affiliations = dict(stored.affiliations)
+            room.registered_members = set(stored.registered_members)
             room.subject, room.subject_nick = stored.subject, stored.subject_nick
         seeded: list[Write] = []
         for seed in self.config.rooms:
             room, _ = self._seed_room(seed)  # nobody is in a room yet: nothing to announce
             seeded.append(self._room_write(room))
         store.write_batch(seeded)
+        self._drop_lapsed_memberships()
         for room in self.rooms.values():
             for sid, stamp, nick, sender, xml in store.load_recent(
                 room.name, self.config.history_max
@@ -220,9 +222,20 @@ class MucService:
 
     async def reload_nicks(self) -> int:
         """Load the nick registry from the database (after the CLI or a sync changed it)."""
+        await self.flush()
         rows = await self.adb.run(self.store.load_nicks)
+        # A registration made while loading is not in ``rows`` yet: its membership stays.
+        settled = not any(w.kind == "nick" for w in self._queue)
         self._enqueue(self._load_nicks(rows))
+        if settled:
+            self._drop_lapsed_memberships()
         return len(self.ctx.nicks)
+
+    def _drop_lapsed_memberships(self) -> None:
+        """Memberships registration gave go with their registration (XEP-0045 §7.10)."""
+        for room in list(self.rooms.values()):
+            if room.registered_members:
+                self._apply(room, room.drop_lapsed_memberships())
 
     async def flush(self) -> bool:
         """Write everything queued so far (in order, batch by batch); False on failure.
@@ -314,7 +327,10 @@ class MucService:
             # The room may just have become persistent: store its whole list.
             out.affiliations = [*out.affiliations, *room.affiliations.items()]
         for jid, aff in out.affiliations if persistent else ():
-            writes.append(Write("affiliation", {"room": room.name, "jid": jid, "affiliation": aff}))
+            by_registration = jid in room.registered_members
+            writes.append(Write("affiliation", {"room": room.name, "jid": jid,
+                                                "affiliation": aff,
+                                                "by_registration": by_registration}))  # fmt: skip
         for scope, jid, nick in out.nick_changes:
             writes.append(Write("nick", {"room": scope, "jid": jid, "nick": nick}))
         if out.gone:

@@ -352,6 +352,8 @@ class PresenceManager(Service):
 
     def _send_current_presence(self, owner: str, to: str) -> None:
         """Answer a probe on behalf of local ``owner``: last presence of each resource."""
+        if self.router.blocked_between(owner, to):
+            return  # XEP-0191: no presence between an account and a JID it blocked
         sessions = [s for s in self._available_sessions(owner) if s.presence is not None]
         if not sessions:
             self.router.deliver_local(_presence("unavailable", owner, to))
@@ -527,6 +529,8 @@ class PresenceManager(Service):
         return [s for s in self.router.resources_of(bare) if s.available]
 
     def _send_to_available(self, bare: str, stanza: etree._Element) -> None:
+        if self.router.blocked_between(stanza.get("from") or bare, bare):
+            return
         data = etree.tostring(stanza)
         for session in self._available_sessions(bare):
             session.send(data)
@@ -536,6 +540,8 @@ class PresenceManager(Service):
         try:
             jid = JID.parse(contact)
         except JIDError:
+            return
+        if self.router.blocked_between(pres.get("from") or contact, contact):
             return
         if self.router.is_local(jid):
             if jid.local is not None:

@@ -50,6 +50,7 @@ roster = cast(sa.Table, models.RosterItemRow.__table__)
 versions = cast(sa.Table, models.RosterVersion.__table__)
 pending = cast(sa.Table, models.PendingSubscription.__table__)
 offline = cast(sa.Table, models.OfflineMessage.__table__)
+blocked = models.blocklist_items
 
 UserListener = Callable[[str], None]
 
@@ -186,7 +187,8 @@ class Database:
         log.info("event=password_changed localpart=%s", localpart)
 
     def delete_user(self, localpart: str) -> bool:
-        """Remove an account and its roster, pending subscriptions and offline messages.
+        """Remove an account and its roster, pending subscriptions, offline messages and
+        blocklist.
 
         The roster version is bumped rather than deleted, so a client that cached the old
         account's roster cannot mistake it for a recreated account's one. Returns whether
@@ -198,6 +200,7 @@ class Database:
             conn.execute(roster.delete().where(_owned_by(roster.c.owner, localpart)))
             conn.execute(pending.delete().where(_owned_by(pending.c.owner, localpart)))
             conn.execute(offline.delete().where(_owned_by(offline.c.owner, localpart)))
+            conn.execute(blocked.delete().where(_owned_by(blocked.c.owner, localpart)))
             conn.execute(
                 versions.update()
                 .where(_owned_by(versions.c.owner, localpart))

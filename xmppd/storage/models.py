@@ -133,8 +133,9 @@ class OfflineMessage(Base):
 
 
 # ---------------------------------------------------------------------------- MUC
-# XEP-0045 rooms, their message archive, affiliations and registered nicks (migration
-# 0002_muc); the queries are :class:`xmppd.storage.muc.MucStore`'s.
+# XEP-0045 rooms, their message archive, affiliations and registered nicks (migrations
+# 0002_muc, 0003_muc_registered_members); the queries are
+# :class:`xmppd.storage.muc.MucStore`'s.
 
 muc_rooms = sa.Table(
     "muc_rooms",
@@ -169,6 +170,11 @@ muc_affiliations = sa.Table(
     sa.Column("room", sa.String(LOCALPART_MAX), primary_key=True),
     sa.Column("jid", sa.String(JID_MAX), primary_key=True),
     sa.Column("affiliation", sa.String(8), nullable=False),
+    #: a ``member`` affiliation that in-band registration gave (XEP-0045 §7.10), which
+    #: unregistering takes back (migration 0003)
+    sa.Column(
+        "by_registration", sa.Boolean, nullable=False, default=False, server_default=sa.false()
+    ),
     **_MYSQL_TABLE,
 )
 
@@ -184,5 +190,17 @@ muc_nicks = sa.Table(
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.UniqueConstraint("room", "nick_key"),
     sa.UniqueConstraint("room", "jid"),
+    **_MYSQL_TABLE,
+)
+
+
+# ----------------------------------------------------------------------- blocking
+blocklist_items = sa.Table(
+    "blocklist_items",
+    metadata,
+    #: the local account (bare JID) that blocks
+    sa.Column("owner", sa.String(JID_MAX), primary_key=True),
+    #: the blocked JID as XEP-0191 items name it: a domain, bare or full JID (normalised)
+    sa.Column("jid", sa.String(JID_MAX), primary_key=True),
     **_MYSQL_TABLE,
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +56,8 @@ class StoredRoom:
     subject: str
     subject_nick: str
     affiliations: dict[str, str]
+    #: members whose ``member`` affiliation in-band registration gave (XEP-0045 §7.10)
+    registered_members: set[str] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -82,8 +84,9 @@ def _apply(conn: sa.Connection, w: Write) -> None:
         if v["affiliation"] == "none":
             conn.execute(affiliations.delete().where(where))
         else:
-            upsert(conn, affiliations, ["room", "jid"], dict(v),
-                    {"affiliation": v["affiliation"]})  # fmt: skip
+            row = {**v, "by_registration": bool(v.get("by_registration", False))}
+            changed = {k: row[k] for k in ("affiliation", "by_registration")}
+            upsert(conn, affiliations, ["room", "jid"], row, changed)
     elif w.kind == "nick":
         _set_nick(conn, v["room"], v["jid"], v["nick"])
     else:
@@ -203,10 +206,20 @@ class MucStore:
     def load_rooms(self) -> list[StoredRoom]:
         with self.db.connection() as conn:
             affs: dict[str, dict[str, str]] = {}
+            by_registration: dict[str, set[str]] = {}
             for row in conn.execute(sa.select(affiliations)):
                 affs.setdefault(row.room, {})[row.jid] = row.affiliation
+                if row.by_registration:
+                    by_registration.setdefault(row.room, set()).add(row.jid)
             return [
-                StoredRoom(r.name, r.settings_json, r.subject, r.subject_nick, affs.get(r.name, {}))
+                StoredRoom(
+                    r.name,
+                    r.settings_json,
+                    r.subject,
+                    r.subject_nick,
+                    affs.get(r.name, {}),
+                    by_registration.get(r.name, set()),
+                )
                 for r in conn.execute(sa.select(rooms).order_by(rooms.c.name))
             ]
 

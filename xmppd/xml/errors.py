@@ -7,6 +7,8 @@ protocol code is our bug and is logged loudly by the shell.
 
 from __future__ import annotations
 
+import copy
+
 from lxml import etree
 
 from xmppd.xml import ns
@@ -70,12 +72,20 @@ class StreamError(Exception):
 class StanzaError(Exception):
     """A stanza cannot be handled; answer the sender with an error stanza."""
 
-    def __init__(self, condition: str, text: str | None = None, type_: str | None = None) -> None:
+    def __init__(
+        self,
+        condition: str,
+        text: str | None = None,
+        type_: str | None = None,
+        app: etree._Element | None = None,
+    ) -> None:
         assert condition in STANZA_ERROR_TYPES, condition
         super().__init__(f"{condition}: {text}" if text else condition)
         self.condition = condition
         self.text = text
         self.type = type_ or STANZA_ERROR_TYPES[condition]
+        #: An application-specific condition element (RFC 6120 §8.3.4), if any.
+        self.app = app
 
 
 def stream_error_bytes(
@@ -127,5 +137,8 @@ def error_reply(
     stanza_id = stanza.get("id")
     if stanza_id is not None:
         reply.set("id", stanza_id)
-    reply.append(error_element(error.condition, error.type, error.text, by))
+    err = error_element(error.condition, error.type, error.text, by)
+    if error.app is not None:
+        err.append(copy.deepcopy(error.app))
+    reply.append(err)
     return reply

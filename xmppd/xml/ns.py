@@ -21,3 +21,5 @@ TIME = "urn:xmpp:time"
 DELAY = "urn:xmpp:delay"
 XML = "http://www.w3.org/XML/1998/namespace"
 XML_LANG = "{%s}lang" % XML
+BLOCKING = "urn:xmpp:blocking"
+BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
