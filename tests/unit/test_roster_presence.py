@@ -31,6 +31,7 @@ from xmppd.jid import JID
 from xmppd.services.offline import delay_stamp, worth_storing
 from xmppd.services.presence import SubState, inbound_state, outbound_state, parse_priority
 from xmppd.services.roster import OwnerLocks, RosterLimits
+from xmppd.session import Session
 from xmppd.stream.sm import R as ACK_REQUEST
 from xmppd.stream.sm import StreamManagement
 from xmppd.xml import ns
@@ -994,3 +995,31 @@ async def test_roster_get_reply_has_no_client_facing_pending_state(h: Harness) -
     result = await bob.get_roster()
     [item] = list(result.find(R + "query"))
     assert item.get("subscription") == "none" and item.get("ask") is None
+
+
+async def test_presence_watchers_hear_available_updates_and_unavailable(h: Harness) -> None:
+    heard: list[tuple[str, bool, str | None]] = []
+
+    async def watcher(session: Session, available: bool) -> None:
+        status = session.presence.findtext(C + "status") if session.presence is not None else None
+        heard.append((session.full_str, available, status))
+
+    async def broken(_session: Session, _available: bool) -> None:
+        raise RuntimeError("a watcher's bug")
+
+    h.presence.watch(broken)
+    h.presence.watch(watcher)
+    alice = await h.connect(f"{ALICE}/desk")
+    await alice.go_online()
+    await alice.send("<presence><status>away</status></presence>")
+    await alice.send("<presence type='unavailable'/>")
+    await alice.send("<presence type='unavailable'/>")  # not available: nobody told again
+    bob = await h.connect(f"{BOB}/b", online=True)
+    await bob.end()  # the stream ends without unavailable presence (§4.5.2)
+    assert heard == [
+        (f"{ALICE}/desk", True, None),
+        (f"{ALICE}/desk", True, "away"),
+        (f"{ALICE}/desk", False, None),
+        (f"{BOB}/b", True, None),
+        (f"{BOB}/b", False, None),
+    ]

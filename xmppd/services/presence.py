@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Self
 
 from lxml import etree
@@ -45,8 +45,13 @@ log = logging.getLogger("xmppd.presence")
 
 PRESENCE = "{%s}presence" % ns.CLIENT
 SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
+#: ``await watcher(session, available)``: a local resource became available (or sent
+#: a presence update: ``session.presence`` is the new one) or went unavailable.
+PresenceWatcher = Callable[[Session, bool], Awaitable[None]]
+
 __all__ = [
     "PresenceManager",
+    "PresenceWatcher",
     "SubState",
     "inbound_state",
     "outbound_state",
@@ -92,6 +97,8 @@ class PresenceManager(Service):
         self.adb = adb
         self.roster = roster
         self.offline = offline
+        #: Told when a local resource becomes available or unavailable (:meth:`watch`).
+        self.watchers: list[PresenceWatcher] = []
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self:
@@ -102,6 +109,19 @@ class PresenceManager(Service):
         ctx.router.presence_handler = manager
         ctx.router.features.add(ns.PRE_APPROVAL)
         return manager
+
+    def watch(self, watcher: PresenceWatcher) -> None:
+        """Call ``watcher`` after each available presence (initial or update) a local
+        resource broadcasts, and after it goes unavailable (sent, or its stream ended):
+        for services that follow resources (XEP-0163 PEP notifications, XEP-0115 caps)."""
+        self.watchers.append(watcher)
+
+    async def _tell_watchers(self, session: Session, available: bool) -> None:
+        for watcher in self.watchers:
+            try:
+                await watcher(session, available)
+            except Exception:  # one watcher's bug must not stop presence for anyone
+                log.exception("event=presence_watcher_failed jid=%s", session.full_str)
 
     # ------------------------------------------------------- PresenceHandler API
     async def outbound(self, stanza: etree._Element, origin: Session) -> None:
@@ -193,6 +213,7 @@ class PresenceManager(Service):
             await self._deliver_pending_requests(origin)
         if self.offline is not None and origin.priority >= 0 and (initial or was_negative):
             self.offline.start(origin)
+        await self._tell_watchers(origin, True)
 
     async def _unavailable(self, stanza: etree._Element, origin: Session) -> None:
         """Unavailable presence (§4.5): subscribers, own resources and directed targets."""
@@ -209,6 +230,7 @@ class PresenceManager(Service):
             for session in self._available_sessions(origin.bare_str):
                 session.send(etree.tostring(_addressed(pres, session.full_str)))
         targets = sorted(origin.directed_presence)
+        was_available = origin.available
         origin.available = False
         origin.presence = None
         origin.directed_presence.clear()
@@ -220,6 +242,8 @@ class PresenceManager(Service):
             if str(target_jid.bare) in covered:
                 continue  # already told through the broadcast
             await self.router.route(_addressed(pres, target))
+        if was_available:
+            await self._tell_watchers(origin, False)
 
     def _answer_own_probes(self, origin: Session, items: Iterable[RosterItem]) -> None:
         """Give a newly available resource everyone's current presence (§4.2.2, §4.3.2).
