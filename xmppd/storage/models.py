@@ -204,3 +204,39 @@ blocklist_items = sa.Table(
     sa.Column("jid", sa.String(JID_MAX), primary_key=True),
     **_MYSQL_TABLE,
 )
+
+
+# ------------------------------------------------------------------ pubsub (PEP)
+#: A PEP node name or item id as stored (``pep.max_node_length`` is at most this): with
+#: the owner's JID it still fits MariaDB's 3072-byte index key.
+PUBSUB_NAME_MAX = 256
+
+pubsub_nodes = sa.Table(
+    "pubsub_nodes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    #: the account (bare JID) whose PEP service holds the node (XEP-0163)
+    sa.Column("owner", sa.String(JID_MAX), nullable=False),
+    #: the node name exactly as the client gave it
+    sa.Column("node", sa.String(PUBSUB_NAME_MAX), nullable=False),
+    #: xmppd.pubsub.nodeconfig.NodeConfig as JSON
+    sa.Column("config", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("owner", "node"),
+    **_MYSQL_TABLE,
+)
+
+pubsub_items = sa.Table(
+    "pubsub_items",
+    metadata,
+    #: increasing: the order items were published in (a re-published id moves last)
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("node_id", BigId, sa.ForeignKey("pubsub_nodes.id"), nullable=False),
+    sa.Column("item_id", sa.String(PUBSUB_NAME_MAX), nullable=False),
+    #: the item's one payload element, serialised
+    sa.Column("payload", StanzaText, nullable=False),
+    sa.Column("publisher", sa.String(JID_MAX), nullable=False),
+    sa.Column("published_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("node_id", "item_id"),
+    **_MYSQL_TABLE,
+)
