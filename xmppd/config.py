@@ -24,6 +24,7 @@ from xmppd import settings
 from xmppd.bosh.config import BoshConfig
 from xmppd.jid import JIDError, nameprep_domain
 from xmppd.muc.config import MucConfig
+from xmppd.pubsub.config import PepConfig
 from xmppd.settings import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -433,6 +434,7 @@ class Config:
     database: DatabaseConfig = field(default_factory=DatabaseConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     muc: MucConfig = field(default_factory=MucConfig)
+    pep: PepConfig = field(default_factory=PepConfig)
     component_listener: ComponentListenerConfig = field(default_factory=ComponentListenerConfig)
     components: list[ComponentConfig] = field(default_factory=list)
     http: HttpConfig = field(default_factory=HttpConfig)

