@@ -9,11 +9,12 @@ import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0004.stanza import Form
-from slixmpp.xmlstream import ET
+from slixmpp.xmlstream import ET, ElementBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -102,6 +103,18 @@ def _options(**fields: str) -> Form:
     return form
 
 
+class Diary(ElementBase):
+    """A private payload for XEP-0223."""
+
+    namespace = "urn:example:diary"
+    name = "secret"
+    plugin_attrib = "secret"
+    interfaces = {"text"}
+
+    def set_text(self, value: str) -> None:
+        self.xml.text = value
+
+
 def _payload(xml: str) -> Any:
     return ET.fromstring(xml)
 
@@ -166,3 +179,143 @@ def test_avatar_publish_notify_retrieve_and_access(server: XmppdProcess) -> None
     assert out["retrieved"] == b"\x89PNG fake avatar bytes"
     assert out["carol_reads"] == ("not-authorized", "presence-subscription-required")
     assert out["bob_publishes_to_alice"] == ("forbidden", None)
+
+
+async def _raw(client: Client, kind: str, xml: str, to: str | None = None) -> Any:
+    """An iq with ``xml`` as payload: the result's XML, or (condition, pubsub#errors child)."""
+    iq = client.make_iq_set() if kind == "set" else client.make_iq_get()
+    if to is not None:
+        iq["to"] = to
+    iq.append(ElementTree.fromstring(xml))  # noqa: S314 - the test's own literal
+    try:
+        result = await iq.send(timeout=5)
+    except IqError as exc:
+        err = exc.iq.xml.find("{jabber:client}error")
+        app = next((c.tag.split("}")[1] for c in err if c.tag.startswith(f"{{{ERRORS}}}")), None)
+        return str(exc.condition), app
+    return result.xml
+
+
+def _publish_xml(node: str, payload: str, item_id: str | None = None, **options: str) -> str:
+    quoted = node.replace("&", "&amp;").replace("'", "&apos;")
+    item = f"<item id='{item_id}'>" if item_id else "<item>"
+    form = ""
+    if options:
+        fields = "".join(
+            f"<field var='pubsub#{k}'><value>{v}</value></field>" for k, v in options.items()
+        )
+        form = (
+            "<publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' "
+            f"type='hidden'><value>{PUBSUB}#publish-options</value></field>{fields}</x>"
+            "</publish-options>"
+        )
+    return f"<pubsub xmlns='{PUBSUB}'><publish node='{quoted}'>{item}{payload}</item></publish>{form}</pubsub>"  # noqa: E501
+
+
+def _item_ids(result: Any) -> list[str]:
+    return [i.get("id") for i in result.iter(f"{{{PUBSUB}}}item")]
+
+
+def test_bookmarks_are_whitelisted_and_private_storage(server: XmppdProcess) -> None:
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        alice = await _pep(server, "alice@localhost/desk", (BOOKMARKS,))
+        phone = await _pep(server, "alice@localhost/phone", (BOOKMARKS,))
+        bob = await _pep(server, "bob@localhost/b", (BOOKMARKS,))
+        await _befriend(alice, bob)
+        await asyncio.sleep(0.3)
+        phone_events, bob_events = _events(phone), _events(bob)
+        options = {
+            "persist_items": "true",
+            "max_items": "max",
+            "send_last_published_item": "never",
+            "access_model": "whitelist",
+        }
+        for room, name in (("sax@conference.localhost", "Sax"), ("jazz@conference.localhost", "J")):
+            conference = f"<conference xmlns='{BOOKMARKS}' name='{name}' autojoin='true'><nick>al</nick></conference>"  # noqa: E501
+            out.setdefault("publish", []).append(
+                await _raw(alice, "set", _publish_xml(BOOKMARKS, conference, room, **options))
+            )
+        event = await _next_event(phone_events, BOOKMARKS)
+        out["phone_event_ids"] = [i.get("id") for i in event.iter(f"{{{EVENT}}}item")]
+        out["bob_quiet"] = await _quiet(bob_events)
+        got = await alice.plugin["xep_0060"].get_items(None, BOOKMARKS)
+        out["items"] = [
+            (i.get("id"), i.find(f"{{{BOOKMARKS}}}conference").get("name"))
+            for i in got.xml.iter(f"{{{PUBSUB}}}item")
+        ]
+        out["bob_reads"] = await _error(
+            bob.plugin["xep_0060"].get_items("alice@localhost", BOOKMARKS)
+        )
+        # the node is whitelist: asking for it to be open is a precondition not met
+        out["mismatch"] = await _raw(
+            alice,
+            "set",
+            _publish_xml(
+                BOOKMARKS, f"<conference xmlns='{BOOKMARKS}'/>", "x@y", access_model="open"
+            ),
+        )
+        # XEP-0223 private storage through slixmpp's plugin
+        secret = Diary()
+        secret["text"] = "dear diary"
+        await alice.plugin["xep_0223"].store(secret, node="urn:example:diary", id="current")
+        back = await alice.plugin["xep_0223"].retrieve("urn:example:diary", id="current")
+        out["private"] = getattr(back, "xml", back).findtext(".//{urn:example:diary}secret")
+        out["private_bob"] = await _error(
+            bob.plugin["xep_0060"].get_items("alice@localhost", "urn:example:diary")
+        )
+        conf = await alice.plugin["xep_0060"].get_node_config(None, "urn:example:diary")
+        fields = conf["pubsub_owner"]["configure"]["form"].get_fields()
+        out["private_access"] = fields["pubsub#access_model"]["value"]
+        for client in (alice, phone, bob):
+            await client.close()
+        return out
+
+    out = run(scenario, timeout=60)
+    assert all(_item_ids(r) for r in out["publish"])
+    assert out["phone_event_ids"] == ["sax@conference.localhost"]
+    assert out["bob_quiet"]
+    assert out["items"] == [("sax@conference.localhost", "Sax"), ("jazz@conference.localhost", "J")]
+    assert out["bob_reads"] == ("not-allowed", "closed-node")
+    assert out["mismatch"] == ("conflict", "precondition-not-met")
+    assert out["private"] == "dear diary"
+    assert out["private_bob"] == ("not-allowed", "closed-node")
+    assert out["private_access"] == "whitelist"
+
+
+def test_last_item_on_presence_survives_a_restart(server: XmppdProcess) -> None:
+    async def before() -> None:
+        alice = await _pep(server, "alice@localhost/a")
+        bob = await _pep(server, "bob@localhost/b")
+        await _befriend(alice, bob)
+        meta = f"<metadata xmlns='{AVATAR_META}'><info id='abc' bytes='3' type='image/png'/></metadata>"  # noqa: E501
+        await _raw(alice, "set", _publish_xml(AVATAR_META, meta, "abc"))
+        for client in (alice, bob):
+            await client.close()
+
+    async def after() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        bob = Client("bob@localhost/b2", "secret", PEP_PLUGINS)
+        events = _events(bob)
+        bob.plugin["feature_mechanisms"].unencrypted_plain = True
+        bob.connect(host="127.0.0.1", port=server.port)
+        await asyncio.wait_for(bob.started, 10)
+        await bob.plugin["xep_0115"].update_caps(broadcast=False)
+        bob.send_presence()
+        event = await _next_event(events, AVATAR_META)
+        out["from"] = event.get("from")
+        out["delayed"] = event.find("{urn:xmpp:delay}delay") is not None
+        out["id"] = [i.get("id") for i in event.iter(f"{{{EVENT}}}item")]
+        carol = await _pep(server, "carol@localhost/c")
+        carol_events = _events(carol)
+        out["carol_quiet"] = await _quiet(carol_events)
+        for client in (bob, carol):
+            await client.close()
+        return out
+
+    run(before, timeout=40)
+    server.restart()
+    out = run(after, timeout=40)
+    assert out["from"] == "alice@localhost"
+    assert out["delayed"] and out["id"] == ["abc"]
+    assert out["carol_quiet"]
