@@ -213,7 +213,7 @@ def _publish_xml(node: str, payload: str, item_id: str | None = None, **options:
 
 
 def _item_ids(result: Any) -> list[str]:
-    return [i.get("id") for i in result.iter(f"{{{PUBSUB}}}item")]
+    return [i.get("id") for i in getattr(result, "xml", result).iter(f"{{{PUBSUB}}}item")]
 
 
 def test_bookmarks_are_whitelisted_and_private_storage(server: XmppdProcess) -> None:
@@ -319,3 +319,143 @@ def test_last_item_on_presence_survives_a_restart(server: XmppdProcess) -> None:
     assert out["from"] == "alice@localhost"
     assert out["delayed"] and out["id"] == ["abc"]
     assert out["carol_quiet"]
+
+
+def test_bad_input_gets_the_xeps_errors_and_stores_nothing(server: XmppdProcess) -> None:
+    odd_names = ["a/b/c", "with spaces  ", "ünï/cødé ✓ 日本", "x" * 256]
+    notes = "urn:example:notes"
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        alice = await _pep(server, "alice@localhost/a", (notes,))
+        other = await _pep(server, "alice@localhost/other", (notes,))
+        bob = await _pep(server, "bob@localhost/b")
+        await asyncio.sleep(0.3)
+        events = _events(other)
+        note = f"<note xmlns='{notes}'>hi</note>"
+        big = f"<note xmlns='{notes}'>{'x' * 5000}</note>"
+        out["too_big"] = await _raw(alice, "set", _publish_xml("big", big))
+        out["too_big_stored"] = await _raw(
+            alice, "get", f"<pubsub xmlns='{PUBSUB}'><items node='big'/></pubsub>"
+        )
+        two = f"<note xmlns='{notes}'/><note xmlns='{notes}'/>"
+        out["two_payloads"] = await _raw(alice, "set", _publish_xml(notes, two))
+        out["no_payload"] = await _raw(alice, "set", _publish_xml(notes, ""))
+        out["no_node"] = await _raw(
+            alice,
+            "set",
+            f"<pubsub xmlns='{PUBSUB}'><publish><item>{note}</item></publish></pubsub>",
+        )
+        out["long_name"] = await _raw(alice, "set", _publish_xml("n" * 3000, note))
+        # an absurd max_items is clamped to [pep] max_items (50 here)
+        out["absurd"] = await _raw(
+            alice, "set", _publish_xml(notes, note, "1", max_items="1000000000")
+        )
+        conf = await alice.plugin["xep_0060"].get_node_config(None, notes)
+        out["max_items"] = conf["pubsub_owner"]["configure"]["form"].get_fields()[
+            "pubsub#max_items"
+        ]["value"]
+        out["bad_max"] = await _raw(
+            alice,
+            "get",
+            f"<pubsub xmlns='{PUBSUB}'><items node='{notes}' max_items='-3'/></pubsub>",
+        )
+        await asyncio.wait_for(events.get(), 5)  # the notification of item 1
+        await _raw(alice, "set", _publish_xml(notes, note, "2"))
+        await asyncio.wait_for(events.get(), 5)
+        last = await _raw(
+            alice, "get", f"<pubsub xmlns='{PUBSUB}'><items node='{notes}' max_items='1'/></pubsub>"
+        )
+        out["last"] = _item_ids(last)
+        # retract notifies (notify_retract is on by default)
+        out["retract"] = await _raw(
+            alice,
+            "set",
+            f"<pubsub xmlns='{PUBSUB}'><retract node='{notes}'><item id='1'/></retract></pubsub>",
+        )
+        retract = await asyncio.wait_for(events.get(), 5)
+        out["retracted"] = [r.get("id") for r in retract.iter(f"{{{EVENT}}}retract")]
+        out["retract_again"] = await _raw(
+            alice,
+            "set",
+            f"<pubsub xmlns='{PUBSUB}'><retract node='{notes}'><item id='1'/></retract></pubsub>",
+        )
+        # odd node names are stored as given
+        for name in odd_names:
+            await _raw(alice, "set", _publish_xml(name, note, "k"))
+        listed = await alice.plugin["xep_0030"].get_items(jid="alice@localhost")
+        out["listed"] = {n for _j, n, _name in listed["disco_items"]["items"]}
+        out["odd_read"] = [
+            _item_ids(await alice.plugin["xep_0060"].get_items(None, name)) for name in odd_names
+        ]
+        out["bob_lists"] = (await bob.plugin["xep_0030"].get_items(jid="alice@localhost"))[
+            "disco_items"
+        ]["items"]
+        # another account's PEP: publishing is forbidden, owner requests too
+        out["bob_publishes"] = await _raw(
+            bob, "set", _publish_xml(notes, note), to="alice@localhost"
+        )
+        out["bob_purges"] = await _raw(
+            bob,
+            "set",
+            f"<pubsub xmlns='{PUBSUB}#owner'><purge node='{notes}'/></pubsub>",
+            to="alice@localhost",
+        )
+        out["bob_reads_missing"] = await _raw(
+            bob,
+            "get",
+            f"<pubsub xmlns='{PUBSUB}'><items node='nope'/></pubsub>",
+            to="alice@localhost",
+        )
+        out["domain"] = await _raw(
+            alice, "get", f"<pubsub xmlns='{PUBSUB}'><items node='x'/></pubsub>", to="localhost"
+        )
+        # node limit (8 here): big was never created; notes + 4 odd = 5 nodes; 3 more fit
+        for i in range(3):
+            await _raw(alice, "set", _publish_xml(f"fill{i}", note))
+        out["ninth"] = await _raw(alice, "set", _publish_xml("ninth", note))
+        # purge and delete, each notified
+        out["purge"] = await _raw(
+            alice, "set", f"<pubsub xmlns='{PUBSUB}#owner'><purge node='{notes}'/></pubsub>"
+        )
+        purge = await asyncio.wait_for(events.get(), 5)
+        out["purged"] = purge.find(f"{{{EVENT}}}event/{{{EVENT}}}purge") is not None
+        out["after_purge"] = _item_ids(await alice.plugin["xep_0060"].get_items(None, notes))
+        out["delete"] = await _raw(
+            alice, "set", f"<pubsub xmlns='{PUBSUB}#owner'><delete node='{notes}'/></pubsub>"
+        )
+        delete = await asyncio.wait_for(events.get(), 5)
+        out["deleted"] = delete.find(f"{{{EVENT}}}event/{{{EVENT}}}delete") is not None
+        out["after_delete"] = await _raw(
+            alice, "get", f"<pubsub xmlns='{PUBSUB}'><items node='{notes}'/></pubsub>"
+        )
+        await bob.plugin["xep_0199"].ping("localhost", timeout=5)  # bob's session is unharmed
+        out["still_there"] = bob.is_connected()
+        for client in (alice, other, bob):
+            await client.close()
+        return out
+
+    out = run(scenario, timeout=90)
+    assert out["too_big"] == ("not-acceptable", "payload-too-big")
+    assert out["too_big_stored"] == ("item-not-found", None)
+    assert out["two_payloads"] == ("bad-request", "invalid-payload")
+    assert out["no_payload"] == ("bad-request", "payload-required")
+    assert out["no_node"] == ("bad-request", "nodeid-required")
+    assert out["long_name"][0] == "not-acceptable"
+    assert _item_ids(out["absurd"]) == ["1"]
+    assert out["max_items"] == "50"
+    assert out["bad_max"][0] == "not-acceptable"
+    assert out["last"] == ["2"]
+    assert _item_ids(out["retract"]) == [] and out["retracted"] == ["1"]
+    assert out["retract_again"] == ("item-not-found", None)
+    assert out["listed"] == {notes, *odd_names}
+    assert out["odd_read"] == [["k"]] * len(odd_names)
+    assert not out["bob_lists"]
+    assert out["bob_publishes"] == ("forbidden", None)
+    assert out["bob_purges"] == ("forbidden", None)
+    assert out["bob_reads_missing"] == ("item-not-found", None)
+    assert out["domain"] == ("service-unavailable", None)
+    assert out["ninth"] == ("not-allowed", "max-nodes-exceeded")
+    assert out["purge"] is not None and out["purged"] and out["after_purge"] == []
+    assert out["deleted"] and out["after_delete"] == ("item-not-found", None)
+    assert out["still_there"]
