@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["xmppd.stream", "xmppd.xml"]
+PACKAGES = ["xmppd.stream", "xmppd.xml", "xmppd.pubsub"]
 #: Single sans-IO modules inside packages that also hold trio shells.
 MODULES = ["xmppd.bosh.body", "xmppd.bosh.session"]
 FORBIDDEN = ["trio", "asyncio", "sqlalchemy", "socket", "ssl", "selectors", "hypercorn", "anyio"]
