@@ -17,6 +17,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -33,6 +34,7 @@ from xmppd.storage import (
     UnknownUser,
     UserExists,
 )
+from xmppd.storage.pubsub import PubsubStore, StoredItem, TooManyNodes
 
 Kind = Literal["sqlite", "mariadb", "postgresql"]
 SERVER_KINDS: tuple[Kind, ...] = ("mariadb", "postgresql")
@@ -318,6 +320,39 @@ class StorageContract:
             versions = list(pool.map(put, range(24)))
         assert sorted(versions) == list(range(1, 25))
         assert db.get_roster(owner)[0] == 24
+
+    # -- PEP (pubsub) ---------------------------------------------------------------
+
+    def test_pubsub_nodes_and_items(self, db: Database) -> None:
+        store = PubsubStore(db)
+        at = datetime(2026, 12, 6, 12, 0, 0)
+        owner, node = "alice@example.org", "ünï/cødé ✓ " + "x" * 200
+
+        def put(item_id: str, payload: str = "<p xmlns='urn:x'/>", keep: int = 3) -> bool:
+            return store.publish(owner, node, StoredItem(item_id, payload, at), owner + "/r",
+                                 create_config="{}", max_items=keep, max_nodes=2)  # fmt: skip
+
+        assert put("1") is True and put("2") is False
+        for item_id in ("3", "4"):
+            put(item_id)
+        assert [i.item_id for i in store.items(owner, node) or []] == ["2", "3", "4"]
+        put("2", "<q xmlns='urn:x'>again</q>")  # the same id: replaced, and now the newest
+        assert [i.item_id for i in store.items(owner, node, last=2) or []] == ["4", "2"]
+        assert [i.item_id for i in store.items(owner, node, ids=["3", "9"]) or []] == ["3"]
+        assert store.items(owner, "nope") is None
+        store.publish(owner, "empty", None, owner, create_config="{}", max_items=1, max_nodes=2)
+        with pytest.raises(TooManyNodes):
+            store.create(owner, "third", "{}", max_nodes=2)
+        last = store.last_items([owner, "bob@example.org"])
+        assert [(o, n.name, i.item_id, i.payload) for o, n, i in last] == [
+            (owner, node, "2", "<q xmlns='urn:x'>again</q>")
+        ]
+        assert store.retract(owner, node, "2") is True and store.retract(owner, node, "2") is False
+        assert store.configure(owner, node, '{"max_items": 1}', 1) is True
+        assert [i.item_id for i in store.items(owner, node) or []] == ["4"]
+        assert store.purge(owner, node) and store.items(owner, node) == []
+        assert store.delete(owner, node) and store.node(owner, node) is None
+        assert [n.name for n in store.nodes(owner)] == ["empty"]
 
     # -- pending subscriptions -----------------------------------------------------
 

@@ -384,20 +384,19 @@ class PepService(Service):
             and self.router.is_local(JID.parse(i.jid))
             and not self.router.blocked_between(session.bare_str, i.jid)
         ]
-        for account in accounts:
+        for account, stored, item in await self.adb.run(self.store.last_items, accounts):
+            config = NodeConfig.from_json(stored.config)
+            if stored.name not in nodes or config.send_last_published_item != (
+                "on_sub_and_presence"
+            ):
+                continue
+            # "to"/"both" on the contact's side is "from"/"both" on the owner's
             own = account == session.bare_str
-            for stored, item in await self.adb.run(self.store.last_items, account):
-                config = NodeConfig.from_json(stored.config)
-                if stored.name not in nodes or config.send_last_published_item != (
-                    "on_sub_and_presence"
-                ):
-                    continue
-                # "to"/"both" on the contact's side is "from"/"both" on the owner's
-                if not may_read(config.access_model, owner=own, subscription="from"):
-                    continue
-                event = wire.event_items(stored.name, [_wire(item)])
-                template = wire.event_message(account, event, delay=item.published)
-                session.send(wire.addressed(template, session.full_str))
+            if not may_read(config.access_model, owner=own, subscription="from"):
+                continue
+            event = wire.event_items(stored.name, [_wire(item)])
+            template = wire.event_message(account, event, delay=item.published)
+            session.send(wire.addressed(template, session.full_str))
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Send last items once a resource's caps are resolved (see :class:`CapsTracker`)."""

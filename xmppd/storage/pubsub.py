@@ -166,32 +166,41 @@ class PubsubStore:
             rows = conn.execute(query).all()
         return [StoredItem(r.item_id, r.payload, r.published_at) for r in reversed(rows)]
 
-    def last_items(self, owner: str) -> list[tuple[StoredNode, StoredItem]]:
-        """Each of ``owner``'s nodes with its newest item (nodes without items left out)."""
+    def last_items(self, owners: Iterable[str]) -> list[tuple[str, StoredNode, StoredItem]]:
+        """Each node of ``owners`` with its newest item, as (owner, node, item); nodes
+        without items are left out. One query per 500 owners (a whole roster at once)."""
+        wanted = list(dict.fromkeys(owners))
         newest = (
             sa.select(items.c.node_id, sa.func.max(items.c.id).label("last"))
             .group_by(items.c.node_id)
             .subquery()
         )
-        query = (
-            sa.select(
-                nodes.c.node,
-                nodes.c.config,
-                items.c.item_id,
-                items.c.payload,
-                items.c.published_at,
-            )
-            .join(newest, newest.c.node_id == nodes.c.id)
-            .join(items, items.c.id == newest.c.last)
-            .where(nodes.c.owner == owner)
-            .order_by(nodes.c.node)
-        )
+        found: list[tuple[str, StoredNode, StoredItem]] = []
         with self.db.connection() as conn:
-            rows = conn.execute(query).all()
-        return [
-            (StoredNode(r.node, r.config), StoredItem(r.item_id, r.payload, r.published_at))
-            for r in rows
-        ]
+            for i in range(0, len(wanted), 500):
+                query = (
+                    sa.select(
+                        nodes.c.owner,
+                        nodes.c.node,
+                        nodes.c.config,
+                        items.c.item_id,
+                        items.c.payload,
+                        items.c.published_at,
+                    )
+                    .join(newest, newest.c.node_id == nodes.c.id)
+                    .join(items, items.c.id == newest.c.last)
+                    .where(nodes.c.owner.in_(wanted[i : i + 500]))
+                    .order_by(nodes.c.owner, nodes.c.node)
+                )
+                found.extend(
+                    (
+                        r.owner,
+                        StoredNode(r.node, r.config),
+                        StoredItem(r.item_id, r.payload, r.published_at),
+                    )
+                    for r in conn.execute(query)
+                )
+        return found
 
     # ---------------------------------------------------------------- helpers
     @staticmethod
