@@ -115,6 +115,10 @@ class Server:
         self.services = build_services(
             SERVICES, ServiceContext(config, self.router, self.adb, authenticator)
         )
+        basic = self.services.get(BasicServices)
+        #: XEP-0115 §6.3: the server's caps in the stream features (its disco#info is
+        #: fixed once the services are built).
+        self._caps = basic.disco.caps_element(self.router) if basic is not None else b""
         groupchat = self.services.get(GroupchatService)
         #: The MUC service (None: ``muc.enabled`` is false), for admin, reload and stats.
         self.muc = groupchat.muc if groupchat is not None else None
@@ -150,6 +154,7 @@ class Server:
             sm_resume_timeout=cfg.sm.resume_timeout,
             sm_request_every=cfg.sm.request_every,
             sm_max_unacked=cfg.sm.max_unacked,
+            caps=self._caps,
         )
 
     # -------------------------------------------------------------- logins

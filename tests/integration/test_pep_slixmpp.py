@@ -459,3 +459,27 @@ def test_bad_input_gets_the_xeps_errors_and_stores_nothing(server: XmppdProcess)
     assert out["purge"] is not None and out["purged"] and out["after_purge"] == []
     assert out["deleted"] and out["after_delete"] == ("item-not-found", None)
     assert out["still_there"]
+
+
+def test_server_caps_in_stream_features_verify(server: XmppdProcess) -> None:
+    """XEP-0115 §6.3: slixmpp reads the server's <c/> from the stream features, asks
+    disco#info at node#ver and keeps the ver only if it verifies."""
+
+    async def scenario() -> dict[str, Any]:
+        client = await _pep(server, "alice@localhost/a")
+        out: dict[str, Any] = {"feature": "caps" in client.features}
+        for _ in range(50):
+            out["ver"] = await client.plugin["xep_0115"].get_verstring("localhost")
+            if out["ver"]:
+                break
+            await asyncio.sleep(0.1)
+        info = await client.plugin["xep_0030"].get_info(
+            jid="localhost", node=f"urn:xmppd:caps#{out['ver']}"
+        )
+        out["identities"] = info["disco_info"]["identities"]
+        await client.close()
+        return out
+
+    out = run(scenario, timeout=30)
+    assert out["feature"] and out["ver"]
+    assert any(i[0] == "server" and i[1] == "im" for i in out["identities"])

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 from lxml import etree
 
 from xmppd.jid import JID, JIDError
+from xmppd.pubsub.caps import caps_hash, parse_info
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError
 
@@ -51,6 +52,9 @@ STREAM_ONLY_FEATURES = frozenset({ns.ROSTER_VER, ns.PRE_APPROVAL})
 #: ``await check(requester_bare, account_bare)``: may ``requester`` see ``account``'s
 #: presence (the account's roster has a subscription of type "from" or "both")?
 PresenceCheck = Callable[[JID, JID], Awaitable[bool]]
+#: XEP-0115 §4: the URI naming this software in the server's caps.
+CAPS_NODE = "urn:xmppd:caps"
+CAPS_NS = "http://jabber.org/protocol/caps"
 
 
 class AccountNodes(Protocol):
@@ -170,9 +174,13 @@ class DiscoService:
         node = stanza[0].get("node")
         kind, account = addressee_of(stanza, origin)
         if kind is Addressee.SERVER:
-            if node is not None:
+            if node is None:
+                return self._server_info(router)
+            if node != f"{CAPS_NODE}#{self.caps_ver(router)}":
                 raise StanzaError("item-not-found")
-            return self._server_info(router)
+            reply = self._server_info(router)
+            reply[0].set("node", node)  # XEP-0115 §6.2: the same info at node#ver
+            return reply
         if kind is Addressee.OTHER:
             requester = _sender_bare(stanza, origin)
             if not await self._may_see(requester, account):
@@ -204,6 +212,17 @@ class DiscoService:
     def server_features(self, router: Router) -> list[str]:
         """The server's disco features, sorted so replies (and caps hashes) are stable."""
         return sorted(f for f in router.features if f not in STREAM_ONLY_FEATURES)
+
+    def caps_ver(self, router: Router) -> str:
+        """XEP-0115 §5.1: the sha-1 ``ver`` of the server's disco#info."""
+        return caps_hash("sha-1", parse_info(self._server_info(router)[0]))
+
+    def caps_element(self, router: Router) -> bytes:
+        """The ``<c/>`` for the stream features (XEP-0115 §6.3)."""
+        c = etree.Element("{%s}c" % CAPS_NS, nsmap={None: CAPS_NS}, hash="sha-1")
+        c.set("node", CAPS_NODE)
+        c.set("ver", self.caps_ver(router))
+        return etree.tostring(c)
 
     def _server_info(self, router: Router) -> etree._Element:
         reply = result_iq()

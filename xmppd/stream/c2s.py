@@ -252,6 +252,7 @@ class C2SStream(StreamMachine[Phase, Event]):
             parts.append(b'<sub xmlns="%s"/>' % ns.PRE_APPROVAL.encode())
             if self.settings.sm_enabled:
                 parts.append(smp.FEATURE)
+        parts.append(self.settings.caps)
         parts.append(b"</stream:features>")
         return b"".join(parts)
 

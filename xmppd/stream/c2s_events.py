@@ -111,3 +111,5 @@ class C2SSettings:
     sm_resume_timeout: int = 300
     sm_request_every: int = 5
     sm_max_unacked: int = 500
+    #: The server's XEP-0115 ``<c/>`` (§6.3), serialised, for the stream features.
+    caps: bytes = b""
