@@ -38,6 +38,7 @@ def server(tmp_path: Path) -> Iterator[XmppdProcess]:
         tmp_path,
         users=("alice", "bob", "carol"),
         pep={"max_payload_bytes": 4096, "max_items": 50, "max_nodes": 8},
+        limits={"max_stanza_size": 10_000},
     ) as srv:
         yield srv
 
@@ -431,6 +432,12 @@ def test_bad_input_gets_the_xeps_errors_and_stores_nothing(server: XmppdProcess)
         )
         await bob.plugin["xep_0199"].ping("localhost", timeout=5)  # bob's session is unharmed
         out["still_there"] = bob.is_connected()
+        # an items result carries at most limits.max_stanza_size of payloads, newest first
+        await _raw(alice, "set", f"<pubsub xmlns='{PUBSUB}#owner'><delete node='fill0'/></pubsub>")
+        for i in range(4):
+            chunk = f"<note xmlns='{notes}'>{str(i) * 3900}</note>"
+            await _raw(alice, "set", _publish_xml("bulky", chunk, f"b{i}", max_items="10"))
+        out["bulky"] = _item_ids(await alice.plugin["xep_0060"].get_items(None, "bulky"))
         for client in (alice, other, bob):
             await client.close()
         return out
@@ -459,6 +466,7 @@ def test_bad_input_gets_the_xeps_errors_and_stores_nothing(server: XmppdProcess)
     assert out["purge"] is not None and out["purged"] and out["after_purge"] == []
     assert out["deleted"] and out["after_delete"] == ("item-not-found", None)
     assert out["still_there"]
+    assert out["bulky"] == ["b2", "b3"]
 
 
 def test_server_caps_in_stream_features_verify(server: XmppdProcess) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Self
 import trio
 from lxml import etree
 
-from xmppd.jid import JID
+from xmppd.jid import JID, JIDError
 from xmppd.pubsub import nodeconfig, wire
 from xmppd.pubsub.access import denied, may_read
 from xmppd.pubsub.config import PepConfig
@@ -37,6 +37,7 @@ from xmppd.services.disco import Addressee, addressee_of, result_iq
 from xmppd.services.lifecycle import Service, ServiceContext
 from xmppd.services.pep_caps import CapsTracker
 from xmppd.services.presence import PresenceManager
+from xmppd.services.roster import OwnerLocks
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase
 from xmppd.storage.pubsub import PubsubStore, StoredItem, TooManyNodes
@@ -63,10 +64,18 @@ class PepService(Service):
     name = "pep"
     needs = (PresenceManager, BasicServices)
 
-    def __init__(self, router: Router, adb: AsyncDatabase, config: PepConfig) -> None:
+    def __init__(
+        self, router: Router, adb: AsyncDatabase, config: PepConfig, result_bytes: int = 262_144
+    ) -> None:
         self.router = router
         self.adb = adb
         self.config = config
+        #: Payload bytes one items result carries at most (the newest item always): a
+        #: reader never gets more than ``limits.max_stanza_size`` at once (§6.5.7).
+        self.result_bytes = result_bytes
+        #: One write at a time per account: a read-check-write (auto-create, preconditions)
+        #: must not interleave with another for the same nodes.
+        self.locks = OwnerLocks()
         self.store = PubsubStore(adb.db)
         self.caps = CapsTracker(router, config.caps_cache_size, self.send_last_items)
 
@@ -76,7 +85,7 @@ class PepService(Service):
         config = ctx.config.pep
         if not config.enabled:
             return None
-        service = cls(ctx.router, ctx.adb, config)
+        service = cls(ctx.router, ctx.adb, config, ctx.config.limits.max_stanza_size)
         for table in (ctx.router.account_iq, ctx.router.server_iq):
             table[P + "pubsub"] = service.handle_pubsub
             table[O + "pubsub"] = service.handle_owner
@@ -96,7 +105,10 @@ class PepService(Service):
             raise StanzaError("service-unavailable", "pubsub lives on each account (PEP)")
         requester = origin.bare if origin is not None else None
         if requester is None and stanza.get("from"):
-            requester = JID.parse(stanza.get("from", "")).bare
+            try:
+                requester = JID.parse(stanza.get("from", "")).bare
+            except JIDError:
+                requester = None
         return account, requester, kind is Addressee.OWN
 
     def _node_name(self, el: etree._Element) -> str:
@@ -124,12 +136,14 @@ class PepService(Service):
             return await self._items(verb, account, requester, own)
         if kind == "set" and name in ("publish", "retract", "create") and not own:
             raise StanzaError("forbidden", "only the account itself publishes to its PEP")
-        if kind == "set" and name == "publish":
-            return await self._publish(verb, children[1:], str(account), stanza.get("from", ""))
-        if kind == "set" and name == "retract":
-            return await self._retract(verb, str(account))
-        if kind == "set" and name == "create":
-            return await self._create(verb, children[1:], str(account))
+        if kind == "set" and name in ("publish", "retract", "create"):
+            async with self.locks.hold(str(account)):
+                if name == "publish":
+                    sender = stanza.get("from", "")
+                    return await self._publish(verb, children[1:], str(account), sender)
+                if name == "retract":
+                    return await self._retract(verb, str(account))
+                return await self._create(verb, children[1:], str(account))
         if name in ("subscribe", "unsubscribe", "options", "subscriptions", "affiliations"):
             raise _unsupported(name if name != "options" else "subscription-options")
         raise StanzaError("bad-request", "not a pubsub request this service knows")
@@ -262,7 +276,19 @@ class PepService(Service):
         if request.get("max_items") is not None:
             last = nodeconfig.parse_max_items(request.get("max_items", ""), self.config.max_items)
         found = await self.adb.run(self.store.items, owner, node, ids or None, last)
-        return _result(wire.items_result(node, [_wire(i) for i in found or []]))
+        return _result(wire.items_result(node, self._within_budget(found or [])))
+
+    def _within_budget(self, found: list[StoredItem]) -> list[wire.Item]:
+        """The newest items whose payloads fit :attr:`result_bytes` (at least one), in
+        publish order: a node of many large items is read newest first, in part."""
+        kept: list[wire.Item] = []
+        total = 0
+        for item in reversed(found):
+            total += len(item.payload)
+            if kept and total > self.result_bytes:
+                break
+            kept.append(_wire(item))
+        return kept[::-1]
 
     async def _may_read(
         self, config: NodeConfig, account: JID, requester: JID | None, own: bool
@@ -290,6 +316,12 @@ class PepService(Service):
         if not children or not children[0].tag.startswith(O):
             raise StanzaError("bad-request", "an empty pubsub#owner request")
         verb, kind = children[0], stanza.get("type")
+        async with self.locks.hold(owner):
+            return await self._owner_request(verb, kind, owner)
+
+    async def _owner_request(
+        self, verb: etree._Element, kind: str | None, owner: str
+    ) -> etree._Element:
         name = etree.QName(verb).localname
         if name == "default" and kind == "get":
             return _owner_result("default", None, self._form(NodeConfig()))
