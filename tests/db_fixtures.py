@@ -221,6 +221,10 @@ class StorageContract:
         db.add_pending_subscription("eve2@example.org", "x@y", "<presence/>")
         assert db.store_offline("eve@example.org", "<message/>")
         assert db.store_offline("eve2@example.org", "<message id='2'/>")
+        pep = PubsubStore(db)
+        for owner in ("eve@example.org", "eve2@example.org"):
+            item = StoredItem("current", "<avatar xmlns='urn:x'/>", datetime(2026, 1, 1))
+            pep.publish(owner, "n", item, owner, create_config="{}", max_items=1, max_nodes=5)
         version_before = db.get_roster("eve@example.org")[0]
 
         assert db.delete_user("Eve") is True
@@ -234,6 +238,8 @@ class StorageContract:
         assert [i.jid for i in db.get_roster("frank@example.org")[1]] == ["eve@example.org"]
         assert db.get_pending_subscriptions("eve2@example.org") == [("x@y", "<presence/>")]
         assert db.list_offline("eve2@example.org") == ["<message id='2'/>"]
+        assert pep.nodes("eve@example.org") == [] and pep.items("eve@example.org", "n") is None
+        assert [i.item_id for i in pep.items("eve2@example.org", "n") or []] == ["current"]
         assert db.delete_user("eve") is False
 
     def test_create_users_bulk_is_one_transaction(self, db: Database) -> None:

@@ -491,3 +491,22 @@ def test_server_caps_in_stream_features_verify(server: XmppdProcess) -> None:
     out = run(scenario, timeout=30)
     assert out["feature"] and out["ver"]
     assert any(i[0] == "server" and i[1] == "im" for i in out["identities"])
+
+
+def test_switched_off_pep_is_not_advertised(tmp_path: Path) -> None:
+    with running_server(tmp_path, users=("alice",), pep={"enabled": False}) as srv:
+
+        async def scenario() -> dict[str, Any]:
+            alice = await _pep(srv, "alice@localhost/a")
+            info = await alice.plugin["xep_0030"].get_info(jid="alice@localhost")
+            out = {
+                "identities": [i[:2] for i in info["disco_info"]["identities"]],
+                "features": [f for f in info["disco_info"]["features"] if "pubsub" in f],
+                "publish": await _raw(alice, "set", _publish_xml("n", "<x xmlns='urn:x'/>")),
+            }
+            await alice.close()
+            return out
+
+        out = run(scenario, timeout=30)
+    assert ("pubsub", "pep") not in out["identities"] and out["features"] == []
+    assert out["publish"] == ("service-unavailable", None)

@@ -51,6 +51,8 @@ versions = cast(sa.Table, models.RosterVersion.__table__)
 pending = cast(sa.Table, models.PendingSubscription.__table__)
 offline = cast(sa.Table, models.OfflineMessage.__table__)
 blocked = models.blocklist_items
+ps_nodes = models.pubsub_nodes
+ps_items = models.pubsub_items
 
 UserListener = Callable[[str], None]
 
@@ -187,8 +189,8 @@ class Database:
         log.info("event=password_changed localpart=%s", localpart)
 
     def delete_user(self, localpart: str) -> bool:
-        """Remove an account and its roster, pending subscriptions, offline messages and
-        blocklist.
+        """Remove an account and its roster, pending subscriptions, offline messages,
+        blocklist and PEP nodes (a re-created account must not inherit them).
 
         The roster version is bumped rather than deleted, so a client that cached the old
         account's roster cannot mistake it for a recreated account's one. Returns whether
@@ -201,6 +203,9 @@ class Database:
             conn.execute(pending.delete().where(_owned_by(pending.c.owner, localpart)))
             conn.execute(offline.delete().where(_owned_by(offline.c.owner, localpart)))
             conn.execute(blocked.delete().where(_owned_by(blocked.c.owner, localpart)))
+            owned = sa.select(ps_nodes.c.id).where(_owned_by(ps_nodes.c.owner, localpart))
+            conn.execute(ps_items.delete().where(ps_items.c.node_id.in_(owned)))
+            conn.execute(ps_nodes.delete().where(_owned_by(ps_nodes.c.owner, localpart)))
             conn.execute(
                 versions.update()
                 .where(_owned_by(versions.c.owner, localpart))
