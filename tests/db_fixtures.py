@@ -359,6 +359,15 @@ class StorageContract:
         assert store.purge(owner, node) and store.items(owner, node) == []
         assert store.delete(owner, node) and store.node(owner, node) is None
         assert [n.name for n in store.nodes(owner)] == ["empty"]
+        # names differing only in trailing spaces are different nodes and items everywhere
+        # (MariaDB's collations would compare them equal)
+        for name in ("pad", "pad  "):
+            store.publish(owner, name, StoredItem(name, f"<{name.strip()} xmlns='urn:x'/>", at),
+                          owner, create_config="{}", max_items=5, max_nodes=5)  # fmt: skip
+        assert [[i.item_id for i in store.items(owner, n) or []] for n in ("pad", "pad  ")] == [
+            ["pad"],
+            ["pad  "],
+        ]
 
     # -- pending subscriptions -----------------------------------------------------
 

@@ -23,6 +23,7 @@ depends_on: str | Sequence[str] | None = None
 MYSQL_TABLE = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"}
 JID = sa.String(length=383)
 NAME = sa.String(length=256)
+KEY = sa.String(length=64)
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 STANZA_TEXT = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
@@ -33,10 +34,11 @@ def upgrade() -> None:
         sa.Column("id", BIG_ID, autoincrement=True, nullable=False),
         sa.Column("owner", JID, nullable=False),
         sa.Column("node", NAME, nullable=False),
+        sa.Column("node_key", KEY, nullable=False),
         sa.Column("config", sa.Text(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pubsub_nodes")),
-        sa.UniqueConstraint("owner", "node", name=op.f("uq_pubsub_nodes_owner_node")),
+        sa.UniqueConstraint("owner", "node_key", name=op.f("uq_pubsub_nodes_owner_node_key")),
         **MYSQL_TABLE,
     )
     op.create_table(
@@ -44,6 +46,7 @@ def upgrade() -> None:
         sa.Column("id", BIG_ID, autoincrement=True, nullable=False),
         sa.Column("node_id", BIG_ID, nullable=False),
         sa.Column("item_id", NAME, nullable=False),
+        sa.Column("item_key", KEY, nullable=False),
         sa.Column("payload", STANZA_TEXT, nullable=False),
         sa.Column("publisher", JID, nullable=False),
         sa.Column("published_at", sa.DateTime(), nullable=False),
@@ -53,7 +56,7 @@ def upgrade() -> None:
             name=op.f("fk_pubsub_items_node_id_pubsub_nodes"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pubsub_items")),
-        sa.UniqueConstraint("node_id", "item_id", name=op.f("uq_pubsub_items_node_id_item_id")),
+        sa.UniqueConstraint("node_id", "item_key", name=op.f("uq_pubsub_items_node_id_item_key")),
         **MYSQL_TABLE,
     )
 

@@ -207,9 +207,11 @@ blocklist_items = sa.Table(
 
 
 # ------------------------------------------------------------------ pubsub (PEP)
-#: A PEP node name or item id as stored (``pep.max_node_length`` is at most this): with
-#: the owner's JID it still fits MariaDB's 3072-byte index key.
+#: A PEP node name or item id as stored (``pep.max_node_length`` is at most this).
 PUBSUB_NAME_MAX = 256
+#: Names are looked up by their SHA-256 (hex), not compared as text: MariaDB's collations
+#: pad trailing spaces ('n' = 'n  '), and node names are kept exactly as given.
+PUBSUB_KEY = 64
 
 pubsub_nodes = sa.Table(
     "pubsub_nodes",
@@ -219,10 +221,12 @@ pubsub_nodes = sa.Table(
     sa.Column("owner", sa.String(JID_MAX), nullable=False),
     #: the node name exactly as the client gave it
     sa.Column("node", sa.String(PUBSUB_NAME_MAX), nullable=False),
+    #: sha256(node) in hex: what lookups and uniqueness use
+    sa.Column("node_key", sa.String(PUBSUB_KEY), nullable=False),
     #: xmppd.pubsub.nodeconfig.NodeConfig as JSON
     sa.Column("config", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.UniqueConstraint("owner", "node"),
+    sa.UniqueConstraint("owner", "node_key"),
     **_MYSQL_TABLE,
 )
 
@@ -233,10 +237,12 @@ pubsub_items = sa.Table(
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
     sa.Column("node_id", BigId, sa.ForeignKey("pubsub_nodes.id"), nullable=False),
     sa.Column("item_id", sa.String(PUBSUB_NAME_MAX), nullable=False),
+    #: sha256(item_id) in hex
+    sa.Column("item_key", sa.String(PUBSUB_KEY), nullable=False),
     #: the item's one payload element, serialised
     sa.Column("payload", StanzaText, nullable=False),
     sa.Column("publisher", sa.String(JID_MAX), nullable=False),
     sa.Column("published_at", sa.DateTime, nullable=False),
-    sa.UniqueConstraint("node_id", "item_id"),
+    sa.UniqueConstraint("node_id", "item_key"),
     **_MYSQL_TABLE,
 )

@@ -3,11 +3,14 @@
 The node's configuration is kept as JSON text (``NodeConfig.to_json``): the store does not
 interpret it, except the few numbers the service hands in (how many items to keep, how
 many nodes an owner may have), so each write is one transaction that leaves the limits
-kept. Methods block: trio code calls them through ``AsyncDatabase.run``.
+kept. Node names and item ids are stored as given and found by their SHA-256
+(:func:`key`), so no backend's collation makes two names one. Methods block: trio code
+calls them through ``AsyncDatabase.run``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +21,11 @@ from xmppd.storage.database import Database
 from xmppd.storage.models import pubsub_items as items
 from xmppd.storage.models import pubsub_nodes as nodes
 from xmppd.storage.models import utcnow
+
+
+def key(name: str) -> str:
+    """The lookup key of a node name or item id: its UTF-8 SHA-256 in hex."""
+    return hashlib.sha256(name.encode("utf-8")).hexdigest()
 
 
 class TooManyNodes(Exception):
@@ -54,7 +62,9 @@ class PubsubStore:
     def node(self, owner: str, node: str) -> StoredNode | None:
         with self.db.connection() as conn:
             row = conn.execute(
-                sa.select(nodes.c.config).where(nodes.c.owner == owner, nodes.c.node == node)
+                sa.select(nodes.c.config).where(
+                    nodes.c.owner == owner, nodes.c.node_key == key(node)
+                )
             ).first()
         return None if row is None else StoredNode(node, row.config)
 
@@ -70,7 +80,13 @@ class PubsubStore:
         ).scalar_one()
         if count >= max_nodes:
             raise TooManyNodes(owner)
-        row = {"owner": owner, "node": node, "config": config, "created_at": utcnow()}
+        row = {
+            "owner": owner,
+            "node": node,
+            "node_key": key(node),
+            "config": config,
+            "created_at": utcnow(),
+        }
         return int(conn.execute(nodes.insert().values(row)).inserted_primary_key[0])
 
     def configure(self, owner: str, node: str, config: str, max_items: int) -> bool:
@@ -124,11 +140,12 @@ class PubsubStore:
                     raise KeyError(node)
                 node_id = self._create(conn, owner, node, create_config, max_nodes)
             if item is not None:
-                where = (items.c.node_id == node_id, items.c.item_id == item.item_id)
+                where = (items.c.node_id == node_id, items.c.item_key == key(item.item_id))
                 conn.execute(items.delete().where(*where))
                 row = {
                     "node_id": node_id,
                     "item_id": item.item_id,
+                    "item_key": key(item.item_id),
                     "payload": item.payload,
                     "publisher": publisher,
                     "published_at": item.published,
@@ -143,7 +160,7 @@ class PubsubStore:
             node_id = self._id(conn, owner, node)
             if node_id is None:
                 return None
-            where = (items.c.node_id == node_id, items.c.item_id == item_id)
+            where = (items.c.node_id == node_id, items.c.item_key == key(item_id))
             return conn.execute(items.delete().where(*where)).rowcount > 0
 
     def items(
@@ -159,7 +176,7 @@ class PubsubStore:
                 items.c.node_id == node_id
             )
             if ids is not None:
-                query = query.where(items.c.item_id.in_(list(ids)[:500]))
+                query = query.where(items.c.item_key.in_([key(i) for i in list(ids)[:500]]))
             query = query.order_by(items.c.id.desc())
             if last is not None:
                 query = query.limit(last)
@@ -206,7 +223,7 @@ class PubsubStore:
     @staticmethod
     def _id(conn: sa.Connection, owner: str, node: str) -> int | None:
         row = conn.execute(
-            sa.select(nodes.c.id).where(nodes.c.owner == owner, nodes.c.node == node)
+            sa.select(nodes.c.id).where(nodes.c.owner == owner, nodes.c.node_key == key(node))
         ).first()
         return None if row is None else int(row.id)
 
