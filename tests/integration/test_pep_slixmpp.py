@@ -381,6 +381,10 @@ def test_bad_input_gets_the_xeps_errors_and_stores_nothing(server: XmppdProcess)
             "set",
             f"<pubsub xmlns='{PUBSUB}'><retract node='{notes}'><item id='1'/></retract></pubsub>",
         )
+        # text after the payload element is not part of the payload (nor breaks the event)
+        await _raw(alice, "set", _publish_xml(notes, note + "trailing text", "t"))
+        tail = await asyncio.wait_for(events.get(), 5)
+        out["tail"] = [(i.get("id"), i.text, i[0].tail) for i in tail.iter(f"{{{EVENT}}}item")]
         # odd node names are stored as given
         for name in odd_names:
             await _raw(alice, "set", _publish_xml(name, note, "k"))
@@ -455,6 +459,7 @@ def test_bad_input_gets_the_xeps_errors_and_stores_nothing(server: XmppdProcess)
     assert out["last"] == ["2"]
     assert _item_ids(out["retract"]) == [] and out["retracted"] == ["1"]
     assert out["retract_again"] == ("item-not-found", None)
+    assert out["tail"] == [("t", None, None)]
     assert out["listed"] == {notes, *odd_names}
     assert out["odd_read"] == [["k"]] * len(odd_names)
     assert not out["bob_lists"]

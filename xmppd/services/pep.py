@@ -171,7 +171,7 @@ class PepService(Service):
             raise pubsub_error("bad-request", "payload-required")
         if len(payload) > 1:
             raise pubsub_error("bad-request", "invalid-payload", "one payload element per item")
-        data = etree.tostring(payload[0], encoding="unicode")
+        data = etree.tostring(payload[0], encoding="unicode", with_tail=False)
         if len(data.encode("utf-8")) > self.config.max_payload_bytes:
             raise pubsub_error(
                 "not-acceptable",
