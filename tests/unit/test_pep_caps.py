@@ -115,3 +115,23 @@ async def test_only_the_asked_resource_may_answer() -> None:
     assert tracker.interests(a) == frozenset() and len(router.awaiting) == 1
     tracker.forget_all()
     assert router.awaiting == {}
+
+
+async def test_a_question_whose_resource_left_is_asked_again() -> None:
+    router = Router("example.org", NoAccounts())
+
+    async def on_interests(session: Session, nodes: frozenset[str]) -> None:
+        return None
+
+    tracker = CapsTracker(router, 10, on_interests)
+    ver = ver_of(FEATURES)
+    a, a_out = online(router, "alice@example.org/a", ver)
+    await tracker.presence_changed(a, True)
+    await tracker.presence_changed(a, False)  # gone before answering
+    b, b_out = online(router, "bob@example.org/b", ver)
+    await tracker.presence_changed(b, True)
+    (query,) = [parse(d) for d in b_out.sent]
+    assert list(router.awaiting) == [query.get("id")]
+    answer(router, query, FEATURES)
+    assert tracker.interests(b) == {"urn:xmpp:avatar:metadata", "urn:xmpp:bookmarks:1"}
+    assert tracker.interests(a) == frozenset() and len(a_out.sent) == 1

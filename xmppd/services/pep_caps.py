@@ -16,6 +16,7 @@ import logging
 import secrets
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import trio
 from lxml import etree
@@ -31,7 +32,20 @@ log = logging.getLogger("xmppd.pep.caps")
 
 #: Unknown ``ver``s being asked about at once; beyond, the oldest question is dropped.
 MAX_PENDING = 256
+#: Seconds after which a question still unanswered is asked again of the next resource
+#: announcing that ver (the first may never answer, or have gone).
+ASK_AGAIN_AFTER = 20.0
 OnInterests = Callable[[Session, frozenset[str]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class _Question:
+    """A disco#info asked about one ver: of whom, when, and who waits for the answer."""
+
+    iq_id: str
+    asked: str
+    since: float
+    waiting: list[str]
 
 
 class CapsTracker:
@@ -45,8 +59,8 @@ class CapsTracker:
         self._ver: dict[str, tuple[str, str]] = {}
         #: full JID -> the nodes it wants notifications of
         self._nodes: dict[str, frozenset[str]] = {}
-        #: (hash, ver) -> (iq id, the announcing resource's node, full JIDs waiting)
-        self._pending: OrderedDict[tuple[str, str], tuple[str, list[str]]] = OrderedDict()
+        #: (hash, ver) -> the open question about it
+        self._pending: OrderedDict[tuple[str, str], _Question] = OrderedDict()
         self._send, self._receive = trio.open_memory_channel[tuple[Session, frozenset[str]]](
             MAX_PENDING
         )
@@ -85,20 +99,24 @@ class CapsTracker:
     def _ask(self, session: Session, key: tuple[str, str], caps_node: str) -> None:
         """§6.2: disco#info of ``node#ver`` from the resource that announced it."""
         pending = self._pending.get(key)
+        now = trio.current_time()
         if pending is not None:
-            pending[1].append(session.full_str)
-            return
+            pending.waiting.append(session.full_str)
+            if self._ver.get(pending.asked) == key and now - pending.since < ASK_AGAIN_AFTER:
+                return
+            self.router.awaiting.pop(pending.iq_id, None)  # gone or silent: ask this one
         iq_id = "caps-" + secrets.token_hex(8)
         iq = etree.Element("{%s}iq" % ns.CLIENT, type="get", id=iq_id, nsmap={None: ns.CLIENT})
         iq.set("from", self.router.domain)
         iq.set("to", session.full_str)
         etree.SubElement(iq, "{%s}query" % DISCO_INFO, nsmap={None: DISCO_INFO},
                          node=f"{caps_node}#{key[1]}")  # fmt: skip
-        self._pending[key] = (iq_id, [session.full_str])
+        waiting = pending.waiting if pending is not None else [session.full_str]
+        self._pending[key] = _Question(iq_id, session.full_str, now, waiting)
         self.router.awaiting[iq_id] = (session.full_str, lambda reply: self._answered(key, reply))
         while len(self._pending) > MAX_PENDING:
-            _old, (old_id, _waiting) = self._pending.popitem(last=False)
-            self.router.awaiting.pop(old_id, None)
+            _old, dropped = self._pending.popitem(last=False)
+            self.router.awaiting.pop(dropped.iq_id, None)
         session.send(etree.tostring(iq))
         log.debug("event=caps_asked jid=%s ver=%s", session.full_str, key[1])
 
@@ -118,7 +136,7 @@ class CapsTracker:
         self.cache.put(key[0], key[1], features)
         nodes = notify_nodes(features)
         log.info("event=caps_verified hash=%s ver=%s notify=%d", key[0], key[1], len(nodes))
-        for full in pending[1]:
+        for full in dict.fromkeys(pending.waiting):
             if self._ver.get(full) != key:
                 continue  # went away or changed its caps meanwhile
             session = self.router.session_for(JID.parse(full))
@@ -140,6 +158,6 @@ class CapsTracker:
                     log.exception("event=pep_last_items_failed jid=%s", session.full_str)
 
     def forget_all(self) -> None:
-        for iq_id, _waiting in self._pending.values():
-            self.router.awaiting.pop(iq_id, None)
+        for question in self._pending.values():
+            self.router.awaiting.pop(question.iq_id, None)
         self._pending.clear()
