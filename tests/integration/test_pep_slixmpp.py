@@ -419,6 +419,20 @@ def test_bad_input_gets_the_xeps_errors_and_stores_nothing(server: XmppdProcess)
         for i in range(3):
             await _raw(alice, "set", _publish_xml(f"fill{i}", note))
         out["ninth"] = await _raw(alice, "set", _publish_xml("ninth", note))
+        # explicit create (with a configure form); creating it again is a conflict
+        form = Form()
+        form["type"] = "submit"
+        form.add_field(var="FORM_TYPE", ftype="hidden", value=PUBSUB + "#node_config")
+        form.add_field(var="pubsub#access_model", value="open")
+        await alice.plugin["xep_0060"].delete_node(None, "fill1")
+        await alice.plugin["xep_0060"].create_node(None, "made", config=form)
+        made = await alice.plugin["xep_0060"].get_node_config(None, "made")
+        out["made"] = made["pubsub_owner"]["configure"]["form"].get_fields()["pubsub#access_model"][
+            "value"
+        ]
+        out["made_again"] = await _error(alice.plugin["xep_0060"].create_node(None, "made"))
+        default = await _raw(alice, "get", f"<pubsub xmlns='{PUBSUB}#owner'><default/></pubsub>")
+        out["default_fields"] = len(default.findall(".//{jabber:x:data}field"))
         # purge and delete, each notified
         out["purge"] = await _raw(
             alice, "set", f"<pubsub xmlns='{PUBSUB}#owner'><purge node='{notes}'/></pubsub>"
@@ -468,6 +482,8 @@ def test_bad_input_gets_the_xeps_errors_and_stores_nothing(server: XmppdProcess)
     assert out["bob_reads_missing"] == ("item-not-found", None)
     assert out["domain"] == ("service-unavailable", None)
     assert out["ninth"] == ("not-allowed", "max-nodes-exceeded")
+    assert out["made"] == "open" and out["made_again"] == ("conflict", None)
+    assert out["default_fields"] == 6
     assert out["purge"] is not None and out["purged"] and out["after_purge"] == []
     assert out["deleted"] and out["after_delete"] == ("item-not-found", None)
     assert out["still_there"]

@@ -19,6 +19,8 @@ FEATURES = tuple(
         "access-whitelist",
         "auto-create",
         "config-node",
+        "create-and-configure",
+        "create-nodes",
         "delete-items",
         "delete-nodes",
         "filtered-notifications",
@@ -31,6 +33,7 @@ FEATURES = tuple(
         "publish-options",
         "purge-nodes",
         "retract-items",
+        "retrieve-default",
         "retrieve-items",
     )
 )
