@@ -531,3 +531,27 @@ def test_switched_off_pep_is_not_advertised(tmp_path: Path) -> None:
         out = run(scenario, timeout=30)
     assert ("pubsub", "pep") not in out["identities"] and out["features"] == []
     assert out["publish"] == ("service-unavailable", None)
+
+
+def test_a_new_subscriber_gets_the_last_item_at_once(server: XmppdProcess) -> None:
+    async def scenario() -> dict[str, Any]:
+        alice = await _pep(server, "alice@localhost/a")
+        carol = await _pep(server, "carol@localhost/c")
+        meta = f"<metadata xmlns='{AVATAR_META}'><info id='av1' bytes='3' type='image/png'/></metadata>"  # noqa: E501
+        await _raw(alice, "set", _publish_xml(AVATAR_META, meta, "av1"))
+        await asyncio.sleep(0.3)
+        events = _events(carol)
+        quiet_before = await _quiet(events, 0.4)  # not a contact: nothing
+        await _befriend(alice, carol)
+        event = await _next_event(events, AVATAR_META)
+        out = {
+            "quiet_before": quiet_before,
+            "ids": [i.get("id") for i in event.iter(f"{{{EVENT}}}item")],
+            "delayed": event.find("{urn:xmpp:delay}delay") is not None,
+        }
+        for client in (alice, carol):
+            await client.close()
+        return out
+
+    out = run(scenario, timeout=40)
+    assert out["quiet_before"] and out["ids"] == ["av1"] and out["delayed"]

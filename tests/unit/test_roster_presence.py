@@ -1023,3 +1023,18 @@ async def test_presence_watchers_hear_available_updates_and_unavailable(h: Harne
         (f"{BOB}/b", True, None),
         (f"{BOB}/b", False, None),
     ]
+
+
+async def test_subscription_watchers_hear_from_gained_and_lost(h: Harness) -> None:
+    heard: list[tuple[str, str, bool]] = []
+
+    async def watcher(owner: str, peer: str, shared: bool) -> None:
+        heard.append((owner, peer, shared))
+
+    h.presence.watch_subscriptions(watcher)
+    alice = await h.connect(f"{ALICE}/a", roster=True, online=True)
+    bob = await h.connect(f"{BOB}/b", roster=True, online=True)
+    await alice.send(f"<presence to='{BOB}' type='subscribe'/>")
+    await bob.send(f"<presence to='{ALICE}' type='subscribed'/>")  # bob shares with alice
+    await bob.send(f"<presence to='{ALICE}' type='unsubscribed'/>")  # and stops
+    assert heard == [(BOB, ALICE, True), (BOB, ALICE, False)]

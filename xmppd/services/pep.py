@@ -93,7 +93,9 @@ class PepService(Service):
         disco.account_identities.append(("pubsub", "pep"))
         disco.account_features = disco.account_features | {PUBSUB, *FEATURES}
         disco.account_nodes = service
-        ctx.need(PresenceManager).watch(service.caps.presence_changed)
+        presence = ctx.need(PresenceManager)
+        presence.watch(service.caps.presence_changed)
+        presence.watch_subscriptions(service.subscription_changed)
         return service
 
     # ------------------------------------------------------------- addressing
@@ -402,25 +404,44 @@ class PepService(Service):
                 sent += 1
         return sent
 
-    async def send_last_items(self, session: Session, nodes: frozenset[str]) -> None:
+    async def subscription_changed(self, owner: str, peer: str, shared: bool) -> None:
+        """A new subscriber's interested resources get the owner's last items at once
+        (``on_sub``, XEP-0060 §12.3), not only at their next available presence."""
+        if not shared or self.router.blocked_between(owner, peer):
+            return
+        for session in self.router.resources_of(peer):
+            nodes = self.caps.interests(session)
+            if session.available and nodes:
+                await self.send_last_items(session, nodes, [owner], on_sub=True)
+
+    async def send_last_items(
+        self,
+        session: Session,
+        nodes: frozenset[str],
+        accounts: list[str] | None = None,
+        *,
+        on_sub: bool = False,
+    ) -> None:
         """§4.3.2 / ``on_sub_and_presence``: a resource that became available (or newly
         told us its interests) gets the newest item of each node it wants, from its own
-        account and from each contact whose presence it receives, as access allows."""
+        account and from each contact whose presence it receives (or from ``accounts``,
+        which share their presence with it), as access allows. ``on_sub``: for a new
+        subscription, where nodes that send their last item ``on_sub`` count too."""
         if not nodes or not session.available:
             return
-        _version, roster = await self.adb.run(self.adb.db.get_roster, session.bare_str)
-        accounts = [session.bare_str] + [
-            i.jid
-            for i in roster
-            if i.subscription in ("to", "both")
-            and self.router.is_local(JID.parse(i.jid))
-            and not self.router.blocked_between(session.bare_str, i.jid)
-        ]
+        if accounts is None:
+            _version, roster = await self.adb.run(self.adb.db.get_roster, session.bare_str)
+            accounts = [session.bare_str] + [
+                i.jid
+                for i in roster
+                if i.subscription in ("to", "both")
+                and self.router.is_local(JID.parse(i.jid))
+                and not self.router.blocked_between(session.bare_str, i.jid)
+            ]
         for account, stored, item in await self.adb.run(self.store.last_items, accounts):
             config = NodeConfig.from_json(stored.config)
-            if stored.name not in nodes or config.send_last_published_item != (
-                "on_sub_and_presence"
-            ):
+            wanted = ("on_sub", "on_sub_and_presence") if on_sub else ("on_sub_and_presence",)
+            if stored.name not in nodes or config.send_last_published_item not in wanted:
                 continue
             # "to"/"both" on the contact's side is "from"/"both" on the owner's
             own = account == session.bare_str

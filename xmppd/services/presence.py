@@ -48,11 +48,15 @@ SUBSCRIPTION_TYPES = frozenset({"subscribe", "subscribed", "unsubscribe", "unsub
 #: ``await watcher(session, available)``: a local resource became available (or sent
 #: a presence update: ``session.presence`` is the new one) or went unavailable.
 PresenceWatcher = Callable[[Session, bool], Awaitable[None]]
+#: ``await watcher(owner, peer, shared)``: ``owner``'s roster now shares its presence
+#: with ``peer`` (subscription ``from``/``both``: True) or no longer does (False).
+SubscriptionWatcher = Callable[[str, str, bool], Awaitable[None]]
 
 __all__ = [
     "PresenceManager",
     "PresenceWatcher",
     "SubState",
+    "SubscriptionWatcher",
     "inbound_state",
     "outbound_state",
     "parse_priority",
@@ -99,6 +103,8 @@ class PresenceManager(Service):
         self.offline = offline
         #: Told when a local resource becomes available or unavailable (:meth:`watch`).
         self.watchers: list[PresenceWatcher] = []
+        #: Told when an account starts or stops sharing its presence with a contact.
+        self.subscription_watchers: list[SubscriptionWatcher] = []
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self:
@@ -115,6 +121,11 @@ class PresenceManager(Service):
         resource broadcasts, and after it goes unavailable (sent, or its stream ended):
         for services that follow resources (XEP-0163 PEP notifications, XEP-0115 caps)."""
         self.watchers.append(watcher)
+
+    def watch_subscriptions(self, watcher: SubscriptionWatcher) -> None:
+        """Call ``watcher`` when an account's roster gains or loses a subscription
+        ``from`` a contact (RFC 6121 §3): e.g. XEP-0163's last items to a new subscriber."""
+        self.subscription_watchers.append(watcher)
 
     async def _tell_watchers(self, session: Session, available: bool) -> None:
         for watcher in self.watchers:
@@ -443,6 +454,12 @@ class PresenceManager(Service):
                 "event=subscription owner=%s peer=%s old=%s new=%s",
                 owner, peer, _fmt(old), _fmt(new),
             )  # fmt: skip
+        if old.has_from != new.has_from:
+            for watcher in self.subscription_watchers:
+                try:
+                    await watcher(owner, peer, new.has_from)
+                except Exception:  # one watcher's bug must not stop subscriptions
+                    log.exception("event=subscription_watcher_failed owner=%s", owner)
         return old, new
 
     # ---------------------------------------------------------------- delivery
