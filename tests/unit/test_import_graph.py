@@ -174,6 +174,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "xmppd.config",
         "xmppd.bosh.config",
         "xmppd.muc.config",
+        "xmppd.services.account_config",
         "xmppd.memory",
         "xmppd.private_files",
         "xmppd.unix_socket",

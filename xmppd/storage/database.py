@@ -51,6 +51,8 @@ versions = cast(sa.Table, models.RosterVersion.__table__)
 pending = cast(sa.Table, models.PendingSubscription.__table__)
 offline = cast(sa.Table, models.OfflineMessage.__table__)
 blocked = models.blocklist_items
+vcards = models.vcards
+private_xml = models.private_xml
 
 UserListener = Callable[[str], None]
 
@@ -187,8 +189,8 @@ class Database:
         log.info("event=password_changed localpart=%s", localpart)
 
     def delete_user(self, localpart: str) -> bool:
-        """Remove an account and its roster, pending subscriptions, offline messages and
-        blocklist.
+        """Remove an account and its roster, pending subscriptions, offline messages,
+        blocklist, vCard and private XML.
 
         The roster version is bumped rather than deleted, so a client that cached the old
         account's roster cannot mistake it for a recreated account's one. Returns whether
@@ -201,6 +203,8 @@ class Database:
             conn.execute(pending.delete().where(_owned_by(pending.c.owner, localpart)))
             conn.execute(offline.delete().where(_owned_by(offline.c.owner, localpart)))
             conn.execute(blocked.delete().where(_owned_by(blocked.c.owner, localpart)))
+            conn.execute(vcards.delete().where(_owned_by(vcards.c.owner, localpart)))
+            conn.execute(private_xml.delete().where(_owned_by(private_xml.c.owner, localpart)))
             conn.execute(
                 versions.update()
                 .where(_owned_by(versions.c.owner, localpart))
