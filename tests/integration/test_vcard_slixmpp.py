@@ -110,9 +110,7 @@ def test_private_storage_rules(xmppd_server: XmppdProcess) -> None:
             phone, "get", f"<query xmlns='{PRIVATE}'><storage xmlns='storage:bookmarks'/></query>"
         )
         stored = got.xml.find(f"{{{PRIVATE}}}query/{{storage:bookmarks}}storage")
-        out["conference"] = [
-            (c.get("jid"), c.findtext("{storage:bookmarks}nick")) for c in stored
-        ]
+        out["conference"] = [(c.get("jid"), c.findtext("{storage:bookmarks}nick")) for c in stored]
 
         bad = {
             "reserved": f"<query xmlns='{PRIVATE}'><x xmlns='jabber:x:oob'/></query>",
