@@ -71,6 +71,16 @@ def test_gallery_path_stays_inside_the_gallery(tmp_path: Path) -> None:
     assert found is None
 
 
+def test_the_boards_avatar_switches_are_kept() -> None:
+    upload, remote = _row("avatar.driver.upload", "7_1.png"), _row("2", "https://x.test/a.png")
+    assert locate_avatar(upload, SETTINGS, "", URL) is not None
+    assert locate_avatar(remote, SETTINGS, "", URL) is not None
+    for switch in ("allow_avatar", "allow_avatar_upload"):
+        assert locate_avatar(upload, dict(SETTINGS, **{switch: "0"}), "", URL) is None
+    assert locate_avatar(remote, dict(SETTINGS, allow_avatar_upload="0"), "", URL) is not None
+    assert locate_avatar(remote, dict(SETTINGS, allow_avatar_remote="0"), "", URL) is None
+
+
 def test_read_avatar_stops_at_the_limit(tmp_path: Path) -> None:
     path = tmp_path / "a.png"
     path.write_bytes(b"x" * 100)

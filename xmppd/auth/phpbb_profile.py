@@ -52,11 +52,17 @@ IMAGE_TYPES = {
 UPLOAD = frozenset({"avatar.driver.upload", "1"})
 GALLERY = frozenset({"avatar.driver.local", "3"})
 REMOTE = frozenset({"avatar.driver.remote", "2"})
-#: The board settings the avatar paths depend on, with phpBB's shipped defaults.
+#: The board settings avatars depend on; a missing row counts as this value. The
+#: ``allow_avatar*`` switches are the board's (ACP "Avatar settings"): off, the forum shows
+#: no such avatar, so neither does the vCard.
 AVATAR_CONFIG = {
     "avatar_path": "images/avatars/upload",
     "avatar_gallery_path": "images/avatars/gallery",
     "avatar_salt": "",
+    "allow_avatar": "1",
+    "allow_avatar_upload": "1",
+    "allow_avatar_local": "1",
+    "allow_avatar_remote": "1",
 }
 _CACHE_MAX_ENTRIES = 4096
 _UPLOAD_NAME = re.compile(r"(\d+)_\d+\.([A-Za-z]+)")
@@ -137,16 +143,20 @@ def _inside(root: Path, relative: str) -> Path | None:
     return path if path.is_relative_to(base) and path != base else None
 
 
+def _allowed(settings: Mapping[str, str], switch: str) -> bool:
+    return settings.get(switch, "1").strip() not in ("0", "")
+
+
 def locate_avatar(
     row: Any, settings: Mapping[str, str], forum_path: str, forum_url: str
 ) -> Avatar | None:
     """Where ``row``'s avatar is (see the module docstring), or None."""
     kind, value = str(row.user_avatar_type or ""), str(row.user_avatar or "")
-    if not value:
+    if not value or not _allowed(settings, "allow_avatar"):
         return None
     root = Path(forum_path) if forum_path else None
     base_url = forum_url.rstrip("/")
-    if kind in UPLOAD:
+    if kind in UPLOAD and _allowed(settings, "allow_avatar_upload"):
         m = _UPLOAD_NAME.fullmatch(value)
         if m is None or int(m.group(1)) != int(row.user_id):
             return None
@@ -160,7 +170,7 @@ def locate_avatar(
             path = _inside(folder, name) if folder is not None else None
         url = f"{base_url}/download/file.php?avatar={value}" if base_url else None
         return Avatar(mime, path, url) if path or url else None
-    if kind in GALLERY:
+    if kind in GALLERY and _allowed(settings, "allow_avatar_local"):
         mime = IMAGE_TYPES.get(value.rsplit(".", 1)[-1].lower())
         if mime is None or ".." in value.split("/"):
             return None
@@ -171,7 +181,11 @@ def locate_avatar(
         gallery = settings["avatar_gallery_path"].strip("/")
         url = f"{base_url}/{gallery}/{value}" if base_url else None
         return Avatar(mime, path, url) if path or url else None
-    if kind in REMOTE and value.startswith(("https://", "http://")):
+    if (
+        kind in REMOTE
+        and _allowed(settings, "allow_avatar_remote")
+        and value.startswith(("https://", "http://"))
+    ):
         mime = IMAGE_TYPES.get(value.rsplit(".", 1)[-1].split("?")[0].lower(), "image/jpeg")
         return Avatar(mime, None, value)
     return None
