@@ -52,6 +52,8 @@ TABLES = {
     "blocklist_items",
     "pubsub_nodes",
     "pubsub_items",
+    "vcards",
+    "private_xml",
 }
 FAST = 64  # PBKDF2 iterations for tests that do not care about the cost
 
@@ -128,7 +130,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0005",)]
+        assert versions == [("0006",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:
@@ -439,3 +441,47 @@ class StorageContract:
         assert db.offline_page("pat@example.org", 0, 5, 10) == [
             (db.offline_page("pat@example.org", 0, 1, 1)[0][0], big)
         ]
+
+    # -- vCards and private XML (migration 0006) -----------------------------------
+
+    def test_vcards_replace_and_go_with_the_account(self, db: Database) -> None:
+        from xmppd.storage.vcard import VcardStore
+
+        store = VcardStore(db)
+        db.create_user("vera", "pw", iterations=FAST)
+        db.create_user("vera2", "pw", iterations=FAST)
+        assert store.get("vera@example.org") is None
+        store.put("vera@example.org", "<vCard xmlns='vcard-temp'><FN>V</FN></vCard>")
+        big = "<vCard xmlns='vcard-temp'><FN>" + "ж" * 100_000 + "</FN></vCard>"
+        store.put("vera@example.org", big)
+        store.put("vera2@example.org", "<vCard xmlns='vcard-temp'/>")
+        assert store.get("vera@example.org") == big
+        db.delete_user("vera")
+        assert store.get("vera@example.org") is None
+        assert store.get("vera2@example.org") == "<vCard xmlns='vcard-temp'/>"
+        assert store.delete("vera2@example.org") is True
+        assert store.delete("vera2@example.org") is False
+
+    def test_private_xml_per_namespace_with_quota(self, db: Database) -> None:
+        from xmppd.storage.private_xml import PrivateXmlStore, Quota, QuotaExceeded
+
+        store = PrivateXmlStore(db)
+        quota = Quota(max_item_size=100, max_total_size=150, max_items=2)
+        owner = "pia@example.org"
+        db.create_user("pia", "pw", iterations=FAST)
+        store.put(owner, "x:a", "<a xmlns='x:a'>ä</a>", quota)
+        store.put(owner, "x:a", "<a xmlns='x:a'>" + "1" * 60 + "</a>", quota)  # replaces
+        assert store.get(owner, "x:a") == "<a xmlns='x:a'>" + "1" * 60 + "</a>"
+        assert store.get(owner, "x:b") is None
+        assert store.get("other@example.org", "x:a") is None
+        with pytest.raises(QuotaExceeded):  # one item over max_item_size (bytes, not chars)
+            store.put(owner, "x:b", "<b xmlns='x:b'>" + "ж" * 40 + "</b>", quota)
+        with pytest.raises(QuotaExceeded):  # the account's total
+            store.put(owner, "x:b", "<b xmlns='x:b'>" + "2" * 70 + "</b>", quota)
+        store.put(owner, "x:b", "<b xmlns='x:b'/>", quota)
+        with pytest.raises(QuotaExceeded):  # a third namespace
+            store.put(owner, "x:c", "<c xmlns='x:c'/>", quota)
+        assert store.get(owner, "x:c") is None
+        assert store.total(owner) == len("<a xmlns='x:a'>" + "1" * 60 + "</a><b xmlns='x:b'/>")
+        db.delete_user("pia")
+        assert store.total(owner) == 0

@@ -25,6 +25,7 @@ from xmppd.bosh.config import BoshConfig
 from xmppd.jid import JIDError, nameprep_domain
 from xmppd.muc.config import MucConfig
 from xmppd.pubsub.config import PepConfig
+from xmppd.services.account_config import PrivateStorageConfig, VcardConfig
 from xmppd.settings import ConfigError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -440,6 +441,8 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     bosh: BoshConfig = field(default_factory=BoshConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    vcard: VcardConfig = field(default_factory=VcardConfig)
+    private_storage: PrivateStorageConfig = field(default_factory=PrivateStorageConfig)
 
     @property
     def data_path(self) -> Path:

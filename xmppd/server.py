@@ -33,9 +33,12 @@ from xmppd.services.blocking import BlockingService
 from xmppd.services.groupchat import GroupchatService
 from xmppd.services.lifecycle import Service, ServiceContext, build_services
 from xmppd.services.offline import OfflineService
+from xmppd.services.password import PasswordService
 from xmppd.services.pep import PepService
 from xmppd.services.presence import PresenceManager
+from xmppd.services.private_storage import PrivateStorageService
 from xmppd.services.roster import RosterService
+from xmppd.services.vcard import VcardService
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.mechanisms import offered_mechanisms
@@ -59,6 +62,9 @@ SERVICES: tuple[type[Service], ...] = (
     PresenceManager,
     BlockingService,
     PepService,
+    VcardService,
+    PrivateStorageService,
+    PasswordService,
     GroupchatService,
     PhpbbRecheck,
 )

@@ -177,6 +177,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "xmppd.muc.config",
         "xmppd.pubsub.config",
         "xmppd.pubsub.names",
+        "xmppd.services.account_config",
         "xmppd.memory",
         "xmppd.private_files",
         "xmppd.unix_socket",

@@ -53,6 +53,8 @@ offline = cast(sa.Table, models.OfflineMessage.__table__)
 blocked = models.blocklist_items
 ps_nodes = models.pubsub_nodes
 ps_items = models.pubsub_items
+vcards = models.vcards
+private_xml = models.private_xml
 
 UserListener = Callable[[str], None]
 
@@ -191,6 +193,7 @@ class Database:
     def delete_user(self, localpart: str) -> bool:
         """Remove an account and its roster, pending subscriptions, offline messages,
         blocklist and PEP nodes (a re-created account must not inherit them).
+        blocklist, vCard and private XML.
 
         The roster version is bumped rather than deleted, so a client that cached the old
         account's roster cannot mistake it for a recreated account's one. Returns whether
@@ -206,6 +209,8 @@ class Database:
             owned = sa.select(ps_nodes.c.id).where(_owned_by(ps_nodes.c.owner, localpart))
             conn.execute(ps_items.delete().where(ps_items.c.node_id.in_(owned)))
             conn.execute(ps_nodes.delete().where(_owned_by(ps_nodes.c.owner, localpart)))
+            conn.execute(vcards.delete().where(_owned_by(vcards.c.owner, localpart)))
+            conn.execute(private_xml.delete().where(_owned_by(private_xml.c.owner, localpart)))
             conn.execute(
                 versions.update()
                 .where(_owned_by(versions.c.owner, localpart))

@@ -246,3 +246,32 @@ pubsub_items = sa.Table(
     sa.UniqueConstraint("node_id", "item_key"),
     **_MYSQL_TABLE,
 )
+
+# ----------------------------------------------------------- vCards, private XML
+#: Longest XML namespace kept as a XEP-0049 key: (owner, namespace) fits one InnoDB key.
+NAMESPACE_MAX = 255
+
+vcards = sa.Table(
+    "vcards",
+    metadata,
+    #: the local account (bare JID) whose XEP-0054 vCard this is
+    sa.Column("owner", sa.String(JID_MAX), primary_key=True),
+    #: the ``<vCard xmlns='vcard-temp'>`` element as the account set it, serialised
+    sa.Column("xml", StanzaText, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    **_MYSQL_TABLE,
+)
+
+private_xml = sa.Table(
+    "private_xml",
+    metadata,
+    #: the local account (bare JID) that stored it (XEP-0049)
+    sa.Column("owner", sa.String(JID_MAX), primary_key=True),
+    #: the namespace of the stored elements: one item per (account, namespace)
+    sa.Column("namespace", sa.String(NAMESPACE_MAX), primary_key=True),
+    #: the elements of that namespace, serialised one after the other
+    sa.Column("xml", StanzaText, nullable=False),
+    #: ``len(xml)`` in UTF-8 bytes, so the per-account total is one SUM
+    sa.Column("size", sa.Integer, nullable=False),
+    **_MYSQL_TABLE,
+)

@@ -23,3 +23,6 @@ XML = "http://www.w3.org/XML/1998/namespace"
 XML_LANG = "{%s}lang" % XML
 BLOCKING = "urn:xmpp:blocking"
 BLOCKING_ERRORS = "urn:xmpp:blocking:errors"
+VCARD = "vcard-temp"
+PRIVATE = "jabber:iq:private"
+REGISTER = "jabber:iq:register"
