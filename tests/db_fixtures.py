@@ -48,6 +48,8 @@ TABLES = {
     "pending_subscriptions",
     "offline_messages",
     "blocklist_items",
+    "mam_messages",
+    "mam_prefs",
 }
 FAST = 64  # PBKDF2 iterations for tests that do not care about the cost
 
@@ -124,7 +126,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0004",)]
+        assert versions == [("0007",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:

@@ -13,7 +13,11 @@ Extension points, all registered at start-up:
 - ``offline_store``    — keeps messages for offline users;
 - ``services[domain]`` — other local domains (MUC service, XEP-0114 components);
 - ``screen``           — the accounts' blocklists (XEP-0191): a stanza between a local
-  account and a JID it blocked is not delivered (:meth:`Router.blocked_between`).
+  account and a JID it blocked is not delivered (:meth:`Router.blocked_between`);
+- ``message_observers`` — services that see each one-to-one message once as it is routed
+  (:class:`MessageObserver`: carbons, the accounts' archive): a message to a local
+  account, and a message a local account sends to another domain's service. Groupchat
+  messages and a room's fan-out never reach them; with no observer the path is as before.
 
 :meth:`Router.deliver_many` hands ready bytes to many full JIDs at once (a room's
 fan-out): a stanza serialised once reaches every session without being parsed again, and
@@ -26,7 +30,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from lxml import etree
 
@@ -93,6 +98,39 @@ class Screen(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class RoutedMessage:
+    """One one-to-one ``<message/>`` on its way, as :class:`MessageObserver` s see it."""
+
+    stanza: etree._Element
+    #: the addressee as written (bare or full; the sender's own bare JID if no ``to``)
+    to: JID
+    #: the local session that sent it (None: a component, a room, the server)
+    origin: Session | None
+    #: the addressee is a local account (else another domain's service)
+    local: bool
+    #: the sessions that got the stanza itself (filled before :meth:`MessageObserver.routed`)
+    reached: list[Session] = field(default_factory=list)
+    #: kept for the addressee's next login (XEP-0160) instead of delivered
+    offline: bool = False
+    #: what one observer notes for another (e.g. the sender's archive id for carbons)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class MessageObserver(Protocol):
+    """A service that sees each one-to-one message once (carbons, the accounts' archive).
+
+    ``prepare`` runs before delivery and may change the stanza (a XEP-0359 stanza-id,
+    removing a hint); ``routed`` runs after the stanza was delivered or stored offline,
+    not when it was refused (blocked, no such user): a refused message was not received.
+    Redelivery of an unacknowledged message (XEP-0198) does not run them again.
+    """
+
+    async def prepare(self, msg: RoutedMessage) -> None: ...
+
+    async def routed(self, msg: RoutedMessage) -> None: ...
+
+
 class AccountDirectory(Protocol):
     async def user_exists(self, localpart: str) -> bool: ...
 
@@ -125,6 +163,7 @@ class Router:
         self.presence_handler: PresenceHandler | None = None
         self.offline_store: OfflineStore | None = None
         self.screen: Screen | None = None
+        self.message_observers: list[MessageObserver] = []
         #: disco#info features of the server itself; services add to it.
         self.features: set[str] = set()
         self.disco_items: dict[str, str | None] = {}
@@ -182,14 +221,25 @@ class Router:
             raise StanzaError("jid-malformed", "the 'to' address is not a valid JID") from None
         if self.screen is not None and self._screened_out(stanza, to, origin):
             return
+        observed = stanza.tag == MESSAGE and self.message_observers and _one_to_one(stanza)
         if to.domain == self.domain:
             if to.local is None:
                 await self._to_server(stanza, to, origin)
+            elif observed:
+                await self._observed(RoutedMessage(stanza, to, origin, local=True))
             else:
                 await self._to_local_user(stanza, to, origin)
             return
         service = self.services.get(to.domain)
         if service is not None:
+            if observed and origin is not None:
+                msg = RoutedMessage(stanza, to, origin, local=False)
+                for observer in self.message_observers:
+                    await observer.prepare(msg)
+                await service.handle(stanza, to, origin)
+                for observer in self.message_observers:
+                    await observer.routed(msg)
+                return
             if stanza.tag == PRESENCE and origin is not None:
                 if stanza.get("type") in _SUBSCRIPTION and self.presence_handler is not None:
                     # RFC 6121 §3: the user's roster state changes first (a component
@@ -263,7 +313,22 @@ class Router:
             await self._iq_on_behalf(stanza, origin, own=True)
             return
         if tag == MESSAGE and origin is not None:
-            await self._to_local_user(stanza, origin.bare, origin)
+            if self.message_observers and _one_to_one(stanza):
+                await self._observed(RoutedMessage(stanza, origin.bare, origin, local=True))
+            else:
+                await self._to_local_user(stanza, origin.bare, origin)
+
+    async def _observed(self, msg: RoutedMessage) -> None:
+        """A message to a local account, with the observers before and after delivery."""
+        for observer in self.message_observers:
+            await observer.prepare(msg)
+        reached = await self._message_to_user(msg.stanza, msg.to)
+        if reached is None:
+            msg.offline = True
+        else:
+            msg.reached = reached
+        for observer in self.message_observers:
+            await observer.routed(msg)
 
     async def _to_server(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
         if stanza.tag == IQ:
@@ -316,32 +381,40 @@ class Router:
                 await self.presence_handler.inbound(stanza, to)
             return
 
+        if tag == MESSAGE:
+            await self._message_to_user(stanza, to)
+            return
         if to.resource is not None:
             target = self.session_for(to)
             if target is not None:
                 target.send(etree.tostring(stanza))
                 return
-            if tag == IQ:
-                if stanza.get("type") in ("get", "set"):
-                    raise StanzaError("service-unavailable")
-                return
+            if stanza.get("type") in ("get", "set"):
+                raise StanzaError("service-unavailable")
+            return
+        own = origin is not None and origin.bare == to.bare
+        if own:
+            await self._iq_on_behalf(stanza, origin, own=True)
+            return
+        if stanza.get("type") in ("get", "set"):
+            if not await self.accounts.user_exists(to.local or ""):
+                raise StanzaError("service-unavailable")
+            await self._dispatch_iq(stanza, origin, self.server_iq)
+
+    async def _message_to_user(self, stanza: etree._Element, to: JID) -> list[Session] | None:
+        """RFC 6121 §8.5.3 (full JID) falling back to §8.5.2 (bare JID): the sessions the
+        message reached, or None when it was stored offline."""
+        if to.resource is not None:
+            target = self.session_for(to)
+            if target is not None:
+                target.send(etree.tostring(stanza))
+                return [target]
             # message to an unavailable resource: treat as addressed to the bare JID
             if stanza.get("type") in ("groupchat", "headline", "error"):
                 if stanza.get("type") == "groupchat":
                     raise StanzaError("service-unavailable")
-                return
-        if tag == IQ:
-            own = origin is not None and origin.bare == to.bare
-            if own:
-                await self._iq_on_behalf(stanza, origin, own=True)
-                return
-            if stanza.get("type") in ("get", "set"):
-                if not await self.accounts.user_exists(to.local or ""):
-                    raise StanzaError("service-unavailable")
-                await self._dispatch_iq(stanza, origin, self.server_iq)
-            return
-        if tag == MESSAGE:
-            await self._message_to_bare(stanza, to.bare)
+                return []
+        return await self._message_to_bare(stanza, to.bare)
 
     async def redeliver(self, stanza: etree._Element, bare: JID) -> None:
         """A message its full-JID recipient never acknowledged (XEP-0198 §4): deliver it
@@ -357,8 +430,9 @@ class Router:
 
     async def _message_to_bare(
         self, stanza: etree._Element, bare: JID, *, attached_only: bool = False
-    ) -> None:
-        """RFC 6121 §8.5.2.1 (account exists) and §8.5.2.2 (no such account)."""
+    ) -> list[Session] | None:
+        """RFC 6121 §8.5.2.1 (account exists) and §8.5.2.2 (no such account): the sessions
+        the message reached, or None when it was stored offline."""
         kind = stanza.get("type") or "normal"
         if kind not in ("chat", "error", "groupchat", "headline", "normal"):
             kind = "normal"
@@ -376,19 +450,17 @@ class Router:
             else:
                 top = max(s.priority for s in candidates)
                 targets = [s for s in candidates if s.priority == top]
-            for session in targets:
-                session.send(data)
-            return
+            return [s for s in targets if s.send(data) is not False]
         if kind == "error":
-            return
+            return []
         if not await self.accounts.user_exists(bare.local or ""):
             if kind != "headline":
                 raise StanzaError("service-unavailable")
-            return
+            return []
         if kind == "headline":
-            return
+            return []
         if self.offline_store is not None and await self.offline_store.store(stanza, bare):
-            return
+            return None
         raise StanzaError("service-unavailable", "the recipient is offline")
 
     # ------------------------------------------------------------------ replies
@@ -492,3 +564,8 @@ class Router:
         session = self.session_for(to)
         if session is not None:
             session.send_stanza(stanza)
+
+
+def _one_to_one(stanza: etree._Element) -> bool:
+    """What message observers see: not a room's groupchat (§7.4 of XEP-0045 is the room's)."""
+    return stanza.get("type") != "groupchat"
