@@ -9,13 +9,16 @@ Paging cost. A page is one index range scan whatever the archive's size: the fil
 are ``owner`` (index ``(owner, id)``) or ``owner`` + ``with_bare`` (index
 ``(owner, with_bare, id)``), RSM ``after``/``before`` become ``id`` bounds, and a query's
 ``start``/``end`` also become ``id`` bounds (:meth:`_id_bounds`, two seeks of the
-``(stamp, id)`` index: ids and stamps grow together, the stamp tests stay as filters). Checked with
-``EXPLAIN QUERY PLAN`` on SQLite (``SEARCH mam_messages USING INDEX
-ix_mam_messages_owner_with_id (owner=? AND with_bare=? AND rowid>?)``, no ``TEMP B-TREE``
-for the ORDER BY) and ``EXPLAIN`` on PostgreSQL (``Index Scan using
-ix_mam_messages_owner_id``, a ``Limit`` on top) for a 50-message page of a
-1,000,000-message archive: ``tests/integration/test_account_mam_plan.py``. No ``count``
-is computed (optional in RSM, and a count is a scan of the whole archive).
+``(stamp, id)`` index: ids and stamps grow together, the stamp tests stay as filters).
+Checked by ``tests/integration/test_account_mam_plan.py``, which ``EXPLAIN``-s the
+statements this class runs on a table of 1,000,000 messages (``XMPPD_MAM_PLAN_ROWS``):
+SQLite says ``SEARCH mam_messages USING INDEX ix_mam_messages_owner_with_id (owner=? AND
+with_bare=?)`` with no ``TEMP B-TREE`` for the ORDER BY; PostgreSQL says ``Limit ->
+Index Scan Backward using ix_mam_messages_owner_id … Index Cond: owner = …`` (for an
+owner holding most of the table it prefers the primary key with a filter, as cheap),
+never a ``Seq Scan`` or a ``Sort``. A page of 50 took 0.5-0.7 ms (p50) on SQLite and
+1-3 ms on PostgreSQL there. No ``count`` is computed (optional in RSM, and a count reads
+the whole archive).
 """
 
 from __future__ import annotations
