@@ -346,3 +346,31 @@ def test_bad_queries_get_the_xeps_errors(server: XmppdProcess) -> None:
     assert out["other_account"] == "forbidden"
     assert out["bad_prefs"] == "bad-request"
     assert out["prefs_after"] == "always"
+
+
+def test_a_page_of_large_messages_does_not_cut_the_client_off(server: XmppdProcess) -> None:
+    async def scenario() -> dict[str, Any]:
+        alice = await _client(server, "alice@localhost/a")
+        bob = await _client(server, "bob@localhost/b")
+        for i in range(8):
+            await _chat(alice, "bob@localhost", f"{i}" + "x" * 120_000)
+            await bob.next_message(timeout=10)
+        first, fin = await _archive(bob, rsm={"max": MAX_PAGE})
+        rest, fin_rest = await _archive(bob, rsm={"max": MAX_PAGE, "after": fin["rsm"]["last"]})
+        out = {
+            "first": [b[0] for _, b in first],
+            "complete": fin.xml.get("complete") == "true",
+            "all": [b[0] for _, b in first + rest],
+            "rest_complete": fin_rest.xml.get("complete") == "true",
+            "connected": bob.is_connected() and not bob.stream_errors,
+        }
+        for c in (alice, bob):
+            await c.close()
+        return out
+
+    out = run(scenario, timeout=60)
+    assert 1 <= len(out["first"]) < 8  # half of the 1 MiB send queue: about four
+    assert out["complete"] is False
+    assert out["connected"] is True
+    n = len(out["all"])  # the next page goes on where the cut one stopped
+    assert n > len(out["first"]) and out["all"] == [str(i) for i in range(n)]

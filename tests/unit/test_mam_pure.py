@@ -15,6 +15,7 @@ from xmppd.mam.query import (
     ArchivedMessage,
     MamPage,
     MamQuery,
+    fit_page,
     parse_query,
     result_stanzas,
 )
@@ -203,3 +204,16 @@ def test_a_carbon_wraps_the_original_from_the_bare_jid() -> None:
     assert (carbon.get("from"), carbon.get("type"), carbon.get("to")) == ("alice@x", "chat", None)
     fwd = carbon.find("{urn:xmpp:carbons:2}received/{urn:xmpp:forward:0}forwarded")
     assert fwd is not None and fwd[0].get("from") == "bob@x/b"
+
+
+def test_a_page_of_large_messages_is_cut_to_fit_the_send_queue() -> None:
+    stamp = datetime(2024, 1, 1, tzinfo=UTC)
+    big = [ArchivedMessage(f"id{i}", stamp, "x" * 1000) for i in range(5)]
+    page = MamPage(big, complete=True)
+    forward = fit_page(page, 3200, backwards=False)
+    assert [m.stanza_id for m in forward.messages] == ["id0", "id1"]
+    assert forward.complete is False
+    backward = fit_page(page, 3200, backwards=True)
+    assert [m.stanza_id for m in backward.messages] == ["id3", "id4"]
+    assert fit_page(page, 10, backwards=False).messages == big[:1]  # always one
+    assert fit_page(page, 10**6, backwards=False) is page

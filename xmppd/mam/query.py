@@ -87,6 +87,33 @@ def parse_query(query: etree._Element, max_page: int, check_with: Callable[[str]
     return req
 
 
+#: Bytes a result adds around its archived stanza (result, forwarded, delay, addresses).
+RESULT_OVERHEAD = 512
+
+
+def fit_page(page: MamPage, budget: int, backwards: bool) -> MamPage:
+    """``page`` cut to the results whose bytes fit ``budget`` (always at least one).
+
+    A page of large messages must not overflow the client's send queue (which would cut
+    the client off): the server may limit a page (§4.3.1), and the cut page is then not
+    ``complete``. Going forward the oldest results are kept (the client asks ``after``
+    the last one next); going backwards the newest (it asks ``before`` the first one).
+    """
+    order = list(reversed(page.messages)) if backwards else list(page.messages)
+    kept: list[ArchivedMessage] = []
+    used = 0
+    for msg in order:
+        used += len(msg.xml.encode()) + RESULT_OVERHEAD
+        if kept and used > budget:
+            break
+        kept.append(msg)
+    if len(kept) == len(order):
+        return page
+    if backwards:
+        kept.reverse()
+    return MamPage(kept, complete=False, count=page.count)
+
+
 def _read_rsm(rsm: etree._Element, req: MamQuery, max_page: int) -> None:
     """XEP-0059 ``max``, ``after`` and ``before`` (empty ``before``: the last page)."""
     max_el = rsm.find("{%s}max" % RSM)

@@ -19,7 +19,9 @@ JID: any resource; full JID: that resource), ``start``, ``end``; RSM ``max`` (cl
 ``[mam] max_page``), ``after``, ``before`` (empty: the last page); an unknown RSM id is
 ``item-not-found``, an unknown field ``feature-not-implemented`` (§4.1.5), a malformed
 date ``bad-request``. Results come from the bare JID, then the iq result with ``<fin/>``
-(``complete``, RSM ``first``/``last``). Another account's archive is ``forbidden``.
+(``complete``, RSM ``first``/``last``). A page is also cut short (not ``complete``)
+where its results would fill more than half the client's send queue
+(:func:`~xmppd.mam.query.fit_page`). Another account's archive is ``forbidden``.
 
 Writes are queued and written in batches by :meth:`AccountMamService.run` (at most
 ``batch_size`` rows, at least every ``flush_interval`` s); a query writes the queue first
@@ -41,7 +43,7 @@ from lxml import etree
 from xmppd.jid import JID, JIDError
 from xmppd.mam.config import MamConfig
 from xmppd.mam.prefs import PREFS, Prefs, parse_prefs, prefs_element
-from xmppd.mam.query import MAM, QUERY, parse_query, query_form, result_stanzas
+from xmppd.mam.query import MAM, QUERY, fit_page, parse_query, query_form, result_stanzas
 from xmppd.router import RoutedMessage, Router
 from xmppd.services.basic import BasicServices
 from xmppd.services.carbons import SENT_ID_NOTE
@@ -98,10 +100,14 @@ class AccountMamService(Service):
     name = "account_mam"
     needs = (BasicServices,)
 
-    def __init__(self, router: Router, adb: AsyncDatabase, config: MamConfig) -> None:
+    def __init__(
+        self, router: Router, adb: AsyncDatabase, config: MamConfig, page_bytes: int = 524_288
+    ) -> None:
         self.router = router
         self.adb = adb
         self.config = config
+        #: bytes of results one query may queue for the client (half its send queue)
+        self.page_bytes = page_bytes
         self.store = AccountArchiveStore(adb.db)
         #: bare JID -> preferences the account set (others use ``config.default``)
         self.prefs: dict[str, Prefs] = {}
@@ -118,7 +124,8 @@ class AccountMamService(Service):
         config = ctx.config.mam
         if not config.enabled:
             return None
-        service = cls(ctx.router, ctx.adb, config)
+        queue = min(ctx.config.c2s.send_queue_bytes, ctx.config.bosh.max_buffer_bytes)
+        service = cls(ctx.router, ctx.adb, config, page_bytes=queue // 2)
         service.prefs = service.store.load_prefs()
         newest = service.store.newest_stamp()
         if newest is not None:
@@ -225,6 +232,7 @@ class AccountMamService(Service):
         await self.flush()
         owner = origin.bare_str
         page = await self.adb.run(self.store.query, owner, req)
+        page = fit_page(page, self.page_bytes, backwards=req.before is not None)
         messages, fin = result_stanzas(req, page, owner)
         for message in messages:
             message.set("to", origin.full_str)
