@@ -14,6 +14,8 @@ from xml.etree import ElementTree
 
 import pytest
 from slixmpp.exceptions import IqError
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from tests.slix import Client, login, run
 from tests.xmppd_process import XmppdProcess, running_server
@@ -374,3 +376,69 @@ def test_a_page_of_large_messages_does_not_cut_the_client_off(server: XmppdProce
     assert out["connected"] is True
     n = len(out["all"])  # the next page goes on where the cut one stopped
     assert n > len(out["first"]) and out["all"] == [str(i) for i in range(n)]
+
+
+async def _raw_results(client: Client, inner: str) -> tuple[list[tuple[str, str]], Any]:
+    """A raw query's result messages ``[(id, body)]`` (in arrival order) and its iq."""
+    got: list[tuple[str, str]] = []
+
+    def collect(msg: Any) -> None:
+        result = msg.xml.find(f"{{{MAM}}}result")
+        if result is not None:
+            got.append((result.get("id"), result.findtext(".//{jabber:client}body")))
+
+    name = f"raw-mam-{len(inner)}-{id(got)}"
+    client.register_handler(
+        Callback(name, MatchXPath(f"{{jabber:client}}message/{{{MAM}}}result"), collect)
+    )
+    iq = client.make_iq_set()
+    iq.append(ElementTree.fromstring(f"<query xmlns='{MAM}' queryid='x'>{inner}</query>"))  # noqa: S314
+    try:
+        reply = await iq.send(timeout=5)
+    finally:
+        client.remove_handler(name)
+    return got, reply
+
+
+def test_extended_ids_flip_page_and_metadata(server: XmppdProcess) -> None:
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        alice = await _client(server, "alice@localhost/a")
+        bob = await _client(server, "bob@localhost/b")
+        info = await bob.plugin["xep_0030"].get_info(jid="bob@localhost")
+        out["extended"] = f"{MAM}#extended" in info["disco_info"]["features"]
+        empty = await bob.plugin["xep_0313"].get_archive_metadata(timeout=5)
+        out["empty_metadata"] = len(empty.xml.find(f"{{{MAM}}}metadata"))
+        for i in range(5):
+            await _chat(alice, "bob@localhost", f"e{i}")
+            await bob.next_message()
+        everything, _ = await _archive(bob)
+        ids = [i for i, _ in everything]
+        meta = await bob.plugin["xep_0313"].get_archive_metadata(timeout=5)
+        el = meta.xml.find(f"{{{MAM}}}metadata")
+        out["metadata"] = (el.find(f"{{{MAM}}}start").get("id"), el.find(f"{{{MAM}}}end").get("id"))
+        out["ids_expected"] = (ids[0], ids[-1])
+        picked, _ = await _raw_results(bob, _form(ids=ids[3]) + "")
+        out["picked"] = [b for _, b in picked]
+        between, _ = await _raw_results(bob, _form(**{"after-id": ids[0], "before-id": ids[4]}))
+        out["between"] = [b for _, b in between]
+        flipped, reply = await _raw_results(
+            bob, "<set xmlns='http://jabber.org/protocol/rsm'><max>3</max></set><flip-page/>"
+        )
+        out["flipped"] = [b for _, b in flipped]
+        out["flipped_first"] = (
+            reply.xml.findtext(".//{http://jabber.org/protocol/rsm}first") == ids[0]
+        )
+        out["unknown_id"] = await _raw_query(bob, _form(ids="not-there"))
+        for c in (alice, bob):
+            await c.close()
+        return out
+
+    out = run(scenario)
+    assert out["extended"] is True
+    assert out["empty_metadata"] == 0
+    assert out["metadata"] == out["ids_expected"]
+    assert out["picked"] == ["e3"]
+    assert out["between"] == ["e1", "e2", "e3"]
+    assert out["flipped"] == ["e2", "e1", "e0"] and out["flipped_first"] is True
+    assert out["unknown_id"] == "item-not-found"

@@ -106,3 +106,15 @@ def test_an_empty_batch_writes_nothing(store: AccountArchiveStore) -> None:
     store.write_batch([])
     assert store.newest_stamp() is None
     assert isinstance(store.db, Database)
+
+
+def test_extended_id_filters_and_bounds(filled: AccountArchiveStore) -> None:
+    q = MamQuery(None, after_id="id2", before_id="id6")
+    assert ids(filled, "alice@x", q) == ["id3", "id4", "id5"]
+    assert ids(filled, "alice@x", MamQuery(None, ids=("id7", "id1"))) == ["id1", "id7"]
+    for bad in (MamQuery(None, ids=("id1", "id100")), MamQuery(None, after_id="nope")):
+        with pytest.raises(StanzaError) as exc:
+            filled.query("alice@x", bad)
+        assert exc.value.condition == "item-not-found"
+    assert [i for i, _ in filled.bounds("alice@x")] == ["id0", "id9"]
+    assert filled.bounds("nobody@x") == []

@@ -217,3 +217,34 @@ def test_a_page_of_large_messages_is_cut_to_fit_the_send_queue() -> None:
     assert [m.stanza_id for m in backward.messages] == ["id3", "id4"]
     assert fit_page(page, 10, backwards=False).messages == big[:1]  # always one
     assert fit_page(page, 10**6, backwards=False) is page
+
+
+def test_extended_fields_only_where_advertised() -> None:
+    form = {"after-id": "a", "before-id": "b", "ids": "c"}
+    with pytest.raises(StanzaError) as exc:
+        parse_query(query(form), 250, _with)
+    assert condition(exc) == "feature-not-implemented"
+    el = query(form)
+    el.append(etree.Element(f"{{{MAM}}}flip-page"))
+    req = parse_query(el, 250, _with, extended=True)
+    assert (req.after_id, req.before_id, req.ids, req.flip) == ("a", "b", ("c",), True)
+
+
+def test_too_many_ids_is_a_policy_violation() -> None:
+    el = etree.fromstring(
+        f'<query xmlns="{MAM}"><x xmlns="jabber:x:data" type="submit"><field var="ids">'
+        + "".join(f"<value>i{n}</value>" for n in range(3))
+        + "</field></x></query>"
+    )
+    with pytest.raises(StanzaError) as exc:
+        parse_query(el, 2, _with, extended=True)
+    assert condition(exc) == "policy-violation"
+
+
+def test_a_flipped_page_is_sent_newest_first() -> None:
+    stamp = datetime(2024, 1, 1, tzinfo=UTC)
+    body = '<message xmlns="jabber:client"><body>x</body></message>'
+    page = MamPage([ArchivedMessage(f"id{i}", stamp, body) for i in range(3)], complete=True)
+    messages, fin = result_stanzas(MamQuery(None, flip=True), page, "b@x")
+    assert [m[0].get("id") for m in messages] == ["id2", "id1", "id0"]
+    assert fin.findtext(f"{{{RSM}}}set/{{{RSM}}}first") == "id0"

@@ -23,8 +23,13 @@ MAM = "urn:xmpp:mam:2"
 RSM = "http://jabber.org/protocol/rsm"
 FORWARD = "urn:xmpp:forward:0"
 QUERY = "{%s}query" % MAM
+XDATA_VALIDATE = "http://jabber.org/protocol/xdata-validate"
+EXTENDED = MAM + "#extended"
+FLIP_PAGE = "{%s}flip-page" % MAM
 #: The fields every archive understands (§4.1); anything else is ``feature-not-implemented``.
 FIELDS = frozenset({"FORM_TYPE", "start", "end", "with"})
+#: The fields of an archive advertising ``urn:xmpp:mam:2#extended`` (§4.1.3).
+EXTENDED_FIELDS = FIELDS | {"before-id", "after-id", "ids"}
 
 
 @dataclass(slots=True)
@@ -38,6 +43,12 @@ class MamQuery:
     #: None: page forward from the start; "": the last page; an id: the page before it
     before: str | None = None
     max: int = 50
+    #: ``#extended`` (§4.1.3): only after / before these archive ids, only these ids
+    after_id: str | None = None
+    before_id: str | None = None
+    ids: tuple[str, ...] = ()
+    #: §4.3.4: send the page's results newest first (the page itself is the same)
+    flip: bool = False
 
 
 @dataclass(slots=True)
@@ -55,12 +66,19 @@ class MamPage:
     count: int | None = None
 
 
-def parse_query(query: etree._Element, max_page: int, check_with: Callable[[str], str]) -> MamQuery:
+def parse_query(
+    query: etree._Element,
+    max_page: int,
+    check_with: Callable[[str], str],
+    extended: bool = False,
+) -> MamQuery:
     """Read the filter form and RSM set (§4.1, §4.3).
 
     Malformed dates and RSM values are ``bad-request``; a field this archive does not
     know is ``feature-not-implemented`` (§4.1.5 "Retrieving form fields"). A ``max``
-    above ``max_page`` is clamped to it: the server may limit a page (§4.3.1).
+    above ``max_page`` is clamped to it: the server may limit a page (§4.3.1). With
+    ``extended``, ``before-id``/``after-id``/``ids`` (at most ``max_page`` ids,
+    ``policy-violation`` beyond) and ``<flip-page/>`` too.
     """
     req = MamQuery(queryid=query.get("queryid"), max=min(50, max_page))
     form = forms.find_form(query)
@@ -68,7 +86,7 @@ def parse_query(query: etree._Element, max_page: int, check_with: Callable[[str]
         values = forms.form_values(form)
         if forms.first(values, "FORM_TYPE") not in (None, MAM):
             raise StanzaError("bad-request", "unknown FORM_TYPE")
-        unknown = set(values) - FIELDS
+        unknown = set(values) - (EXTENDED_FIELDS if extended else FIELDS)
         if unknown:
             raise StanzaError("feature-not-implemented", f"unsupported field {sorted(unknown)[0]}")
         for name in ("start", "end"):
@@ -81,6 +99,12 @@ def parse_query(query: etree._Element, max_page: int, check_with: Callable[[str]
         raw_with = forms.first(values, "with")
         if raw_with:
             req.with_ = check_with(raw_with.strip())
+        req.after_id = (forms.first(values, "after-id") or "").strip() or None
+        req.before_id = (forms.first(values, "before-id") or "").strip() or None
+        req.ids = tuple(dict.fromkeys(v.strip() for v in values.get("ids", ()) if v.strip()))
+        if len(req.ids) > max_page:
+            raise StanzaError("policy-violation", f"at most {max_page} ids per query")
+    req.flip = extended and query.find(FLIP_PAGE) is not None
     rsm = query.find("{%s}set" % RSM)
     if rsm is not None:
         _read_rsm(rsm, req, max_page)
@@ -133,10 +157,18 @@ def _read_rsm(rsm: etree._Element, req: MamQuery, max_page: int) -> None:
         req.before = (before.text or "").strip()
 
 
-def query_form() -> etree._Element:
-    """The fields a client may filter on (§4.1.5)."""
+def query_form(extended: bool = False) -> etree._Element:
+    """The fields a client may filter on (§4.1.5); ``ids`` is an open list (XEP-0122)."""
     form = forms.Form("form", MAM)
     form.add("with", "jid-single").add("start", "text-single").add("end", "text-single")
+    if extended:
+        form.add("before-id", "text-single").add("after-id", "text-single")
+        form.add("ids", "list-multi")
+        validate = etree.SubElement(
+            form.el[-1], "{%s}validate" % XDATA_VALIDATE, nsmap={None: XDATA_VALIDATE}
+        )
+        validate.set("datatype", "xs:string")
+        etree.SubElement(validate, "{%s}open" % XDATA_VALIDATE)
     return form.el
 
 
@@ -144,9 +176,11 @@ def result_stanzas(
     req: MamQuery, page: MamPage, archive_jid: str
 ) -> tuple[list[etree._Element], etree._Element]:
     """The ``<message/>`` results (from the archive, no ``to``) and the ``<fin/>`` for the
-    iq result (§4.2, §4.3: ``complete``, RSM ``first``/``last``)."""
+    iq result (§4.2, §4.3: ``complete``, RSM ``first``/``last``). A flipped page is sent
+    newest first; its ``first``/``last`` still name its oldest and newest result, as the
+    page is the same one (§4.3.4)."""
     out: list[etree._Element] = []
-    for msg in page.messages:
+    for msg in reversed(page.messages) if req.flip else page.messages:
         wrapper = etree.Element("{%s}message" % ns.CLIENT, nsmap={None: ns.CLIENT})
         wrapper.set("from", archive_jid)
         result = etree.SubElement(wrapper, "{%s}result" % MAM, nsmap={None: MAM})

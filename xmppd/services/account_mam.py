@@ -15,7 +15,9 @@ that arrived with the message is removed first, archived or not (XEP-0359 §5 "S
 Considerations": an entity only trusts stanza-ids by itself that it added).
 
 Queries (§4) to the account's own bare JID (or no ``to``): form fields ``with`` (bare
-JID: any resource; full JID: that resource), ``start``, ``end``; RSM ``max`` (clamped to
+JID: any resource; full JID: that resource), ``start``, ``end``, and (advertised as
+``urn:xmpp:mam:2#extended``) ``before-id``, ``after-id``, ``ids``, ``<flip-page/>`` and
+the archive's ``<metadata/>`` (§5); RSM ``max`` (clamped to
 ``[mam] max_page``), ``after``, ``before`` (empty: the last page); an unknown RSM id is
 ``item-not-found``, an unknown field ``feature-not-implemented`` (§4.1.5), a malformed
 date ``bad-request``. Results come from the bare JID, then the iq result with ``<fin/>``
@@ -43,7 +45,16 @@ from lxml import etree
 from xmppd.jid import JID, JIDError
 from xmppd.mam.config import MamConfig
 from xmppd.mam.prefs import PREFS, Prefs, parse_prefs, prefs_element
-from xmppd.mam.query import MAM, QUERY, fit_page, parse_query, query_form, result_stanzas
+from xmppd.mam.query import (
+    EXTENDED,
+    MAM,
+    QUERY,
+    fit_page,
+    parse_query,
+    query_form,
+    result_stanzas,
+)
+from xmppd.muc.history import format_stamp
 from xmppd.router import RoutedMessage, Router
 from xmppd.services.basic import BasicServices
 from xmppd.services.carbons import SENT_ID_NOTE
@@ -64,6 +75,7 @@ BODY = "{%s}body" % ns.CLIENT
 IQ = "{%s}iq" % ns.CLIENT
 NO_STORE = ("{%s}no-store" % HINTS, "{%s}no-permanent-store" % HINTS)
 STORE = "{%s}store" % HINTS
+METADATA = "{%s}metadata" % MAM
 PURGE_EVERY = 3600.0
 #: Notes this service leaves on a routed message: (owner, id, with, outgoing) rows.
 ROWS_NOTE = "mam.rows"
@@ -131,12 +143,12 @@ class AccountMamService(Service):
         if newest is not None:
             service._last_stamp = newest
         router = ctx.router
-        for tag in (QUERY, PREFS):
+        for tag in (QUERY, PREFS, METADATA):
             router.account_iq[tag] = service.handle_iq
             router.server_iq[tag] = service.handle_iq
         router.message_observers.append(service)
         disco = ctx.need(BasicServices).disco
-        disco.account_features = disco.account_features | {MAM}
+        disco.account_features = disco.account_features | {MAM, EXTENDED}
         return service
 
     # ------------------------------------------------------------ MessageObserver
@@ -219,16 +231,21 @@ class AccountMamService(Service):
         if payload.tag == PREFS:
             reply.append(await self._prefs(origin.bare_str, payload, iq_type))
             return reply
+        if payload.tag == METADATA:
+            if iq_type != "get":
+                raise StanzaError("bad-request", "archive metadata is read with a get")
+            reply.append(await self._metadata(origin.bare_str))
+            return reply
         if iq_type == "get":
             q = etree.SubElement(reply, QUERY, nsmap={None: MAM})
-            q.append(query_form())
+            q.append(query_form(extended=True))
             return reply
         reply.append(await self._query(origin, payload))
         return reply
 
     async def _query(self, origin: Session, payload: etree._Element) -> etree._Element:
         """Run one query; send the results; return the ``<fin/>`` (§4.2)."""
-        req = parse_query(payload, self.config.max_page, _with)
+        req = parse_query(payload, self.config.max_page, _with, extended=True)
         await self.flush()
         owner = origin.bare_str
         page = await self.adb.run(self.store.query, owner, req)
@@ -243,6 +260,16 @@ class AccountMamService(Service):
             extra={"owner": owner, "results": len(messages)},
         )  # fmt: skip
         return fin
+
+    async def _metadata(self, owner: str) -> etree._Element:
+        """§5: ``<start/>`` and ``<end/>`` (id, timestamp) of the archive; none if empty."""
+        await self.flush()
+        el = etree.Element(METADATA, nsmap={None: MAM})
+        bounds = await self.adb.run(self.store.bounds, owner)
+        for name, (stanza_id, stamp) in zip(("start", "end"), bounds, strict=False):
+            tag = "{%s}%s" % (MAM, name)
+            etree.SubElement(el, tag, id=stanza_id, timestamp=format_stamp(stamp))
+        return el
 
     async def _prefs(self, owner: str, payload: etree._Element, iq_type: str | None) -> Any:
         """§6.1: read the preferences, or replace them (stored first, then in effect)."""

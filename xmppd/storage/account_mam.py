@@ -117,6 +117,20 @@ class AccountArchiveStore:
             out += [m.stamp <= end, m.id <= (high if high is not None else -1)]
         return out
 
+    def bounds(self, owner: str) -> list[tuple[str, datetime]]:
+        """The oldest and newest message of ``owner``'s archive as ``(id, stamp)`` (none
+        if it is empty): XEP-0313 §5 metadata, two seeks of (owner, id)."""
+        m = messages.c
+        out: list[tuple[str, datetime]] = []
+        with self.db.connection() as conn:
+            for order in (m.id.asc(), m.id.desc()):
+                row = conn.execute(
+                    sa.select(m.stanza_id, m.stamp).where(m.owner == owner).order_by(order).limit(1)
+                ).first()
+                if row is not None:
+                    out.append((row[0], row[1].replace(tzinfo=UTC)))
+        return out
+
     def newest_stamp(self) -> datetime | None:
         """The latest stamp archived (aware UTC): the service never stamps earlier."""
         with self.db.connection() as conn:

@@ -35,6 +35,25 @@ def row_id(conn: sa.Connection, table: sa.Table, key: Sequence[Any], stanza_id: 
     return int(found)
 
 
+def _extended(conn: sa.Connection, table: sa.Table, key: Sequence[Any], q: MamQuery) -> list[Any]:
+    """XEP-0313 §4.1.3 filters: ``after-id``/``before-id`` bounds and the ``ids`` set;
+    any id not in the archive is ``item-not-found``."""
+    t = table.c
+    out: list[Any] = []
+    if q.after_id:
+        out.append(t.id > row_id(conn, table, key, q.after_id))
+    if q.before_id:
+        out.append(t.id < row_id(conn, table, key, q.before_id))
+    if q.ids:
+        found = conn.execute(
+            sa.select(sa.func.count()).where(*key, t.stanza_id.in_(q.ids))
+        ).scalar_one()
+        if found != len(q.ids):
+            raise StanzaError("item-not-found", "an id is not in the archive")
+        out.append(t.stanza_id.in_(q.ids))
+    return out
+
+
 def fetch_page(
     conn: sa.Connection,
     table: sa.Table,
@@ -47,6 +66,7 @@ def fetch_page(
     an RSM id is looked up), ``where`` the query's other filters."""
     t = table.c
     bounds = list(where)
+    bounds.extend(_extended(conn, table, key, q))
     if q.after:
         bounds.append(t.id > row_id(conn, table, key, q.after))
     backwards = q.before is not None
