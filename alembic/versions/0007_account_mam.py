@@ -50,8 +50,8 @@ def upgrade() -> None:
         "mam_prefs",
         sa.Column("owner", JID, nullable=False),
         sa.Column("default_mode", sa.String(length=8), nullable=False),
-        sa.Column("always_json", sa.Text(), nullable=False),
-        sa.Column("never_json", sa.Text(), nullable=False),
+        sa.Column("always_json", STANZA, nullable=False),
+        sa.Column("never_json", STANZA, nullable=False),
         sa.PrimaryKeyConstraint("owner", name=op.f("pk_mam_prefs")),
         **MYSQL_TABLE,
     )

@@ -235,7 +235,9 @@ mam_prefs = sa.Table(
     metadata,
     sa.Column("owner", sa.String(JID_MAX), primary_key=True),
     sa.Column("default_mode", sa.String(8), nullable=False),
-    sa.Column("always_json", sa.Text, nullable=False),
-    sa.Column("never_json", sa.Text, nullable=False),
+    #: JSON arrays of bare JIDs; up to ``mam.max_pref_jids`` of 383 characters each can
+    #: pass MariaDB's 64 KiB TEXT, hence the stanza type (MEDIUMTEXT there)
+    sa.Column("always_json", StanzaText, nullable=False),
+    sa.Column("never_json", StanzaText, nullable=False),
     **_MYSQL_TABLE,
 )
