@@ -28,6 +28,7 @@ a clustered router can replace it with per-node delivery.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -236,7 +237,9 @@ class Router:
                 msg = RoutedMessage(stanza, to, origin, local=False)
                 for observer in self.message_observers:
                     await observer.prepare(msg)
-                await service.handle(stanza, to, origin)
+                # the service may rewrite what it gets (a room sets the occupant JID as
+                # 'from'): observers keep the message as the user sent it
+                await service.handle(copy.deepcopy(stanza), to, origin)
                 for observer in self.message_observers:
                     await observer.routed(msg)
                 return

@@ -442,3 +442,42 @@ def test_extended_ids_flip_page_and_metadata(server: XmppdProcess) -> None:
     assert out["between"] == ["e1", "e2", "e3"]
     assert out["flipped"] == ["e2", "e1", "e0"] and out["flipped_first"] is True
     assert out["unknown_id"] == "item-not-found"
+
+
+def test_room_private_messages_sent_are_copied_received_are_not(server: XmppdProcess) -> None:
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        room = "sax@conference.localhost"
+        desk = await login(server, "alice@localhost/desk", plugins=[*PLUGINS, "xep_0045"])
+        await desk.plugin["xep_0280"].enable(timeout=5)
+        phone = await _client(server, "alice@localhost/phone")
+        bob = await login(server, "bob@localhost/b", plugins=["xep_0045"])
+        await desk.plugin["xep_0045"].join_muc_wait(room, "Alice", maxstanzas=0, timeout=10)
+        await bob.plugin["xep_0045"].join_muc_wait(room, "Bob", maxstanzas=0, timeout=10)
+        received, sent = _queue(phone, "carbon_received"), _queue(phone, "carbon_sent")
+        pm = bob.make_message(mto=f"{room}/Alice", mbody="psst", mtype="chat")
+        pm.append(ElementTree.fromstring("<x xmlns='http://jabber.org/protocol/muc#user'/>"))  # noqa: S314
+        pm.send()
+        got = await desk.next_message()
+        while got["body"] != "psst":
+            got = await desk.next_message()
+        out["pm_from"] = str(got["from"])
+        out["no_received_copy"] = await _nothing(received)
+        reply = desk.make_message(mto=f"{room}/Bob", mbody="hush", mtype="chat")
+        reply.append(ElementTree.fromstring("<x xmlns='http://jabber.org/protocol/muc#user'/>"))  # noqa: S314
+        reply.send()
+        carbon = await asyncio.wait_for(sent.get(), 5)
+        out["sent"] = (carbon["carbon_sent"]["body"], str(carbon["carbon_sent"]["to"]))
+        archived, _ = await _archive(desk)
+        out["archived"] = [b for _, b in archived]
+        for c in (desk, phone, bob):
+            await c.close()
+        return out
+
+    out = run(scenario)
+    assert out["pm_from"] == "sax@conference.localhost/Bob"
+    assert out["no_received_copy"] is True  # XEP-0280 §6: sent by a room's occupant
+    assert out["sent"] == ("hush", "sax@conference.localhost/Bob")
+    # the sent one is in the sender's archive (a received one comes by the room's fan-out,
+    # which the router's observers do not see: see xmppd.services.account_mam)
+    assert out["archived"][-1] == "hush"

@@ -154,8 +154,10 @@ class CarbonsService(Service):
         original = _copy(msg.stanza)
         sent_id = msg.notes.get(SENT_ID_NOTE)
         if sent_id is not None:
+            ours = (account, str(msg.to.bare))  # a forged one, and the recipient's
             for old in original.findall(STANZA_ID):
-                original.remove(old)
+                if old.get("by") in ours:
+                    original.remove(old)
             sid = etree.SubElement(original, STANZA_ID, nsmap={None: SID})
             sid.set("id", sent_id)
             sid.set("by", account)
