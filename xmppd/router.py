@@ -235,13 +235,11 @@ class Router:
         if service is not None:
             if observed and origin is not None:
                 msg = RoutedMessage(stanza, to, origin, local=False)
-                for observer in self.message_observers:
-                    await observer.prepare(msg)
+                await self._observe("prepare", msg)
                 # the service may rewrite what it gets (a room sets the occupant JID as
                 # 'from'): observers keep the message as the user sent it
                 await service.handle(copy.deepcopy(stanza), to, origin)
-                for observer in self.message_observers:
-                    await observer.routed(msg)
+                await self._observe("routed", msg)
                 return
             if stanza.tag == PRESENCE and origin is not None:
                 if stanza.get("type") in _SUBSCRIPTION and self.presence_handler is not None:
@@ -323,15 +321,23 @@ class Router:
 
     async def _observed(self, msg: RoutedMessage) -> None:
         """A message to a local account, with the observers before and after delivery."""
-        for observer in self.message_observers:
-            await observer.prepare(msg)
+        await self._observe("prepare", msg)
         reached = await self._message_to_user(msg.stanza, msg.to)
         if reached is None:
             msg.offline = True
         else:
             msg.reached = reached
+        await self._observe("routed", msg)
+
+    async def _observe(self, step: str, msg: RoutedMessage) -> None:
+        """Run one step of every observer; a failing observer (say, its database is down)
+        is logged and skipped: the message is still delivered, as without it."""
         for observer in self.message_observers:
-            await observer.routed(msg)
+            try:
+                await getattr(observer, step)(msg)
+            except Exception:
+                log.exception("event=message_observer_failed step=%s observer=%s", step,
+                              type(observer).__name__)  # fmt: skip
 
     async def _to_server(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
         if stanza.tag == IQ:

@@ -153,3 +153,23 @@ def test_without_observers_delivery_is_unchanged(kind: str) -> None:
     got = sessions["bob@example.org/1"][1].sent
     assert len(got) == 1 and b"seen" not in got[0]
     assert recorder.calls == []
+
+
+class Broken:
+    async def prepare(self, msg: RoutedMessage) -> None:
+        raise RuntimeError("database down")
+
+    async def routed(self, msg: RoutedMessage) -> None:
+        raise RuntimeError("database down")
+
+
+def test_a_failing_observer_does_not_stop_delivery_or_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    router, recorder, sessions = setup()
+    router.message_observers.insert(0, Broken())
+    alice = sessions["alice@example.org/a"][0]
+    run(router.route(message("bob@example.org"), alice))
+    assert len(sessions["bob@example.org/1"][1].sent) == 1
+    assert [c for c, _ in recorder.calls] == ["prepare", "routed"]
+    assert caplog.text.count("event=message_observer_failed") == 2
