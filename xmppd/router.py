@@ -31,12 +31,12 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from lxml import etree
 
 from xmppd.jid import JID, JIDError
+from xmppd.observers import MessageObserver, RoutedMessage
 from xmppd.session import Session
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError, error_reply
@@ -99,39 +99,6 @@ class Screen(Protocol):
         ...
 
 
-@dataclass(slots=True)
-class RoutedMessage:
-    """One one-to-one ``<message/>`` on its way, as :class:`MessageObserver` s see it."""
-
-    stanza: etree._Element
-    #: the addressee as written (bare or full; the sender's own bare JID if no ``to``)
-    to: JID
-    #: the local session that sent it (None: a component, a room, the server)
-    origin: Session | None
-    #: the addressee is a local account (else another domain's service)
-    local: bool
-    #: the sessions that got the stanza itself (filled before :meth:`MessageObserver.routed`)
-    reached: list[Session] = field(default_factory=list)
-    #: kept for the addressee's next login (XEP-0160) instead of delivered
-    offline: bool = False
-    #: what one observer notes for another (e.g. the sender's archive id for carbons)
-    notes: dict[str, Any] = field(default_factory=dict)
-
-
-class MessageObserver(Protocol):
-    """A service that sees each one-to-one message once (carbons, the accounts' archive).
-
-    ``prepare`` runs before delivery and may change the stanza (a XEP-0359 stanza-id,
-    removing a hint); ``routed`` runs after the stanza was delivered or stored offline,
-    not when it was refused (blocked, no such user): a refused message was not received.
-    Redelivery of an unacknowledged message (XEP-0198) does not run them again.
-    """
-
-    async def prepare(self, msg: RoutedMessage) -> None: ...
-
-    async def routed(self, msg: RoutedMessage) -> None: ...
-
-
 class AccountDirectory(Protocol):
     async def user_exists(self, localpart: str) -> bool: ...
 
@@ -144,6 +111,9 @@ class Addressee(Protocol):
     bare: str
     domain: str
     resource: str
+
+
+__all__ = ["MessageObserver", "RoutedMessage", "Router"]
 
 
 class Router:
@@ -531,6 +501,30 @@ class Router:
                     lost.append(rcpt.full)
             elif not self._to_service(rcpt, data, source):
                 lost.append(rcpt.full)
+        return lost
+
+    async def deliver_observed(
+        self, stanza: etree._Element, rcpts: list[Addressee], source: object = None
+    ) -> list[str]:
+        """A one-to-one message a service addresses itself to chosen sessions of one account
+        (a room's private message, XEP-0045 §7.5): :meth:`deliver_many`, with the message
+        observers around it as for a routed message. Returns what was not reached."""
+        if not rcpts:
+            return []
+        to = JID.parse(rcpts[0].bare)
+        msg = RoutedMessage(stanza, to, None, local=to.domain == self.domain)
+        if self.message_observers and _one_to_one(stanza):
+            await self._observe("prepare", msg)
+        sends = []
+        for rcpt in rcpts:
+            stanza.set("to", rcpt.full)
+            sends.append((rcpt, etree.tostring(stanza)))
+        lost = self.deliver_many(sends, source)
+        if self.message_observers and _one_to_one(stanza):
+            gone = set(lost)
+            reached = (self.session_for(JID.parse(r.full)) for r in rcpts if r.full not in gone)
+            msg.reached = [s for s in reached if s is not None]
+            await self._observe("routed", msg)
         return lost
 
     def _sender_blocked(self, rcpt: Addressee, data: bytes) -> bool:

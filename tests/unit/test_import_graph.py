@@ -159,7 +159,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("xmppd.server",),
     ("xmppd.reload", "xmppd.admin", "xmppd.metrics", "xmppd.http", "xmppd.transport", "xmppd.bosh"),
     ("xmppd.services", "xmppd.auth", "xmppd.muc.service", "xmppd.muc.forum_sync"),
-    ("xmppd.router", "xmppd.session"),
+    ("xmppd.router", "xmppd.session", "xmppd.observers"),
     (
         "xmppd.stream",
         "xmppd.xml",

@@ -173,3 +173,28 @@ def test_a_failing_observer_does_not_stop_delivery_or_the_others(
     assert len(sessions["bob@example.org/1"][1].sent) == 1
     assert [c for c, _ in recorder.calls] == ["prepare", "routed"]
     assert caplog.text.count("event=message_observer_failed") == 2
+
+
+def test_a_services_own_delivery_to_chosen_sessions_is_observed() -> None:
+    from xmppd.muc.wire import recipient
+
+    router, recorder, sessions = setup()
+    pm = message("ignored", sender="room@conference.example.org/Nick")
+    rcpts = [recipient(JID.parse("bob@example.org/2")), recipient(JID.parse("bob@example.org/9"))]
+    lost = run_value(router.deliver_observed(pm, rcpts))
+    assert lost == ["bob@example.org/9"]
+    assert b'seen="1"' in sessions["bob@example.org/2"][1].sent[0]
+    assert sessions["bob@example.org/1"][1].sent == []  # only the chosen session
+    (_, msg), (_, done) = recorder.calls
+    assert str(msg.to) == "bob@example.org" and msg.local and msg.origin is None
+    assert done.reached == [sessions["bob@example.org/2"][0]]
+
+
+def run_value(coro: object) -> object:
+    box: list[object] = []
+
+    async def main() -> None:
+        box.append(await coro)  # type: ignore[misc]
+
+    trio.run(main)
+    return box[0]

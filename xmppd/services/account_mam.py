@@ -5,9 +5,8 @@ with a ``<body/>`` that an account sends or receives (also one kept offline for 
 unless it carries the XEP-0334 ``<no-store/>`` or ``<no-permanent-store/>`` hint; a
 ``<store/>`` hint archives a chat/normal message without a body too. A message between two
 local accounts is in both archives, each with its own id; a message to oneself once.
-Not archived: a private message an account *receives* from a room occupant (XEP-0045
-§7.5), which the room hands to each joined session itself (``Router.deliver_many``), past
-the router's observers; the ones the account sends to an occupant are archived.
+Private messages with a room occupant (XEP-0045 §7.5) are archived both ways: the room
+delivers the ones it passes on through ``Router.deliver_observed``.
 The account's preferences (§6, :mod:`xmppd.mam.prefs`; ``[mam] default`` until it sets
 its own) decide per conversation partner; ``roster`` asks the account's roster.
 
