@@ -162,10 +162,13 @@ class AccountMamService(Service):
             strip_forged(stanza, recipient)
         if not archivable(stanza):
             return
-        try:
-            sender = JID.parse(stanza.get("from") or "")
-        except JIDError:
-            return
+        if msg.origin is not None:
+            sender = msg.origin.jid  # the stream stamped 'from' with it
+        else:
+            try:
+                sender = JID.parse(stanza.get("from") or "")
+            except JIDError:
+                return
         rows: list[tuple[str, str, JID, bool]] = []
         if recipient is not None and await self._wants(recipient, str(sender.bare)):
             stanza_id = self._new_id()

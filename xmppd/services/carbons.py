@@ -32,6 +32,7 @@ that the delivered message has too.
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Self
 
@@ -171,7 +172,7 @@ class CarbonsService(Service):
 
 
 def _copy(stanza: etree._Element) -> etree._Element:
-    return etree.fromstring(etree.tostring(stanza))
+    return copy.deepcopy(stanza)
 
 
 def _from_a_room(msg: RoutedMessage) -> bool:
