@@ -46,7 +46,7 @@ def test_both_services_register_their_handlers_and_features(db: Database) -> Non
     assert CARBONS in router.features and ENABLE in router.account_iq
     assert QUERY in router.account_iq and QUERY in router.server_iq
     disco = services.get(BasicServices).disco  # type: ignore[attr-defined]
-    assert {MAM, EXTENDED} <= disco.account_features
+    assert {MAM, EXTENDED, "urn:xmpp:sid:0"} <= disco.account_features
     assert MAM not in router.features  # the archive is the account's, not the server's
 
 

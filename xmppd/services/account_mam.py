@@ -150,7 +150,8 @@ class AccountMamService(Service):
             router.server_iq[tag] = service.handle_iq
         router.message_observers.append(service)
         disco = ctx.need(BasicServices).disco
-        disco.account_features = disco.account_features | {MAM, EXTENDED}
+        # XEP-0359 §4: the account (the archive) stamps stanza-ids on what it receives
+        disco.account_features = disco.account_features | {MAM, EXTENDED, SID}
         return service
 
     # ------------------------------------------------------------ MessageObserver
