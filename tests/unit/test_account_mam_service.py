@@ -147,3 +147,18 @@ async def test_writer_and_hourly_retention(
         await send(router, "alice@example.org/a", "bob@example.org", "queued at stop")
         nursery.cancel_scope.cancel()
     assert bodies(service) == ["new", "queued at stop"]
+
+
+async def test_a_full_queue_drops_new_rows_not_messages(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xmppd.services import account_mam
+
+    monkeypatch.setattr(account_mam, "MAX_QUEUED_ROWS", 2)
+    router, service, outboxes = setup(db)
+    await send(router, "alice@example.org/a", "bob@example.org", "kept")  # two rows
+    await send(router, "alice@example.org/a", "bob@example.org", "dropped")
+    assert len(outboxes["bob@example.org/b"].sent) == 2  # both delivered
+    assert service.dropped == 2
+    assert await service.flush()
+    assert [body for _, body in archive(service, "bob@example.org")] == ["kept"]

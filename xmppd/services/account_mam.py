@@ -30,8 +30,10 @@ where its results would fill more than half the client's send queue
 Writes are queued and written in batches by :meth:`AccountMamService.run` (at most
 ``batch_size`` rows, at least every ``flush_interval`` s); a query writes the queue first
 so that what was delivered is findable. The same task deletes messages older than
-``retention_days`` once an hour. Preference lists hold at most ``max_pref_jids`` JIDs
-each (``policy-violation`` beyond; nothing is stored).
+``retention_days`` once an hour. While the database is down, at most
+:data:`MAX_QUEUED_ROWS` rows wait in memory; later ones are dropped and logged.
+Preference lists hold at most ``max_pref_jids`` JIDs each (``policy-violation`` beyond;
+nothing is stored).
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ NO_STORE = ("{%s}no-store" % HINTS, "{%s}no-permanent-store" % HINTS)
 STORE = "{%s}store" % HINTS
 METADATA = "{%s}metadata" % MAM
 PURGE_EVERY = 3600.0
+#: Rows waiting for the database at most (about 100 MB of small chats): past it, while
+#: the database is unreachable, new rows are dropped (and counted) rather than the
+#: process growing without bound; delivery itself goes on.
+MAX_QUEUED_ROWS = 100_000
 #: Notes this service leaves on a routed message: (owner, id, with, outgoing) rows.
 ROWS_NOTE = "mam.rows"
 
@@ -131,6 +137,8 @@ class AccountMamService(Service):
         #: the last stamp given: stamps never go back, so ids and stamps grow together
         self._last_stamp = datetime.min.replace(tzinfo=UTC)
         self.written = 0
+        #: rows dropped because the queue was full (the database was down for long)
+        self.dropped = 0
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self | None:
@@ -191,6 +199,10 @@ class AccountMamService(Service):
         """The message was delivered or stored offline: queue its archive rows."""
         rows = msg.notes.get(ROWS_NOTE)
         if not rows:
+            return
+        if len(self._queue) >= MAX_QUEUED_ROWS:
+            self.dropped += len(rows)
+            log.warning("event=mam_queue_full dropped=%d", self.dropped, extra={"rows": len(rows)})
             return
         stamp = self._stamp()
         xml = etree.tostring(msg.stanza, encoding="unicode")
