@@ -19,7 +19,7 @@ class MamConfig:
     #: Days a message stays in an account's archive; 0 keeps it forever. The service
     #: deletes older messages once an hour.
     retention_days: int = 0
-    #: What an account archives until it sets its own preferences (XEP-0313 §6.1).
+    #: What an account archives until it sets its own preferences (XEP-0441).
     default: Literal["always", "never", "roster"] = "always"
     #: Largest page a query gets (RSM ``max`` above it is clamped, not refused).
     max_page: int = 250

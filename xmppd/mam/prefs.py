@@ -1,4 +1,5 @@
-"""An account's archiving preferences (XEP-0313 §6): ``default`` plus ``always``/``never``.
+"""An account's archiving preferences (XEP-0441, the ``<prefs/>`` of ``urn:xmpp:mam:2``
+that earlier versions of XEP-0313 defined): ``default`` plus ``always``/``never``.
 
 ``default`` is ``always`` (archive every conversation), ``never`` (none) or ``roster``
 (only with contacts in the account's roster). A JID in ``always`` is archived and one in
@@ -60,7 +61,7 @@ def _jids(parent: etree._Element | None, limit: int) -> frozenset[str]:
 
 
 def parse_prefs(el: etree._Element, limit: int) -> Prefs:
-    """The ``<prefs/>`` of a set (§6.1); ``bad-request`` for an unknown default."""
+    """The ``<prefs/>`` of a set (XEP-0441); ``bad-request`` for an unknown default."""
     default = el.get("default")
     if default not in DEFAULTS:
         raise StanzaError("bad-request", "'default' must be always, never or roster")
@@ -73,7 +74,7 @@ def parse_prefs(el: etree._Element, limit: int) -> Prefs:
 
 def prefs_element(prefs: Prefs) -> etree._Element:
     """``<prefs default=…><always>…</always><never>…</never></prefs>`` (both lists always
-    present, as §6.1's replies show)."""
+    present, as XEP-0441's replies show)."""
     el = etree.Element(PREFS, nsmap={None: MAM})
     el.set("default", prefs.default)
     for name, jids in (("always", prefs.always), ("never", prefs.never)):

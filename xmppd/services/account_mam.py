@@ -1,13 +1,13 @@
 """XEP-0313 message archive management for each account's one-to-one messages.
 
-What is archived (§7.1.1 "User Archives"): every message of type ``chat`` or ``normal``
+What is archived (Business Rules, "User Archives"): every message of type ``chat`` or ``normal``
 with a ``<body/>`` that an account sends or receives (also one kept offline for it, once),
 unless it carries the XEP-0334 ``<no-store/>`` or ``<no-permanent-store/>`` hint; a
 ``<store/>`` hint archives a chat/normal message without a body too. A message between two
 local accounts is in both archives, each with its own id; a message to oneself once.
 Private messages with a room occupant (XEP-0045 §7.5) are archived both ways: the room
 delivers the ones it passes on through ``Router.deliver_observed``.
-The account's preferences (§6, :mod:`xmppd.mam.prefs`; ``[mam] default`` until it sets
+The account's preferences (XEP-0441, :mod:`xmppd.mam.prefs`; ``[mam] default`` until it sets
 its own) decide per conversation partner; ``roster`` asks the account's roster.
 
 XEP-0359: the copy delivered to (or stored for) the recipient carries
@@ -90,7 +90,8 @@ ROWS_NOTE = "mam.rows"
 
 
 def archivable(stanza: etree._Element) -> bool:
-    """§7.1.1: chat or normal with a body (or a ``<store/>`` hint), no no-store hint."""
+    """Business Rules, "User Archives": chat or normal with a body (or a ``<store/>``
+    hint), and no no-store hint."""
     if (stanza.get("type") or "normal") not in ("chat", "normal"):
         return False
     if any(stanza.find(tag) is not None for tag in NO_STORE):
@@ -214,7 +215,7 @@ class AccountMamService(Service):
             self._wakeup.set()
 
     async def _wants(self, owner: str, other: str) -> bool:
-        """The owner's preferences (§6) for a conversation with bare JID ``other``."""
+        """The owner's preferences (XEP-0441) for a conversation with bare JID ``other``."""
         prefs = self.prefs.get(owner)
         decided = (prefs or Prefs(self.config.default)).decide(other)
         if decided is not None:
@@ -290,7 +291,7 @@ class AccountMamService(Service):
         return el
 
     async def _prefs(self, owner: str, payload: etree._Element, iq_type: str | None) -> Any:
-        """§6.1: read the preferences, or replace them (stored first, then in effect)."""
+        """XEP-0441: read the preferences, or replace them (stored first, then in effect)."""
         if iq_type == "get":
             return prefs_element(self.prefs.get(owner) or Prefs(self.config.default))
         prefs = parse_prefs(payload, self.config.max_pref_jids)
