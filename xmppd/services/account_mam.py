@@ -13,8 +13,9 @@ its own) decide per conversation partner; ``roster`` asks the account's roster.
 XEP-0359: the copy delivered to (or stored for) the recipient carries
 ``<stanza-id xmlns='urn:xmpp:sid:0' by='user@domain' id='…'/>`` with the recipient's
 archive id, the id a query returns. Any ``stanza-id`` claiming to be by the recipient
-that arrived with the message is removed first, archived or not (XEP-0359 §5 "Security
-Considerations": an entity only trusts stanza-ids by itself that it added).
+that arrived with the message is removed first, archived or not (XEP-0359 §3, rules 3
+and 4: the entity a ``by`` names overrides such a claim, and a stanza has at most one
+stanza-id per ``by``); stanza-ids by anyone else are left alone (rule 1).
 
 Queries (§4) to the account's own bare JID (or no ``to``): form fields ``with`` (bare
 JID: any resource; full JID: that resource), ``start``, ``end``, and (advertised as
@@ -100,7 +101,7 @@ def archivable(stanza: etree._Element) -> bool:
 
 
 def strip_forged(stanza: etree._Element, by: str) -> int:
-    """Remove ``stanza-id`` elements claiming to be by ``by`` (XEP-0359 §5); how many."""
+    """Remove ``stanza-id`` elements claiming to be by ``by`` (XEP-0359 §3, rule 3); how many."""
     forged = [el for el in stanza.findall(STANZA_ID) if el.get("by") == by]
     for el in forged:
         stanza.remove(el)
@@ -159,7 +160,8 @@ class AccountMamService(Service):
             router.server_iq[tag] = service.handle_iq
         router.message_observers.append(service)
         disco = ctx.need(BasicServices).disco
-        # XEP-0359 §4: the account (the archive) stamps stanza-ids on what it receives
+        # the account stamps stanza-ids on what it receives (XEP-0359 up to 0.5 had clients
+        # look for this feature, §4 "Discovering Support"; they still do)
         disco.account_features = disco.account_features | {MAM, EXTENDED, SID}
         return service
 

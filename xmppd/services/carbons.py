@@ -25,8 +25,8 @@ rooms to add). A private message a local user *sends* to an occupant is copied a
 so the user's other clients joined to the room see it.
 
 When the account's archive runs (:mod:`xmppd.services.account_mam`), the forwarded copy in
-``<sent/>`` carries the sender's own archive id (XEP-0359 ``stanza-id`` by the bare JID)
-instead of the recipient's, and ``<received/>`` copies carry the recipient's archive id
+``<sent/>`` carries the sender's own archive id too (XEP-0359 ``stanza-id`` by the bare
+JID, beside the recipient's), and ``<received/>`` copies carry the recipient's archive id
 that the delivered message has too.
 """
 
@@ -155,9 +155,8 @@ class CarbonsService(Service):
         original = _copy(msg.stanza)
         sent_id = msg.notes.get(SENT_ID_NOTE)
         if sent_id is not None:
-            ours = (account, str(msg.to.bare))  # a forged one, and the recipient's
-            for old in original.findall(STANZA_ID):
-                if old.get("by") in ours:
+            for old in original.findall(STANZA_ID):  # XEP-0359 §3: at most one per 'by'
+                if old.get("by") == account:
                     original.remove(old)
             sid = etree.SubElement(original, STANZA_ID, nsmap={None: SID})
             sid.set("id", sent_id)
