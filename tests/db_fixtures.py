@@ -54,6 +54,8 @@ TABLES = {
     "pubsub_items",
     "vcards",
     "private_xml",
+    "mam_messages",
+    "mam_prefs",
 }
 FAST = 64  # PBKDF2 iterations for tests that do not care about the cost
 
@@ -130,7 +132,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0006",)]
+        assert versions == [("0007",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:
@@ -485,3 +487,47 @@ class StorageContract:
         assert store.total(owner) == len("<a xmlns='x:a'>" + "1" * 60 + "</a><b xmlns='x:b'/>")
         db.delete_user("pia")
         assert store.total(owner) == 0
+
+    # -- the accounts' archive (migration 0007) ------------------------------------
+
+    def test_account_archive_round_trip(self, db: Database) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        from xmppd.mam.query import MamQuery
+        from xmppd.storage.account_mam import AccountArchiveStore, ArchiveRow
+
+        store = AccountArchiveStore(db)
+        t0 = datetime(2026, 1, 1, tzinfo=UTC)
+        big = "<message><body>" + "ж" * 200_000 + "</body></message>"
+        rows = [
+            ArchiveRow(
+                "ann@example.org",
+                f"s{i}",
+                "bo@example.org",
+                "r" * 1023,
+                i == 1,
+                t0 + timedelta(seconds=i),
+                big if i == 2 else f"<m i='{i}'/>",
+            )
+            for i in range(4)
+        ]
+        store.write_batch(rows)
+        page = store.query("ann@example.org", MamQuery(None, after="s0", max=2))
+        assert [(m.stanza_id, m.stamp) for m in page.messages] == [
+            ("s1", t0 + timedelta(seconds=1)),
+            ("s2", t0 + timedelta(seconds=2)),
+        ]
+        assert page.messages[1].xml == big and page.complete is False
+        assert (
+            store.query("ann@example.org", MamQuery(None, with_="bo@example.org/x")).messages == []
+        )
+        assert store.purge_before(t0 + timedelta(seconds=2)) == 2
+
+    def test_account_archive_prefs_hold_the_most_jids(self, db: Database) -> None:
+        from xmppd.mam.prefs import Prefs
+        from xmppd.storage.account_mam import AccountArchiveStore
+
+        store = AccountArchiveStore(db)
+        many = frozenset(f"{'u' * 250}{i:03d}@{'d' * 120}.org" for i in range(500))
+        store.save_prefs("ann@example.org", Prefs("roster", many, many))
+        assert store.load_prefs()["ann@example.org"] == Prefs("roster", many, many)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from xmppd import settings
 from xmppd.bosh.config import BoshConfig
 from xmppd.jid import JIDError, nameprep_domain
+from xmppd.mam.config import MamConfig
 from xmppd.muc.config import MucConfig
 from xmppd.pubsub.config import PepConfig
 from xmppd.services.account_config import PrivateStorageConfig, VcardConfig
@@ -436,6 +437,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     muc: MucConfig = field(default_factory=MucConfig)
     pep: PepConfig = field(default_factory=PepConfig)
+    mam: MamConfig = field(default_factory=MamConfig)
     component_listener: ComponentListenerConfig = field(default_factory=ComponentListenerConfig)
     components: list[ComponentConfig] = field(default_factory=list)
     http: HttpConfig = field(default_factory=HttpConfig)

@@ -15,7 +15,11 @@ Extension points, all registered at start-up:
 - ``awaiting[id]``     — the server's own iq requests to clients (XEP-0115 disco#info):
   the result or error from the expected JID goes to the callback, once;
 - ``screen``           — the accounts' blocklists (XEP-0191): a stanza between a local
-  account and a JID it blocked is not delivered (:meth:`Router.blocked_between`).
+  account and a JID it blocked is not delivered (:meth:`Router.blocked_between`);
+- ``message_observers`` — services that see each one-to-one message once as it is routed
+  (:class:`MessageObserver`: carbons, the accounts' archive): a message to a local
+  account, and a message a local account sends to another domain's service. Groupchat
+  messages and a room's fan-out never reach them; with no observer the path is as before.
 
 :meth:`Router.deliver_many` hands ready bytes to many full JIDs at once (a room's
 fan-out): a stanza serialised once reaches every session without being parsed again, and
@@ -26,6 +30,7 @@ a clustered router can replace it with per-node delivery.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
@@ -33,6 +38,7 @@ from typing import Protocol
 from lxml import etree
 
 from xmppd.jid import JID, JIDError
+from xmppd.observers import MessageObserver, RoutedMessage
 from xmppd.session import Session
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError, error_reply
@@ -109,6 +115,9 @@ class Addressee(Protocol):
     resource: str
 
 
+__all__ = ["MessageObserver", "RoutedMessage", "Router"]
+
+
 class Router:
     """Routes stanzas whose ``from`` the transport has already stamped."""
 
@@ -127,6 +136,7 @@ class Router:
         self.presence_handler: PresenceHandler | None = None
         self.offline_store: OfflineStore | None = None
         self.screen: Screen | None = None
+        self.message_observers: list[MessageObserver] = []
         #: disco#info features of the server itself; services add to it.
         self.features: set[str] = set()
         self.disco_items: dict[str, str | None] = {}
@@ -186,14 +196,25 @@ class Router:
             raise StanzaError("jid-malformed", "the 'to' address is not a valid JID") from None
         if self.screen is not None and self._screened_out(stanza, to, origin):
             return
+        observed = stanza.tag == MESSAGE and self.message_observers and _one_to_one(stanza)
         if to.domain == self.domain:
             if to.local is None:
                 await self._to_server(stanza, to, origin)
+            elif observed:
+                await self._observed(RoutedMessage(stanza, to, origin, local=True))
             else:
                 await self._to_local_user(stanza, to, origin)
             return
         service = self.services.get(to.domain)
         if service is not None:
+            if observed and origin is not None:
+                msg = RoutedMessage(stanza, to, origin, local=False)
+                await self._observe("prepare", msg)
+                # the service may rewrite what it gets (a room sets the occupant JID as
+                # 'from'): observers keep the message as the user sent it
+                await service.handle(copy.deepcopy(stanza), to, origin)
+                await self._observe("routed", msg)
+                return
             if stanza.tag == PRESENCE and origin is not None:
                 if stanza.get("type") in _SUBSCRIPTION and self.presence_handler is not None:
                     # RFC 6121 §3: the user's roster state changes first (a component
@@ -267,7 +288,30 @@ class Router:
             await self._iq_on_behalf(stanza, origin, own=True)
             return
         if tag == MESSAGE and origin is not None:
-            await self._to_local_user(stanza, origin.bare, origin)
+            if self.message_observers and _one_to_one(stanza):
+                await self._observed(RoutedMessage(stanza, origin.bare, origin, local=True))
+            else:
+                await self._to_local_user(stanza, origin.bare, origin)
+
+    async def _observed(self, msg: RoutedMessage) -> None:
+        """A message to a local account, with the observers before and after delivery."""
+        await self._observe("prepare", msg)
+        reached = await self._message_to_user(msg.stanza, msg.to)
+        if reached is None:
+            msg.offline = True
+        else:
+            msg.reached = reached
+        await self._observe("routed", msg)
+
+    async def _observe(self, step: str, msg: RoutedMessage) -> None:
+        """Run one step of every observer; a failing observer (say, its database is down)
+        is logged and skipped: the message is still delivered, as without it."""
+        for observer in self.message_observers:
+            try:
+                await getattr(observer, step)(msg)
+            except Exception:
+                log.exception("event=message_observer_failed step=%s observer=%s", step,
+                              type(observer).__name__)  # fmt: skip
 
     async def _to_server(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
         if stanza.tag == IQ:
@@ -331,32 +375,40 @@ class Router:
                 await self.presence_handler.inbound(stanza, to)
             return
 
+        if tag == MESSAGE:
+            await self._message_to_user(stanza, to)
+            return
         if to.resource is not None:
             target = self.session_for(to)
             if target is not None:
                 target.send(etree.tostring(stanza))
                 return
-            if tag == IQ:
-                if stanza.get("type") in ("get", "set"):
-                    raise StanzaError("service-unavailable")
-                return
+            if stanza.get("type") in ("get", "set"):
+                raise StanzaError("service-unavailable")
+            return
+        own = origin is not None and origin.bare == to.bare
+        if own:
+            await self._iq_on_behalf(stanza, origin, own=True)
+            return
+        if stanza.get("type") in ("get", "set"):
+            if not await self.accounts.user_exists(to.local or ""):
+                raise StanzaError("service-unavailable")
+            await self._dispatch_iq(stanza, origin, self.server_iq)
+
+    async def _message_to_user(self, stanza: etree._Element, to: JID) -> list[Session] | None:
+        """RFC 6121 §8.5.3 (full JID) falling back to §8.5.2 (bare JID): the sessions the
+        message reached, or None when it was stored offline."""
+        if to.resource is not None:
+            target = self.session_for(to)
+            if target is not None:
+                target.send(etree.tostring(stanza))
+                return [target]
             # message to an unavailable resource: treat as addressed to the bare JID
             if stanza.get("type") in ("groupchat", "headline", "error"):
                 if stanza.get("type") == "groupchat":
                     raise StanzaError("service-unavailable")
-                return
-        if tag == IQ:
-            own = origin is not None and origin.bare == to.bare
-            if own:
-                await self._iq_on_behalf(stanza, origin, own=True)
-                return
-            if stanza.get("type") in ("get", "set"):
-                if not await self.accounts.user_exists(to.local or ""):
-                    raise StanzaError("service-unavailable")
-                await self._dispatch_iq(stanza, origin, self.server_iq)
-            return
-        if tag == MESSAGE:
-            await self._message_to_bare(stanza, to.bare)
+                return []
+        return await self._message_to_bare(stanza, to.bare)
 
     async def redeliver(self, stanza: etree._Element, bare: JID) -> None:
         """A message its full-JID recipient never acknowledged (XEP-0198 §4): deliver it
@@ -372,8 +424,9 @@ class Router:
 
     async def _message_to_bare(
         self, stanza: etree._Element, bare: JID, *, attached_only: bool = False
-    ) -> None:
-        """RFC 6121 §8.5.2.1 (account exists) and §8.5.2.2 (no such account)."""
+    ) -> list[Session] | None:
+        """RFC 6121 §8.5.2.1 (account exists) and §8.5.2.2 (no such account): the sessions
+        the message reached, or None when it was stored offline."""
         kind = stanza.get("type") or "normal"
         if kind not in ("chat", "error", "groupchat", "headline", "normal"):
             kind = "normal"
@@ -391,19 +444,17 @@ class Router:
             else:
                 top = max(s.priority for s in candidates)
                 targets = [s for s in candidates if s.priority == top]
-            for session in targets:
-                session.send(data)
-            return
+            return [s for s in targets if s.send(data) is not False]
         if kind == "error":
-            return
+            return []
         if not await self.accounts.user_exists(bare.local or ""):
             if kind != "headline":
                 raise StanzaError("service-unavailable")
-            return
+            return []
         if kind == "headline":
-            return
+            return []
         if self.offline_store is not None and await self.offline_store.store(stanza, bare):
-            return
+            return None
         raise StanzaError("service-unavailable", "the recipient is offline")
 
     # ------------------------------------------------------------------ replies
@@ -467,6 +518,30 @@ class Router:
                 lost.append(rcpt.full)
         return lost
 
+    async def deliver_observed(
+        self, stanza: etree._Element, rcpts: list[Addressee], source: object = None
+    ) -> list[str]:
+        """A one-to-one message a service addresses itself to chosen sessions of one account
+        (a room's private message, XEP-0045 §7.5): :meth:`deliver_many`, with the message
+        observers around it as for a routed message. Returns what was not reached."""
+        if not rcpts:
+            return []
+        to = JID.parse(rcpts[0].bare)
+        msg = RoutedMessage(stanza, to, None, local=to.domain == self.domain)
+        if self.message_observers and _one_to_one(stanza):
+            await self._observe("prepare", msg)
+        sends = []
+        for rcpt in rcpts:
+            stanza.set("to", rcpt.full)
+            sends.append((rcpt, etree.tostring(stanza)))
+        lost = self.deliver_many(sends, source)
+        if self.message_observers and _one_to_one(stanza):
+            gone = set(lost)
+            reached = (self.session_for(JID.parse(r.full)) for r in rcpts if r.full not in gone)
+            msg.reached = [s for s in reached if s is not None]
+            await self._observe("routed", msg)
+        return lost
+
     def _sender_blocked(self, rcpt: Addressee, data: bytes) -> bool:
         """Whether ``rcpt``'s account blocked the sender of ``data`` (parsed only for
         accounts with a blocklist)."""
@@ -507,3 +582,8 @@ class Router:
         session = self.session_for(to)
         if session is not None:
             session.send_stanza(stanza)
+
+
+def _one_to_one(stanza: etree._Element) -> bool:
+    """What message observers see: not a room's groupchat (§7.4 of XEP-0045 is the room's)."""
+    return stanza.get("type") != "groupchat"

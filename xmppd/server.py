@@ -28,8 +28,10 @@ from xmppd.memory import trim_periodically
 from xmppd.private_files import private_dir
 from xmppd.reload import ReloadReport, reload_server
 from xmppd.router import Router
+from xmppd.services.account_mam import AccountMamService
 from xmppd.services.basic import BasicServices
 from xmppd.services.blocking import BlockingService
+from xmppd.services.carbons import CarbonsService
 from xmppd.services.groupchat import GroupchatService
 from xmppd.services.lifecycle import Service, ServiceContext, build_services
 from xmppd.services.offline import OfflineService
@@ -65,6 +67,8 @@ SERVICES: tuple[type[Service], ...] = (
     VcardService,
     PrivateStorageService,
     PasswordService,
+    CarbonsService,
+    AccountMamService,
     GroupchatService,
     PhpbbRecheck,
 )

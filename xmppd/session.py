@@ -38,6 +38,7 @@ class Session:
         "bare",
         "bare_str",
         "blocklist_requested",
+        "carbons",
         "detached_since",
         "directed_presence",
         "full_str",
@@ -79,6 +80,9 @@ class Session:
         self.interested = False
         #: Asked for its blocklist: receives blocklist pushes (XEP-0191 §3.2).
         self.blocklist_requested = False
+        #: Enabled message carbons (XEP-0280 §4): gets copies of the account's other
+        #: conversations.
+        self.carbons = False
         self.priority = 0
         #: Last available presence broadcast, serialised, for probes and new resources.
         self.presence: etree._Element | None = None

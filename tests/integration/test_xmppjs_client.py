@@ -109,3 +109,64 @@ def test_xmppjs_logs_in_chats_in_the_room_and_with_a_user(
     assert outcomes["done"] is True and "error" not in outcomes
     assert line in in_room  # a desktop client in the room saw it
     assert chats == [line]  # and the one-to-one message arrived once
+
+
+MAM_PROBE = BROWSER_DIR / "xmppjs_mam_probe.mjs"
+
+
+def test_xmppjs_gets_carbons_and_reads_its_archive(server: XmppdProcess) -> None:
+    """xmpp.js as one resource of alice, slixmpp as another and as bob: the carbon of bob's
+    message to alice's other resource, the sent carbon of xmpp.js's reply there, and the
+    archive (last page, from alice's bare JID) holding both, in order."""
+    node = _node()
+    service = f"xmpp://127.0.0.1:{server.port}"
+    env = dict(os.environ, NODE_TLS_REJECT_UNAUTHORIZED="0")
+
+    async def scenario() -> tuple[dict[str, object], list[str]]:
+        desk = await login(server, "alice@localhost/desk", plugins=["xep_0280"])
+        await desk.plugin["xep_0280"].enable(timeout=5)
+        sent: list[str] = []
+        desk.add_event_handler("carbon_sent", lambda m: sent.append(str(m["carbon_sent"]["body"])))
+        bob = await login(server, "bob@localhost/b")
+        proc = await asyncio.create_subprocess_exec(
+            node, str(MAM_PROBE), service, "alice", "secret", "bob@localhost",
+            cwd=BROWSER_DIR, env=env, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            # its available presence reaches alice's other resource once carbons are on
+            await desk.next_presence(
+                timeout=20, match=lambda p: str(p["from"]) == "alice@localhost/xmppjs"
+            )
+            bob.send_message(mto="alice@localhost/desk", mbody="to the desk", mtype="chat")
+            stdout, _ = await asyncio.wait_for(proc.communicate(), 40)
+            for _ in range(50):
+                if sent:
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await desk.close()
+            await bob.close()
+        outcomes: dict[str, object] = {"exit": proc.returncode}
+        for line in stdout.decode().splitlines():
+            if line.startswith("{"):
+                item = json.loads(line)
+                outcomes[item["what"]] = item["value"]
+        return outcomes, sent
+
+    outcomes, sent = run(scenario, timeout=90)
+    assert outcomes["exit"] == 0, outcomes
+    assert outcomes["carbons"] == "result"
+    assert outcomes["carbon"] == {
+        "body": "to the desk",
+        "to": "alice@localhost/desk",
+        "by": "alice@localhost",  # the archive id travels in the carbon too
+    }
+    archive = outcomes["archive"]
+    assert isinstance(archive, dict)
+    # the newest two (the module's other tests may have archived alice's earlier chats)
+    assert archive["bodies"][-2:] == ["to the desk", "from xmpp.js"]
+    assert archive["from"] == ["alice@localhost"] and archive["complete"] == "true"
+    assert sent == ["from xmpp.js"]
+    assert outcomes["done"] is True and "error" not in outcomes

@@ -400,7 +400,8 @@ def test_private_messages() -> None:
     alice = JID.parse("alice@example.org/a")
     pm = el('<message type="chat"><body>psst</body></message>', str(alice), f"{ROOM}/bob")
     out = room.handle_message(pm, alice, "bob", T0)
-    (got,) = parsed(out, "bob@example.org/b")
+    ((got, rcpts),) = out.private  # the service delivers it through the router
+    assert [r.full for r in rcpts] == ["bob@example.org/b"] and not out.sends
     assert got.get("from") == f"{ROOM}/Alice" and got.findtext(C + "body") == "psst"
     assert got.find(f"{U}x") is not None and not out.archive
     bad = el('<message type="groupchat"><body>x</body></message>', str(alice), f"{ROOM}/Bob")

@@ -1,4 +1,4 @@
-"""The sans-IO rule (DESIGN.md): stream/, xml/ and bosh/session.py, body.py import no I/O.
+"""The sans-IO rule (DESIGN.md): stream/, xml/, mam/ and bosh/session.py, body.py import no I/O.
 
 Checked in a fresh interpreter, so what other tests imported cannot hide a violation.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ["xmppd.stream", "xmppd.xml", "xmppd.pubsub"]
+PACKAGES = ["xmppd.stream", "xmppd.xml", "xmppd.pubsub", "xmppd.mam"]
 #: Single sans-IO modules inside packages that also hold trio shells.
 MODULES = ["xmppd.bosh.body", "xmppd.bosh.session"]
 FORBIDDEN = ["trio", "asyncio", "sqlalchemy", "socket", "ssl", "selectors", "hypercorn", "anyio"]

@@ -137,8 +137,7 @@ def _private(room: RoomCore, out: Out, stanza: etree._Element, rcpt: Recipient, 
             stanza.remove(child)
     sub(stanza, USER_X, MUC_USER)
     sub(stanza, OCC_ID, OCCUPANT_ID, id=occ.occupant_id)
-    tpl = Template(stanza)
-    out.sends.extend((r, tpl.to(r)) for r in target.sessions.values())
+    out.private.append((stanza, list(target.sessions.values())))
 
 
 def _invite(

@@ -39,6 +39,10 @@ class Out:
     #: stanzas for the router (RFC 6121 rules: a bare JID's resources or offline storage),
     #: such as invitations, which go to users who are not occupants
     routed: list[etree._Element] = field(default_factory=list)
+    #: private messages (§7.5) and the sessions of the one occupant each is for: the service
+    #: delivers them through ``Router.deliver_observed`` (the recipient's carbons rules and
+    #: archive see them, as they see any one-to-one message)
+    private: list[tuple[etree._Element, list[Recipient]]] = field(default_factory=list)
     #: the room is gone (destroyed, or a temporary room emptied)
     gone: bool = False
 

@@ -297,6 +297,8 @@ class MucService:
         else:
             return
         self._apply(room, out)
+        for pm, rcpts in out.private:
+            self._forget_lost(room, await self.router.deliver_observed(pm, rcpts, source=self))
         for routed in out.routed:
             await self.router.route(routed)
         if out.mam is not None:
@@ -342,7 +344,9 @@ class MucService:
 
     def _deliver(self, out: Out, room: Room | None = None) -> None:
         """Hand the copies to the router; forget resources that are gone (status 333)."""
-        lost = self.router.deliver_many(out.sends, source=self)
+        self._forget_lost(room, self.router.deliver_many(out.sends, source=self))
+
+    def _forget_lost(self, room: Room | None, lost: list[str]) -> None:
         if room is not None and lost:
             for full in dict.fromkeys(lost):
                 if full in room.by_real:

@@ -275,3 +275,40 @@ private_xml = sa.Table(
     sa.Column("size", sa.Integer, nullable=False),
     **_MYSQL_TABLE,
 )
+
+#: Each account's own message archive (XEP-0313, migration 0007): one row per archived
+#: one-to-one message and archive (a message between two local accounts has a row in
+#: each). Paging runs on (owner, id) and, filtered by a conversation partner, on
+#: (owner, with_bare, id): a page is one index range scan, whatever the archive's size.
+#: (stamp, id) serves the retention purge and turns a query's start/end into id bounds
+#: (the service stamps messages in a non-decreasing order, so stamps and ids grow together).
+mam_messages = sa.Table(
+    "mam_messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("owner", sa.String(JID_MAX), nullable=False),
+    sa.Column("stanza_id", sa.String(64), nullable=False),
+    sa.Column("with_bare", sa.String(JID_MAX), nullable=False),
+    sa.Column("with_resource", sa.String(1023), nullable=False),
+    sa.Column("outgoing", sa.Boolean, nullable=False),
+    sa.Column("stamp", sa.DateTime, nullable=False),
+    sa.Column("stanza", StanzaText, nullable=False),
+    sa.Index("ix_mam_messages_owner_id", "owner", "id"),
+    sa.Index("ix_mam_messages_owner_with_id", "owner", "with_bare", "id"),
+    sa.Index("ix_mam_messages_stamp_id", "stamp", "id"),
+    sa.UniqueConstraint("owner", "stanza_id"),
+    **_MYSQL_TABLE,
+)
+
+#: Each account's archiving preferences (XEP-0313 §6); absent: the server's default.
+mam_prefs = sa.Table(
+    "mam_prefs",
+    metadata,
+    sa.Column("owner", sa.String(JID_MAX), primary_key=True),
+    sa.Column("default_mode", sa.String(8), nullable=False),
+    #: JSON arrays of bare JIDs; up to ``mam.max_pref_jids`` of 383 characters each can
+    #: pass MariaDB's 64 KiB TEXT, hence the stanza type (MEDIUMTEXT there)
+    sa.Column("always_json", StanzaText, nullable=False),
+    sa.Column("never_json", StanzaText, nullable=False),
+    **_MYSQL_TABLE,
+)

@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from xmppd.jid import JID, JIDError
-from xmppd.muc.mam import ArchivedMessage, MamPage, MamQuery
+from xmppd.muc.mam import MamPage, MamQuery
 from xmppd.muc.nicks import (
     ALL_ROOMS,
     NickError,
@@ -31,9 +31,9 @@ from xmppd.muc.nicks import (
     nick_key,
 )
 from xmppd.storage.database import Database
+from xmppd.storage.mam_paging import fetch_page
 from xmppd.storage.models import NICK_MAX, muc_affiliations, muc_messages, muc_nicks, muc_rooms
 from xmppd.storage.sql import upsert
-from xmppd.xml.errors import StanzaError
 
 #: The logger name the nick events have always had (operators filter on it).
 log = logging.getLogger("xmppd.muc.storage")
@@ -270,37 +270,12 @@ class MucStore:
             base.append(m.stamp >= _naive(q.start))
         if q.end is not None:
             base.append(m.stamp <= _naive(q.end))
-        if q.with_nick is not None:
-            base.append(m.nick == q.with_nick)
+        if q.with_ is not None:
+            base.append(m.nick == q.with_)
         with self.db.connection() as conn:
-
-            def row_id(stanza_id: str) -> int:
-                found = conn.execute(
-                    sa.select(m.id).where(m.room == room, m.stanza_id == stanza_id)
-                ).scalar_one_or_none()
-                if found is None:
-                    raise StanzaError("item-not-found", f"no archived message {stanza_id}")
-                return int(found)
-
             count = conn.execute(sa.select(sa.func.count()).select_from(messages).where(*base))
             total = int(count.scalar_one())
-            where = list(base)
-            if q.after:
-                where.append(m.id > row_id(q.after))
-            backwards = q.before is not None
-            if q.before:
-                where.append(m.id < row_id(q.before))
-            order = m.id.desc() if backwards else m.id.asc()
-            cols = (m.stanza_id, m.stamp, m.stanza)
-            rows = conn.execute(
-                sa.select(*cols).where(*where).order_by(order).limit(q.max + 1)
-            ).all()
-        more = len(rows) > q.max
-        rows = rows[: q.max]
-        if backwards:
-            rows.reverse()
-        page = [ArchivedMessage(r[0], _aware(r[1]), r[2]) for r in rows]
-        return MamPage(page, complete=not more, count=total)
+            return fetch_page(conn, messages, [m.room == room], base[1:], q, total)
 
     def load_nicks(self) -> list[tuple[str, str, str]]:
         """Every registration as ``(room, nick, jid)`` (room "" = all rooms)."""

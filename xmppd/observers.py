@@ -1,0 +1,46 @@
+"""What the router's message observers see (``Router.message_observers``): one value per
+one-to-one message on its way, and the two calls an observer answers. Carbons (XEP-0280)
+and the accounts' archive (XEP-0313) are observers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from lxml import etree
+
+from xmppd.jid import JID
+from xmppd.session import Session
+
+
+@dataclass(slots=True)
+class RoutedMessage:
+    """One one-to-one ``<message/>`` on its way, as :class:`MessageObserver` s see it."""
+
+    stanza: etree._Element
+    #: the addressee as written (bare or full; the sender's own bare JID if no ``to``)
+    to: JID
+    #: the local session that sent it (None: a component, a room, the server)
+    origin: Session | None
+    #: the addressee is a local account (else another domain's service)
+    local: bool
+    #: the sessions that got the stanza itself (filled before :meth:`MessageObserver.routed`)
+    reached: list[Session] = field(default_factory=list)
+    #: kept for the addressee's next login (XEP-0160) instead of delivered
+    offline: bool = False
+    #: what one observer notes for another (e.g. the sender's archive id for carbons)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class MessageObserver(Protocol):
+    """A service that sees each one-to-one message once (carbons, the accounts' archive).
+
+    ``prepare`` runs before delivery and may change the stanza (a XEP-0359 stanza-id,
+    removing a hint); ``routed`` runs after the stanza was delivered or stored offline,
+    not when it was refused (blocked, no such user): a refused message was not received.
+    Redelivery of an unacknowledged message (XEP-0198) does not run them again.
+    """
+
+    async def prepare(self, msg: RoutedMessage) -> None: ...
+
+    async def routed(self, msg: RoutedMessage) -> None: ...
