@@ -48,6 +48,7 @@ TABLES = {
     "pending_subscriptions",
     "offline_messages",
     "blocklist_items",
+    "upload_files",
 }
 FAST = 64  # PBKDF2 iterations for tests that do not care about the cost
 
@@ -124,7 +125,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0004",)]
+        assert versions == [("0008",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:

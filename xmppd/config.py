@@ -25,6 +25,7 @@ from xmppd.bosh.config import BoshConfig
 from xmppd.jid import JIDError, nameprep_domain
 from xmppd.muc.config import MucConfig
 from xmppd.settings import ConfigError
+from xmppd.upload.config import UploadConfig
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -438,6 +439,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     bosh: BoshConfig = field(default_factory=BoshConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    upload: UploadConfig = field(default_factory=UploadConfig)
 
     @property
     def data_path(self) -> Path:

@@ -35,6 +35,7 @@ from xmppd.services.lifecycle import Service, ServiceContext, build_services
 from xmppd.services.offline import OfflineService
 from xmppd.services.presence import PresenceManager
 from xmppd.services.roster import RosterService
+from xmppd.services.upload import UploadService
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.mechanisms import offered_mechanisms
@@ -58,6 +59,7 @@ SERVICES: tuple[type[Service], ...] = (
     PresenceManager,
     BlockingService,
     GroupchatService,
+    UploadService,
     PhpbbRecheck,
 )
 
