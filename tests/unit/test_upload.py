@@ -1,0 +1,351 @@
+"""XEP-0363 HTTP file upload: the pure rules (xmppd.upload.policy: names, types, slot
+requests, serving headers), the ``[upload]`` section, and the service
+(xmppd.services.upload) on the router over a real SQLite database: disco, slots, the
+PUT checks, the quota and the expiry sweep.
+
+Over real sockets with slixmpp and httpx: tests/integration/test_upload_slixmpp.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from lxml import etree
+
+from tests.unit.routing_helpers import DOMAIN, Client, Harness, error_condition, running_harness
+from xmppd.config import Config, ServerConfig
+from xmppd.jid import JID
+from xmppd.services.lifecycle import ServiceContext, ServiceError
+from xmppd.services.upload import UploadService, public_base
+from xmppd.settings import ConfigError
+from xmppd.storage.models import upload_files
+from xmppd.upload import policy
+from xmppd.upload.config import UploadConfig
+from xmppd.xml.errors import StanzaError
+
+NS = policy.NS
+U = "{%s}" % NS
+HOST = f"upload.{DOMAIN}"
+
+
+# ------------------------------------------------------------------ names
+@pytest.mark.parametrize(
+    ("raw", "name"),
+    [
+        ("cat.png", "cat.png"),
+        ("../../etc/passwd", "passwd"),
+        ("..\\..\\windows\\win.ini", "win.ini"),
+        ("%2e%2e%2fsecret", "2e_2e_2fsecret"),
+        ("a\x00b.txt", "ab.txt"),
+        ("evil\u202egnp.exe", "evilgnp.exe"),  # the right-to-left override is dropped
+        ("résumé final.pdf", "résumé_final.pdf"),
+        ("ﬁle.png", "file.png"),  # NFKC: the ligature is two letters
+        (".htaccess", "htaccess"),
+        ("...", "file"),
+        ("/", "file"),
+        ("   ", "file"),
+        ("a<b>c|d?.txt", "a_b_c_d_.txt"),
+    ],
+)
+def test_file_names_are_sanitised(raw: str, name: str) -> None:
+    assert policy.sanitize_filename(raw) == name
+
+
+def test_an_overlong_name_keeps_its_extension() -> None:
+    name = policy.sanitize_filename("x" * 1000 + ".jpeg")
+    assert len(name) <= policy.NAME_MAX and name.endswith(".jpeg")
+    assert len(policy.sanitize_filename("y" * 1000)) == policy.NAME_MAX
+
+
+def test_urls_quote_the_name_and_keep_the_secret_out_of_the_get_url() -> None:
+    assert policy.url_path("I" * 24, "été 1.png") == "I" * 24 + "/%C3%A9t%C3%A9%201.png"
+    assert policy.url_path("I" * 24, "a.png", "S" * 43) == "I" * 24 + "/" + "S" * 43 + "/a.png"
+
+
+# ------------------------------------------------------------------ types
+@pytest.mark.parametrize(
+    ("raw", "normal"),
+    [
+        (None, "application/octet-stream"),
+        ("", "application/octet-stream"),
+        ("Image/PNG", "image/png"),
+        ("text/plain; charset=UTF-8", "text/plain"),
+        ("application/vnd.oasis.opendocument.text", "application/vnd.oasis.opendocument.text"),
+    ],
+)
+def test_content_types_are_normalised(raw: str | None, normal: str) -> None:
+    assert policy.normalise_type(raw) == normal
+
+
+@pytest.mark.parametrize("raw", ["png", "image/", "/png", "image/png/x", "a b/c", "x" * 300])
+def test_odd_content_types_are_refused(raw: str) -> None:
+    with pytest.raises(ValueError):
+        policy.normalise_type(raw)
+
+
+@pytest.mark.parametrize(
+    ("ctype", "served", "kind"),
+    [
+        ("image/png", "image/png", "inline"),
+        ("image/jpeg", "image/jpeg", "inline"),
+        ("image/webp", "image/webp", "inline"),
+        ("image/svg+xml", "application/octet-stream", "attachment"),
+        ("text/html", "application/octet-stream", "attachment"),
+        ("application/xhtml+xml", "application/octet-stream", "attachment"),
+        ("application/xml", "application/octet-stream", "attachment"),
+        ("application/rss+xml", "application/octet-stream", "attachment"),
+        ("text/javascript", "application/octet-stream", "attachment"),
+        ("text/plain", "text/plain; charset=utf-8", "attachment"),
+        ("application/pdf", "application/pdf", "attachment"),
+        ("video/mp4", "video/mp4", "attachment"),
+    ],
+)
+def test_only_plain_images_are_inline_and_active_documents_are_bytes(
+    ctype: str, served: str, kind: str
+) -> None:
+    headers = dict(policy.file_headers(ctype, "n.bin", 12, '"e"', 60))
+    assert headers["content-type"] == served
+    assert headers["content-disposition"].split(";")[0] == kind
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["content-security-policy"] == "sandbox; default-src 'none'"
+    assert headers["content-length"] == "12" and headers["etag"] == '"e"'
+    assert headers["cache-control"] == "public, max-age=60, immutable"
+
+
+def test_content_disposition_has_an_ascii_fallback_and_the_utf8_name() -> None:
+    value = policy.disposition("application/pdf", 'été "x".pdf')
+    assert value == (
+        "attachment; filename=\"_t_ _x_.pdf\"; filename*=UTF-8''%C3%A9t%C3%A9%20%22x%22.pdf"
+    )
+
+
+# --------------------------------------------------------------- requests
+def request(**attrs: str) -> etree._Element:
+    return etree.Element(U + "request", attrs)
+
+
+def test_a_request_parses_to_a_sanitised_slot() -> None:
+    asked = policy.parse_request(
+        request(filename="../a b.PNG", size="10", **{"content-type": "Image/Png"}), 10
+    )
+    assert asked == policy.SlotRequest("a_b.PNG", 10, "image/png")
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"size": "10"},
+        {"filename": " ", "size": "10"},
+        {"filename": "a"},
+        {"filename": "a", "size": "ten"},
+        {"filename": "a", "size": "0"},
+        {"filename": "a", "size": "-5"},
+        {"filename": "a", "size": "10", "content-type": "no type"},
+    ],
+)
+def test_bad_requests_are_bad_request(attrs: dict[str, str]) -> None:
+    with pytest.raises(StanzaError) as caught:
+        policy.parse_request(request(**attrs), 100)
+    assert caught.value.condition == "bad-request"
+
+
+def test_a_file_too_large_gets_not_acceptable_with_the_limit() -> None:
+    with pytest.raises(StanzaError) as caught:
+        policy.parse_request(request(filename="a", size="101"), 100)
+    err = caught.value
+    assert (err.condition, err.type) == ("not-acceptable", "modify")
+    assert err.app is not None and err.app.tag == U + "file-too-large"
+    assert err.app.findtext(U + "max-file-size") == "100"
+
+
+# ----------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"max_file_size": 0},
+        {"slot_ttl": 0},
+        {"requests_per_minute": 0},
+        {"expire_days": -1},
+        {"quota_per_user": 10, "max_file_size": 100},
+        {"directory": " "},
+        {"public_url": "ftp://x"},
+        {"public_url": "https://files.example.org/"},
+        {"public_url": "https://u@files.example.org"},
+    ],
+)
+def test_bad_upload_settings_are_refused(change: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        dataclasses.replace(UploadConfig(), **change).validate()
+
+
+def test_the_public_base_falls_back_from_upload_to_http_to_the_listener() -> None:
+    config = Config()
+    config.server.domain = "chat.example.org"
+    assert public_base(config) == "http://chat.example.org:5280"
+    config.http.host, config.http.path_prefix = "127.0.0.1", "/xmpp"
+    assert public_base(config) == "http://127.0.0.1:5280/xmpp"
+    config.http.public_url = "https://forum.example.org/xmpp"
+    assert public_base(config) == "https://forum.example.org/xmpp"
+    config.upload.public_url = "https://files.example.org"
+    assert public_base(config) == "https://files.example.org"
+
+
+# ---------------------------------------------------------------- service
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with running_harness(tmp_path) as harness:
+        yield harness
+
+
+def install(h: Harness, tmp_path: Path, **settings: object) -> UploadService:
+    config = Config(server=ServerConfig(domain=DOMAIN, data_dir=str(tmp_path)))
+    config.upload = dataclasses.replace(UploadConfig(), **settings)
+    service = UploadService.build(ServiceContext(config, h.router, h.adb))
+    assert service is not None
+    return service
+
+
+async def ask_slot(
+    client: Client, name: str, size: int, ctype: str = "image/png"
+) -> etree._Element:
+    await client.send(
+        f'<iq type="get" id="s1" to="{HOST}"><request xmlns="{NS}" filename="{name}" '
+        f'size="{size}" content-type="{ctype}"/></iq>'
+    )
+    (reply,) = [el for el in client.take() if el.get("id") == "s1"]
+    return reply
+
+
+def urls(reply: etree._Element) -> tuple[str, str]:
+    put, get = reply.find(f"{U}slot/{U}put"), reply.find(f"{U}slot/{U}get")
+    assert put is not None and get is not None
+    return put.get("url", ""), get.get("url", "")
+
+
+def ids(url: str) -> list[str]:
+    return url.split("/upload/", 1)[1].split("/")
+
+
+async def test_disco_lists_the_service_and_its_info_has_the_form(
+    h: Harness, tmp_path: Path
+) -> None:
+    install(h, tmp_path, max_file_size=1234)
+    assert h.router.disco_items[HOST] == "HTTP file upload"
+    alice = await h.connect("alice@example.org/a")
+    await alice.send(
+        f'<iq type="get" id="d1" to="{HOST}"><query xmlns="http://jabber.org/protocol/disco#info"/></iq>'
+    )
+    (reply,) = alice.take()
+    assert reply.get("type") == "result" and reply.get("from") == HOST
+    q = "{http://jabber.org/protocol/disco#info}"
+    identity = reply.find(f"{q}query/{q}identity")
+    assert identity is not None and (identity.get("category"), identity.get("type")) == (
+        "store",
+        "file",
+    )
+    assert NS in [f.get("var") for f in reply.iter(q + "feature")]
+    fields = {
+        f.get("var"): f.findtext("{jabber:x:data}value") for f in reply.iter("{jabber:x:data}field")
+    }
+    assert fields == {"FORM_TYPE": NS, "max-file-size": "1234"}
+    await alice.send(f'<iq type="set" id="d2" to="{HOST}"><query xmlns="jabber:iq:version"/></iq>')
+    assert error_condition(alice.take()[0]) == "service-unavailable"
+
+
+async def test_a_slot_is_stored_and_the_put_checks_follow_it(h: Harness, tmp_path: Path) -> None:
+    service = install(h, tmp_path, slot_ttl=60)
+    alice = await h.connect("alice@example.org/a")
+    put, get = urls(await ask_slot(alice, "a.png", 100))
+    file_id, secret, name = ids(put)
+    assert ids(get) == [file_id, name] and secret not in get
+    assert policy.FILE_ID.fullmatch(file_id) and policy.PUT_SECRET.fullmatch(secret)
+    with h.db.engine.connect() as conn:
+        (row,) = conn.execute(sa.select(upload_files)).all()
+    assert row.owner == "alice@example.org" and row.size == 100 and secret not in row.put_hash
+    check = service.check_put
+    assert (await check(file_id, secret, 100, "image/png"))[0] == 0
+    assert (await check(file_id, secret, None, "image/png"))[0] == 0  # chunked: counted later
+    assert (await check(file_id, secret, 101, "image/png"))[0] == 413
+    assert (await check(file_id, secret, 99, "image/png"))[0] == 400
+    assert (await check(file_id, secret, 100, "image/gif"))[0] == 415
+    assert (await check(file_id, secret, 100, None))[0] == 415
+    assert (await check(file_id, "x" * 43, 100, "image/png"))[0] == 403
+    assert (await check("y" * 24, secret, 100, "image/png"))[0] == 404
+    assert (await check("../../etc/passwd", secret, 100, "image/png"))[0] == 404
+    service.receiving.add(file_id)
+    assert (await check(file_id, secret, 100, "image/png"))[0] == 409
+    service.receiving.clear()
+    row_ = (await check(file_id, secret, 100, "image/png"))[1]
+    assert row_ is not None and await service.lookup(file_id) is None  # not stored yet
+    assert await service.stored(row_) and not await service.stored(row_)
+    assert await service.lookup(file_id) is not None
+    assert (await check(file_id, secret, 100, "image/png"))[0] == 409
+
+
+async def test_refusals_store_nothing(h: Harness, tmp_path: Path) -> None:
+    install(h, tmp_path, max_file_size=100, quota_per_user=150, requests_per_minute=2)
+    alice = await h.connect("alice@example.org/a")
+    too_big = await ask_slot(alice, "a", 101)
+    assert error_condition(too_big) == "not-acceptable"
+    assert too_big.find(f"{{jabber:client}}error/{U}file-too-large/{U}max-file-size").text == "100"
+    assert error_condition(await ask_slot(alice, "a", 0)) == "bad-request"
+    assert urls(await ask_slot(alice, "a", 100))
+    quota = await ask_slot(alice, "b", 60)
+    assert error_condition(quota) == "resource-constraint"
+    assert quota.find("{jabber:client}error").get("type") == "wait"
+    rate = await ask_slot(alice, "c", 1)
+    assert error_condition(rate) == "resource-constraint"
+    assert rate.find(f"{{jabber:client}}error/{U}retry").get("stamp", "").endswith("Z")
+    with h.db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(upload_files)).scalar() == 1
+
+
+async def test_only_local_accounts_get_slots(h: Harness, tmp_path: Path) -> None:
+    service = install(h, tmp_path)
+    iq = etree.fromstring(
+        f'<iq xmlns="jabber:client" type="get" id="x" from="eve@evil.example/e" to="{HOST}">'
+        f'<request xmlns="{NS}" filename="a" size="1"/></iq>'
+    )
+    with pytest.raises(StanzaError) as caught:
+        await service._iq(iq, JID.parse(HOST), None)
+    assert caught.value.condition == "not-allowed"
+
+
+async def test_the_sweep_deletes_unused_slots_and_old_files(h: Harness, tmp_path: Path) -> None:
+    service = install(h, tmp_path, slot_ttl=60, expire_days=2)
+    alice = await h.connect("alice@example.org/a")
+    kept, old, unused, fresh = [ids(urls(await ask_slot(alice, n, 10))[0]) for n in "abcd"]
+    for file_id, secret, _ in (kept, old):
+        row = (await service.check_put(file_id, secret, 10, "image/png"))[1]
+        assert row is not None
+        service.path_of(file_id).write_bytes(b"0123456789")
+        assert await service.stored(row)
+    files = upload_files.c
+    with h.db.engine.begin() as conn:
+        stamp = sa.select(files.stored_at).where(files.file_id == old[0]).scalar_subquery()
+        conn.execute(
+            upload_files.update()
+            .where(files.file_id == old[0])
+            .values(stored_at=stamp - timedelta(days=3))
+        )
+        conn.execute(
+            upload_files.update()
+            .where(files.file_id == unused[0])
+            .values(created_at=sa.func.datetime("now", "-2 minutes"))
+        )
+    assert await service.sweep() == 2
+    with h.db.engine.connect() as conn:
+        left = {r.file_id for r in conn.execute(sa.select(files.file_id))}
+    assert left == {kept[0], fresh[0]}
+    assert service.path_of(kept[0]).exists() and not service.path_of(old[0]).exists()
+
+
+async def test_the_host_may_not_be_taken_twice(h: Harness, tmp_path: Path) -> None:
+    install(h, tmp_path)
+    with pytest.raises(ServiceError):
+        install(h, tmp_path)
