@@ -20,7 +20,7 @@ from lxml import etree
 from tests.unit.routing_helpers import DOMAIN, Client, Harness, error_condition, running_harness
 from xmppd.config import Config, ServerConfig
 from xmppd.jid import JID
-from xmppd.services.lifecycle import ServiceContext, ServiceError
+from xmppd.services.lifecycle import ServiceContext
 from xmppd.services.upload import UploadService, public_base
 from xmppd.settings import ConfigError
 from xmppd.storage.models import upload_files
@@ -347,5 +347,7 @@ async def test_the_sweep_deletes_unused_slots_and_old_files(h: Harness, tmp_path
 
 async def test_the_host_may_not_be_taken_twice(h: Harness, tmp_path: Path) -> None:
     install(h, tmp_path)
-    with pytest.raises(ServiceError):
+    with pytest.raises(ConfigError, match=r"upload\.host"):
         install(h, tmp_path)
+    with pytest.raises(ConfigError, match=r"upload\.host"):
+        install(h, tmp_path, host=DOMAIN)

@@ -27,12 +27,12 @@ from typing import Any, Self
 import trio
 from lxml import etree
 
-from xmppd.config import Config
+from xmppd.config import Config, ConfigError
 from xmppd.jid import JID
 from xmppd.muc.limits import Buckets
 from xmppd.private_files import private_dir
 from xmppd.router import Router
-from xmppd.services.lifecycle import Service, ServiceContext, ServiceError
+from xmppd.services.lifecycle import Service, ServiceContext
 from xmppd.session import Session
 from xmppd.storage import AsyncDatabase
 from xmppd.storage.upload import UploadRow, UploadStore
@@ -91,8 +91,9 @@ class UploadService(Service):
         if not cfg.enabled:
             return None
         host = cfg.service_host(ctx.router.domain)
-        if host in ctx.router.services or host == ctx.router.domain:
-            raise ServiceError(f"upload.host {host} is already served (MUC or a component)")
+        components = {c.domain for c in config.components}
+        if host in ctx.router.services or host == ctx.router.domain or host in components:
+            raise ConfigError(f"upload.host: {host} is already served (server, MUC or a component)")
         root = Path(cfg.directory)
         if not root.is_absolute():
             root = config.data_path / root
