@@ -388,3 +388,37 @@ class StorageContract:
         assert db.offline_page("pat@example.org", 0, 5, 10) == [
             (db.offline_page("pat@example.org", 0, 1, 1)[0][0], big)
         ]
+
+    # -- XEP-0363 upload slots (xmppd.storage.upload) ------------------------------------
+
+    def test_upload_quota_counts_files_and_open_slots_and_expiry_finds_both(
+        self, db: Database
+    ) -> None:
+        from datetime import datetime, timedelta
+
+        from xmppd.storage.models import utcnow
+        from xmppd.storage.upload import UploadRow, UploadStore
+
+        store = UploadStore(db)
+        now = utcnow().replace(microsecond=0)
+        cutoff = now - timedelta(minutes=5)
+
+        def row(
+            file_id: str, size: int, created: datetime, owner: str = "u@example.org"
+        ) -> UploadRow:
+            return UploadRow(file_id, owner, "é.png", size, "image/png", "h" * 64, created, None)
+
+        assert store.grant(row("a" * 24, 600, now), 1000, cutoff) is None
+        assert store.grant(row("b" * 24, 500, now), 1000, cutoff) == 600  # over the quota
+        assert store.grant(row("c" * 24, 500, now, "v@example.org"), 1000, cutoff) is None
+        assert store.grant(row("d" * 24, 900, now - timedelta(hours=1)), 0, cutoff) is None
+        assert store.used("u@example.org", cutoff) == 600  # d's slot is no longer open
+        assert store.mark_stored("a" * 24, now) and not store.mark_stored("a" * 24, now)
+        got = store.get("a" * 24)
+        assert got is not None and got.stored_at == now and got.filename == "é.png"
+        assert store.get("z" * 24) is None
+        assert store.expired(cutoff, None) == ["d" * 24]
+        assert sorted(store.expired(cutoff, now + timedelta(seconds=1))) == ["a" * 24, "d" * 24]
+        store.delete(["a" * 24, "d" * 24])
+        assert store.used("u@example.org", cutoff) == 0
+        assert store.used("v@example.org", cutoff) == 500
