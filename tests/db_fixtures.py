@@ -422,3 +422,25 @@ class StorageContract:
         store.delete(["a" * 24, "d" * 24])
         assert store.used("u@example.org", cutoff) == 0
         assert store.used("v@example.org", cutoff) == 500
+
+    def test_deleting_an_account_stops_its_uploads_and_the_sweep_finds_them(
+        self, db: Database
+    ) -> None:
+        from datetime import timedelta
+
+        from xmppd.storage.models import utcnow
+        from xmppd.storage.upload import UploadRow, UploadStore
+
+        store = UploadStore(db)
+        now = utcnow().replace(microsecond=0)
+        for file_id, owner in (("e" * 24, "eve@example.org"), ("f" * 24, "eve2@example.org")):
+            row = UploadRow(file_id, owner, "a.png", 10, "image/png", "h" * 64, now, None)
+            assert store.grant(row, 0, now) is None
+            assert store.mark_stored(file_id, now)
+        db.create_user("eve", "pw", iterations=FAST)
+        assert db.delete_user("eve")
+        gone = store.get("e" * 24)
+        assert gone is not None and gone.stored_at is None  # no longer served
+        assert store.expired(now - timedelta(minutes=5), None) == ["e" * 24]
+        kept = store.get("f" * 24)
+        assert kept is not None and kept.stored_at == now

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -51,6 +52,7 @@ versions = cast(sa.Table, models.RosterVersion.__table__)
 pending = cast(sa.Table, models.PendingSubscription.__table__)
 offline = cast(sa.Table, models.OfflineMessage.__table__)
 blocked = models.blocklist_items
+uploads = models.upload_files
 
 UserListener = Callable[[str], None]
 
@@ -84,6 +86,10 @@ def _credential_columns(password: str, iterations: int) -> dict[str, Any]:
         values[f"{hash_name}_stored_key"] = creds.stored_key
         values[f"{hash_name}_server_key"] = creds.server_key
     return values
+
+
+#: A time before any slot: what a deleted account's uploads are dated to.
+EPOCH = datetime(1970, 1, 1)
 
 
 def _owned_by(column: sa.ColumnElement[str], localpart: str) -> sa.ColumnElement[bool]:
@@ -188,7 +194,8 @@ class Database:
 
     def delete_user(self, localpart: str) -> bool:
         """Remove an account and its roster, pending subscriptions, offline messages and
-        blocklist.
+        blocklist. Its uploaded files (XEP-0363) stop being served at once: they become
+        long-lapsed slots, which the upload service's next sweep deletes with their files.
 
         The roster version is bumped rather than deleted, so a client that cached the old
         account's roster cannot mistake it for a recreated account's one. Returns whether
@@ -201,6 +208,11 @@ class Database:
             conn.execute(pending.delete().where(_owned_by(pending.c.owner, localpart)))
             conn.execute(offline.delete().where(_owned_by(offline.c.owner, localpart)))
             conn.execute(blocked.delete().where(_owned_by(blocked.c.owner, localpart)))
+            conn.execute(
+                uploads.update()
+                .where(_owned_by(uploads.c.owner, localpart))
+                .values(stored_at=None, created_at=EPOCH)
+            )
             conn.execute(
                 versions.update()
                 .where(_owned_by(versions.c.owner, localpart))
