@@ -126,13 +126,14 @@ def test_html_and_svg_are_served_as_sandboxed_attachments(tmp_path: Path) -> Non
             alice = await login(server, "alice@localhost/a")
             seen = []
             async with httpx.AsyncClient(timeout=10) as http:
-                for name, body, ctype in (
-                    ("x.html", page, "text/html"),
-                    ("y.svg", svg, "image/svg+xml"),
+                for name, body, ctype, put_type in (
+                    ("x.html", page, "text/html", "text/html"),
+                    ("y.svg", svg, "image/svg+xml", "image/svg+xml"),
+                    ("z.htm", page, None, "text/html"),  # the slot named no type (§6)
                 ):
                     put, get = await slot(alice, name, len(body), ctype)
                     assert (
-                        await http.put(put, content=body, headers={"content-type": ctype})
+                        await http.put(put, content=body, headers={"content-type": put_type})
                     ).status_code == 201
                     got = await http.get(get)
                     assert got.content == body
@@ -140,7 +141,9 @@ def test_html_and_svg_are_served_as_sandboxed_attachments(tmp_path: Path) -> Non
             alice.disconnect()
             return seen
 
-        for headers in run(scenario):
+        seen = run(scenario)
+        assert len(seen) == 3
+        for headers in seen:
             assert headers["content-type"] == "application/octet-stream"
             assert headers["content-disposition"].startswith("attachment; ")
             assert headers["content-security-policy"].startswith("sandbox; default-src 'none'")

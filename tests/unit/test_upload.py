@@ -129,6 +129,14 @@ def request(**attrs: str) -> etree._Element:
     return etree.Element(U + "request", attrs)
 
 
+def test_a_slot_without_a_type_is_served_as_bytes() -> None:
+    asked = policy.parse_request(request(filename="x.html", size="5"), 10)
+    assert asked.content_type == ""
+    headers = dict(policy.file_headers("", "x.html", 5, '"e"', 1))
+    assert headers["content-type"] == "application/octet-stream"
+    assert headers["content-disposition"].startswith("attachment;")
+
+
 def test_a_request_parses_to_a_sanitised_slot() -> None:
     asked = policy.parse_request(
         request(filename="../a b.PNG", size="10", **{"content-type": "Image/Png"}), 10
@@ -285,6 +293,13 @@ async def test_a_slot_is_stored_and_the_put_checks_follow_it(h: Harness, tmp_pat
     assert await service.stored(row_) and not await service.stored(row_)
     assert await service.lookup(file_id) is not None
     assert (await check(file_id, secret, 100, "image/png"))[0] == 409
+    await alice.send(
+        f'<iq type="get" id="s1" to="{HOST}"><request xmlns="{NS}" filename="b" size="5"/></iq>'
+    )
+    (reply,) = alice.take()
+    untyped_id, untyped_secret, _ = ids(urls(reply)[0])
+    for any_type in ("text/html", None, "not a type"):  # none named in the slot: §6
+        assert (await check(untyped_id, untyped_secret, 5, any_type))[0] == 0
 
 
 async def test_refusals_store_nothing(h: Harness, tmp_path: Path) -> None:

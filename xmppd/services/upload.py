@@ -183,7 +183,7 @@ class UploadService(Service):
                 f"Quota reached: {used} of {cfg.quota_per_user} bytes in use", None
             )
         log.info("event=upload_slot user=%s file=%s size=%d type=%s", owner, file_id,
-                 asked.size, asked.content_type)  # fmt: skip
+                 asked.size, asked.content_type or "-")  # fmt: skip
         slot = etree.Element("{%s}slot" % policy.NS, nsmap={None: policy.NS})
         put_url = self.base_url + policy.url_path(file_id, asked.filename, secret)
         etree.SubElement(slot, "{%s}put" % policy.NS, url=put_url)
@@ -197,7 +197,8 @@ class UploadService(Service):
         """Whether this PUT may store its body: (0, the slot) or (the HTTP status, None):
         404 no such slot, 403 wrong secret, 410 the slot's ``slot_ttl`` is over, 409
         already used or being used, 413/400 a ``Content-Length`` other than the slot's
-        size (§6 MUST), 415 another ``Content-Type`` than the slot's (§6 SHOULD)."""
+        size (§6 MUST), 415 another ``Content-Type`` than the one the slot named (§6
+        SHOULD)."""
         if not policy.FILE_ID.fullmatch(file_id) or not policy.PUT_SECRET.fullmatch(secret):
             return 404, None
         row = await self.adb.run(self.store.get, file_id)
@@ -211,6 +212,8 @@ class UploadService(Service):
             return 410, None
         if length is not None and length != row.size:
             return (413 if length > row.size else 400), None
+        if not row.content_type:  # none named in the slot: any will do (§6)
+            return 0, row
         try:
             if policy.normalise_type(content_type) != row.content_type:
                 return 415, None

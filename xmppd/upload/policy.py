@@ -66,6 +66,8 @@ class SlotRequest:
 
     filename: str
     size: int
+    #: Normalised; "" when the client named none (then the PUT may send any, §6, and the
+    #: file is served as octet-stream).
     content_type: str
 
 
@@ -120,8 +122,9 @@ def parse_request(request: etree._Element, max_file_size: int) -> SlotRequest:
         raise StanzaError("bad-request", "size must be at least 1")
     if size > max_file_size:
         raise too_large(max_file_size)
+    raw_type = request.get("content-type")
     try:
-        content_type = normalise_type(request.get("content-type"))
+        content_type = normalise_type(raw_type) if raw_type is not None else ""
     except ValueError as exc:
         raise StanzaError("bad-request", str(exc)) from None
     return SlotRequest(sanitize_filename(filename), size, content_type)
@@ -153,7 +156,7 @@ def url_path(file_id: str, filename: str, secret: str | None = None) -> str:
 
 def served_type(content_type: str) -> str:
     """The ``Content-Type`` a stored file goes out with: active documents as bytes."""
-    if content_type in _ACTIVE or content_type.endswith(("+xml", "/xml")):
+    if not content_type or content_type in _ACTIVE or content_type.endswith(("+xml", "/xml")):
         return OCTET_STREAM
     if content_type.startswith("text/"):
         return content_type + "; charset=utf-8"
