@@ -202,11 +202,11 @@ def test_bad_slot_requests_get_the_xep_errors_and_the_quota_survives_a_restart(
         assert run(after_restart) == ("resource-constraint", "wait")
 
 
-def _raw_put(server: XmppdProcess, path: str, headers: str, body: bytes) -> None:
-    """Send a PUT's head and part of its body, then drop the connection."""
-    with socket.create_connection(("127.0.0.1", server.http_port), timeout=5) as sock:
-        sock.sendall(f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode() + body)
-        time.sleep(0.3)
+def _raw_put(server: XmppdProcess, path: str, headers: str, body: bytes) -> socket.socket:
+    """Send a PUT's head and part of its body; the caller drops the connection."""
+    sock = socket.create_connection(("127.0.0.1", server.http_port), timeout=5)
+    sock.sendall(f"PUT {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode() + body)
+    return sock
 
 
 def test_bad_puts_store_nothing(tmp_path: Path) -> None:
@@ -246,13 +246,18 @@ def test_bad_puts_store_nothing(tmp_path: Path) -> None:
                 out["chunked"] = (
                     await http.put(put, content=chunks(), headers={"content-type": "image/png"})
                 ).status_code
-                _raw_put(
+                half = _raw_put(
                     server,
                     urlsplit(put).path,
                     f"Content-Type: image/png\r\nContent-Length: {len(body)}\r\n",
                     body[:400],
                 )
-                await asyncio.sleep(0.3)
+                await asyncio.sleep(0.5)
+                out["files_while_half"] = stored_files(server)
+                out["get_while_half"] = (await http.get(get)).status_code
+                out["put_while_half"] = await try_put(put, body)
+                half.close()  # the PUT is cut mid-body
+                await asyncio.sleep(0.5)
                 out["files_after_cut"] = stored_files(server)
                 out["get_after_cut"] = (await http.get(get)).status_code
                 pre = await http.options(
@@ -287,6 +292,8 @@ def test_bad_puts_store_nothing(tmp_path: Path) -> None:
         assert out["type"] == 415 and out["no_type"] == 415
         assert out["secret"] == 403 and out["unknown"] == 404 and out["origin"] == 403
         assert out["chunked"] == 413
+        assert out["files_while_half"] == [f"{out['file_id']}.part"]
+        assert out["get_while_half"] == 404 and out["put_while_half"] == 409
         assert out["files_after_cut"] == [] and out["get_after_cut"] == 404
         cut = f"event=upload_put_failed file={out['file_id']} status=400"
         assert cut in server.log()  # the cut PUT was received, then thrown away
