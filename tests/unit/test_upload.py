@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -122,6 +123,32 @@ def test_content_disposition_has_an_ascii_fallback_and_the_utf8_name() -> None:
     assert value == (
         "attachment; filename=\"_t_ _x_.pdf\"; filename*=UTF-8''%C3%A9t%C3%A9%20%22x%22.pdf"
     )
+
+
+@pytest.mark.parametrize(
+    ("header", "wanted"),
+    [
+        (None, None),
+        ("bytes=0-99", (0, 99)),
+        ("bytes=10-", (10, 999)),
+        ("bytes=-100", (900, 999)),
+        ("bytes=-5000", (0, 999)),
+        ("bytes=990-5000", (990, 999)),
+        ("Bytes = 1-1", (1, 1)),
+        ("bytes=1000-", policy.UNSATISFIABLE),
+        ("bytes=-0", policy.UNSATISFIABLE),
+        ("bytes=5-1", None),
+        ("bytes=0-1,5-9", None),  # several ranges: the whole file
+        ("items=0-1", None),
+        ("bytes=a-b", None),
+        ("bytes=-", None),
+        ("bytes=" + "9" * 40 + "-", None),
+    ],
+)
+def test_one_byte_range_or_the_whole_file(
+    header: str | None, wanted: tuple[int, int] | None
+) -> None:
+    assert policy.byte_range(header, 1000) == wanted
 
 
 # --------------------------------------------------------------- requests
@@ -300,6 +327,17 @@ async def test_a_slot_is_stored_and_the_put_checks_follow_it(h: Harness, tmp_pat
     untyped_id, untyped_secret, _ = ids(urls(reply)[0])
     for any_type in ("text/html", None, "not a type"):  # none named in the slot: §6
         assert (await check(untyped_id, untyped_secret, 5, any_type))[0] == 0
+    files = upload_files.c
+    with h.db.engine.begin() as conn:
+        granted = conn.execute(
+            sa.select(files.created_at).where(files.file_id == untyped_id)
+        ).scalar_one()
+        conn.execute(
+            upload_files.update()
+            .where(files.file_id == untyped_id)
+            .values(created_at=granted - timedelta(seconds=61))
+        )
+    assert (await check(untyped_id, untyped_secret, 5, None))[0] == 410  # slot_ttl is over
 
 
 async def test_refusals_store_nothing(h: Harness, tmp_path: Path) -> None:
@@ -341,18 +379,17 @@ async def test_the_sweep_deletes_unused_slots_and_old_files(h: Harness, tmp_path
         service.path_of(file_id).write_bytes(b"0123456789")
         assert await service.stored(row)
     files = upload_files.c
-    with h.db.engine.begin() as conn:
-        stamp = sa.select(files.stored_at).where(files.file_id == old[0]).scalar_subquery()
-        conn.execute(
-            upload_files.update()
-            .where(files.file_id == old[0])
-            .values(stored_at=stamp - timedelta(days=3))
-        )
-        conn.execute(
-            upload_files.update()
-            .where(files.file_id == unused[0])
-            .values(created_at=sa.func.datetime("now", "-2 minutes"))
-        )
+
+    def shift(file_id: str, column: sa.Column[Any], by: timedelta) -> None:
+        with h.db.engine.begin() as conn:
+            value = conn.execute(sa.select(column).where(files.file_id == file_id)).scalar_one()
+            conn.execute(
+                upload_files.update().where(files.file_id == file_id).values({column: value - by})
+            )
+
+    shift(old[0], files.stored_at, timedelta(days=3))  # stored three days ago: expired
+    shift(unused[0], files.created_at, timedelta(minutes=2))  # never PUT within slot_ttl
+    shift(kept[0], files.stored_at, timedelta(days=1))  # one day old: kept
     assert await service.sweep() == 2
     with h.db.engine.connect() as conn:
         left = {r.file_id for r in conn.execute(sa.select(files.file_id))}

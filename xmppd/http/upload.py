@@ -8,7 +8,8 @@
   shorter one, 408 when the client stops sending for ``http.read_timeout`` seconds.
 - ``GET``/``HEAD /upload/<file id>/<name>``: a stored file, streamed in 64 KiB chunks with
   the headers of :func:`xmppd.upload.policy.file_headers` (nosniff, CSP sandbox, content
-  disposition, caching until it expires); 304 for its ETag.
+  disposition, caching until it expires); 304 for its ETag; one byte range (206, 416
+  past the end; RFC 9110 §14) for players that seek and downloads that resume.
 - ``OPTIONS``: the CORS preflight for PUT from ``http.cors_origins`` (the widget and
   Converse.js upload from the forum's page); a PUT from another origin is a 403.
 
@@ -47,6 +48,7 @@ _REASONS = {
     410: b"this slot has expired: ask for a new one\n",
     413: b"the body is larger than the slot\n",
     415: b"the content type is not the slot's\n",
+    416: b"that range is not in the file\n",
 }
 
 
@@ -171,11 +173,25 @@ class UploadRoutes:
                 await _start(send, 304, keep + cors)
                 await send({"type": "http.response.body", "body": b""})
                 return
-            await _start(send, 200, extra + cors)
+            status, first, left = 200, 0, row.size
+            wanted = policy.byte_range(headers.get("range"), row.size)
+            if wanted is not None and headers.get("if-range", etag) != etag:
+                wanted = None  # RFC 9110 §13.1.5: another version: the whole file
+            if wanted == policy.UNSATISFIABLE:
+                await _plain(send, 416, [("content-range", f"bytes */{row.size}"), *cors])
+                return
+            if wanted is not None:
+                status, (first, last) = 206, wanted
+                left = last - first + 1
+                extra = [h for h in extra if h[0] != "content-length"] + [
+                    ("content-length", str(left)),
+                    ("content-range", f"bytes {first}-{last}/{row.size}"),
+                ]
+                await source.seek(first)
+            await _start(send, status, extra + cors)
             if head:
                 await send({"type": "http.response.body", "body": b""})
                 return
-            left = row.size
             while left > 0:
                 chunk = await source.read(min(CHUNK, left))
                 if not chunk:

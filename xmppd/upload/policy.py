@@ -154,6 +154,35 @@ def url_path(file_id: str, filename: str, secret: str | None = None) -> str:
     return f"{file_id}/{secret}/{name}" if secret else f"{file_id}/{name}"
 
 
+#: A ``Range`` header that no part of the file satisfies (answered 416).
+UNSATISFIABLE = (-1, -1)
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """RFC 9110 §14.1.2: the one byte range ``bytes=a-b``, ``a-`` or ``-n`` asks for, as
+    (first, last) inclusive; None for the whole file (no header, several ranges, another
+    unit, or a malformed one: §14.2 lets a server ignore it), :data:`UNSATISFIABLE` when
+    it starts past the end."""
+    if not header or size < 1:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_text, dash, last_text = spec.strip().partition("-")
+    if not dash or not (first_text + last_text).isdigit() or len(first_text + last_text) > 18:
+        return None
+    if not first_text:  # the last n bytes
+        count = int(last_text)
+        return (max(0, size - count), size - 1) if count else UNSATISFIABLE
+    first = int(first_text)
+    last = int(last_text) if last_text else size - 1
+    if last_text and last < first:
+        return None
+    if first >= size:
+        return UNSATISFIABLE
+    return first, min(last, size - 1)
+
+
 def served_type(content_type: str) -> str:
     """The ``Content-Type`` a stored file goes out with: active documents as bytes."""
     if not content_type or content_type in _ACTIVE or content_type.endswith(("+xml", "/xml")):
@@ -185,6 +214,7 @@ def file_headers(
         ("cache-control", f"public, max-age={max_age}, immutable"),
         ("etag", etag),
         ("referrer-policy", "no-referrer"),
+        ("accept-ranges", "bytes"),
         ("cross-origin-resource-policy", "cross-origin"),
     ]
 
