@@ -101,7 +101,8 @@ class UploadRoutes:
             parts[0], parts[1], length, headers.get("content-type")
         )
         if row is None:
-            log.info("event=upload_put_refused file=%s status=%d", parts[0][:32], status)
+            shown = parts[0] if policy.FILE_ID.fullmatch(parts[0]) else "-"  # no odd bytes in logs
+            log.info("event=upload_put_refused file=%s status=%d", shown, status)
             return status
         final = service.path_of(row.file_id)
         partial = final.with_name(row.file_id + PARTIAL)
