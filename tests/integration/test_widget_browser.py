@@ -729,6 +729,16 @@ def _png(width: int, height: int) -> bytes:
     )
 
 
+def _history_only_page() -> str:
+    """A page with the room's history and the upload URL, and no XMPP endpoint."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>History</title></head>
+<body><div id="chat" data-xmppd-chat data-history="/chat/history" data-upload="/upload/"
+     data-room="{ROOM}" data-domain="localhost"></div>
+<script src="/chat/{SCRIPT_NAME}"></script></body></html>
+"""
+
+
 async def _upload(client: Any, name: str, body: bytes, ctype: str) -> str:
     """XEP-0363 as a client does it: a slot from upload.localhost, then the PUT; the GET URL."""
     ns = "urn:xmpp:http:upload:0"
@@ -792,7 +802,21 @@ def test_widget_shows_uploaded_pictures_inline_and_other_links_as_links(tmp_path
 
                     await _wait_for(loaded, "two pictures loaded", page)
                     await _screenshot(page, "uploaded-pictures")
+                    # The same from /chat/history alone (its items carry the oob URL), on a
+                    # page that names the upload URL itself and never connects.
+                    (tmp_path / "static" / "history-only.html").write_text(
+                        _history_only_page(), encoding="utf-8"
+                    )
+                    later = await context.new_page()
+                    await later.goto(f"http://127.0.0.1:{server.http_port}/chat/history-only.html")
+                    again = later.locator("#chat .xc-msg img.xc-img")
+
+                    async def shown_again() -> bool:
+                        return await again.count() == 2
+
+                    await _wait_for(shown_again, "two pictures from the history", later)
                     return {
+                        "history_srcs": await again.evaluate_all("els => els.map(e => e.src)"),
                         "srcs": await images.evaluate_all("els => els.map(e => e.src)"),
                         "alts": await images.evaluate_all("els => els.map(e => e.alt)"),
                         "boxes": [await images.nth(i).bounding_box() for i in range(2)],
@@ -811,6 +835,7 @@ def test_widget_shows_uploaded_pictures_inline_and_other_links_as_links(tmp_path
     finally:
         server.stop()
     assert len(out["srcs"]) == 2 and out["srcs"][0].endswith("/chat_%C3%A9.png")
+    assert out["history_srcs"] == out["srcs"]
     assert out["srcs"][1].endswith("/small.png")
     assert out["alts"] == ["Picture: chat_é.png", "Picture: small.png"]
     big_box, small_box = out["boxes"]

@@ -54,6 +54,9 @@ test('history JSON from /chat/history, tolerant of missing pieces', () => {
     );
     assert.deepEqual(parseHistory('nonsense').messages, []);
     assert.equal(toMessage({ text: 't', timestamp: '2026-11-28T10:00:01Z' }).id, null);
+    assert.equal(toMessage({ text: 't', timestamp: '2026-11-28T10:00:01Z' }).oob, null);
+    assert.equal(toMessage({ text: 't', oob: 'https://x/u', timestamp: '2026-11-28T10:00:01Z' }).oob, 'https://x/u');
+    assert.equal(toMessage({ text: 't', oob: { evil: 1 }, timestamp: '2026-11-28T10:00:01Z' }).oob, null);
 });
 
 test('store: a stanza-id is shown once, whichever copy comes first', () => {
