@@ -354,3 +354,24 @@ def test_path_tricks_in_file_names_stay_names(tmp_path: Path) -> None:
         assert all(p.count("/") == 3 for p in paths)
         files = stored_files(server)
         assert len(files) == len(names) and all(len(f) == 24 for f in files)
+
+
+def test_two_puts_to_one_slot_at_once_store_one_file(tmp_path: Path) -> None:
+    body = os.urandom(3_000_000)
+    with running_server(tmp_path, users=("alice",)) as server:
+
+        async def scenario() -> tuple[list[int], bool]:
+            alice = await login(server, "alice@localhost/a")
+            put, get = await slot(alice, "twice.bin", len(body), "application/octet-stream")
+            headers = {"content-type": "application/octet-stream"}
+            async with httpx.AsyncClient(timeout=20) as http:
+                answers = await asyncio.gather(
+                    *(http.put(put, content=body, headers=headers) for _ in range(4))
+                )
+                same = (await http.get(get)).content == body
+            alice.disconnect()
+            return sorted(a.status_code for a in answers), same
+
+        statuses, same = run(scenario)
+        assert statuses == [201, 409, 409, 409] and same
+        assert len(stored_files(server)) == 1

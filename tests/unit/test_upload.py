@@ -403,3 +403,41 @@ async def test_the_host_may_not_be_taken_twice(h: Harness, tmp_path: Path) -> No
         install(h, tmp_path)
     with pytest.raises(ConfigError, match=r"upload\.host"):
         install(h, tmp_path, host=DOMAIN)
+
+
+async def test_a_second_put_during_the_first_is_a_conflict_and_spoils_nothing(
+    h: Harness, tmp_path: Path
+) -> None:
+    import trio
+
+    from xmppd.http.upload import UploadRoutes
+
+    service = install(h, tmp_path)
+    routes = UploadRoutes(service, read_timeout=5)
+    alice = await h.connect("alice@example.org/a")
+    file_id, secret, name = ids(urls(await ask_slot(alice, "a.png", 10))[0])
+    go, second_done = trio.Event(), trio.Event()
+    statuses: dict[str, int] = {}
+
+    def body(wait: bool) -> Any:
+        async def receive() -> dict[str, Any]:
+            if wait:
+                await go.wait()
+            return {"type": "http.request", "body": b"0123456789", "more_body": False}
+
+        return receive
+
+    async def put(who: str, wait: bool) -> None:
+        headers = {"content-type": "image/png", "content-length": "10"}
+        statuses[who] = await routes._put(body(wait), f"{file_id}/{secret}/{name}", headers)
+        if who == "second":
+            second_done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(put, "first", True)
+        nursery.start_soon(put, "second", False)
+        with trio.fail_after(5):
+            await second_done.wait()
+        go.set()  # the first PUT's body comes only after the second has ended
+    assert sorted(statuses.values()) == [201, 409]  # whichever check came back first wins
+    assert service.path_of(file_id).read_bytes() == b"0123456789"

@@ -106,7 +106,7 @@ class UploadRoutes:
             return status
         final = service.path_of(row.file_id)
         partial = final.with_name(row.file_id + PARTIAL)
-        service.receiving.add(row.file_id)
+        service.receiving.add(row.file_id)  # no await since check_put looked: one PUT at a time
         status = 500
         try:
             status = await self._receive(receive, partial, row.size)

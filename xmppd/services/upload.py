@@ -206,6 +206,7 @@ class UploadService(Service):
             return 404, None
         if not secrets.compare_digest(row.put_hash, secret_hash(secret)):
             return 403, None
+        # After the last await: the caller marks it receiving before anyone else can look.
         if row.stored_at is not None or file_id in self.receiving:
             return 409, None
         if _now() - row.created_at > timedelta(seconds=self.config.slot_ttl):
