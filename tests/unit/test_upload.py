@@ -441,3 +441,19 @@ async def test_a_second_put_during_the_first_is_a_conflict_and_spoils_nothing(
         go.set()  # the first PUT's body comes only after the second has ended
     assert sorted(statuses.values()) == [201, 409]  # whichever check came back first wins
     assert service.path_of(file_id).read_bytes() == b"0123456789"
+
+
+async def test_a_slot_that_would_fill_the_disk_is_refused(
+    h: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    service = install(h, tmp_path, min_free_space=1000)
+    monkeypatch.setattr(service, "_free_space", lambda: 1500)
+    alice = await h.connect("alice@example.org/a")
+    assert urls(await ask_slot(alice, "a", 500))  # leaves 1000
+    full = await ask_slot(alice, "b", 501)
+    assert error_condition(full) == "resource-constraint"
+    assert full.find("{jabber:client}error").get("type") == "wait"
+    with h.db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(upload_files)).scalar() == 1
+    assert service._free_space.__name__ == "<lambda>"
+    assert install(h, tmp_path / "x", host="files.example.org")._free_space() > 0  # the real one

@@ -4,14 +4,14 @@ Routed like the MUC service (``router.services[host]``) and listed in the server
 disco#items (§2). Its disco#info has the identity ``store/file``, the feature
 ``urn:xmpp:http:upload:0`` and the ``max-file-size`` form. A local account asks for a slot
 (§4); it gets one unless the file is too large (``not-acceptable`` +
-``<file-too-large/>``, §5), it asks too often (``upload.requests_per_minute``) or its
-stored files and open slots would pass ``upload.quota_per_user`` (both
-``resource-constraint``, type wait, §5). A slot is a row (:mod:`xmppd.storage.upload`):
-two random parts, the file id (in both URLs, and the file's name on disk) and the PUT
-secret (only in the PUT URL; its hash is stored). The HTTP side
-(:mod:`xmppd.http.upload`) asks :meth:`UploadService.check_put` before it stores a body
-and :meth:`UploadService.stored` after; :meth:`UploadService.run` deletes unused slots
-after ``slot_ttl`` and files after ``expire_days``.
+``<file-too-large/>``, §5), it asks too often (``upload.requests_per_minute``), its
+stored files and open slots would pass ``upload.quota_per_user`` or the disk would keep
+less than ``upload.min_free_space`` (all ``resource-constraint``, type wait, §5). A slot
+is a row (:mod:`xmppd.storage.upload`): two random parts, the file id (in both URLs, and
+the file's name on disk) and the PUT secret (only in the PUT URL; its hash is stored).
+The HTTP side (:mod:`xmppd.http.upload`) asks :meth:`UploadService.check_put` before it
+stores a body and :meth:`UploadService.stored` after; :meth:`UploadService.run` deletes
+unused slots after ``slot_ttl`` and files after ``expire_days``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import shutil
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -170,6 +171,9 @@ class UploadService(Service):
             wait = self._requests.retry_after(owner, now)
             when = datetime.now(UTC) + timedelta(seconds=max(1.0, wait))
             raise policy.try_later(f"at most {cfg.requests_per_minute} slots a minute", when)
+        if cfg.min_free_space and self._free_space() - asked.size < cfg.min_free_space:
+            log.warning("event=upload_disk_full user=%s asked=%d", owner, asked.size)
+            raise policy.try_later("The server is short of disk space", None)
         file_id, secret = secrets.token_urlsafe(18), secrets.token_urlsafe(32)
         created = _now()
         row = UploadRow(file_id, owner, asked.filename, asked.size, asked.content_type,
@@ -189,6 +193,10 @@ class UploadService(Service):
         etree.SubElement(slot, "{%s}put" % policy.NS, url=put_url)
         etree.SubElement(slot, "{%s}get" % policy.NS, url=self.get_url(row))
         return slot
+
+    def _free_space(self) -> int:
+        """Bytes free for us on the files' disk (``statvfs``: no await, a few µs)."""
+        return shutil.disk_usage(self.root).free
 
     # ------------------------------------------------------------------ HTTP
     async def check_put(

@@ -23,6 +23,9 @@ class UploadConfig:
     quota_per_user: int = 100 * 1024 * 1024
     #: Slot requests one account may make per minute (then ``resource-constraint``).
     requests_per_minute: int = 10
+    #: Bytes the files' disk keeps free: a slot that would leave less is refused
+    #: (``resource-constraint``), whatever the quotas (0: no check).
+    min_free_space: int = 1024 * 1024 * 1024
     #: Days a file is kept after its upload; then it is deleted (0: kept for ever).
     expire_days: int = 30
     #: Seconds a slot's PUT URL is valid after the slot is granted (XEP-0363 §7: ~60 s).
@@ -42,7 +45,7 @@ class UploadConfig:
         for key in ("max_file_size", "slot_ttl", "requests_per_minute"):
             if getattr(self, key) < 1:
                 raise ConfigError.at(key, "must be at least 1")
-        for key in ("quota_per_user", "expire_days"):
+        for key in ("quota_per_user", "expire_days", "min_free_space"):
             if getattr(self, key) < 0:
                 raise ConfigError.at(key, "must not be negative")
         if self.quota_per_user and self.quota_per_user < self.max_file_size:
