@@ -283,6 +283,9 @@ def test_bad_puts_store_nothing(tmp_path: Path) -> None:
                 await asyncio.sleep(2.5)
                 out["expired"] = await try_put(late_put, body)
                 out["late_get"] = (await http.get(late_get)).status_code
+                out["methods"] = [
+                    (await http.request(method, get)).status_code for method in ("DELETE", "POST")
+                ]
                 out["tricks"] = [
                     (await http.get(base + trick)).status_code
                     for trick in (
@@ -312,7 +315,7 @@ def test_bad_puts_store_nothing(tmp_path: Path) -> None:
         assert out["put_ok"] == 201 and out["get_ok"]
         # 410 for a lapsed slot, 404 once the sweep (every slot_ttl) has deleted it
         assert out["expired"] in (404, 410) and out["late_get"] == 404
-        assert out["tricks"] == [404] * 5
+        assert out["tricks"] == [404] * 5 and out["methods"] == [405, 405]
         time.sleep(1.5)  # the sweep (every slot_ttl) removes the unused slot
         assert len(rows(server)) == 1 and len(stored_files(server)) == 1
 
