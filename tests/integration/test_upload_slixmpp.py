@@ -378,3 +378,42 @@ def test_two_puts_to_one_slot_at_once_store_one_file(tmp_path: Path) -> None:
         statuses, same = run(scenario)
         assert statuses == [201, 409, 409, 409] and same
         assert len(stored_files(server)) == 1
+
+
+def test_a_put_refused_over_http2_before_its_body_does_not_stop_the_port(tmp_path: Path) -> None:
+    """hypercorn's HTTP/2 raises when DATA comes for a stream already answered; that ends
+    that connection only (it used to end the HTTP port's accept loop, and the server)."""
+    body = os.urandom(300_000)
+    with running_server(tmp_path, users=("alice",)) as server:
+
+        async def scenario() -> tuple[list[str], list[int]]:
+            alice = await login(server, "alice@localhost/a")
+            put, get = await slot(alice, "a.png", len(body), "image/png")
+            plain = f"http://127.0.0.1:{server.http_port}"
+            tls = f"https://127.0.0.1:{server.https_port}"
+            outcomes = []
+            async with httpx.AsyncClient(http2=True, verify=False, timeout=10) as http:  # noqa: S501
+                for _ in range(3):  # too long: 413 before the body is read
+                    try:
+                        answer = await http.put(
+                            put.replace(plain, tls),
+                            content=body + b"x",
+                            headers={"content-type": "image/png"},
+                        )
+                        outcomes.append(str(answer.status_code))
+                    except httpx.TransportError:
+                        outcomes.append("reset")
+            async with httpx.AsyncClient(http2=True, verify=False, timeout=10) as http:  # noqa: S501
+                good = await http.put(
+                    put.replace(plain, tls), content=body, headers={"content-type": "image/png"}
+                )
+                got = await http.get(get.replace(plain, tls))
+                health = await http.get(f"{plain}/healthz")
+            alice.disconnect()
+            assert got.content == body and got.http_version == "HTTP/2"
+            return outcomes, [good.status_code, got.status_code, health.status_code]
+
+        outcomes, later = run(scenario)
+        assert set(outcomes) <= {"413", "reset"}
+        assert later == [201, 200, 200]
+        assert server.proc is not None and server.proc.poll() is None
