@@ -4,9 +4,10 @@ XEP-0363 §4 (the ``<request/>``), §5 (its errors) and §8 (unguessable URLs); 
 rules are ours: an uploaded file must never run script on the origin it is served from
 (the forum's, when ``upload.public_url`` is not a host of its own), so every answer
 carries ``X-Content-Type-Options: nosniff`` and ``Content-Security-Policy: sandbox`` (the
-document gets a unique origin and no script), types a browser renders as active documents
-(HTML, SVG, XML, script) are served as ``application/octet-stream``, and only plain
-raster images are ``inline``: everything else is an ``attachment``.
+document gets a unique origin and no script), only media and a few plain document types
+keep their declared type (HTML, SVG, XML, script and anything unknown are served as
+``application/octet-stream``), and only plain raster images are ``inline``: everything
+else is an ``attachment``.
 """
 
 from __future__ import annotations
@@ -33,24 +34,28 @@ PUT_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 OCTET_STREAM = "application/octet-stream"
 #: Raster images every browser shows without running anything: these are ``inline``.
 INLINE_IMAGES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
-#: Types a browser opens as documents that may run script or load more (served as bytes).
-_ACTIVE = frozenset(
+#: Types served as they were declared besides ``image/*``, ``audio/*`` and ``video/*``
+#: (XML-based ones excepted). Everything else goes out as octet-stream: a denylist would
+#: miss one of the many names browsers run as script or style (``text/x-javascript``,
+#: ``application/x-javascript``, ``text/css``…), and with nosniff octet-stream runs nowhere.
+_PLAIN_TYPES = frozenset(
     {
-        "text/html",
-        "application/xhtml+xml",
-        "image/svg+xml",
-        "text/xml",
-        "application/xml",
-        "text/xsl",
-        "application/xslt+xml",
-        "text/javascript",
-        "application/javascript",
-        "application/ecmascript",
-        "text/ecmascript",
-        "application/x-shockwave-flash",
-        "text/vtt",
-        "multipart/x-mixed-replace",
+        "text/plain",
+        "text/csv",
+        "application/pdf",
+        "application/zip",
+        "application/gzip",
+        "application/x-7z-compressed",
+        "application/x-tar",
+        "application/msword",
+        "application/vnd.ms-excel",
+        "application/vnd.ms-powerpoint",
+        OCTET_STREAM,
     }
+)
+_PLAIN_PREFIXES = (
+    "application/vnd.openxmlformats-officedocument.",
+    "application/vnd.oasis.opendocument.",
 )
 _RESTRICTED_NAME = r"[a-z0-9][a-z0-9!#$&^_.+-]{0,126}"
 _MEDIA_TYPE = re.compile(rf"({_RESTRICTED_NAME})/({_RESTRICTED_NAME})")
@@ -184,12 +189,16 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def served_type(content_type: str) -> str:
-    """The ``Content-Type`` a stored file goes out with: active documents as bytes."""
-    if not content_type or content_type in _ACTIVE or content_type.endswith(("+xml", "/xml")):
+    """The ``Content-Type`` a stored file goes out with: media and a few plain document
+    types as declared, anything else (HTML, SVG, XML, script, style…) as bytes."""
+    major, _, minor = content_type.partition("/")
+    if minor == "xml" or minor.endswith("+xml"):  # SVG, XHTML, XSLT… may hold script
         return OCTET_STREAM
-    if content_type.startswith("text/"):
-        return content_type + "; charset=utf-8"
-    return content_type
+    if major in ("image", "audio", "video") or content_type.startswith(_PLAIN_PREFIXES):
+        return content_type
+    if content_type in _PLAIN_TYPES:
+        return content_type + ("; charset=utf-8" if major == "text" else "")
+    return OCTET_STREAM
 
 
 def disposition(content_type: str, filename: str) -> str:
