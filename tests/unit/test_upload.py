@@ -469,3 +469,14 @@ async def test_a_slot_that_would_fill_the_disk_is_refused(
     with h.db.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(upload_files)).scalar() == 1
     assert install(h, tmp_path / "x", host="files.example.org")._free_space() > 0  # the real one
+
+
+async def test_no_service_without_the_http_port_or_when_switched_off(
+    h: Harness, tmp_path: Path
+) -> None:
+    config = Config(server=ServerConfig(domain=DOMAIN, data_dir=str(tmp_path)))
+    config.http.enabled = False
+    assert UploadService.build(ServiceContext(config, h.router, h.adb)) is None
+    config.http.enabled, config.upload.enabled = True, False
+    assert UploadService.build(ServiceContext(config, h.router, h.adb)) is None
+    assert HOST not in h.router.disco_items and HOST not in h.router.services

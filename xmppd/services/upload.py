@@ -91,6 +91,10 @@ class UploadService(Service):
         cfg = config.upload
         if not cfg.enabled:
             return None
+        if not config.http.enabled:
+            # nothing would take the PUTs: offer no service rather than one that fails
+            log.warning("event=upload_off reason=%s", "http.enabled is false")
+            return None
         host = cfg.service_host(ctx.router.domain)
         components = {c.domain for c in config.components}
         if host in ctx.router.services or host == ctx.router.domain or host in components:

@@ -13,7 +13,8 @@ from xmppd.settings import ConfigError
 class UploadConfig:
     """The upload service (``upload.<domain>``) and its HTTP routes under ``/upload/``."""
 
-    #: Offer the service (disco item ``upload.<domain>``, routes on the HTTP port).
+    #: Offer the service (disco item ``upload.<domain>``, routes on the HTTP port; none
+    #: while ``http.enabled`` is false).
     enabled: bool = True
     #: The service's JID; empty: ``upload.<server.domain>``.
     host: str = ""
