@@ -56,6 +56,7 @@ TABLES = {
     "private_xml",
     "mam_messages",
     "mam_prefs",
+    "upload_files",
 }
 FAST = 64  # PBKDF2 iterations for tests that do not care about the cost
 
@@ -132,7 +133,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0007",)]
+        assert versions == [("0008",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:
@@ -531,3 +532,59 @@ class StorageContract:
         many = frozenset(f"{'u' * 250}{i:03d}@{'d' * 120}.org" for i in range(500))
         store.save_prefs("ann@example.org", Prefs("roster", many, many))
         assert store.load_prefs()["ann@example.org"] == Prefs("roster", many, many)
+
+    # -- XEP-0363 upload slots (xmppd.storage.upload) ------------------------------------
+
+    def test_upload_quota_counts_files_and_open_slots_and_expiry_finds_both(
+        self, db: Database
+    ) -> None:
+        from datetime import timedelta
+
+        from xmppd.storage.models import utcnow
+        from xmppd.storage.upload import UploadRow, UploadStore
+
+        store = UploadStore(db)
+        now = utcnow().replace(microsecond=0)
+        cutoff = now - timedelta(minutes=5)
+
+        def row(
+            file_id: str, size: int, created: datetime, owner: str = "u@example.org"
+        ) -> UploadRow:
+            return UploadRow(file_id, owner, "é.png", size, "image/png", "h" * 64, created, None)
+
+        assert store.grant(row("a" * 24, 600, now), 1000, cutoff) is None
+        assert store.grant(row("b" * 24, 500, now), 1000, cutoff) == 600  # over the quota
+        assert store.grant(row("c" * 24, 500, now, "v@example.org"), 1000, cutoff) is None
+        assert store.grant(row("d" * 24, 900, now - timedelta(hours=1)), 0, cutoff) is None
+        assert store.used("u@example.org", cutoff) == 600  # d's slot is no longer open
+        assert store.mark_stored("a" * 24, now) and not store.mark_stored("a" * 24, now)
+        got = store.get("a" * 24)
+        assert got is not None and got.stored_at == now and got.filename == "é.png"
+        assert store.get("z" * 24) is None
+        assert store.expired(cutoff, None) == ["d" * 24]
+        assert sorted(store.expired(cutoff, now + timedelta(seconds=1))) == ["a" * 24, "d" * 24]
+        store.delete(["a" * 24, "d" * 24])
+        assert store.used("u@example.org", cutoff) == 0
+        assert store.used("v@example.org", cutoff) == 500
+
+    def test_deleting_an_account_stops_its_uploads_and_the_sweep_finds_them(
+        self, db: Database
+    ) -> None:
+        from datetime import timedelta
+
+        from xmppd.storage.models import utcnow
+        from xmppd.storage.upload import UploadRow, UploadStore
+
+        store = UploadStore(db)
+        now = utcnow().replace(microsecond=0)
+        for file_id, owner in (("e" * 24, "eve@example.org"), ("f" * 24, "eve2@example.org")):
+            row = UploadRow(file_id, owner, "a.png", 10, "image/png", "h" * 64, now, None)
+            assert store.grant(row, 0, now) is None
+            assert store.mark_stored(file_id, now)
+        db.create_user("eve", "pw", iterations=FAST)
+        assert db.delete_user("eve")
+        gone = store.get("e" * 24)
+        assert gone is not None and gone.stored_at is None  # no longer served
+        assert store.expired(now - timedelta(minutes=5), None) == ["e" * 24]
+        kept = store.get("f" * 24)
+        assert kept is not None and kept.stored_at == now

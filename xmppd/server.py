@@ -40,6 +40,7 @@ from xmppd.services.pep import PepService
 from xmppd.services.presence import PresenceManager
 from xmppd.services.private_storage import PrivateStorageService
 from xmppd.services.roster import RosterService
+from xmppd.services.upload import UploadService
 from xmppd.services.vcard import VcardService
 from xmppd.storage import AsyncDatabase, Database
 from xmppd.stream.c2s import C2SSettings, C2SStream
@@ -70,6 +71,7 @@ SERVICES: tuple[type[Service], ...] = (
     CarbonsService,
     AccountMamService,
     GroupchatService,
+    UploadService,
     PhpbbRecheck,
 )
 

@@ -27,6 +27,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import httpx
 import pytest
@@ -707,6 +708,145 @@ def test_widget_shows_nicks_as_written_and_decodes_only_bodies(tmp_path: Path) -
     assert out["nicks"] == [spoof, bidi]
     assert out["texts"] == ["from history: A & B", "live: C & D"]
     assert out["occupants"] == sorted(["alice", spoof, bidi])
+
+
+def _png(width: int, height: int) -> bytes:
+    """A real (grey) PNG of that size, made here."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    rows = b"".join(b"\x00" + b"\x80" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _history_only_page() -> str:
+    """A page with the room's history and the upload URL, and no XMPP endpoint."""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>History</title></head>
+<body><div id="chat" data-xmppd-chat data-history="/chat/history" data-upload="/upload/"
+     data-room="{ROOM}" data-domain="localhost"></div>
+<script src="/chat/{SCRIPT_NAME}"></script></body></html>
+"""
+
+
+async def _upload(client: Any, name: str, body: bytes, ctype: str) -> str:
+    """XEP-0363 as a client does it: a slot from upload.localhost, then the PUT; the GET URL."""
+    ns = "urn:xmpp:http:upload:0"
+    iq = client.make_iq_get(ito="upload.localhost")
+    iq.append(
+        ElementTree.Element(
+            f"{{{ns}}}request", filename=name, size=str(len(body)), **{"content-type": ctype}
+        )
+    )
+    result = await iq.send(timeout=5)
+    put = result.xml.find(f"{{{ns}}}slot/{{{ns}}}put").get("url")
+    get = result.xml.find(f"{{{ns}}}slot/{{{ns}}}get").get("url")
+    async with httpx.AsyncClient(timeout=10) as http:
+        answer = await http.put(put, content=body, headers={"content-type": ctype})
+    assert answer.status_code == 201
+    return str(get)
+
+
+def test_widget_shows_uploaded_pictures_inline_and_other_links_as_links(tmp_path: Path) -> None:
+    """A picture shared with XEP-0363 (its GET URL as the body, or XEP-0066 <x><url>) shows
+    as an <img> bounded in size; an uploaded HTML page, a picture elsewhere and any other
+    URL stay links; markup in a body stays text."""
+    chromium = _require_browser()
+    from playwright.async_api import async_playwright
+
+    server = _start_server(tmp_path)
+    try:
+
+        async def scenario() -> dict[str, Any]:
+            bob = await _bob(server)
+            big = await _upload(bob, "chat é.png", _png(1600, 1200), "image/png")
+            page_url = await _upload(bob, "page.html", b"<script>alert(1)</script>", "text/html")
+            small = await _upload(bob, "small.png", _png(40, 30), "image/png")
+            await _say(bob, big)
+            url = f"http://127.0.0.1:{server.http_port}/chat/forum-websocket.html"
+            async with async_playwright() as pw:
+                browser, context = await _launch(pw, chromium)
+                try:
+                    page = await context.new_page()
+                    page.on("console", _print_problems)
+                    dialogs: list[str] = []
+                    page.on("dialog", lambda d: dialogs.append(d.message))
+                    await page.goto(url)
+                    await _wait_state(page, "online")
+                    await _say(bob, page_url)
+                    await _say(bob, "elsewhere: https://example.org/cat.png")
+                    await _say(bob, "<img src=x onerror=alert(1)>")
+                    msg = bob.make_message(mto=ROOM, mbody="the small one", mtype="groupchat")
+                    oob = ElementTree.SubElement(msg.xml, "{jabber:x:oob}x")
+                    ElementTree.SubElement(oob, "{jabber:x:oob}url").text = small
+                    msg.send()
+                    await _wait_text(page, "the small one")
+                    images = page.locator("#chat .xc-msg img.xc-img")
+
+                    async def loaded() -> bool:
+                        return await images.count() == 2 and all(
+                            await images.evaluate_all(
+                                "els => els.map(e => e.complete && e.naturalWidth > 0)"
+                            )
+                        )
+
+                    await _wait_for(loaded, "two pictures loaded", page)
+                    await _screenshot(page, "uploaded-pictures")
+                    # The same from /chat/history alone (its items carry the oob URL), on a
+                    # page that names the upload URL itself and never connects.
+                    (tmp_path / "static" / "history-only.html").write_text(
+                        _history_only_page(), encoding="utf-8"
+                    )
+                    later = await context.new_page()
+                    await later.goto(f"http://127.0.0.1:{server.http_port}/chat/history-only.html")
+                    again = later.locator("#chat .xc-msg img.xc-img")
+
+                    async def shown_again() -> bool:
+                        return await again.count() == 2
+
+                    await _wait_for(shown_again, "two pictures from the history", later)
+                    return {
+                        "history_srcs": await again.evaluate_all("els => els.map(e => e.src)"),
+                        "srcs": await images.evaluate_all("els => els.map(e => e.src)"),
+                        "alts": await images.evaluate_all("els => els.map(e => e.alt)"),
+                        "boxes": [await images.nth(i).bounding_box() for i in range(2)],
+                        "links": await page.locator("#chat .xc-text a").evaluate_all(
+                            "els => els.map(e => [e.href, e.rel, e.target])"
+                        ),
+                        "texts": await _texts(page),
+                        "markup": await page.locator("#chat .xc-text img, #chat script").count(),
+                        "dialogs": dialogs,
+                    }
+                finally:
+                    await browser.close()
+                    await bob.close()
+
+        out = run(scenario, timeout=90)
+    finally:
+        server.stop()
+    assert len(out["srcs"]) == 2 and out["srcs"][0].endswith("/chat_%C3%A9.png")
+    assert out["history_srcs"] == out["srcs"]
+    assert out["srcs"][1].endswith("/small.png")
+    assert out["alts"] == ["Picture: chat_é.png", "Picture: small.png"]
+    big_box, small_box = out["boxes"]
+    assert big_box["width"] <= 320 and big_box["height"] <= 240  # bounded, 4:3 kept
+    assert abs(big_box["width"] / big_box["height"] - 4 / 3) < 0.05
+    assert (small_box["width"], small_box["height"]) == (42, 32)  # its own size + the border
+    hrefs = [link[0] for link in out["links"]]
+    assert hrefs[0].endswith("/page.html") and hrefs[1] == "https://example.org/cat.png"
+    assert all(rel == "noopener noreferrer nofollow ugc" for _, rel, _ in out["links"])
+    assert "<img src=x onerror=alert(1)>" in out["texts"] and "the small one" in out["texts"]
+    assert out["markup"] == 0 and out["dialogs"] == []
 
 
 # -- a third-party browser client ----------------------------------------------------------

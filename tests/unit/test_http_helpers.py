@@ -104,3 +104,11 @@ def test_history_feed_from_the_ring() -> None:
     assert json.loads(feed.answer("room=sax&limit=99").body)["messages"][-1]["text"] == "d"
     open_room["value"] = False  # an owner set a password (or made it members-only)
     assert feed.answer("room=sax").status == 404
+    open_room["value"] = True
+    oob = '<x xmlns="jabber:x:oob"><url> https://f.example/upload/x/a.png </url></x>'
+    xml = f'<message xmlns="jabber:client"><body>look</body>{oob}</message>'.encode()
+    stamp = datetime(2026, 1, 1, 0, 0, 9, tzinfo=UTC)
+    ring.append(HistoryEntry("id9", stamp, "nick9", "a@example.com", xml))
+    newest = json.loads(feed.answer("room=sax").body)["messages"][-1]
+    assert newest["oob"] == "https://f.example/upload/x/a.png" and newest["text"] == "look"
+    assert "oob" not in json.loads(feed.answer("room=sax").body)["messages"][0]

@@ -8,6 +8,7 @@ Routes (below ``[http] path_prefix``):
   a new BOSH session gets its stream's settings from :meth:`HttpApp.stream_settings`);
 - ``/chat/``: the widget's static files; ``/chat/history``: public rooms' recent messages;
 - ``/metrics``: Prometheus metrics (xmppd.metrics), only to ``http.metrics_allow``;
+- ``/upload/``: XEP-0363 PUT and GET of uploaded files (:mod:`.upload`) when ``[upload]`` is on;
 - ``/.well-known/host-meta`` and ``host-meta.json`` (XEP-0156, :mod:`.hostmeta`): always at
   the root of the host, whatever the prefix (RFC 8615), readable from any origin.
 
@@ -37,7 +38,9 @@ from xmppd.http.history import HistoryFeed
 from xmppd.http.proxy import FORWARDING_HEADERS, ClientInfo, ProxyPolicy
 from xmppd.http.request import HttpRequest, HttpResponse, header_map
 from xmppd.http.serving import connection_counts_client
+from xmppd.http.upload import UploadRoutes
 from xmppd.http.websocket import websocket_connection
+from xmppd.services.upload import UploadService
 from xmppd.stream.c2s import C2SSettings
 from xmppd.stream.sasl import ExternalMechanism
 from xmppd.transport.admission import is_loopback
@@ -59,6 +62,7 @@ CHAT_PATH = "/chat/"
 HISTORY_PATH = "/chat/history"
 HEALTH_PATH = "/healthz"
 METRICS_PATH = "/metrics"
+UPLOAD_PATH = "/upload/"
 
 
 class BoshHandler(Protocol):
@@ -102,6 +106,9 @@ class HttpApp:
             getattr(server, "muc", None), muc_cfg.public_history_rooms, muc_cfg.history_max
         )
         self.bosh: BoshHandler | None = make_bosh_handler(self) if cfg.bosh else None
+        services = getattr(server, "services", None)
+        uploads = services.get(UploadService) if services is not None else None
+        self.upload = UploadRoutes(uploads, cfg.read_timeout) if uploads is not None else None
         self.serving = False
 
     # ---------------------------------------------------------------- ASGI
@@ -287,6 +294,10 @@ class HttpApp:
         cors = OriginPolicy.response_headers(origin) if origin_ok else []
         if path is None:
             await _respond(send, _not_found())
+            return
+        if path.startswith(UPLOAD_PATH) and self.upload is not None:
+            rel, allowed = path[len(UPLOAD_PATH) :], cors if origin_ok else None
+            await self.upload.handle(scope, receive, send, rel, headers, allowed)
             return
         if method == "OPTIONS" and path in (BOSH_PATH, HISTORY_PATH):
             if not origin_ok:

@@ -6,6 +6,9 @@ PHP embeds the result in its pages and the widget renders it before it has conne
 the live stream continues from the newest ``stanza_id`` (XEP-0359), which the widget
 uses to drop duplicates.
 
+An item is ``stanza_id``, ``nick``, ``text``, ``timestamp`` and, when the message carries
+an XEP-0066 ``<x xmlns='jabber:x:oob'><url>`` (a shared file), ``oob``: that URL.
+
 Query parameters: ``room`` (localpart, default the first public room), ``since`` (a
 stanza-id: only newer messages; if it is no longer in the ring, everything kept is
 returned with ``"gap": true``) and ``limit`` (newest N, default 50, at most the ring size).
@@ -25,6 +28,8 @@ from xmppd.muc.history import HistoryEntry, format_stamp
 from xmppd.xml import ns
 
 _BODY = "{%s}body" % ns.CLIENT
+#: XEP-0066: the URL of a file shared with the message (an upload's GET URL).
+_OOB_URL = "{jabber:x:oob}x/{jabber:x:oob}url"
 DEFAULT_LIMIT = 50
 
 
@@ -43,12 +48,16 @@ def _item(entry: HistoryEntry) -> dict[str, Any] | None:
     body = el.find(_BODY)
     if body is None or body.text is None:
         return None
-    return {
+    item: dict[str, Any] = {
         "stanza_id": entry.stanza_id,
         "nick": entry.nick,
         "text": body.text,
         "timestamp": format_stamp(entry.stamp),
     }
+    oob = el.findtext(_OOB_URL)
+    if oob and oob.strip():
+        item["oob"] = oob.strip()
+    return item
 
 
 class HistoryFeed:

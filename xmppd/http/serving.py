@@ -33,6 +33,9 @@ connection the client closed until ``keep_alive_timeout`` (its socket in CLOSE-W
 So each connection gets its own hypercorn ``WorkerContext``, and the stream hypercorn
 reads from is watched: when the peer is gone, that context is "terminated", which makes
 hypercorn finish what is in flight and close instead of idling.
+
+A connection that fails inside hypercorn is logged (``event=http_connection_failed``)
+and closed; the others are served on.
 """
 
 from __future__ import annotations
@@ -196,6 +199,10 @@ async def serve(
         try:
             watched = _PeerWatch(stream, context, server.config.c2s.send_timeout, ip)
             await TCPServer(app, config, context, ConnectionState({}), watched)  # type: ignore[arg-type]
+        except Exception as exc:  # one connection never ends the port
+            # e.g. hypercorn's HTTP/2 on DATA for a stream it has closed (a PUT refused
+            # before its body was read): the KeyError would end every connection here.
+            log.warning("event=http_connection_failed ip=%s error=%s", ip, _leaf(exc))
         finally:
             contexts.discard(context)
             ticket.release()
@@ -219,3 +226,10 @@ async def serve(
             for context in list(contexts):
                 await context.terminated.set()
             handlers.cancel_scope.deadline = trio.current_time() + config.graceful_timeout
+
+
+def _leaf(exc: BaseException) -> str:
+    """The first real error inside (nested) exception groups, as ``Type: text``."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {str(exc)[:200]!r}"

@@ -17,6 +17,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -55,6 +56,9 @@ ps_nodes = models.pubsub_nodes
 ps_items = models.pubsub_items
 vcards = models.vcards
 private_xml = models.private_xml
+mam_rows = models.mam_messages
+mam_prefs = models.mam_prefs
+uploads = models.upload_files
 
 UserListener = Callable[[str], None]
 
@@ -88,6 +92,10 @@ def _credential_columns(password: str, iterations: int) -> dict[str, Any]:
         values[f"{hash_name}_stored_key"] = creds.stored_key
         values[f"{hash_name}_server_key"] = creds.server_key
     return values
+
+
+#: A time before any slot: what a deleted account's uploads are dated to.
+EPOCH = datetime(1970, 1, 1)
 
 
 def _owned_by(column: sa.ColumnElement[str], localpart: str) -> sa.ColumnElement[bool]:
@@ -192,8 +200,10 @@ class Database:
 
     def delete_user(self, localpart: str) -> bool:
         """Remove an account and its roster, pending subscriptions, offline messages,
-        blocklist and PEP nodes (a re-created account must not inherit them).
-        blocklist, vCard and private XML.
+        blocklist, PEP nodes, vCard, private XML and message archive (a re-created account
+        must not inherit them). Its uploaded files (XEP-0363) stop being served at once:
+        they become long-lapsed slots, which the upload service's next sweep deletes with
+        their files.
 
         The roster version is bumped rather than deleted, so a client that cached the old
         account's roster cannot mistake it for a recreated account's one. Returns whether
@@ -211,6 +221,13 @@ class Database:
             conn.execute(ps_nodes.delete().where(_owned_by(ps_nodes.c.owner, localpart)))
             conn.execute(vcards.delete().where(_owned_by(vcards.c.owner, localpart)))
             conn.execute(private_xml.delete().where(_owned_by(private_xml.c.owner, localpart)))
+            conn.execute(mam_rows.delete().where(_owned_by(mam_rows.c.owner, localpart)))
+            conn.execute(mam_prefs.delete().where(_owned_by(mam_prefs.c.owner, localpart)))
+            conn.execute(
+                uploads.update()
+                .where(_owned_by(uploads.c.owner, localpart))
+                .values(stored_at=None, created_at=EPOCH)
+            )
             conn.execute(
                 versions.update()
                 .where(_owned_by(versions.c.owner, localpart))

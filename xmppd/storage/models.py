@@ -312,3 +312,27 @@ mam_prefs = sa.Table(
     sa.Column("never_json", StanzaText, nullable=False),
     **_MYSQL_TABLE,
 )
+
+# ------------------------------------------------------------------------- upload
+# XEP-0363 slots and the files uploaded to them (migration 0008); the queries are
+# :class:`xmppd.storage.upload.UploadStore`'s. The file itself is ``<file_id>`` in
+# ``upload.directory``: its path comes from the token alone, never from a client's name.
+upload_files = sa.Table(
+    "upload_files",
+    metadata,
+    #: the random part of both URLs (``secrets.token_urlsafe(18)``)
+    sa.Column("file_id", sa.String(32), primary_key=True),
+    #: the account (bare JID) whose quota the slot counts against
+    sa.Column("owner", sa.String(JID_MAX), nullable=False, index=True),
+    #: the sanitised name shown in the URL and in Content-Disposition
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("content_type", sa.String(255), nullable=False),
+    #: SHA-256 (hex) of the PUT URL's secret: the secret itself is never stored
+    sa.Column("put_hash", sa.String(64), nullable=False),
+    #: when the slot was granted (naive UTC); the PUT must come within ``slot_ttl``
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    #: when the whole file was stored (NULL: the slot is still open)
+    sa.Column("stored_at", sa.DateTime, nullable=True),
+    **_MYSQL_TABLE,
+)

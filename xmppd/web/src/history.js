@@ -12,7 +12,8 @@ export function toMessage(item) {
     if (!time || typeof text !== 'string') return null;
     const nick = typeof item.nick === 'string' ? item.nick : '';
     const id = item.stanza_id ?? item.stanzaId ?? item.id ?? null;
-    return { id: id ? String(id) : null, nick, text, time };
+    const oob = typeof item.oob === 'string' ? item.oob : null; // XEP-0066 URL (media.js)
+    return { id: id ? String(id) : null, nick, text, oob, time };
 }
 
 /** Messages (oldest first) and, when the server said, the room JID, from the JSON. */

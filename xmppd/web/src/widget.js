@@ -1,9 +1,11 @@
 // The chat widget: builds its DOM inside a container, shows the recent history first, then
-// connects, joins the room and keeps the page live. All peer text goes in via textContent.
+// connects, joins the room and keeps the page live. All peer text goes in via textContent;
+// a picture uploaded to this server (media.js) becomes an <img> whose src is its URL.
 
 import { Strophe } from 'strophe.js';
 import css from './widget.css';
 import { embeddedHistory, fetchHistory, parseHistory } from './history.js';
+import { linkParts, pictureName, pictureUrl, uploadBase } from './media.js';
 import { MessageStore } from './store.js';
 import { decodeEntities, nickText } from './text.js';
 import { ChatConnection } from './xmpp.js';
@@ -47,6 +49,7 @@ export function readOptions(container) {
     return {
         websocket: d.websocket || null,
         bosh: d.bosh || null,
+        upload: d.upload || null,
         history: d.history || null,
         historyLimit: parseInt(d.historyLimit || '50', 10) || 50,
         room: d.room || null,
@@ -64,6 +67,7 @@ export class ChatWidget {
         this.store = new MessageStore(500);
         this.occupants = new Map();
         this.id = `xc${++counter}`;
+        this.uploadBase = uploadBase(options, document.baseURI);
         this._build();
         this.xmpp = null;
     }
@@ -240,13 +244,53 @@ export class ChatWidget {
         li.append(
             el('time', { class: 'xc-time', datetime: clean.time.toISOString() }, timeLabel(clean.time)),
             el('span', { class: 'xc-nick' }, clean.nick),
-            el('span', { class: 'xc-text' }, clean.text),
+            ...this._content(clean),
         );
         const atBottom = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
         const before = this.log.children[index] ?? null;
         this.log.insertBefore(li, before);
-        if (atBottom) this.log.scrollTop = this.log.scrollHeight;
+        if (atBottom) {
+            this.log.scrollTop = this.log.scrollHeight;
+            // A picture gets its height when it has loaded: keep the newest line in view.
+            for (const img of li.querySelectorAll('img')) {
+                img.addEventListener('load', () => (this.log.scrollTop = this.log.scrollHeight), { once: true });
+            }
+        }
         return true;
+    }
+
+    /** The message's text (links as links) and, for a picture uploaded here, the picture. */
+    _content(msg) {
+        const picture = pictureUrl(msg.text, msg.oob, this.uploadBase);
+        const out = [];
+        const text = picture && msg.text.trim() === picture ? '' : msg.text;
+        if (text || !picture) {
+            const span = el('span', { class: 'xc-text' });
+            for (const part of linkParts(text)) {
+                span.append(part.href ? this._link(part.href, part.text) : part.text);
+            }
+            out.push(span);
+        }
+        if (picture) {
+            const link = this._link(picture);
+            link.className = 'xc-media';
+            link.append(
+                el('img', {
+                    class: 'xc-img',
+                    src: picture,
+                    alt: `Picture: ${pictureName(picture)}`,
+                    loading: 'lazy',
+                    decoding: 'async',
+                    referrerpolicy: 'no-referrer',
+                }),
+            );
+            out.push(link);
+        }
+        return out;
+    }
+
+    _link(href, text) {
+        return el('a', { href, target: '_blank', rel: 'noopener noreferrer nofollow ugc' }, text);
     }
 
     _clearOccupants() {

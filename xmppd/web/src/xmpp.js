@@ -22,6 +22,7 @@ const NS_MUC_USER = 'http://jabber.org/protocol/muc#user';
 const NS_SID = 'urn:xmpp:sid:0';
 const NS_DELAY = 'urn:xmpp:delay';
 const NS_PING = 'urn:xmpp:ping';
+const NS_OOB = 'jabber:x:oob';
 
 // Strophe logs every step at debug level otherwise; a forum page wants its console quiet.
 Strophe.setLogLevel(Strophe.LogLevel.WARN);
@@ -397,7 +398,10 @@ export class ChatConnection {
             }
         }
         const nick = Strophe.getResourceFromJid(from) ?? '';
-        this.ui.message({ id, nick, text: body.textContent ?? '', time: time ?? new Date() });
+        // XEP-0066: the URL a client attaches to a shared file (media.js decides on it).
+        const oob = stanza.getElementsByTagNameNS(NS_OOB, 'x')[0]?.getElementsByTagNameNS(NS_OOB, 'url')[0];
+        const text = body.textContent ?? '';
+        this.ui.message({ id, nick, text, oob: oob?.textContent ?? null, time: time ?? new Date() });
     }
 
     _onPresence(stanza) {

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { parseHistory, toMessage } from '../src/history.js';
+import { linkParts, pictureName, pictureUrl, uploadBase } from '../src/media.js';
 import { fingerprint, MessageStore } from '../src/store.js';
 import { decodeEntities, formatStamp, nickText, parseStamp } from '../src/text.js';
 
@@ -53,6 +54,9 @@ test('history JSON from /chat/history, tolerant of missing pieces', () => {
     );
     assert.deepEqual(parseHistory('nonsense').messages, []);
     assert.equal(toMessage({ text: 't', timestamp: '2026-11-28T10:00:01Z' }).id, null);
+    assert.equal(toMessage({ text: 't', timestamp: '2026-11-28T10:00:01Z' }).oob, null);
+    assert.equal(toMessage({ text: 't', oob: 'https://x/u', timestamp: '2026-11-28T10:00:01Z' }).oob, 'https://x/u');
+    assert.equal(toMessage({ text: 't', oob: { evil: 1 }, timestamp: '2026-11-28T10:00:01Z' }).oob, null);
 });
 
 test('store: a stanza-id is shown once, whichever copy comes first', () => {
@@ -96,4 +100,55 @@ test('store: bounded, and the dropped oldest line is reported', () => {
     assert.equal(store.add({ id: '3', nick: 'a', text: 'c', time: at(3) }), 1);
     assert.equal(store.dropped, true);
     assert.equal(store.add({ id: '1', nick: 'a', text: 'a', time: at(1) }), -1); // still known
+});
+
+// -- pictures uploaded with XEP-0363 (media.js) -------------------------------------------
+
+const PAGE = 'https://forum.example.org/viewtopic.php?t=1';
+const ID = 'AbCdEfGhIjKlMnOpQrStUv_-';
+
+test('the upload base: data-upload, else beside BOSH or the WebSocket', () => {
+    assert.equal(uploadBase({ upload: 'https://files.example.org' }, PAGE), 'https://files.example.org/');
+    assert.equal(uploadBase({ bosh: '/xmpp/http-bind' }, PAGE), 'https://forum.example.org/xmpp/upload/');
+    assert.equal(uploadBase({ websocket: 'wss://chat.example.org/xmpp-websocket' }, PAGE), 'https://chat.example.org/upload/');
+    assert.equal(uploadBase({ websocket: 'ws://127.0.0.1:5280/xmpp-websocket' }, PAGE), 'http://127.0.0.1:5280/upload/');
+    assert.equal(uploadBase({ upload: 'javascript:alert(1)' }, PAGE), null);
+    assert.equal(uploadBase({}, PAGE), null);
+});
+
+test('only an uploaded raster image under the base is a picture', () => {
+    const base = 'https://files.example.org/upload/';
+    const url = `${base}${ID}/cat.png`;
+    assert.equal(pictureUrl(url, null, base), url);
+    assert.equal(pictureUrl(`  ${url}\n`, null, base), url);
+    assert.equal(pictureUrl('look at this', url, base), url); // XEP-0066 oob
+    assert.equal(pictureUrl(`${base}${ID}/photo.JPEG`, null, base), `${base}${ID}/photo.JPEG`);
+    for (const other of [
+        `${base}${ID}/page.html`,
+        `${base}${ID}/drawing.svg`,
+        `${base}${ID}/cat.png?x=1`,
+        `${base}${ID}/cat.png#x`,
+        `${base}short/cat.png`,
+        `${base}${ID}/a/cat.png`,
+        `https://evil.example/upload/${ID}/cat.png`,
+        `https://files.example.org.evil.example/upload/${ID}/cat.png`,
+        `https://user@files.example.org/upload/${ID}/cat.png`,
+        `${url} and more text`,
+        `javascript:alert(1)//${url}`,
+        '<img src=x onerror=alert(1)>',
+    ]) {
+        assert.equal(pictureUrl(other, null, base), null, other);
+    }
+    assert.equal(pictureUrl(url, null, null), null);
+});
+
+test('links in text are split out; the rest stays text', () => {
+    assert.deepEqual(linkParts('see https://example.org/a?b=1. ok'), [
+        { text: 'see ' },
+        { href: 'https://example.org/a?b=1', text: 'https://example.org/a?b=1' },
+        { text: '. ok' },
+    ]);
+    assert.deepEqual(linkParts('javascript:alert(1) <b>x</b>'), [{ text: 'javascript:alert(1) <b>x</b>' }]);
+    assert.deepEqual(linkParts(''), []);
+    assert.equal(pictureName(`https://f/upload/${ID}/%C3%A9t%C3%A9.png`), 'été.png');
 });
