@@ -62,7 +62,8 @@ class StoredRoom:
 
 @dataclass(slots=True)
 class Write:
-    """One queued change; ``kind`` is message, room, room_delete, affiliation or nick."""
+    """One queued change; ``kind`` is message, retract (a message's tombstone), room,
+    room_delete, affiliation or nick."""
 
     kind: str
     values: dict[str, Any]
@@ -89,6 +90,10 @@ def _apply(conn: sa.Connection, w: Write) -> None:
             upsert(conn, affiliations, ["room", "jid"], row, changed)
     elif w.kind == "nick":
         _set_nick(conn, v["room"], v["jid"], v["nick"])
+    elif w.kind == "retract":
+        # XEP-0424 §5 / XEP-0425 §4: only the tombstone stays
+        where = sa.and_(messages.c.room == v["room"], messages.c.stanza_id == v["stanza_id"])
+        conn.execute(messages.update().where(where).values(stanza=v["stanza"]))
     else:
         raise ValueError(f"unknown write {w.kind}")
 
@@ -242,6 +247,18 @@ class MucStore:
                 .limit(limit)
             ).all()
         return [(r[0], _aware(r[1]), r[2], r[3], r[4]) for r in reversed(rows)]
+
+    def find_message(self, room: str, stanza_id: str) -> tuple[str, datetime, str, str, str] | None:
+        """One archived message by the room's stanza-id (a retraction's target):
+        ``(stanza_id, stamp, nick, sender, stanza)``, or None."""
+        m = messages.c
+        with self.db.connection() as conn:
+            row = conn.execute(
+                sa.select(m.stanza_id, m.stamp, m.nick, m.sender, m.stanza).where(
+                    m.room == room, m.stanza_id == stanza_id
+                )
+            ).first()
+        return None if row is None else (row[0], _aware(row[1]), row[2], row[3], row[4])
 
     def write_batch(self, batch: Sequence[Write]) -> None:
         """Apply queued writes in order, in one transaction."""
