@@ -160,6 +160,7 @@ export class ChatWidget {
             {
                 state: (s, detail) => this.setState(s, detail),
                 message: (msg) => this.addMessage(msg),
+                retract: (id) => this.removeMessage(id),
                 occupant: (nick, present, info) => this._occupant(nick, present, info),
                 occupantsReset: () => this._clearOccupants(),
                 error: (text) => this._notice(text),
@@ -246,6 +247,15 @@ export class ChatWidget {
         const before = this.log.children[index] ?? null;
         this.log.insertBefore(li, before);
         if (atBottom) this.log.scrollTop = this.log.scrollHeight;
+        return true;
+    }
+
+    /** A retracted message (XEP-0424/0425) disappears from the page. */
+    removeMessage(id) {
+        if (this.store.remove(id) < 0) return false;
+        for (const li of [...this.log.children]) {
+            if (li.dataset.stanzaId === id) li.remove();
+        }
         return true;
     }
 

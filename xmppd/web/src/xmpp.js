@@ -22,6 +22,8 @@ const NS_MUC_USER = 'http://jabber.org/protocol/muc#user';
 const NS_SID = 'urn:xmpp:sid:0';
 const NS_DELAY = 'urn:xmpp:delay';
 const NS_PING = 'urn:xmpp:ping';
+const NS_RETRACT = 'urn:xmpp:message-retract:1';
+const NS_FASTEN = 'urn:xmpp:fasten:0';
 
 // Strophe logs every step at debug level otherwise; a forum page wants its console quiet.
 Strophe.setLogLevel(Strophe.LogLevel.WARN);
@@ -36,6 +38,16 @@ const JOIN_ATTEMPTS = 3;
 
 function bare(jid) {
     return Strophe.getBareJidFromJid(jid) ?? '';
+}
+
+/**
+ * The stanza-id a retraction names (XEP-0424, or XEP-0425's 0.2 form <apply-to/>), or null.
+ * The room relays only retractions it has checked (the author's own message, or a
+ * moderator's request), so the widget trusts any that comes from the room.
+ */
+function retractedId(stanza) {
+    const retract = child(stanza, 'retract', NS_RETRACT) ?? child(stanza, 'apply-to', NS_FASTEN);
+    return retract ? retract.getAttribute('id') : null;
 }
 
 function child(el, name, ns) {
@@ -376,6 +388,12 @@ export class ChatConnection {
             return;
         }
         if (type !== 'groupchat') return;
+        const retracted = retractedId(stanza);
+        if (retracted !== null) {
+            // a retraction is no chat line (its body is a fallback): the message goes
+            this.ui.retract(retracted);
+            return;
+        }
         const body = child(stanza, 'body', 'jabber:client') ?? stanza.getElementsByTagName('body')[0];
         if (!body) return; // subject changes, chat states
         let id = null;

@@ -97,3 +97,16 @@ test('store: bounded, and the dropped oldest line is reported', () => {
     assert.equal(store.dropped, true);
     assert.equal(store.add({ id: '1', nick: 'a', text: 'a', time: at(1) }), -1); // still known
 });
+
+test('a retracted message leaves the store and is not shown again', () => {
+    const store = new MessageStore();
+    store.add({ id: 'a', nick: 'ann', text: 'keep', time: at(1) });
+    store.add({ id: 'b', nick: 'ann', text: 'spam', time: at(2) });
+    store.add({ id: 'c', nick: 'bob', text: 'later', time: at(3) });
+    assert.equal(store.remove('b'), 1);
+    assert.deepEqual(store.messages.map((m) => m.text), ['keep', 'later']);
+    assert.equal(store.add({ id: 'b', nick: 'ann', text: 'spam', time: at(2) }), -1);
+    assert.equal(store.remove('nope'), -1);
+    assert.equal(store.remove('b'), -1);
+    assert.equal(store.size, 2);
+});
