@@ -387,3 +387,29 @@ class StorageContract:
         assert db.offline_page("pat@example.org", 0, 5, 10) == [
             (db.offline_page("pat@example.org", 0, 1, 1)[0][0], big)
         ]
+
+    # -- room archive: retraction (XEP-0424/0425) ---------------------------------------
+
+    def test_muc_retraction_leaves_only_the_tombstone(self, db: Database) -> None:
+        from datetime import UTC, datetime
+
+        from xmppd.muc.mam import MamQuery
+        from xmppd.storage.muc import MucStore, Write
+
+        store = MucStore(db)
+        when = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
+        rows = [
+            Write("message", {"room": "sax", "stanza_id": sid, "stamp": when, "nick": "ann",
+                              "sender": "ann@localhost", "stanza": f"<message>{text}</message>"})
+            for sid, text in (("s1", "secret words"), ("s2", "other"))
+        ]  # fmt: skip
+        stone = '<message><retracted xmlns="urn:xmpp:message-retract:1"/></message>'
+        tombstone = Write("retract", {"room": "sax", "stanza_id": "s1", "stanza": stone})
+        store.write_batch([*rows, tombstone])  # the insert and its retraction in one batch
+        found = store.find_message("sax", "s1")
+        assert found is not None and found[0] == "s1" and found[3] == "ann@localhost"
+        assert found[4] == stone and found[1] == when
+        assert store.find_message("sax", "nope") is None
+        assert store.find_message("other", "s1") is None
+        page = store.query_archive("sax", MamQuery(queryid=None))
+        assert [m.xml for m in page.messages] == [stone, "<message>other</message>"]

@@ -95,7 +95,7 @@ def test_moderator_retracts_everyone_gets_both_forms_and_the_ring_keeps_a_tombst
     retracted = stone.find(RETRACT + "retracted")
     assert retracted is not None and retracted.find(MODERATE + "moderated") is not None
     assert stone.find(C + "body") is None
-    assert out.retractions == [(target, entry.xml)]
+    assert out.retractions == [(target, entry.xml, "boss@example.org")]
     # a joiner's history: the tombstone, never the text
     chosen = room.history.select(HistoryRequest(), 20, T0, ROOM)
     assert all(b"buy pills" not in e.join_copy(ROOM)[0] + e.join_copy(ROOM)[1] for e in chosen)
@@ -145,8 +145,13 @@ def test_archive_only_message_is_finished_from_the_lookup() -> None:
     assert out.lookup is not None and out.lookup.author == "ann@example.org"
     found = HistoryEntry("old1", T0, "ann", "ann@example.org", xml.encode())
     done = room.retract_found(out.lookup, found, T0)
-    [(sid, stone)] = done.retractions
-    assert sid == "old1" and b"ancient" not in stone and b"retracted" in stone
+    [(sid, stone, actor)] = done.retractions
+    assert (
+        sid == "old1"
+        and actor == "ann@example.org"
+        and b"ancient" not in stone
+        and b"retracted" in stone
+    )
     for full in (BOSS, ANN, BOB):
         [msg] = parsed(done, full)
         assert msg.find(RETRACT + "retract").get("id") == "old1"

@@ -72,6 +72,8 @@ class Moderation:
     occupant_id: str
     reason: str | None
     legacy: bool
+    #: the moderator's real bare JID (for the service's log only, never sent)
+    actor: str = ""
 
 
 # ------------------------------------------------------------------ recognising
@@ -118,7 +120,7 @@ def query(
     limit = room.ctx.config.retraction_reason_max
     if reason is not None and len(reason) > limit:
         raise StanzaError("bad-request", f"the reason is longer than {limit} characters")
-    mod = Moderation(room.occupant_jid(occ.nick), occ.occupant_id, reason, legacy)
+    mod = Moderation(room.occupant_jid(occ.nick), occ.occupant_id, reason, legacy, occ.bare)
     request = RetractRequest(room.name, target, rcpt, None, stanza, mod)
     _find(room, out, request, room.history.find(target), now)
 
@@ -219,7 +221,8 @@ def _carry_out(
     entry = room.history.find(found.stanza_id)
     if entry is not None:
         room.history.replace(entry, stone)
-    out.retractions.append((found.stanza_id, stone))
+    actor = request.moderation.actor if request.moderation is not None else found.sender
+    out.retractions.append((found.stanza_id, stone, actor))
 
 
 def _announce(room: RoomCore, out: Out, target: str, mod: Moderation, now: datetime) -> str:

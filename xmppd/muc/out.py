@@ -55,8 +55,9 @@ class Out:
     #: (scope, bare JID, nick or None to unregister)
     nick_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
     mam: MamRequest | None = None
-    #: (stanza-id, tombstone) of retracted messages: the archive keeps only the tombstone
-    retractions: list[tuple[str, bytes]] = field(default_factory=list)
+    #: (stanza-id, tombstone, by whom: a bare JID) of retracted messages: the archive
+    #: keeps only the tombstone
+    retractions: list[tuple[str, bytes, str]] = field(default_factory=list)
     #: a retraction whose message must be looked up in the archive first
     lookup: RetractRequest | None = None
     #: stanzas for the router (RFC 6121 rules: a bare JID's resources or offline storage),

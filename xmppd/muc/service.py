@@ -333,10 +333,12 @@ class MucService:
             writes.append(Write("affiliation", {"room": room.name, "jid": jid,
                                                 "affiliation": aff,
                                                 "by_registration": by_registration}))  # fmt: skip
-        for stanza_id, stone in out.retractions if persistent else ():
-            writes.append(Write("retract", {"room": room.name, "stanza_id": stanza_id,
-                                            "stanza": stone.decode("utf-8")}))  # fmt: skip
-            log.info("event=muc_message_retracted room=%s stanza_id=%s", room.jid_str, stanza_id)
+        for stanza_id, stone, actor in out.retractions:
+            log.info("event=muc_message_retracted room=%s stanza_id=%s by=%s",
+                     room.jid_str, stanza_id, actor)  # fmt: skip
+            if persistent:
+                writes.append(Write("retract", {"room": room.name, "stanza_id": stanza_id,
+                                                "stanza": stone.decode("utf-8")}))  # fmt: skip
         for scope, jid, nick in out.nick_changes:
             writes.append(Write("nick", {"room": scope, "jid": jid, "nick": nick}))
         if out.gone:

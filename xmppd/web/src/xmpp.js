@@ -41,13 +41,16 @@ function bare(jid) {
 }
 
 /**
- * The stanza-id a retraction names (XEP-0424, or XEP-0425's 0.2 form <apply-to/>), or null.
- * The room relays only retractions it has checked (the author's own message, or a
- * moderator's request), so the widget trusts any that comes from the room.
+ * The stanza-id a retraction names, or null: XEP-0424's <retract/> (an author's, which
+ * the room relays only after checking the author, or a moderator's announcement), or
+ * XEP-0425 0.2's <apply-to/>, honoured only from the room itself (§5: anything else could
+ * be an occupant's forgery).
  */
-function retractedId(stanza) {
-    const retract = child(stanza, 'retract', NS_RETRACT) ?? child(stanza, 'apply-to', NS_FASTEN);
-    return retract ? retract.getAttribute('id') : null;
+function retractedId(stanza, fromRoom) {
+    const retract = child(stanza, 'retract', NS_RETRACT);
+    if (retract) return retract.getAttribute('id');
+    const applyTo = child(stanza, 'apply-to', NS_FASTEN);
+    return applyTo && fromRoom ? applyTo.getAttribute('id') : null;
 }
 
 function child(el, name, ns) {
@@ -388,7 +391,7 @@ export class ChatConnection {
             return;
         }
         if (type !== 'groupchat') return;
-        const retracted = retractedId(stanza);
+        const retracted = retractedId(stanza, from === this.room);
         if (retracted !== null) {
             // a retraction is no chat line (its body is a fallback): the message goes
             this.ui.retract(retracted);
