@@ -164,7 +164,9 @@ def test_author_retracts_own_by_stanza_id_and_origin_id() -> None:
     relayed = parsed(out, BOB)
     assert len(relayed) == 1 and relayed[0].get("from") == f"{ROOM}/ann"
     assert relayed[0].find("{urn:xmpp:occupant-id:0}occupant-id") is not None
-    assert b"typo" not in room.history.find(target).xml
+    stone = etree.fromstring(room.history.find(target).xml)
+    assert stone.find(C + "body") is None
+    assert stone.find(RETRACT + "retracted").get("id") == "r1"  # the retraction's id (§5)
     assert out.archive and out.archive[0].stanza_id == stanza_id(relayed[0])  # kept (§6)
     origin = '<origin-id xmlns="urn:xmpp:sid:0" id="client-42"/>'
     second = posted(room, ANN, "oops", extra=origin)

@@ -251,12 +251,13 @@ def _announce(room: RoomCore, out: Out, target: str, mod: Moderation, now: datet
 
 def _relay(room: RoomCore, out: Out, request: RetractRequest, now: datetime) -> str:
     """XEP-0424 §4: the author's retraction goes to everyone (and the archive) as sent,
-    stamped like any groupchat message; the author may have left meanwhile."""
+    stamped like any groupchat message. Returns the id the tombstone names: the
+    retraction's own ``id`` attribute (§5), or its stanza-id when it came without one."""
     occ = room.by_real.get(request.rcpt.full)
-    if occ is None:
+    if occ is None:  # left while the archive was searched
         raise StanzaError("not-acceptable", "you are not an occupant of this room")
     entry = room.relay_groupchat(out, request.stanza, occ, now, keep=True)
-    return entry.stanza_id
+    return request.stanza.get("id") or entry.stanza_id
 
 
 def tombstone(
@@ -266,7 +267,9 @@ def tombstone(
     announce_id: str,
     mod: Moderation | None,
 ) -> bytes:
-    """The message with only its stanza-id, author's occupant-id and ``<retracted/>``."""
+    """The message with only its stanza-id, author's occupant-id and ``<retracted/>``
+    (XEP-0424 §5: ``id`` names the retraction message, ``stamp`` says when; XEP-0425 §4:
+    ``<moderated/>`` inside it, and the 0.2 form beside it, for a moderation)."""
     keep = [
         child
         for child in original
