@@ -192,19 +192,27 @@ def test_retract_a_message_only_in_the_database(tmp_path: Path) -> None:
             boss, _ = await _joined(srv, "boss", "Boss")
             alice, alice_r = await _joined(srv, "alice", "Alice")
             old = await _say(alice, "ancient secret")
+            # as Converse.js does: its own origin-id, by which it later retracts
+            mine = alice.make_message(mto=ROOM, mbody="my old typo", mtype="groupchat")
+            mine["origin_id"]["id"] = "alice-origin-1"
+            mine.send()
             for i in range(4):
                 await _say(alice, f"filler {i}")
             await boss.plugin["xep_0425"].moderate(JID(ROOM), old, reason="old", timeout=10)
-            seen = await asyncio.wait_for(alice_r.get(), 10)
+            seen = [(await asyncio.wait_for(alice_r.get(), 10))["retract"]["id"]]
+            alice.plugin["xep_0424"].send_retraction(JID(ROOM), "alice-origin-1", "groupchat")
+            seen.append((await asyncio.wait_for(alice_r.get(), 10))["retract"]["id"])
+            await asyncio.sleep(0.5)  # the archive is written in batches
             mam = await _mam_xml(alice)
             for client in (boss, alice):
                 await client.close()
-            return {"old": old, "seen": seen["retract"]["id"], "mam": mam}
+            return {"old": old, "seen": seen, "mam": mam}
 
         out = run(scenario, timeout=60)
-        assert out["seen"] == out["old"]
-        assert not any("ancient secret" in m for m in out["mam"])
+        assert out["seen"] == [out["old"], "alice-origin-1"]
+        assert not any("ancient secret" in m or "my old typo" in m for m in out["mam"])
         assert any(out["old"] in m and "retracted" in m for m in out["mam"])
+        assert sum("<retracted " in m for m in out["mam"]) == 2
         srv.restart()  # the ring is loaded from the archive: the tombstone again
         db = srv.database()
         try:
@@ -214,6 +222,6 @@ def test_retract_a_message_only_in_the_database(tmp_path: Path) -> None:
         finally:
             db.dispose()
         assert row is not None and "ancient secret" not in row[4] and "retracted" in row[4]
-        assert json.loads(_history_json(srv))["messages"][0]["text"] == "filler 2"
+        assert json.loads(_history_json(srv))["messages"][0]["text"] == "filler 3"
     finally:
         srv.stop()

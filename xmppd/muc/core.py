@@ -45,6 +45,7 @@ from xmppd.muc.stanzas import (
     MUC_X,
     OCC_ID,
     OCCUPANT_ID,
+    ORIGIN_ID,
     PRESENCE,
     SID,
     STANZA_ID,
@@ -56,6 +57,9 @@ from xmppd.muc.stanzas import (
 )
 from xmppd.muc.wire import Recipient, Template
 from xmppd.xml.errors import StanzaError, error_reply
+
+#: The longest origin-id the archive keeps for retractions (``muc_messages.origin_id``).
+ORIGIN_ID_MAX = 64
 
 #: One voice request per occupant per this many seconds reaches the moderators.
 VOICE_REQUEST_INTERVAL = 60.0
@@ -257,6 +261,9 @@ class RoomCore:
         head, tail = tpl.head, tpl.tail
         entry = HistoryEntry(stanza_id, now, occ.nick, occ.bare, head + tail)
         if keep:
+            origin = stanza.find(ORIGIN_ID)
+            origin_id = origin.get("id") or "" if origin is not None else ""
+            entry.origin_id = origin_id if len(origin_id) <= ORIGIN_ID_MAX else ""
             self.history.append(entry)
             out.archive.append(entry)
         out.sends.extend([(r, b"".join((head, r.to_attr, tail))) for r in self.recipients()])

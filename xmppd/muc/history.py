@@ -77,6 +77,9 @@ class HistoryEntry:
     nick: str
     sender: str  #: the real bare JID of the sender
     xml: bytes
+    #: the XEP-0359 origin-id its author's client gave ("" if none or over 64 characters):
+    #: an author may retract by it (XEP-0424)
+    origin_id: str = ""
     _join: tuple[bytes, bytes, int] | None = field(default=None, repr=False)
 
     def join_copy(self, room_jid: str) -> tuple[bytes, bytes, int]:

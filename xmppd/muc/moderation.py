@@ -50,7 +50,6 @@ RETRACT = "urn:xmpp:message-retract:1"
 RETRACT0 = "urn:xmpp:message-retract:0"
 FASTEN = "urn:xmpp:fasten:0"
 TOMBSTONE = RETRACT + "#tombstone"
-ORIGIN_ID = "{%s}origin-id" % SID
 
 MODERATE_Q = "{%s}moderate" % MODERATE
 APPLY_TO_Q = "{%s}apply-to" % FASTEN
@@ -162,13 +161,10 @@ def _find(
 
 
 def _by_origin_id(room: RoomCore, origin: str, bare: str) -> HistoryEntry | None:
-    """XEP-0424 §6.1: a room without stanza-ids would be addressed by origin-id."""
-    needle = origin.encode("utf-8")
+    """XEP-0424 §6.1: the author's own origin-id (Converse.js names its messages so); only
+    unique per author, so only the author's messages are searched."""
     for entry in reversed(room.history.entries):
-        if entry.sender != bare or needle not in entry.xml:
-            continue
-        found = etree.fromstring(entry.xml).find(ORIGIN_ID)
-        if found is not None and found.get("id") == origin:
+        if entry.origin_id == origin and entry.sender == bare:
             return entry
     return None
 

@@ -110,10 +110,11 @@ class MucService:
         store.write_batch(seeded)
         self._drop_lapsed_memberships()
         for room in self.rooms.values():
-            for sid, stamp, nick, sender, xml in store.load_recent(
+            for sid, stamp, nick, sender, xml, origin in store.load_recent(
                 room.name, self.config.history_max
             ):
-                room.history.append(HistoryEntry(sid, stamp, nick, sender, xml.encode("utf-8")))
+                entry = HistoryEntry(sid, stamp, nick, sender, xml.encode("utf-8"), origin)
+                room.history.append(entry)
         log.info(
             "event=muc_loaded host=%s rooms=%d nicks=%d",
             self.domain,
@@ -319,6 +320,7 @@ class MucService:
                         "nick": e.nick,
                         "sender": e.sender,
                         "stanza": e.xml.decode("utf-8"),
+                        "origin_id": e.origin_id or None,
                     },
                 )
                 for e in out.archive
@@ -497,7 +499,8 @@ class MucService:
         """A retraction of a message older than the room's memory: find it in the archive
         (XEP-0424/0425), then let the room check and carry it out."""
         await self.flush()  # what was broadcast must be findable
-        row = await self.adb.run(self.store.find_message, room.name, request.target)
+        find = self.store.find_message
+        row = await self.adb.run(find, room.name, request.target, request.author)
         found = None if row is None else HistoryEntry(*row[:4], row[4].encode("utf-8"))
         if self.rooms.get(room.name) is not room:
             return  # destroyed meanwhile
