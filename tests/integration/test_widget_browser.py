@@ -912,6 +912,81 @@ def test_converse_js_logs_in_and_joins_the_room(tmp_path: Path, transport: str) 
     assert out["said"] == "hello from Converse"
 
 
+def test_converse_js_shows_a_moderated_message_as_removed(tmp_path: Path) -> None:
+    """An unmodified Converse.js understands the room's XEP-0425 announcement: the
+    moderated line's text leaves the page (Converse shows a removal notice instead)."""
+    chromium = _require_browser()
+    if not (CONVERSE_DIST / "dist" / "converse.min.js").is_file():
+        message = "Converse.js is not installed: npm ci in tests/browser"
+        if in_ci():
+            pytest.fail(message + " (.ci/run does it)", pytrace=False)
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+    from slixmpp import JID
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "dist").symlink_to(CONVERSE_DIST / "dist", target_is_directory=True)
+    with _serve_dir(site) as site_port:
+        origin = f"http://127.0.0.1:{site_port}"
+        (tmp_path / "xmppd").mkdir()
+        server = make_server(
+            tmp_path / "xmppd",
+            http={"cors_origins": [origin]},
+            server={"admins": ["boss@localhost"]},
+        )
+        for user in ("bob", "carol", "boss"):
+            server.add_user(user, "secret")
+        server.start()
+        try:
+            (site / "index.html").write_text(
+                _converse_page("websocket", server.http_port), encoding="utf-8"
+            )
+
+            async def scenario() -> dict[str, Any]:
+                bob = await _bob(server)
+                boss = await login(server, "boss@localhost/mod", plugins=["xep_0045", "xep_0425"])
+                await boss.plugin["xep_0045"].join_muc_wait(ROOM, "boss", maxstanzas=0, timeout=10)
+                async with async_playwright() as pw:
+                    browser, context = await _launch(pw, chromium)
+                    try:
+                        page = await context.new_page()
+                        errors: list[str] = []
+                        page.on("pageerror", lambda exc: errors.append(str(exc)))
+                        page.on("console", _print_problems)
+                        await page.goto(f"{origin}/index.html")
+                        await _say(bob, "hello Converse")
+                        await page.get_by_text("hello Converse").first.wait_for(timeout=30000)
+                        bob.send_message(mto=ROOM, mbody="buy pills now", mtype="groupchat")
+                        while True:
+                            msg = await bob.next_message(10)
+                            if msg["type"] == "groupchat" and msg["body"] == "buy pills now":
+                                spam = msg.xml.find("{urn:xmpp:sid:0}stanza-id").get("id")
+                                break
+                        await page.get_by_text("buy pills now").first.wait_for(timeout=20000)
+                        await boss.plugin["xep_0425"].moderate(
+                            JID(ROOM), spam, reason="spam", timeout=10
+                        )
+                        gone = page.get_by_text("buy pills now")
+                        await gone.first.wait_for(state="detached", timeout=20000)
+                        await _screenshot(page, "converse-moderated")
+                        return {
+                            "still": await gone.count(),
+                            "hello": await page.get_by_text("hello Converse").count(),
+                            "errors": errors,
+                        }
+                    finally:
+                        await browser.close()
+                        await bob.close()
+                        await boss.close()
+
+            out = run(scenario, timeout=120)
+        finally:
+            server.stop()
+    assert out["still"] == 0
+    assert out["hello"] >= 1
+
+
 def test_chat_without_a_built_widget_says_how_to_build_it(tmp_path: Path) -> None:
     """/chat/ on a server whose widget was never built: a 404 that says what to run."""
     empty = tmp_path / "not-built"
