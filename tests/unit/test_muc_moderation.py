@@ -219,3 +219,17 @@ def test_chat_history_feed_drops_the_retracted_message_and_the_retraction() -> N
     retract(room, ANN, target)
     body = feed.answer("room=sax").body
     assert b"bad words" not in body and b"retracted" not in body and keep.encode() in body
+
+
+def test_ring_replacement_keeps_the_byte_bound_and_changes_the_version() -> None:
+    from xmppd.muc.history import HistoryRing
+
+    ring = HistoryRing(10, max_bytes=400)
+    for n in range(3):
+        ring.append(HistoryEntry(f"s{n}", T0, "ann", "a@x", b"<message>%d</message>" % n))
+    version = ring.version
+    ring.replace(ring.find("s2"), b"<message>" + b"x" * 150 + b"</message>")
+    assert ring.version == version + 1
+    assert ring.bytes <= 400 and ring.bytes == sum(2 * len(e.xml) for e in ring)
+    assert [e.stanza_id for e in ring] == ["s1", "s2"]  # the oldest made room
+    assert ring.find("s0") is None and ring.find("s2") is not None
