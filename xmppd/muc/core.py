@@ -243,11 +243,11 @@ class RoomCore:
     # --------------------------------------------------------------- groupchat
     def relay_groupchat(
         self, out: Out, stanza: etree._Element, occ: Occupant, now: datetime, *, keep: bool
-    ) -> HistoryEntry:
+    ) -> str:
         """§7.4: ``stanza`` (handed over by the router, so mutated in place) goes to every
         occupant from ``occ``'s occupant JID, with the room's XEP-0359 stanza-id and the
         XEP-0421 occupant-id instead of any the client claimed; ``keep`` puts it in the
-        history ring and the archive."""
+        history ring and the archive. Returns the stanza-id."""
         stanza.attrib.pop("to", None)
         stanza.set("from", self.occupant_jid(occ.nick))
         mine = self.jid_str
@@ -259,15 +259,15 @@ class RoomCore:
         sub(stanza, OCC_ID, OCCUPANT_ID, id=occ.occupant_id)
         tpl = Template(stanza)
         head, tail = tpl.head, tpl.tail
-        entry = HistoryEntry(stanza_id, now, occ.nick, occ.bare, head + tail)
         if keep:
             origin = stanza.find(ORIGIN_ID)
             origin_id = origin.get("id") or "" if origin is not None else ""
-            entry.origin_id = origin_id if len(origin_id) <= ORIGIN_ID_MAX else ""
+            origin_id = origin_id if len(origin_id) <= ORIGIN_ID_MAX else ""
+            entry = HistoryEntry(stanza_id, now, occ.nick, occ.bare, head + tail, origin_id)
             self.history.append(entry)
             out.archive.append(entry)
         out.sends.extend([(r, b"".join((head, r.to_attr, tail))) for r in self.recipients()])
-        return entry
+        return stanza_id
 
     # --------------------------------------------------------------- subject
     def subject_tpl(self, message_id: str | None = None) -> Template:

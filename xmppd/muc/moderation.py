@@ -252,8 +252,8 @@ def _relay(room: RoomCore, out: Out, request: RetractRequest, now: datetime) -> 
     occ = room.by_real.get(request.rcpt.full)
     if occ is None:  # left while the archive was searched
         raise StanzaError("not-acceptable", "you are not an occupant of this room")
-    entry = room.relay_groupchat(out, request.stanza, occ, now, keep=True)
-    return request.stanza.get("id") or entry.stanza_id
+    stanza_id = room.relay_groupchat(out, request.stanza, occ, now, keep=True)
+    return request.stanza.get("id") or stanza_id
 
 
 def tombstone(
