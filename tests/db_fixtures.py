@@ -133,7 +133,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0008",)]
+        assert versions == [("0009",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:
@@ -588,3 +588,36 @@ class StorageContract:
         assert store.expired(now - timedelta(minutes=5), None) == ["e" * 24]
         kept = store.get("f" * 24)
         assert kept is not None and kept.stored_at == now
+
+    # -- room archive: retraction (XEP-0424/0425) ---------------------------------------
+
+    def test_muc_retraction_leaves_only_the_tombstone(self, db: Database) -> None:
+        from datetime import UTC, datetime
+
+        from xmppd.muc.mam import MamQuery
+        from xmppd.storage.muc import MucStore, Write
+
+        store = MucStore(db)
+        when = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
+        rows = [
+            Write("message", {"room": "sax", "stanza_id": sid, "stamp": when, "nick": "ann",
+                              "sender": "ann@localhost", "stanza": f"<message>{text}</message>",
+                              "origin_id": origin})
+            for sid, text, origin in (("s1", "secret words", None), ("s2", "other", "o2"))
+        ]  # fmt: skip
+        stone = '<message><retracted xmlns="urn:xmpp:message-retract:1"/></message>'
+        tombstone = Write("retract", {"room": "sax", "stanza_id": "s1", "stanza": stone})
+        store.write_batch([*rows, tombstone])  # the insert and its retraction in one batch
+        found = store.find_message("sax", "s1")
+        assert found is not None and found[0] == "s1" and found[3] == "ann@localhost"
+        assert found[4] == stone and found[1] == when
+        assert store.find_message("sax", "nope") is None
+        assert store.find_message("other", "s1") is None
+        # an author's own origin-id (XEP-0424), only with the author's JID
+        assert store.find_message("sax", "o2") is None
+        assert store.find_message("sax", "o2", "bob@localhost") is None
+        by_origin = store.find_message("sax", "o2", "ann@localhost")
+        assert by_origin is not None and by_origin[0] == "s2"
+        assert [r[5] for r in store.load_recent("sax", 5)] == ["", "o2"]
+        page = store.query_archive("sax", MamQuery(queryid=None))
+        assert [m.xml for m in page.messages] == [stone, "<message>other</message>"]

@@ -17,6 +17,8 @@ MUC_USER = "http://jabber.org/protocol/muc#user"
 SID = "urn:xmpp:sid:0"
 DELAY = "urn:xmpp:delay"
 PING = "urn:xmpp:ping"
+RETRACT = "urn:xmpp:message-retract:1"
+FASTEN = "urn:xmpp:fasten:0"
 STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 COMPONENT = "jabber:component:accept"
 
@@ -206,6 +208,11 @@ def classify(
             return None
         body_el = _child(stanza, "body")
         if body_el is None or _child(stanza, "subject") is not None:
+            return None
+        retraction = _child(stanza, "retract", RETRACT), _child(stanza, "apply-to", FASTEN)
+        if retraction != (None, None):
+            # XEP-0424/0425: a retraction's body is a fallback, no chat line; IRC cannot
+            # take back what it has shown, so the bridge relays nothing
             return None
         stanza_id = None
         for c in stanza:

@@ -477,6 +477,85 @@ def test_widget_reload_continues_the_session(tmp_path: Path, transport: str) -> 
     assert "alice" not in out["left"]  # the same session: alice never left the room
 
 
+def test_widget_drops_a_moderated_and_a_retracted_message(tmp_path: Path) -> None:
+    """A moderator retracts a line (XEP-0425) and an author its own (XEP-0424): both
+    disappear from the page live, and after a reload neither /chat/history nor the join
+    history brings them back (tombstones and retractions are never shown)."""
+    chromium = _require_browser()
+    from playwright.async_api import async_playwright
+    from slixmpp import JID
+
+    server = make_server(
+        tmp_path,
+        http={"static_dir": str(_static_root(tmp_path))},
+        server={"admins": ["carol@localhost"]},
+    )
+    for user in ("alice", "bob", "carol"):
+        server.add_user(user, "secret")
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{server.http_port}/chat/forum-websocket.html"
+
+        async def scenario() -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            bob = await login(server, "bob@localhost/desk", plugins=["xep_0045", "xep_0424"])
+            await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", maxstanzas=0, timeout=10)
+            carol = await login(server, "carol@localhost/mod", plugins=["xep_0045", "xep_0425"])
+            await carol.plugin["xep_0045"].join_muc_wait(ROOM, "carol", maxstanzas=0, timeout=10)
+            async with async_playwright() as pw:
+                browser, context = await _launch(pw, chromium)
+                try:
+                    page = await context.new_page()
+                    errors: list[str] = []
+                    page.on("pageerror", lambda exc: errors.append(str(exc)))
+                    page.on("console", _print_problems)
+                    await page.goto(url)
+                    await _wait_state(page, "online")
+                    ids = {}
+                    for text in ("first line", "buy pills now", "my typo", "last line"):
+                        bob.send_message(mto=ROOM, mbody=text, mtype="groupchat")
+                        while True:
+                            msg = await bob.next_message(10)
+                            if msg["type"] == "groupchat" and msg["body"] == text:
+                                ids[text] = msg.xml.find("{urn:xmpp:sid:0}stanza-id").get("id")
+                                break
+                    await _wait_text(page, "last line")
+                    out["before"] = await _texts(page)
+                    await carol.plugin["xep_0425"].moderate(
+                        JID(ROOM), ids["buy pills now"], reason="spam", timeout=10
+                    )
+                    bob.plugin["xep_0424"].send_retraction(
+                        JID(ROOM), ids["my typo"], mtype="groupchat"
+                    )
+
+                    async def both_gone() -> bool:
+                        texts = await _texts(page)
+                        return "buy pills now" not in texts and "my typo" not in texts
+
+                    await _wait_for(both_gone, "the retracted lines to go", page)
+                    out["live"] = await _texts(page)
+                    await _screenshot(page, "moderation-live")
+                    await page.reload()
+                    await _wait_state(page, "online")
+                    await _say(bob, "after reload")
+                    await _wait_text(page, "after reload")
+                    out["reloaded"] = await _texts(page)
+                    out["errors"] = errors
+                finally:
+                    await browser.close()
+                    await bob.close()
+                    await carol.close()
+            return out
+
+        out = run(scenario, timeout=90)
+    finally:
+        server.stop()
+    assert out["before"] == ["first line", "buy pills now", "my typo", "last line"]
+    assert out["live"] == ["first line", "last line"]
+    assert out["reloaded"] == ["first line", "last line", "after reload"]
+    assert out["errors"] == []
+
+
 def test_widget_repeats_a_join_whose_answer_was_lost(tmp_path: Path) -> None:
     """The room's answer to the join (with our self-presence) is lost on the wire, as when
     a reload aborts the BOSH request it travelled on: the widget joins again and the room
@@ -971,6 +1050,81 @@ def test_converse_js_logs_in_and_joins_the_room(tmp_path: Path, transport: str) 
             server.stop()
     assert out["jid"].startswith("carol@localhost/")
     assert out["said"] == "hello from Converse"
+
+
+def test_converse_js_shows_a_moderated_message_as_removed(tmp_path: Path) -> None:
+    """An unmodified Converse.js understands the room's XEP-0425 announcement: the
+    moderated line's text leaves the page (Converse shows a removal notice instead)."""
+    chromium = _require_browser()
+    if not (CONVERSE_DIST / "dist" / "converse.min.js").is_file():
+        message = "Converse.js is not installed: npm ci in tests/browser"
+        if in_ci():
+            pytest.fail(message + " (.ci/run does it)", pytrace=False)
+        pytest.skip(message)
+    from playwright.async_api import async_playwright
+    from slixmpp import JID
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "dist").symlink_to(CONVERSE_DIST / "dist", target_is_directory=True)
+    with _serve_dir(site) as site_port:
+        origin = f"http://127.0.0.1:{site_port}"
+        (tmp_path / "xmppd").mkdir()
+        server = make_server(
+            tmp_path / "xmppd",
+            http={"cors_origins": [origin]},
+            server={"admins": ["boss@localhost"]},
+        )
+        for user in ("bob", "carol", "boss"):
+            server.add_user(user, "secret")
+        server.start()
+        try:
+            (site / "index.html").write_text(
+                _converse_page("websocket", server.http_port), encoding="utf-8"
+            )
+
+            async def scenario() -> dict[str, Any]:
+                bob = await _bob(server)
+                boss = await login(server, "boss@localhost/mod", plugins=["xep_0045", "xep_0425"])
+                await boss.plugin["xep_0045"].join_muc_wait(ROOM, "boss", maxstanzas=0, timeout=10)
+                async with async_playwright() as pw:
+                    browser, context = await _launch(pw, chromium)
+                    try:
+                        page = await context.new_page()
+                        errors: list[str] = []
+                        page.on("pageerror", lambda exc: errors.append(str(exc)))
+                        page.on("console", _print_problems)
+                        await page.goto(f"{origin}/index.html")
+                        await _say(bob, "hello Converse")
+                        await page.get_by_text("hello Converse").first.wait_for(timeout=30000)
+                        bob.send_message(mto=ROOM, mbody="buy pills now", mtype="groupchat")
+                        while True:
+                            msg = await bob.next_message(10)
+                            if msg["type"] == "groupchat" and msg["body"] == "buy pills now":
+                                spam = msg.xml.find("{urn:xmpp:sid:0}stanza-id").get("id")
+                                break
+                        await page.get_by_text("buy pills now").first.wait_for(timeout=20000)
+                        await boss.plugin["xep_0425"].moderate(
+                            JID(ROOM), spam, reason="spam", timeout=10
+                        )
+                        gone = page.get_by_text("buy pills now")
+                        await gone.first.wait_for(state="detached", timeout=20000)
+                        await _screenshot(page, "converse-moderated")
+                        return {
+                            "still": await gone.count(),
+                            "hello": await page.get_by_text("hello Converse").count(),
+                            "errors": errors,
+                        }
+                    finally:
+                        await browser.close()
+                        await bob.close()
+                        await boss.close()
+
+            out = run(scenario, timeout=120)
+        finally:
+            server.stop()
+    assert out["still"] == 0
+    assert out["hello"] >= 1
 
 
 def test_chat_without_a_built_widget_says_how_to_build_it(tmp_path: Path) -> None:

@@ -60,6 +60,22 @@ def test_classify_ignores_subject_other_rooms_and_bodyless() -> None:
     assert muc.classify(x(state), ROOM, "IRC", set()) is None
 
 
+def test_classify_does_not_relay_a_retraction_as_text() -> None:
+    retract = (
+        f'<message xmlns="{C}" from="{ROOM}/x" type="groupchat"><body>/me retracted a'
+        ' previous message</body><retract xmlns="urn:xmpp:message-retract:1" id="s1"/></message>'
+    )
+    assert muc.classify(x(retract), ROOM, "IRC", set()) is None
+    legacy = (
+        f'<message xmlns="{C}" from="{ROOM}/x" type="groupchat"><body>gone</body>'
+        '<apply-to xmlns="urn:xmpp:fasten:0" id="s1"><retract xmlns="urn:xmpp:message-retract:0"/>'
+        "</apply-to></message>"
+    )
+    assert muc.classify(x(legacy), ROOM, "IRC", set()) is None
+    plain = f'<message xmlns="{C}" from="{ROOM}/x" type="groupchat"><body>hi</body></message>'
+    assert muc.classify(x(plain), ROOM, "IRC", set()) is not None
+
+
 def status(*codes: str) -> str:
     return "".join(f'<status code="{c}"/>' for c in codes)
 

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 from lxml import etree
 
 from xmppd.muc.history import HistoryEntry, format_stamp
+from xmppd.muc.moderation import is_retraction
 from xmppd.xml import ns
 
 _BODY = "{%s}body" % ns.CLIENT
@@ -46,8 +47,8 @@ def _item(entry: HistoryEntry) -> dict[str, Any] | None:
     except etree.XMLSyntaxError:
         return None
     body = el.find(_BODY)
-    if body is None or body.text is None:
-        return None
+    if body is None or body.text is None or is_retraction(el):
+        return None  # tombstones have no body; retractions are no chat lines
     item: dict[str, Any] = {
         "stanza_id": entry.stanza_id,
         "nick": entry.nick,
@@ -68,11 +69,13 @@ class HistoryFeed:
         self.public = [r.lower() for r in public_rooms]
         self.max_limit = max(1, max_limit)
         self._cache: dict[str, tuple[tuple[str, int], list[dict[str, Any]]]] = {}
-        self._memo: dict[str, dict[str, dict[str, Any] | None]] = {}
+        #: room -> stanza-id -> (the entry's bytes, its item): a retraction replaces the
+        #: bytes with a tombstone, so the item is made again (and is None)
+        self._memo: dict[str, dict[str, tuple[bytes, dict[str, Any] | None]]] = {}
 
     def _items(self, name: str, room: Any) -> list[dict[str, Any]]:
         entries = room.history.entries
-        key = (entries[-1].stanza_id if entries else "", len(entries))
+        key = (entries[-1].stanza_id if entries else "", room.history.version)
         cached = self._cache.get(name)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -80,10 +83,12 @@ class HistoryFeed:
         memo = self._memo.setdefault(name, {})
         items = []
         for entry in entries:
-            if entry.stanza_id in memo:
-                item = memo[entry.stanza_id]
+            known = memo.get(entry.stanza_id)
+            if known is not None and known[0] is entry.xml:
+                item = known[1]
             else:
-                item = memo[entry.stanza_id] = _item(entry)
+                item = _item(entry)
+                memo[entry.stanza_id] = (entry.xml, item)
             if item is not None:
                 items.append(item)
         if len(memo) > 2 * len(entries) + 16:

@@ -87,6 +87,10 @@ class MucConfig:
     #: Archive writes: at most this many per batch, at least every ``archive_flush_interval`` s.
     archive_batch_size: int = 500
     archive_flush_interval: float = 0.25
+    #: Message retraction in rooms: by moderators (XEP-0425) and by authors (XEP-0424).
+    moderation: bool = True
+    #: Characters a moderator's reason for a retraction may have (kept in the tombstone).
+    retraction_reason_max: int = 500
     #: Largest MAM page (RSM ``max``).
     mam_max_page: int = 250
     #: Rooms whose recent messages anyone may read over HTTP at ``/chat/history``
@@ -106,5 +110,7 @@ class MucConfig:
                 raise ConfigError.at(key, "must be at least 1 (allow_room_creation turns it off)")
         if self.history_max_bytes < 0:
             raise ConfigError.at("history_max_bytes", "must not be negative")
+        if self.retraction_reason_max < 0:
+            raise ConfigError.at("retraction_reason_max", "must not be negative")
         if self.invites_per_minute < 0:
             raise ConfigError.at("invites_per_minute", "must not be negative (0: no limit)")

@@ -17,13 +17,14 @@ import hmac
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from lxml import etree
 
 from xmppd.jid import JID
 from xmppd.muc import roles as R
 from xmppd.muc.config import MucConfig
-from xmppd.muc.history import HistoryRing
+from xmppd.muc.history import HistoryEntry, HistoryRing
 from xmppd.muc.limits import Buckets
 from xmppd.muc.nicks import (
     NickError,
@@ -44,7 +45,11 @@ from xmppd.muc.stanzas import (
     MUC_X,
     OCC_ID,
     OCCUPANT_ID,
+    ORIGIN_ID,
     PRESENCE,
+    SID,
+    STANZA_ID,
+    STRIPPED,
     SUBJECT,
     USER_X,
     el,
@@ -52,6 +57,9 @@ from xmppd.muc.stanzas import (
 )
 from xmppd.muc.wire import Recipient, Template
 from xmppd.xml.errors import StanzaError, error_reply
+
+#: The longest origin-id the archive keeps for retractions (``muc_messages.origin_id``).
+ORIGIN_ID_MAX = 64
 
 #: One voice request per occupant per this many seconds reaches the moderators.
 VOICE_REQUEST_INTERVAL = 60.0
@@ -231,6 +239,35 @@ class RoomCore:
             tpl = Template(self.presence_el(occ, with_jid=True, codes=codes, **kw))  # type: ignore[arg-type]
             for rcpt in sessions:
                 out.sends.append((rcpt, tpl.to(rcpt)))
+
+    # --------------------------------------------------------------- groupchat
+    def relay_groupchat(
+        self, out: Out, stanza: etree._Element, occ: Occupant, now: datetime, *, keep: bool
+    ) -> str:
+        """§7.4: ``stanza`` (handed over by the router, so mutated in place) goes to every
+        occupant from ``occ``'s occupant JID, with the room's XEP-0359 stanza-id and the
+        XEP-0421 occupant-id instead of any the client claimed; ``keep`` puts it in the
+        history ring and the archive. Returns the stanza-id."""
+        stanza.attrib.pop("to", None)
+        stanza.set("from", self.occupant_jid(occ.nick))
+        mine = self.jid_str
+        for child in list(stanza):
+            if child.tag in STRIPPED or (child.tag == STANZA_ID and child.get("by") == mine):
+                stanza.remove(child)
+        stanza_id = self.ctx.new_id()
+        sub(stanza, STANZA_ID, SID, id=stanza_id, by=self.jid_str)
+        sub(stanza, OCC_ID, OCCUPANT_ID, id=occ.occupant_id)
+        tpl = Template(stanza)
+        head, tail = tpl.head, tpl.tail
+        if keep:
+            origin = stanza.find(ORIGIN_ID)
+            origin_id = origin.get("id") or "" if origin is not None else ""
+            origin_id = origin_id if len(origin_id) <= ORIGIN_ID_MAX else ""
+            entry = HistoryEntry(stanza_id, now, occ.nick, occ.bare, head + tail, origin_id)
+            self.history.append(entry)
+            out.archive.append(entry)
+        out.sends.extend([(r, b"".join((head, r.to_attr, tail))) for r in self.recipients()])
+        return stanza_id
 
     # --------------------------------------------------------------- subject
     def subject_tpl(self, message_id: str | None = None) -> Template:

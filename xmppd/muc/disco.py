@@ -10,7 +10,17 @@ from __future__ import annotations
 
 from lxml import etree
 
-from xmppd.muc import archive, forms, iq_relay, messages, presence, registration, roomconfig, voice
+from xmppd.muc import (
+    archive,
+    forms,
+    iq_relay,
+    messages,
+    moderation,
+    presence,
+    registration,
+    roomconfig,
+    voice,
+)
 from xmppd.muc.core import RoomCore
 from xmppd.muc.out import Out
 from xmppd.muc.stanzas import DISCO_INFO_Q, DISCO_ITEMS_Q, ROOMUSER_NODE, result_iq, sub
@@ -44,8 +54,9 @@ _ROOMINFO_ORDER = (
 
 
 def features(room: RoomCore) -> list[str]:
-    """The room's disco#info features, sorted."""
-    return sorted([*ALWAYS, *roomconfig.features(room.settings)])
+    """The room's disco#info features, sorted (moderation's when ``muc.moderation``)."""
+    optional = moderation.FEATURES if room.ctx.config.moderation else ()
+    return sorted([*ALWAYS, *optional, *roomconfig.features(room.settings)])
 
 
 def info(room: RoomCore, out: Out, stanza: etree._Element, rcpt: Recipient) -> None:

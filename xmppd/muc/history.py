@@ -77,6 +77,9 @@ class HistoryEntry:
     nick: str
     sender: str  #: the real bare JID of the sender
     xml: bytes
+    #: the XEP-0359 origin-id its author's client gave ("" if none or over 64 characters):
+    #: an author may retract by it (XEP-0424)
+    origin_id: str = ""
     _join: tuple[bytes, bytes, int] | None = field(default=None, repr=False)
 
     def join_copy(self, room_jid: str) -> tuple[bytes, bytes, int]:
@@ -141,6 +144,8 @@ class HistoryRing:
         self.max_bytes = max_bytes
         self.entries: deque[HistoryEntry] = deque()
         self.bytes = 0
+        #: changes with every append and replacement (caches of the ring key on it)
+        self.version = 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -164,7 +169,25 @@ class HistoryRing:
             self.bytes -= self.charge(self.entries.popleft())
         self.entries.append(entry)
         self.bytes += cost
+        self.version += 1
         return True
+
+    def find(self, stanza_id: str) -> HistoryEntry | None:
+        """The entry with this XEP-0359 stanza-id, newest first; None if not kept."""
+        for entry in reversed(self.entries):
+            if entry.stanza_id == stanza_id:
+                return entry
+        return None
+
+    def replace(self, entry: HistoryEntry, xml: bytes) -> None:
+        """Give ``entry`` new bytes (a retraction's tombstone), still within the bound."""
+        self.bytes -= self.charge(entry)
+        entry.xml = xml
+        entry._join = None
+        self.bytes += self.charge(entry)
+        self.version += 1
+        while self.entries and self.max_bytes is not None and self.bytes > self.max_bytes:
+            self.bytes -= self.charge(self.entries.popleft())
 
     def select(
         self, req: HistoryRequest, default: int, now: datetime, room_jid: str

@@ -12,7 +12,7 @@ from datetime import datetime
 from lxml import etree
 
 from xmppd.jid import JID, JIDError
-from xmppd.muc import presence, voice
+from xmppd.muc import moderation, presence, voice
 from xmppd.muc import roles as R
 from xmppd.muc.core import RoomCore
 from xmppd.muc.history import HistoryEntry
@@ -85,22 +85,11 @@ def _groupchat(
     if subject is not None and body is None:
         _set_subject(room, out, occ, subject.text or "", stanza.get("id"))
         return
+    if room.ctx.config.moderation and stanza.find(moderation.RETRACT_EL) is not None:
+        moderation.own(room, out, stanza, occ, rcpt, now)  # XEP-0424: checked, then relayed
+        return
     # The router handed the stanza over: mutate it rather than copy it.
-    stanza.attrib.pop("to", None)
-    stanza.set("from", room.occupant_jid(occ.nick))
-    for child in list(stanza):
-        if child.tag in STRIPPED or (child.tag == STANZA_ID and child.get("by") == room.jid_str):
-            stanza.remove(child)
-    stanza_id = room.ctx.new_id()
-    sub(stanza, STANZA_ID, SID, id=stanza_id, by=room.jid_str)
-    sub(stanza, OCC_ID, OCCUPANT_ID, id=occ.occupant_id)
-    tpl = Template(stanza)
-    head, tail = tpl.head, tpl.tail
-    if body is not None:
-        entry = HistoryEntry(stanza_id, now, occ.nick, occ.bare, head + tail)
-        room.history.append(entry)
-        out.archive.append(entry)
-    out.sends.extend([(r, b"".join((head, r.to_attr, tail))) for r in room.recipients()])
+    room.relay_groupchat(out, stanza, occ, now, keep=body is not None)
 
 
 def _set_subject(

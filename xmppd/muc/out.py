@@ -8,6 +8,7 @@ to run. The room itself never sends, stores or waits.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from lxml import etree
 
@@ -27,6 +28,24 @@ class MamRequest:
 
 
 @dataclass(slots=True)
+class RetractRequest:
+    """A retraction (XEP-0424) or moderation (XEP-0425) of a message the room no longer
+    holds in memory: the service looks ``target`` up in the archive, then the room
+    finishes it (:func:`xmppd.muc.moderation.finish`)."""
+
+    room: str
+    #: the room's stanza-id of the message to retract
+    target: str
+    rcpt: Recipient
+    #: the real bare JID that must have written the message; None for a moderator
+    author: str | None
+    #: the iq (moderation) or the groupchat message (own retraction) being answered
+    stanza: etree._Element
+    #: a :class:`xmppd.muc.moderation.Moderation`, or None for an author's retraction
+    moderation: Any = None
+
+
+@dataclass(slots=True)
 class Out:
     sends: list[tuple[Recipient, bytes]] = field(default_factory=list)
     archive: list[HistoryEntry] = field(default_factory=list)
@@ -36,6 +55,11 @@ class Out:
     #: (scope, bare JID, nick or None to unregister)
     nick_changes: list[tuple[str, str, str | None]] = field(default_factory=list)
     mam: MamRequest | None = None
+    #: (stanza-id, tombstone, by whom: a bare JID) of retracted messages: the archive
+    #: keeps only the tombstone
+    retractions: list[tuple[str, bytes, str]] = field(default_factory=list)
+    #: a retraction whose message must be looked up in the archive first
+    lookup: RetractRequest | None = None
     #: stanzas for the router (RFC 6121 rules: a bare JID's resources or offline storage),
     #: such as invitations, which go to users who are not occupants
     routed: list[etree._Element] = field(default_factory=list)

@@ -19,6 +19,7 @@ feature lives in its own module of plain functions taking the room —
 :mod:`.registration` registration: nick and membership (§7.10)
 :mod:`.disco`       disco#info/#items of the room, ping
 :mod:`.archive`     who may read the archive, MAM queries and answers
+:mod:`.moderation`  retracting messages: moderators (XEP-0425), authors (XEP-0424)
 =================== ==========================================================
 
 Fan-out follows the design's data flow: a groupchat message is mutated in place (the
@@ -39,13 +40,15 @@ from xmppd.muc import (
     disco,
     iq_relay,
     messages,
+    moderation,
     owner,
     presence,
     registration,
 )
 from xmppd.muc import mam as mam_mod
 from xmppd.muc.core import RoomContext, RoomCore
-from xmppd.muc.out import MamRequest, Out
+from xmppd.muc.history import HistoryEntry
+from xmppd.muc.out import MamRequest, Out, RetractRequest
 from xmppd.muc.roomconfig import RoomSettings
 from xmppd.muc.stanzas import (
     DISCO_INFO_Q,
@@ -68,6 +71,9 @@ _IQ_QUERIES = {
     "{%s}query" % REGISTER: registration.query,
     mam_mod.QUERY: archive.query,
 }
+
+#: The XEP-0425 request, 0.3 and 0.2 forms (when ``muc.moderation`` is on).
+_MODERATE = (moderation.MODERATE_Q, moderation.APPLY_TO_Q)
 
 
 class Room(RoomCore):
@@ -106,6 +112,8 @@ class Room(RoomCore):
                 disco.items(self, out, stanza, rcpt)
             elif tag == PING and kind == "get":
                 out.send(rcpt, result_iq(stanza))
+            elif tag in _MODERATE and self.ctx.config.moderation:
+                moderation.query(self, out, stanza, rcpt, payload, kind, now)
             elif tag in _IQ_QUERIES:
                 _IQ_QUERIES[tag](self, out, stanza, rcpt, payload, kind)
             else:
@@ -142,6 +150,12 @@ class Room(RoomCore):
 
     def mam_error(self, request: MamRequest, err: StanzaError) -> Out:
         return archive.error(self, request, err)
+
+    def retract_found(
+        self, request: RetractRequest, found: HistoryEntry | None, now: datetime
+    ) -> Out:
+        """Finish a retraction whose message was looked up in the archive (or not found)."""
+        return moderation.finish(self, request, found, now)
 
     # ------------------------------------------------------------ configuration
     def config_form(self) -> etree._Element:

@@ -27,7 +27,7 @@ from xmppd.muc.core import RoomContext
 from xmppd.muc.history import HistoryEntry
 from xmppd.muc.limits import Buckets
 from xmppd.muc.nicks import NickError, Registration, check_nick
-from xmppd.muc.out import MamRequest, Out
+from xmppd.muc.out import MamRequest, Out, RetractRequest
 from xmppd.muc.room import Room
 from xmppd.muc.roomconfig import RoomSettings
 from xmppd.muc.stanzas import IQ, MESSAGE, MUC, PRESENCE
@@ -110,10 +110,11 @@ class MucService:
         store.write_batch(seeded)
         self._drop_lapsed_memberships()
         for room in self.rooms.values():
-            for sid, stamp, nick, sender, xml in store.load_recent(
+            for sid, stamp, nick, sender, xml, origin in store.load_recent(
                 room.name, self.config.history_max
             ):
-                room.history.append(HistoryEntry(sid, stamp, nick, sender, xml.encode("utf-8")))
+                entry = HistoryEntry(sid, stamp, nick, sender, xml.encode("utf-8"), origin)
+                room.history.append(entry)
         log.info(
             "event=muc_loaded host=%s rooms=%d nicks=%d",
             self.domain,
@@ -303,6 +304,8 @@ class MucService:
             await self.router.route(routed)
         if out.mam is not None:
             await self._run_mam(room, out.mam)
+        if out.lookup is not None:
+            await self._run_lookup(room, out.lookup)
 
     def _apply(self, room: Room, out: Out) -> None:
         if out.archive:  # groupchat messages with a body, archived or not
@@ -319,6 +322,7 @@ class MucService:
                         "nick": e.nick,
                         "sender": e.sender,
                         "stanza": e.xml.decode("utf-8"),
+                        "origin_id": e.origin_id or None,
                     },
                 )
                 for e in out.archive
@@ -333,6 +337,12 @@ class MucService:
             writes.append(Write("affiliation", {"room": room.name, "jid": jid,
                                                 "affiliation": aff,
                                                 "by_registration": by_registration}))  # fmt: skip
+        for stanza_id, stone, actor in out.retractions:
+            log.info("event=muc_message_retracted room=%s stanza_id=%s by=%s",
+                     room.jid_str, stanza_id, actor)  # fmt: skip
+            if persistent:
+                writes.append(Write("retract", {"room": room.name, "stanza_id": stanza_id,
+                                                "stanza": stone.decode("utf-8")}))  # fmt: skip
         for scope, jid, nick in out.nick_changes:
             writes.append(Write("nick", {"room": scope, "jid": jid, "nick": nick}))
         if out.gone:
@@ -488,6 +498,17 @@ class MucService:
             self._deliver(room.mam_error(request, err))
             return
         self._deliver(room.mam_reply(request, page))
+
+    async def _run_lookup(self, room: Room, request: RetractRequest) -> None:
+        """A retraction of a message older than the room's memory: find it in the archive
+        (XEP-0424/0425), then let the room check and carry it out."""
+        await self.flush()  # what was broadcast must be findable
+        find = self.store.find_message
+        row = await self.adb.run(find, room.name, request.target, request.author)
+        found = None if row is None else HistoryEntry(*row[:4], row[4].encode("utf-8"))
+        if self.rooms.get(room.name) is not room:
+            return  # destroyed meanwhile
+        self._apply(room, room.retract_found(request, found, self.clock()))
 
 
 def seed_form(seed: RoomSeed) -> dict[str, list[str]]:

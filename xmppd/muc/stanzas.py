@@ -32,6 +32,7 @@ BODY, SUBJECT = C + "body", C + "subject"
 MUC_X = "{%s}x" % MUC
 USER_X = "{%s}x" % MUC_USER
 STANZA_ID = "{%s}stanza-id" % SID
+ORIGIN_ID = "{%s}origin-id" % SID
 OCC_ID = "{%s}occupant-id" % OCCUPANT_ID
 HISTORY = "{%s}history" % MUC
 DISCO_INFO_Q = "{%s}query" % ns.DISCO_INFO

@@ -158,8 +158,12 @@ muc_messages = sa.Table(
     sa.Column("nick", sa.String(NICK_MAX), nullable=False),
     sa.Column("sender", sa.String(JID_MAX), nullable=False),
     sa.Column("stanza", StanzaText, nullable=False),
+    #: the XEP-0359 origin-id the author's client gave, if any: an author may retract by
+    #: it (XEP-0424; migration 0009)
+    sa.Column("origin_id", sa.String(64), nullable=True),
     sa.Index("ix_muc_messages_room_id", "room", "id"),
     sa.Index("ix_muc_messages_room_stamp", "room", "stamp"),
+    sa.Index("ix_muc_messages_room_origin_id", "room", "origin_id"),
     sa.UniqueConstraint("room", "stanza_id"),
     **_MYSQL_TABLE,
 )

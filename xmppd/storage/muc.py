@@ -62,7 +62,8 @@ class StoredRoom:
 
 @dataclass(slots=True)
 class Write:
-    """One queued change; ``kind`` is message, room, room_delete, affiliation or nick."""
+    """One queued change; ``kind`` is message, retract (a message's tombstone), room,
+    room_delete, affiliation or nick."""
 
     kind: str
     values: dict[str, Any]
@@ -89,6 +90,10 @@ def _apply(conn: sa.Connection, w: Write) -> None:
             upsert(conn, affiliations, ["room", "jid"], row, changed)
     elif w.kind == "nick":
         _set_nick(conn, v["room"], v["jid"], v["nick"])
+    elif w.kind == "retract":
+        # XEP-0424 §5 / XEP-0425 §4: only the tombstone stays
+        where = sa.and_(messages.c.room == v["room"], messages.c.stanza_id == v["stanza_id"])
+        conn.execute(messages.update().where(where).values(stanza=v["stanza"]))
     else:
         raise ValueError(f"unknown write {w.kind}")
 
@@ -223,9 +228,9 @@ class MucStore:
                 for r in conn.execute(sa.select(rooms).order_by(rooms.c.name))
             ]
 
-    def load_recent(self, room: str, limit: int) -> list[tuple[str, datetime, str, str, str]]:
+    def load_recent(self, room: str, limit: int) -> list[tuple[str, datetime, str, str, str, str]]:
         """The last ``limit`` archived messages of ``room``, oldest first:
-        ``(stanza_id, stamp, nick, sender, stanza)``."""
+        ``(stanza_id, stamp, nick, sender, stanza, origin_id or "")``."""
         if limit <= 0:
             return []
         with self.db.connection() as conn:
@@ -236,12 +241,33 @@ class MucStore:
                     messages.c.nick,
                     messages.c.sender,
                     messages.c.stanza,
+                    messages.c.origin_id,
                 )
                 .where(messages.c.room == room)
                 .order_by(messages.c.id.desc())
                 .limit(limit)
             ).all()
-        return [(r[0], _aware(r[1]), r[2], r[3], r[4]) for r in reversed(rows)]
+        return [(r[0], _aware(r[1]), r[2], r[3], r[4], r[5] or "") for r in reversed(rows)]
+
+    def find_message(
+        self, room: str, target: str, author: str | None = None
+    ) -> tuple[str, datetime, str, str, str] | None:
+        """A retraction's target (XEP-0424/0425) in the archive: by the room's stanza-id,
+        or, for ``author``'s own retraction, by the origin-id its client gave (the newest
+        such): ``(stanza_id, stamp, nick, sender, stanza)``, or None."""
+        m = messages.c
+        match = m.stanza_id == target
+        if author is not None:
+            match = sa.or_(match, sa.and_(m.origin_id == target, m.sender == author))
+        cols = (m.stanza_id, m.stamp, m.nick, m.sender, m.stanza)
+        with self.db.connection() as conn:
+            row = conn.execute(
+                sa.select(*cols)
+                .where(m.room == room, match)
+                .order_by((m.stanza_id == target).desc(), m.id.desc())
+                .limit(1)
+            ).first()
+        return None if row is None else (row[0], _aware(row[1]), row[2], row[3], row[4])
 
     def write_batch(self, batch: Sequence[Write]) -> None:
         """Apply queued writes in order, in one transaction."""

@@ -56,6 +56,19 @@ export class MessageStore {
         return i;
     }
 
+    /**
+     * Forget the message with this stanza-id (retracted: XEP-0424/0425); returns the index it
+     * had, or -1. Its id stays known, so a later copy of it is not shown again.
+     */
+    remove(id) {
+        const index = this.messages.findIndex((m) => m.id === id);
+        this._ids.add(id);
+        if (index < 0) return -1;
+        const [gone] = this.messages.splice(index, 1);
+        this._allPrints.delete(fingerprint(gone));
+        return index;
+    }
+
     /** Timestamp of the newest message shown (null when none). */
     newest() {
         return this.messages.length ? this.messages[this.messages.length - 1].time : null;

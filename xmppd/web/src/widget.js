@@ -164,6 +164,7 @@ export class ChatWidget {
             {
                 state: (s, detail) => this.setState(s, detail),
                 message: (msg) => this.addMessage(msg),
+                retract: (id) => this.removeMessage(id),
                 occupant: (nick, present, info) => this._occupant(nick, present, info),
                 occupantsReset: () => this._clearOccupants(),
                 error: (text) => this._notice(text),
@@ -291,6 +292,15 @@ export class ChatWidget {
 
     _link(href, text) {
         return el('a', { href, target: '_blank', rel: 'noopener noreferrer nofollow ugc' }, text);
+    }
+
+    /** A retracted message (XEP-0424/0425) disappears from the page. */
+    removeMessage(id) {
+        if (this.store.remove(id) < 0) return false;
+        for (const li of [...this.log.children]) {
+            if (li.dataset.stanzaId === id) li.remove();
+        }
+        return true;
     }
 
     _clearOccupants() {

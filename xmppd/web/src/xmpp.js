@@ -23,6 +23,8 @@ const NS_SID = 'urn:xmpp:sid:0';
 const NS_DELAY = 'urn:xmpp:delay';
 const NS_PING = 'urn:xmpp:ping';
 const NS_OOB = 'jabber:x:oob';
+const NS_RETRACT = 'urn:xmpp:message-retract:1';
+const NS_FASTEN = 'urn:xmpp:fasten:0';
 
 // Strophe logs every step at debug level otherwise; a forum page wants its console quiet.
 Strophe.setLogLevel(Strophe.LogLevel.WARN);
@@ -37,6 +39,19 @@ const JOIN_ATTEMPTS = 3;
 
 function bare(jid) {
     return Strophe.getBareJidFromJid(jid) ?? '';
+}
+
+/**
+ * The stanza-id a retraction names, or null: XEP-0424's <retract/> (an author's, which
+ * the room relays only after checking the author, or a moderator's announcement), or
+ * XEP-0425 0.2's <apply-to/>, honoured only from the room itself (§5: anything else could
+ * be an occupant's forgery).
+ */
+function retractedId(stanza, fromRoom) {
+    const retract = child(stanza, 'retract', NS_RETRACT);
+    if (retract) return retract.getAttribute('id');
+    const applyTo = child(stanza, 'apply-to', NS_FASTEN);
+    return applyTo && fromRoom ? applyTo.getAttribute('id') : null;
 }
 
 function child(el, name, ns) {
@@ -377,6 +392,12 @@ export class ChatConnection {
             return;
         }
         if (type !== 'groupchat') return;
+        const retracted = retractedId(stanza, from === this.room);
+        if (retracted !== null) {
+            // a retraction is no chat line (its body is a fallback): the message goes
+            this.ui.retract(retracted);
+            return;
+        }
         const body = child(stanza, 'body', 'jabber:client') ?? stanza.getElementsByTagName('body')[0];
         if (!body) return; // subject changes, chat states
         let id = null;

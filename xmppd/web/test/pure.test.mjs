@@ -152,3 +152,16 @@ test('links in text are split out; the rest stays text', () => {
     assert.deepEqual(linkParts(''), []);
     assert.equal(pictureName(`https://f/upload/${ID}/%C3%A9t%C3%A9.png`), 'été.png');
 });
+
+test('a retracted message leaves the store and is not shown again', () => {
+    const store = new MessageStore();
+    store.add({ id: 'a', nick: 'ann', text: 'keep', time: at(1) });
+    store.add({ id: 'b', nick: 'ann', text: 'spam', time: at(2) });
+    store.add({ id: 'c', nick: 'bob', text: 'later', time: at(3) });
+    assert.equal(store.remove('b'), 1);
+    assert.deepEqual(store.messages.map((m) => m.text), ['keep', 'later']);
+    assert.equal(store.add({ id: 'b', nick: 'ann', text: 'spam', time: at(2) }), -1);
+    assert.equal(store.remove('nope'), -1);
+    assert.equal(store.remove('b'), -1);
+    assert.equal(store.size, 2);
+});
