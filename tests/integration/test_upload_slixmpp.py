@@ -1,7 +1,8 @@
-"""XEP-0363 HTTP file upload against a real ``xmppd serve``: slixmpp asks for the slot over
-a real c2s socket, httpx PUTs and GETs the file on the HTTP port (slixmpp's own xep_0363
-plugin needs aiohttp, which the test dependencies do not have), and raw sockets cut a PUT
-mid-body. Bad input everywhere gets its error and stores nothing."""
+"""XEP-0363 HTTP file upload against a real ``xmppd serve``: slixmpp's own xep_0363 plugin
+finds the service, asks for a slot and PUTs the file as a client does; elsewhere slixmpp asks
+for the slot over a real c2s socket and httpx PUTs and GETs on the HTTP port (to look at every
+status and header), and raw sockets cut a PUT mid-body. Bad input everywhere gets its error
+and stores nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import os
 import socket
 import time
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -124,6 +126,26 @@ def test_disco_slot_put_and_get_back_byte_for_byte(tmp_path: Path) -> None:
         assert out["if-range"] == (200, len(PNG))
         assert [r.stored_at is not None for r in rows(server)] == [True]
         assert len(stored_files(server)) == 1 and stored_files(server)[0] in get
+
+
+def test_slixmpp_uploads_with_its_own_plugin(tmp_path: Path) -> None:
+    """What a client does: discover the service, request a slot, PUT (slixmpp's aiohttp)."""
+    with running_server(tmp_path, users=("alice",)) as server:
+
+        async def scenario() -> tuple[str, bytes, str]:
+            alice = await login(server, "alice@localhost/a", plugins=("xep_0363",))
+            url = await alice.plugin["xep_0363"].upload_file(
+                "holiday.png", size=len(PNG), content_type="image/png", input_file=BytesIO(PNG)
+            )
+            async with httpx.AsyncClient(timeout=10) as http:
+                got = await http.get(url)
+            alice.disconnect()
+            return url, got.content, got.headers["content-type"]
+
+        url, content, ctype = run(scenario)
+        assert urlsplit(url).path.startswith("/upload/") and url.endswith("/holiday.png")
+        assert content == PNG and ctype == "image/png"
+        assert [r.stored_at is not None for r in rows(server)] == [True]
 
 
 def test_html_and_svg_are_served_as_sandboxed_attachments(tmp_path: Path) -> None:
