@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from tests.conftest import in_ci, require_program
 from tests.integration.test_pep_slixmpp import _befriend, _error, _events, _next_event, _pep
@@ -317,7 +319,18 @@ def test_xmppjs_pages_through_its_archive(server: XmppdProcess) -> None:
                 carol.send_message(mto="alice@localhost", mbody=line, mtype="chat")
             for _ in range(7):  # each delivered (and archived) before the probe asks
                 await desk.next_message(10)
-            return await _outcomes(await _pep_probe(node, server, "mam", "carol@localhost"))
+            strays: list[str] = []
+            desk.register_handler(
+                Callback(
+                    "mam results",
+                    MatchXPath("{jabber:client}message/{urn:xmpp:mam:2}result"),
+                    lambda msg: strays.append(str(msg["id"])),
+                )
+            )
+            out = await _outcomes(await _pep_probe(node, server, "mam", "carol@localhost"))
+            await asyncio.sleep(1)  # what the server does with xmpp.js's unacked stanzas
+            out["strays"] = strays
+            return out
         finally:
             await carol.close()
             await desk.close()
@@ -338,3 +351,5 @@ def test_xmppjs_pages_through_its_archive(server: XmppdProcess) -> None:
     assert out["huge"]["bodies"] == lines and out["huge"]["complete"] == "true"
     assert out["negative"] == {"type": "error", "condition": "bad-request", "results": 0}
     assert out["done"] is True and "error" not in out
+    # results xmpp.js had not acked when it left are not handed to alice's other resource
+    assert out["strays"] == []
