@@ -9,7 +9,8 @@ presence goes out (contacts, rooms) and every unacknowledged message of type cha
 normal is handled as if sent to an unavailable resource (RFC 6121 §8.5.3.2.1 /
 XEP-0198 §4): another resource of the account with a live connection, offline storage,
 or an error to its sender — never silently dropped, never to another detached session
-(which would hold it for a client that may not come back either).
+(which would hold it for a client that may not come back either). Archive results and
+carbon copies are the exception: they were for that session alone (``_SESSION_ONLY``).
 
 Each message is handed on once: a stanza fanned out to several resources of the account
 is one ``bytes`` object in each of their queues, so an ending session skips those that
@@ -51,6 +52,18 @@ log = logging.getLogger("xmppd.sm")
 
 _MESSAGE = "{%s}message" % ns.CLIENT
 _IQ = "{%s}iq" % ns.CLIENT
+#: Messages meant for the one session they were sent to, never handed on: an archive
+#: query's results (XEP-0313 §4.2: tied to that session's ``queryid``; the archive still
+#: has them) and carbon copies (XEP-0280: every resource got its own copy, the message
+#: itself reached its recipient). Handed on, another resource would get unasked-for
+#: results or a duplicate, and offline storage would fill with them.
+_SESSION_ONLY = frozenset(
+    {
+        "{urn:xmpp:mam:2}result",
+        "{urn:xmpp:carbons:2}received",
+        "{urn:xmpp:carbons:2}sent",
+    }
+)
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
 
@@ -278,7 +291,7 @@ class ResumptionManager:
                 log.error("event=sm_unacked_unparsable jid=%s", session.full_str)
                 continue
             kind = el.get("type") or "normal"
-            if el.tag == _MESSAGE and kind in ("chat", "normal"):
+            if el.tag == _MESSAGE and kind in ("chat", "normal") and not _session_only(el):
                 try:
                     await router.redeliver(el, session.bare)
                     rerouted += 1
@@ -288,7 +301,8 @@ class ResumptionManager:
                 router.bounce(el, StanzaError("service-unavailable"))
                 bounced += 1
             else:
-                # presence, groupchat (the room's history has it), headline, errors
+                # presence, groupchat (the room's history has it), headline, errors,
+                # archive results and carbon copies
                 dropped += 1
         log.info(
             "event=sm_unacked_handled jid=%s rerouted=%d bounced=%d dropped=%d",
@@ -297,3 +311,8 @@ class ResumptionManager:
             bounced,
             dropped,
         )
+
+
+def _session_only(message: etree._Element) -> bool:
+    """An archive result or a carbon copy (:data:`_SESSION_ONLY`)."""
+    return any(child.tag in _SESSION_ONLY for child in message)
