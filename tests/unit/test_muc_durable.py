@@ -187,3 +187,13 @@ async def test_non_persistent_rooms_and_durable_off_do_not_wait(h: Harness) -> N
     alice.take()
     await say(alice, "batched")
     assert bodies(alice.take()) == ["batched"] and svc2.queue_depth == 1
+
+
+def test_max_commit_wait_is_bounded() -> None:
+    from xmppd.muc.config import MucConfig
+    from xmppd.settings import ConfigError
+
+    MucConfig(max_commit_wait=5.0).validate()
+    for bad in (0.0, -1.0, 301.0):
+        with pytest.raises(ConfigError, match="max_commit_wait"):
+            MucConfig(max_commit_wait=bad).validate()
