@@ -113,7 +113,7 @@ def server(tmp_path: Path) -> Iterator[XmppdProcess]:
         users=("alice", "bob", "carol"),
         components=[{"domain": BRIDGE, "secret": SECRET}],
         # the archive waits in its queue until a MAM query flushes it (observable)
-        muc={"archive_flush_interval": 120.0},
+        muc={"archive_flush_interval": 120.0, "durable": False},  # batched: a queue to see
     ) as srv:
         yield srv
 

@@ -20,6 +20,7 @@ from xmppd.auth.base import AuthError, Identity, ScramCredentials
 from xmppd.auth.scram import derive_scram
 from xmppd.jid import JID
 from xmppd.stream.c2s import (
+    AckAnswer,
     BindRequest,
     C2SSettings,
     C2SStream,
@@ -144,6 +145,8 @@ class Driver:
                 out += self._handle(self.stream.scram_credentials(self._scram(ev)))
             elif isinstance(ev, BindRequest) and self.auto_bind:
                 self.stream.bind_result(ev.iq_id, ev.jid)
+            elif isinstance(ev, AckAnswer):  # as the shell does once it routed the stanzas
+                self.stream.send(ev.data)
         return out
 
     def _check(self, ev: CheckPassword) -> Identity | AuthError:

@@ -124,7 +124,7 @@ async def test_history_and_archive_survive_a_restart(h: Harness) -> None:
 
 
 async def test_background_task_batches_and_flushes_on_cancel(h: Harness) -> None:
-    svc = start(h, archive_flush_interval=30.0, archive_batch_size=1000)
+    svc = start(h, archive_flush_interval=30.0, archive_batch_size=1000, durable=False)
     alice = await h.connect("alice@example.org/a")
     await join(alice, "Alice")
     async with trio.open_nursery() as nursery:
@@ -175,6 +175,7 @@ async def test_vanished_session_is_removed_with_333(h: Harness) -> None:
     alice.take()
     h.router.unbind(alice.session)  # gone without unavailable presence
     await say(bob, "anyone?")
+    assert await svc.flush()  # durable: the fan-out follows the commit
     got = bob.take()
     gone = [s for s in got if s.tag == C + "presence"]
     assert gone and gone[0].get("from") == f"{ROOM}/Alice"
@@ -193,10 +194,12 @@ async def test_a_session_that_is_ending_is_not_lost_before_its_presence(h: Harne
     h.router.unbind(alice.session)
     h.router.ending.add(alice.session.full_str)
     await say(bob, "anyone?")
+    assert await svc.flush()
     assert not [s for s in bob.take() if s.tag == C + "presence"]
     assert "alice" in svc.rooms["sax"].occupants
     h.router.ending.discard(alice.session.full_str)
     await say(bob, "anyone now?")
+    assert await svc.flush()
     gone = [s for s in bob.take() if s.tag == C + "presence"]
     assert gone and "333" in {s.get("code") for s in gone[0].iter(U + "status")}
 

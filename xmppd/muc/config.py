@@ -87,6 +87,13 @@ class MucConfig:
     #: Archive writes: at most this many per batch, at least every ``archive_flush_interval`` s.
     archive_batch_size: int = 500
     archive_flush_interval: float = 0.25
+    #: Durable room messages (issue 15): a persistent room's groupchat message is committed
+    #: to the archive before its echo or any copy is sent; messages arriving meanwhile go
+    #: in the next commit together (group commit, at most ``archive_batch_size`` writes).
+    durable: bool = True
+    #: Seconds a durable message may wait for its commit (database down or slow); then
+    #: the sender gets ``resource-constraint`` (type wait) and nobody sees the message.
+    max_commit_wait: float = 5.0
     #: Message retraction in rooms: by moderators (XEP-0425) and by authors (XEP-0424).
     moderation: bool = True
     #: Characters a moderator's reason for a retraction may have (kept in the tombstone).
@@ -112,5 +119,24 @@ class MucConfig:
             raise ConfigError.at("history_max_bytes", "must not be negative")
         if self.retraction_reason_max < 0:
             raise ConfigError.at("retraction_reason_max", "must not be negative")
+        if not 0.05 <= self.max_commit_wait <= 300:
+            raise ConfigError.at("max_commit_wait", "must be between 0.05 and 300 seconds")
         if self.invites_per_minute < 0:
             raise ConfigError.at("invites_per_minute", "must not be negative (0: no limit)")
+
+
+def seed_form(seed: RoomSeed) -> dict[str, list[str]]:
+    """A ``[[muc.rooms]]`` entry as the §10.2 form values an owner would submit."""
+
+    def flag(value: bool) -> list[str]:
+        return ["1" if value else "0"]
+
+    return {
+        "muc#roomconfig_roomname": [seed.title],
+        "muc#roomconfig_roomdesc": [seed.description],
+        "muc#roomconfig_persistentroom": flag(True),
+        "muc#roomconfig_publicroom": flag(seed.public),
+        "muc#roomconfig_moderatedroom": flag(seed.moderated),
+        "muc#roomconfig_membersonly": flag(seed.members_only),
+        "muc#roomconfig_whois": [seed.whois],
+    }

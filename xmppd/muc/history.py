@@ -189,6 +189,17 @@ class HistoryRing:
         while self.entries and self.max_bytes is not None and self.bytes > self.max_bytes:
             self.bytes -= self.charge(self.entries.popleft())
 
+    def discard(self, entry: HistoryEntry) -> bool:
+        """Forget ``entry`` (this very object): a durable message whose commit never came
+        is taken back, nobody having seen it. False when it is no longer kept."""
+        for i in range(len(self.entries) - 1, -1, -1):
+            if self.entries[i] is entry:
+                del self.entries[i]
+                self.bytes -= self.charge(entry)
+                self.version += 1
+                return True
+        return False
+
     def select(
         self, req: HistoryRequest, default: int, now: datetime, room_jid: str
     ) -> list[HistoryEntry]:

@@ -4,7 +4,8 @@ Registered at ``router.services[host]``. It owns the room registry, room creatio
 service's own disco, delivery of room output to sessions, and the one background task
 (:meth:`MucService.run`) that writes the archive and other changes to the database in
 batches and reloads the nick registry. Nothing on the stanza path waits for the
-database except MAM queries, which run in a worker thread.
+database except MAM queries, which run in a worker thread. With ``muc.durable`` the
+fan-out of an archived message waits for its batch's commit (:mod:`xmppd.muc.durable`).
 
 Start-up (:meth:`MucService.load`) is synchronous on purpose: it runs before the server
 accepts connections, loads rooms, affiliations, nicks and each room's history ring.
@@ -22,8 +23,9 @@ from lxml import etree
 
 from xmppd.jid import JID
 from xmppd.metrics import NOT_EXPORTED, Metrics
-from xmppd.muc.config import MucConfig, RoomSeed
+from xmppd.muc.config import MucConfig, RoomSeed, seed_form
 from xmppd.muc.core import RoomContext
+from xmppd.muc.durable import CommitGate, Held, Item, WriteQueue, commit_error
 from xmppd.muc.history import HistoryEntry
 from xmppd.muc.limits import Buckets
 from xmppd.muc.nicks import NickError, Registration, check_nick
@@ -73,7 +75,9 @@ class MucService:
         self.rooms: dict[str, Room] = {}
         per_minute = config.room_creations_per_minute
         self._creations = Buckets(per_minute, per_minute / 60.0)
-        self._queue: list[Write] = []
+        self._queue = WriteQueue()
+        #: room output waiting for its commit (``muc.durable``)
+        self.gate = CommitGate()
         self._wakeup = trio.Event()
         self._flush_lock = trio.Lock()
         self.written = 0
@@ -208,25 +212,38 @@ class MucService:
         task_status.started()
         next_reload = trio.current_time() + self.config.nick_reload_interval
         try:
-            while True:
-                with trio.move_on_after(max(0.01, self.config.archive_flush_interval)):
-                    await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                if not await self.flush():
-                    await trio.sleep(1.0)
-                if trio.current_time() >= next_reload:
-                    next_reload = trio.current_time() + self.config.nick_reload_interval
-                    await self.reload_nicks()
+            async with trio.open_nursery() as nursery:
+                if self.config.durable:
+                    nursery.start_soon(self._expire_loop)
+                await self._write_loop(next_reload)
         finally:
             with trio.CancelScope(shield=True):
                 await self.flush()
+
+    async def _write_loop(self, next_reload: float) -> None:
+        while True:
+            with trio.move_on_after(max(0.01, self.config.archive_flush_interval)):
+                await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            if not await self.flush():
+                await trio.sleep(1.0)
+            if trio.current_time() >= next_reload:
+                next_reload = trio.current_time() + self.config.nick_reload_interval
+                await self.reload_nicks()
+
+    async def _expire_loop(self) -> None:
+        """Answer senders whose durable message waited ``max_commit_wait`` in vain."""
+        tick = max(0.02, min(1.0, self.config.max_commit_wait / 5))
+        while True:
+            await trio.sleep(tick)
+            self._expire(trio.current_time())
 
     async def reload_nicks(self) -> int:
         """Load the nick registry from the database (after the CLI or a sync changed it)."""
         await self.flush()
         rows = await self.adb.run(self.store.load_nicks)
         # A registration made while loading is not in ``rows`` yet: its membership stays.
-        settled = not any(w.kind == "nick" for w in self._queue)
+        settled = not any(w.kind == "nick" for _, w in self._queue.items)
         self._enqueue(self._load_nicks(rows))
         if settled:
             self._drop_lapsed_memberships()
@@ -247,23 +264,56 @@ class MucService:
         async with self._flush_lock:
             while self._queue:
                 size = max(1, self.config.archive_batch_size)
-                batch, self._queue = self._queue[:size], self._queue[size:]
+                batch = self._queue.take(size)
                 try:
                     with self.metrics.archive_write_seconds.time():
-                        await self.adb.run(self.store.write_batch, batch)
+                        await self.adb.run(self.store.write_batch, [w for _, w in batch])
                 except Exception:
                     self.metrics.archive_write_failures.inc()
                     log.exception("event=muc_write_failed count=%d", len(batch))
-                    self._queue[:0] = batch
+                    self._queue.done(batch, ok=False)
                     return False
+                self._queue.done(batch, ok=True)
                 self.written += len(batch)
+                self._release()
         return True
 
-    def _enqueue(self, writes: Iterable[Write]) -> None:
-        before = len(self._queue)
-        self._queue.extend(writes)
-        if len(self._queue) != before and len(self._queue) >= self.config.archive_batch_size:
+    def _enqueue(self, writes: Iterable[Write]) -> list[Item]:
+        added = self._queue.add(writes)
+        if added and len(self._queue) >= self.config.archive_batch_size:
             self._wakeup.set()
+        return added
+
+    def _release(self) -> None:
+        """Send the held output whose writes are all committed, each room's in order."""
+        for held in self.gate.release(self._queue.low()) if self.gate.rooms else ():
+            self._deliver(held.out, self.rooms.get(held.room))
+
+    def _hold(self, room: Room, out: Out, added: list[Item],
+              bounce: etree._Element | None, archived: bool) -> None:  # fmt: skip
+        """Keep ``out`` until its writes (and the room's earlier output) are committed;
+        wake the writer now: group commit, not the flush interval."""
+        seq = added[-1][0] if added else 0
+        deadline = trio.current_time() + self.config.max_commit_wait
+        entries = list(out.archive) if archived else []
+        held = Held(room.name, seq, out, deadline, list(added), entries, bounce)
+        self.gate.hold(held)
+        self._wakeup.set()
+
+    def _expire(self, now: float) -> None:
+        """Messages whose commit did not come in time: their writes are taken back, the
+        ring forgets them (nobody ever saw them), the sender gets the error."""
+        gone = self._queue.expire(self.gate, now)
+        for held in gone:
+            room = self.rooms.get(held.room)
+            for entry in held.entries:
+                if room is not None:
+                    room.history.discard(entry)
+            log.warning("event=muc_commit_timeout room=%s messages=%d",
+                        held.room, len(held.entries))  # fmt: skip
+            if held.bounce is not None:
+                self.router.deliver_local(held.bounce)
+        self._release()
 
     # ---------------------------------------------------------------- routing
     async def handle(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
@@ -289,7 +339,10 @@ class MucService:
             self._deliver(out)
             return
         tag = stanza.tag
+        bounce = None
         if tag == MESSAGE:
+            if self.config.durable and stanza.get("type") == "groupchat":
+                bounce = commit_error(stanza, room.jid_str, str(sender))
             out = room.handle_message(stanza, sender, to.resource, now)
         elif tag == PRESENCE:
             out = room.handle_presence(stanza, sender, to.resource, now)
@@ -297,7 +350,7 @@ class MucService:
             out = room.handle_iq(stanza, sender, to.resource, now)
         else:
             return
-        self._apply(room, out)
+        self._apply(room, out, bounce)
         for pm, rcpts in out.private:
             self._forget_lost(room, await self.router.deliver_observed(pm, rcpts, source=self))
         for routed in out.routed:
@@ -307,7 +360,7 @@ class MucService:
         if out.lookup is not None:
             await self._run_lookup(room, out.lookup)
 
-    def _apply(self, room: Room, out: Out) -> None:
+    def _apply(self, room: Room, out: Out, bounce: etree._Element | None = None) -> None:
         if out.archive:  # groupchat messages with a body, archived or not
             self.metrics.muc_messages(room.name, len(out.archive))
         writes: list[Write] = []
@@ -349,8 +402,12 @@ class MucService:
             self.rooms.pop(room.name, None)
             writes.append(Write("room_delete", {"name": room.name}))
             log.info("event=muc_room_gone room=%s", room.jid_str)
-        self._enqueue(writes)
-        self._deliver(out, room)
+        added = self._enqueue(writes)
+        archived = bool(out.archive) and persistent
+        if self.config.durable and (archived or self.gate.busy(room.name)):
+            self._hold(room, out, added, bounce if archived else None, archived)
+        else:
+            self._deliver(out, room)
 
     def _deliver(self, out: Out, room: Room | None = None) -> None:
         """Hand the copies to the router; forget resources that are gone (status 333)."""
@@ -509,23 +566,6 @@ class MucService:
         if self.rooms.get(room.name) is not room:
             return  # destroyed meanwhile
         self._apply(room, room.retract_found(request, found, self.clock()))
-
-
-def seed_form(seed: RoomSeed) -> dict[str, list[str]]:
-    """A ``[[muc.rooms]]`` entry as the §10.2 form values an owner would submit."""
-
-    def flag(value: bool) -> list[str]:
-        return ["1" if value else "0"]
-
-    return {
-        "muc#roomconfig_roomname": [seed.title],
-        "muc#roomconfig_roomdesc": [seed.description],
-        "muc#roomconfig_persistentroom": flag(True),
-        "muc#roomconfig_publicroom": flag(seed.public),
-        "muc#roomconfig_moderatedroom": flag(seed.moderated),
-        "muc#roomconfig_membersonly": flag(seed.members_only),
-        "muc#roomconfig_whois": [seed.whois],
-    }
 
 
 def install(

@@ -38,6 +38,7 @@ from xmppd.auth.base import AuthError, Identity, ScramCredentials
 from xmppd.jid import JID, JIDError, resourceprep
 from xmppd.stream import sm as smp
 from xmppd.stream.c2s_events import (
+    AckAnswer,
     Authenticated,
     AuthFailed,
     BindRequest,
@@ -69,6 +70,7 @@ from xmppd.xml.errors import StanzaError, StreamError, error_reply
 from xmppd.xml.parser import StreamOpen
 
 __all__ = [
+    "AckAnswer",
     "AuthFailed",
     "Authenticated",
     "BindRequest",
@@ -506,7 +508,11 @@ class C2SStream(StreamMachine[Phase, Event]):
     def _sm_request(self, el: etree._Element, events: list[Any]) -> None:
         if self.sm is None:
             raise StreamError("unsupported-stanza-type", "stream management is not enabled")
-        self.send(self.sm.answer())
+        answer = self.sm.answer()  # h as of now: the stanzas before this <r/>
+        if any(isinstance(e, StanzaReceived) for e in events):
+            events.append(AckAnswer(answer))  # after the shell has routed them
+        else:
+            self.send(answer)
 
     def _sm_ack(self, el: etree._Element, events: list[Any]) -> None:
         sm = self.sm

@@ -79,6 +79,15 @@ class SMEnabled:
 
 
 @dataclass(frozen=True, slots=True)
+class AckAnswer:
+    """An ``<a h/>`` (XEP-0198 §4) counting stanzas that came before it in the same read:
+    the shell sends it only after routing them, so a stanza is acknowledged only once it
+    was handled (stored offline, say), never while that is still under way."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class ResumeRequest:
     """``<resume/>`` after auth: find the session, then ``resumed()``/``resume_failed()``."""
 
@@ -88,7 +97,7 @@ class ResumeRequest:
 
 StreamEvent = (
     StartTLS | CheckPassword | FetchScram | Authenticated | AuthFailed | BindRequest
-    | StanzaReceived | StreamEnded | SMEnabled | ResumeRequest
+    | StanzaReceived | StreamEnded | SMEnabled | ResumeRequest | AckAnswer
 )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from xmppd.auth.ratelimit import LoginAttempt
 from xmppd.jid import JID
 from xmppd.session import Outbox, Session
 from xmppd.stream.c2s import (
+    AckAnswer,
     Authenticated,
     AuthFailed,
     BindRequest,
@@ -122,6 +123,10 @@ class C2SDriver:
                 continue
             if isinstance(event, SMEnabled):
                 self._sm_enabled(event)
+                continue
+            if isinstance(event, AckAnswer):  # the stanzas it counts are routed now
+                self.stream.send(event.data)
+                self.flush()
                 continue
             if isinstance(event, ResumeRequest):
                 pending.extend(self._resume(event))

@@ -296,7 +296,11 @@ class ResumptionManager:
                     await router.redeliver(el, session.bare)
                     rerouted += 1
                 except Exception:
+                    # offline storage failed (database down): the sender is told, as
+                    # for a live message that could not be stored; never a silent loss
                     log.exception("event=sm_redeliver_failed jid=%s", session.full_str)
+                    router.bounce(el, StanzaError("internal-server-error"))
+                    bounced += 1
             elif el.tag == _IQ and kind in ("get", "set"):
                 router.bounce(el, StanzaError("service-unavailable"))
                 bounced += 1
