@@ -29,6 +29,7 @@ from xmppd.private_files import private_dir
 from xmppd.reload import ReloadReport, reload_server
 from xmppd.router import Router
 from xmppd.services.account_mam import AccountMamService
+from xmppd.services.avatar_sync import AvatarSync
 from xmppd.services.basic import BasicServices
 from xmppd.services.blocking import BlockingService
 from xmppd.services.carbons import CarbonsService
@@ -67,6 +68,7 @@ SERVICES: tuple[type[Service], ...] = (
     PepService,
     VcardService,
     PrivateStorageService,
+    AvatarSync,
     PasswordService,
     CarbonsService,
     AccountMamService,

@@ -32,6 +32,10 @@ class VcardConfig:
     forum_url: str = ""
     #: Largest avatar file put into a vCard as BINVAL (bytes); a larger one is left out.
     max_avatar_bytes: int = 49_152
+    #: XEP-0398: convert avatars between the vCard PHOTO and XEP-0084 PEP (both ways) and
+    #: put the PHOTO's hash in each available presence (needs ``[pep]`` enabled too). The
+    #: sizes stay bounded by ``max_size`` here and ``[pep] max_payload_bytes``.
+    pep_conversion: bool = True
 
     def validate(self) -> None:
         if not 1024 <= self.max_size <= 1_048_576:

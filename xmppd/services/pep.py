@@ -17,8 +17,10 @@ node (an absurd ``pubsub#max_items`` is clamped), node name and item id length.
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -48,6 +50,9 @@ log = logging.getLogger("xmppd.pep")
 P = "{%s}" % PUBSUB
 O = "{%s}" % OWNER  # noqa: E741 - the owner namespace, like P
 SUBSCRIBED = ("from", "both")
+#: ``await hook(owner, node, item_id, payload)`` after an account's own client published
+#: an item (the payload as stored XML text); see :meth:`PepService.on_publish`.
+PublishHook = Callable[[str, str, str, str], Awaitable[None]]
 
 
 def _unsupported(feature: str) -> StanzaError:
@@ -78,6 +83,7 @@ class PepService(Service):
         self.locks = OwnerLocks()
         self.store = PubsubStore(adb.db)
         self.caps = CapsTracker(router, config.caps_cache_size, self.send_last_items)
+        self.publish_hooks: list[PublishHook] = []
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self | None:
@@ -97,6 +103,30 @@ class PepService(Service):
         presence.watch(service.caps.presence_changed)
         presence.watch_subscriptions(service.subscription_changed)
         return service
+
+    # ------------------------------------------------------------ public API
+    def on_publish(self, hook: PublishHook) -> None:
+        """Call ``hook`` after each item a client publishes to its own account (not after
+        :meth:`publish_for`, so a conversion that publishes cannot loop, XEP-0398)."""
+        self.publish_hooks.append(hook)
+
+    async def publish_for(
+        self, owner: str, node: str, item_id: str, payload: etree._Element
+    ) -> None:
+        """Publish ``payload`` on the account's behalf (XEP-0398 §3.2), with the limits,
+        auto-create and notifications of a client's publish; a :class:`StanzaError` when the
+        ``[pep]`` limits refuse it."""
+        publish = etree.Element(P + "publish", node=node)
+        etree.SubElement(publish, P + "item", id=item_id).append(copy.deepcopy(payload))
+        async with self.locks.hold(owner):
+            await self._publish(publish, [], owner, owner, tell=False)
+
+    async def item(self, owner: str, node: str, item_id: str | None = None) -> str | None:
+        """The stored payload of item ``item_id`` (or the newest item) of an account's
+        node, as XML text; None when there is none."""
+        ids = [item_id] if item_id is not None else None
+        found = await self.adb.run(self.store.items, owner, node, ids, None if ids else 1)
+        return found[-1].payload if found else None
 
     # ------------------------------------------------------------- addressing
     @staticmethod
@@ -190,7 +220,13 @@ class PepService(Service):
         return None if stored is None else NodeConfig.from_json(stored.config)
 
     async def _publish(
-        self, publish: etree._Element, rest: list[etree._Element], owner: str, publisher: str
+        self,
+        publish: etree._Element,
+        rest: list[etree._Element],
+        owner: str,
+        publisher: str,
+        *,
+        tell: bool = True,
     ) -> etree._Element:
         """§7.1: store the item (creating the node), answer with its id, notify."""
         node = self._node_name(publish)
@@ -226,6 +262,11 @@ class PepService(Service):
             extra={"owner": owner, "node": node[:80]},
         )  # fmt: skip
         await self.notify(owner, node, config, wire.event_items(node, [_wire(item)]))
+        for hook in self.publish_hooks if tell else ():
+            try:
+                await hook(owner, node, item.item_id, item.payload)
+            except Exception:  # a hook's bug must not fail the client's publish
+                log.exception("event=pep_hook_failed owner=%s node=%r", owner, node[:80])
         return _result(wire.publish_result(node, item.item_id))
 
     async def _create(
