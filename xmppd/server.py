@@ -32,6 +32,7 @@ from xmppd.services.account_mam import AccountMamService
 from xmppd.services.avatar_sync import AvatarSync
 from xmppd.services.basic import BasicServices
 from xmppd.services.blocking import BlockingService
+from xmppd.services.bookmark_sync import BookmarkSync
 from xmppd.services.carbons import CarbonsService
 from xmppd.services.groupchat import GroupchatService
 from xmppd.services.lifecycle import Service, ServiceContext, build_services
@@ -69,6 +70,7 @@ SERVICES: tuple[type[Service], ...] = (
     VcardService,
     PrivateStorageService,
     AvatarSync,
+    BookmarkSync,
     PasswordService,
     CarbonsService,
     AccountMamService,

@@ -57,6 +57,10 @@ class PrivateStorageConfig:
     max_total_size: int = 262_144
     #: Most namespaces one account may keep.
     max_items: int = 64
+    #: XEP-0402 §5.3: keep XEP-0048 bookmarks here (``storage:bookmarks``) and XEP-0402
+    #: bookmarks in PEP one set, both ways (needs ``[pep]`` on too); at most ``[pep]
+    #: max_items`` rooms are converted.
+    bookmarks_conversion: bool = True
 
     def validate(self) -> None:
         if not 1024 <= self.max_item_size <= 1_048_576:

@@ -118,9 +118,9 @@ class AvatarSync(Service):
             stamp_presence(presence, digest)
 
     # ------------------------------------------------------- PEP to vCard
-    async def published(self, owner: str, node: str, item_id: str, payload: str) -> None:
+    async def published(self, owner: str, node: str, item_id: str, payload: str | None) -> None:
         """§3.1: a client's metadata publish becomes the vCard's PHOTO (or removes it)."""
-        if node != METADATA_NODE:
+        if node != METADATA_NODE or payload is None:
             return
         try:
             info = pick_info(parse_stored(payload))
