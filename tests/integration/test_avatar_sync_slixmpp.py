@@ -29,6 +29,7 @@ EVENT = "http://jabber.org/protocol/pubsub#event"
 META = "urn:xmpp:avatar:metadata"
 DATA = "urn:xmpp:avatar:data"
 FEATURE = "urn:xmpp:pep-vcard-conversion:0"
+ROOM = "sax@conference.localhost"  # the default room
 PEP_PLUGINS = ["xep_0004", "xep_0060", "xep_0115", "xep_0163", "xep_0084"]
 
 
@@ -99,6 +100,13 @@ async def _photo_hash(client: Client, sender: str, status: str) -> str | None:
     return pres.xml.findtext(f"{{{UPDATE}}}x/{{{UPDATE}}}photo")
 
 
+def _join(client: Client, nick: str, status: str | None = None) -> None:
+    """XEP-0045 §7.2.1: directed presence with ``<x xmlns='…muc'/>``."""
+    pres = client.make_presence(pto=f"{ROOM}/{nick}", pstatus=status)
+    pres.append(ET.Element("{http://jabber.org/protocol/muc}x"))
+    pres.send()
+
+
 async def _vcard_photo(client: Client, jid: str) -> tuple[str | None, bytes | None]:
     iq = await client.plugin["xep_0054"].get_vcard(jid)
     photo = iq.xml.find(f"{{{VCARD}}}vCard/{{{VCARD}}}PHOTO")
@@ -146,6 +154,11 @@ def test_pep_avatar_becomes_vcard_photo_and_presence_hash(server: XmppdProcess) 
         out["vcard"] = await _vcard_photo(bob, "alice@localhost")
         alice.send_presence(pstatus="new avatar")
         out["hash"] = await _photo_hash(bob, "alice@localhost", "new avatar")
+        # §4: directed presence too — a MUC join carries the hash to the occupants
+        _join(bob, "bob")
+        await bob.next_presence(match=lambda p: p["from"] == f"{ROOM}/bob", timeout=5)
+        _join(alice, "alice", "joining")
+        out["muc_hash"] = await _photo_hash(bob, ROOM, "joining")
 
         # too big for a 2048-byte vCard (but within [pep]): PEP keeps it, the vCard
         # keeps the last avatar that fitted, and presence keeps announcing that one
@@ -181,6 +194,7 @@ def test_pep_avatar_becomes_vcard_photo_and_presence_hash(server: XmppdProcess) 
     assert out["feature"] is True
     assert out["vcard"] == ("image/png", data)
     assert out["hash"] == sha1(data)
+    assert out["muc_hash"] == sha1(data)
     assert out["big_in_pep"] is True
     assert out["vcard_after_big"] == ("image/png", data)
     assert out["vcard_after_fake"] == ("image/png", other)

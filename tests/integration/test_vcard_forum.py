@@ -5,6 +5,7 @@ database (MariaDB and PostgreSQL) and slixmpp's xep_0054/xep_0077 over real sock
 from __future__ import annotations
 
 import base64
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 VCARD = "vcard-temp"
 REGISTER = "jabber:iq:register"
+UPDATE = "vcard-temp:x:update"
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2b3a8b60000000049454e44ae426082"
@@ -77,6 +79,9 @@ def test_forum_vcards_and_forum_passwords(tmp_path: Path, phpbb_db: PhpbbDatabas
             me = await login(
                 server, "jane\\20doe@localhost/web", "forum pw", plugins=["xep_0054", "xep_0077"]
             )
+            # XEP-0398 §4: the forum avatar's hash is in the member's presence
+            own = await me.next_presence(match=lambda p: p["from"] == me.boundjid, timeout=5)
+            out["own_hash"] = own.xml.findtext(f"{{{UPDATE}}}x/{{{UPDATE}}}photo")
             vcards = me.plugin["xep_0054"]
             for who in ("jane\\20doe", "bob", "carol", "dave"):
                 out[who] = _card(await vcards.get_vcard(f"{who}@localhost"))
@@ -110,6 +115,7 @@ def test_forum_vcards_and_forum_passwords(tmp_path: Path, phpbb_db: PhpbbDatabas
         "TYPE": "image/png",
         "BINVAL": base64.b64encode(PNG).decode(),
     }
+    assert out["own_hash"] == hashlib.sha1(PNG).hexdigest()  # noqa: S324 - XEP-0153's hash
     assert out["bob"][0] == {
         "FN": "bob",
         "NICKNAME": "bob",
