@@ -219,3 +219,40 @@ def test_pep_bookmarks_become_private_xml(server: XmppdProcess) -> None:
         ROOM: ("Site chat", "true", "al"),
         "urls": ["https://forum.example.org/"],
     }
+
+
+def test_bookmarks_stored_before_the_conversion_reach_pep_at_login(tmp_path: Path) -> None:
+    """XEP-0411 §4: private XML bookmarks from before are in PEP at the first login."""
+    with running_server(
+        tmp_path, users=("alice",), private_storage={"bookmarks_conversion": False}
+    ) as srv:
+
+        async def before() -> Any:
+            desktop = await login(srv, "alice@localhost/desktop")
+            conf = f"<conference jid='{ROOM}' name='Site chat' autojoin='true'/>"
+            result = await _store(desktop, conf)
+            phone = await _phone(srv, "alice@localhost/phone")
+            try:
+                await phone.plugin["xep_0060"].get_items(None, BOOKMARKS)
+                items: Any = "result"
+            except IqError as exc:
+                items = exc.condition
+            for client in (desktop, phone):
+                await client.close()
+            return result is not None, items
+
+        stored, items_before = run(before)
+        srv.edit_config(lambda data: data["private_storage"].update(bookmarks_conversion=True))
+        srv.restart()
+
+        async def after() -> Any:
+            phone = await _phone(srv, "alice@localhost/phone")
+            await asyncio.sleep(0.3)
+            items = await _pep_items(phone)
+            await phone.close()
+            return items
+
+        items_after = run(after)
+    assert stored is True
+    assert items_before == "item-not-found"  # no conversion yet: no node
+    assert items_after == {ROOM: ("Site chat", "true", None)}

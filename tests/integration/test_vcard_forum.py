@@ -77,11 +77,18 @@ def test_forum_vcards_and_forum_passwords(tmp_path: Path, phpbb_db: PhpbbDatabas
         async def scenario() -> dict[str, Any]:
             out: dict[str, Any] = {}
             me = await login(
-                server, "jane\\20doe@localhost/web", "forum pw", plugins=["xep_0054", "xep_0077"]
+                server,
+                "jane\\20doe@localhost/web",
+                "forum pw",
+                plugins=["xep_0054", "xep_0077", "xep_0060"],
             )
             # XEP-0398 §4: the forum avatar's hash is in the member's presence
             own = await me.next_presence(match=lambda p: p["from"] == me.boundjid, timeout=5)
             out["own_hash"] = own.xml.findtext(f"{{{UPDATE}}}x/{{{UPDATE}}}photo")
+            # ... and, at the first presence, it is published as her XEP-0084 avatar
+            meta = await me.plugin["xep_0060"].get_items(None, "urn:xmpp:avatar:metadata")
+            info = meta.xml.find(".//{urn:xmpp:avatar:metadata}info")
+            out["pep_avatar"] = None if info is None else (info.get("id"), info.get("width"))
             vcards = me.plugin["xep_0054"]
             for who in ("jane\\20doe", "bob", "carol", "dave"):
                 out[who] = _card(await vcards.get_vcard(f"{who}@localhost"))
@@ -116,6 +123,7 @@ def test_forum_vcards_and_forum_passwords(tmp_path: Path, phpbb_db: PhpbbDatabas
         "BINVAL": base64.b64encode(PNG).decode(),
     }
     assert out["own_hash"] == hashlib.sha1(PNG).hexdigest()  # noqa: S324 - XEP-0153's hash
+    assert out["pep_avatar"] == (hashlib.sha1(PNG).hexdigest(), "1")  # noqa: S324
     assert out["bob"][0] == {
         "FN": "bob",
         "NICKNAME": "bob",

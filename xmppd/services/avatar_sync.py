@@ -49,6 +49,7 @@ from xmppd.pubsub.avatar import (
 from xmppd.services.basic import BasicServices
 from xmppd.services.lifecycle import Service, ServiceContext
 from xmppd.services.pep import PepService
+from xmppd.services.presence import PresenceManager
 from xmppd.services.vcard import VcardService, parse_stored
 from xmppd.session import Session
 from xmppd.xml.errors import StanzaError
@@ -63,13 +64,15 @@ class AvatarSync(Service):
     """Converts avatars between PEP and vCard and stamps presence (module docstring)."""
 
     name = "avatar_sync"
-    needs = (BasicServices, PepService, VcardService)
+    needs = (BasicServices, PresenceManager, PepService, VcardService)
 
     def __init__(self, pep: PepService, vcard: VcardService) -> None:
         self.pep = pep
         self.vcard = vcard
         #: bare JID -> SHA-1 of its vCard PHOTO ("" = none), most recently used last.
         self.hashes: OrderedDict[str, str] = OrderedDict()
+        #: Accounts whose PEP avatar was checked since start-up (bounded like the hashes).
+        self.checked: OrderedDict[str, None] = OrderedDict()
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self | None:
@@ -82,6 +85,7 @@ class AvatarSync(Service):
         pep.on_publish(sync.published)
         vcard.on_set(sync.vcard_set)
         ctx.router.presence_stampers.append(sync.stamp)
+        ctx.need(PresenceManager).watch(sync.resource_available)
         disco = ctx.need(BasicServices).disco
         disco.account_features = disco.account_features | {CONVERSION_FEATURE}
         return sync
@@ -116,6 +120,20 @@ class AvatarSync(Service):
             return
         if digest:
             stamp_presence(presence, digest)
+
+    async def resource_available(self, session: Session, available: bool) -> None:
+        """An account with a vCard PHOTO (a forum member's forum avatar included) but no
+        PEP avatar gets one at its first available presence since start-up, so XEP-0084
+        clients see it too (the forum avatar was never "set" as a vCard)."""
+        owner = session.bare_str
+        if not available or owner in self.checked:
+            return
+        self.checked[owner] = None
+        while len(self.checked) > HASH_CACHE_SIZE:
+            self.checked.popitem(last=False)
+        if await self.pep.item(owner, METADATA_NODE) is not None:
+            return
+        await self.vcard_set(owner, await self.vcard.vcard_of(session.bare))
 
     # ------------------------------------------------------- PEP to vCard
     async def published(self, owner: str, node: str, item_id: str, payload: str | None) -> None:

@@ -24,6 +24,7 @@ No loops: each side writes the other through the hooks' ``tell=False`` paths.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from typing import Self
 
 from lxml import etree
@@ -33,22 +34,28 @@ from xmppd.pubsub.bookmarks import NODE, STORAGE_NS, Conference
 from xmppd.services.basic import BasicServices
 from xmppd.services.lifecycle import Service, ServiceContext
 from xmppd.services.pep import PepService
+from xmppd.services.presence import PresenceManager
 from xmppd.services.private_storage import PrivateStorageService
 from xmppd.services.vcard import parse_stored, serialise
+from xmppd.session import Session
 from xmppd.xml.errors import StanzaError
 
 log = logging.getLogger("xmppd.bookmark_sync")
+
+#: Accounts remembered as checked at their first presence (LRU), see ``resource_available``.
+CHECKED_SIZE = 10_000
 
 
 class BookmarkSync(Service):
     """Keeps XEP-0048 private XML and XEP-0402 PEP bookmarks one (module docstring)."""
 
     name = "bookmark_sync"
-    needs = (BasicServices, PepService, PrivateStorageService)
+    needs = (BasicServices, PresenceManager, PepService, PrivateStorageService)
 
     def __init__(self, pep: PepService, private: PrivateStorageService) -> None:
         self.pep = pep
         self.private = private
+        self.checked: OrderedDict[str, None] = OrderedDict()
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self | None:
@@ -60,6 +67,7 @@ class BookmarkSync(Service):
         sync = cls(pep, private)
         private.on_set(sync.private_set)
         pep.on_publish(sync.published)
+        ctx.need(PresenceManager).watch(sync.resource_available)
         disco = ctx.need(BasicServices).disco
         disco.account_features = disco.account_features | {bookmarks.COMPAT_FEATURE}
         return sync
@@ -75,6 +83,22 @@ class BookmarkSync(Service):
             if conf is not None:
                 found[conf.jid] = (conf, element)
         return found
+
+    async def resource_available(self, session: Session, available: bool) -> None:
+        """XEP-0411 §4: bookmarks kept only in private XML (stored before the conversion
+        ran) are copied to PEP at the account's first available presence since start-up,
+        so PEP-only clients see them."""
+        owner = session.bare_str
+        if not available or owner in self.checked:
+            return
+        self.checked[owner] = None
+        while len(self.checked) > CHECKED_SIZE:
+            self.checked.popitem(last=False)
+        if await self.pep.items_of(owner, NODE):
+            return
+        stored = await self.private.read(owner, STORAGE_NS)
+        if stored is not None:
+            await self.private_set(owner, STORAGE_NS, stored)
 
     # ------------------------------------------------- private XML to PEP
     async def private_set(self, owner: str, namespace: str, xml: str) -> None:
