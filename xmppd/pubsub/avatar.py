@@ -3,7 +3,7 @@
 XEP-0084 keeps an avatar in two PEP nodes: ``urn:xmpp:avatar:data`` (an item whose id is
 the SHA-1 of the image, holding the base64 image) and ``urn:xmpp:avatar:metadata`` (an
 item with one ``<info/>`` per form of it: id, bytes, type, optional width/height/url;
-an empty ``<metadata/>`` means "no avatar", §4.4). XEP-0153 keeps it as the vCard's
+an empty ``<metadata/>`` means "no avatar", §3.5). XEP-0153 keeps it as the vCard's
 ``PHOTO`` (``TYPE`` + ``BINVAL``) and announces the SHA-1 of the image in every available
 presence (``<x xmlns='vcard-temp:x:update'><photo>hash</photo></x>``). No I/O here: the
 service (:mod:`xmppd.services.avatar_sync`) reads and writes the nodes and the vCard.
@@ -43,7 +43,7 @@ class Photo:
 
     @property
     def sha1(self) -> str:
-        """XEP-0084 §4.2 / XEP-0153 §4.1: the hex SHA-1 of the image bytes is its id."""
+        """XEP-0084 §4.2.1 / XEP-0153: the hex SHA-1 of the image bytes is its id."""
         return hashlib.sha1(self.data).hexdigest()  # noqa: S324 - the XEPs' id, not security
 
 
@@ -57,8 +57,8 @@ class Info:
 
 
 def decode_base64(text: str | None) -> bytes:
-    """The bytes of a BINVAL or ``<data/>`` (whitespace allowed, as XEP-0153 §3.1's
-    line-wrapped examples show); :class:`AvatarError` if it is not base64."""
+    """The bytes of a BINVAL or ``<data/>`` (line feeds allowed: XEP-0084 §4.1 says they
+    MUST be accepted); :class:`AvatarError` if it is not base64."""
     compact = "".join((text or "").split())
     if not compact:
         raise AvatarError("no image data")
@@ -116,7 +116,7 @@ def data_payload(photo: Photo) -> etree._Element:
 
 def metadata_payload(photo: Photo | None) -> etree._Element:
     """``<metadata/>`` with one ``<info/>`` for ``photo`` (XEP-0398 §3.2: "one info
-    element", type from the vCard), or empty: the avatar is disabled (XEP-0084 §4.4)."""
+    element", type from the vCard), or empty: the avatar is disabled (XEP-0084 §3.5)."""
     el = etree.Element("{%s}metadata" % METADATA_NODE, nsmap={None: METADATA_NODE})
     if photo is not None:
         info = etree.SubElement(el, "{%s}info" % METADATA_NODE)

@@ -4,7 +4,7 @@
   the ``<info/>`` without a ``url`` names an item of ``urn:xmpp:avatar:data``; its image
   becomes the vCard's PHOTO (TYPE + BINVAL) when its SHA-1 matches the id (the SHOULD) and
   the new vCard fits ``[vcard] max_size``. An empty ``<metadata/>`` (avatar disabled,
-  XEP-0084 §4.4) removes the PHOTO. A publish that cannot be converted (no data item,
+  XEP-0084 §3.5) removes the PHOTO. A publish that cannot be converted (no data item,
   bad base64, wrong hash, too big for a vCard) stays a valid PEP publish — XEP-0084 does
   not know about the vCard — and leaves the vCard as it was (logged).
 - **vCard to PEP** (§3.2, MAY, done): after a client sets a vCard with a valid PHOTO, the
