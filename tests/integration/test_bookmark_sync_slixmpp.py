@@ -205,6 +205,8 @@ def test_pep_bookmarks_become_private_xml(server: XmppdProcess) -> None:
             None, BOOKMARKS, "dev@conference.localhost", notify=True
         )
         out["after_retract"] = await _stored(desktop)
+        await phone.plugin["xep_0060"].purge(None, BOOKMARKS)
+        out["after_purge"] = await _stored(desktop)
         for client in (phone, desktop):
             await client.close()
         return out
@@ -219,6 +221,7 @@ def test_pep_bookmarks_become_private_xml(server: XmppdProcess) -> None:
         ROOM: ("Site chat", "true", "al"),
         "urls": ["https://forum.example.org/"],
     }
+    assert out["after_purge"] == {"urls": ["https://forum.example.org/"]}
 
 
 def test_bookmarks_stored_before_the_conversion_reach_pep_at_login(tmp_path: Path) -> None:

@@ -107,9 +107,10 @@ class PepService(Service):
 
     # ------------------------------------------------------------ public API
     def on_publish(self, hook: PublishHook) -> None:
-        """Call ``hook`` after each item a client publishes to (or retracts from) its own
-        account; not after :meth:`publish_for`/:meth:`retract_for`, so a conversion that
-        publishes cannot loop (XEP-0398, XEP-0402 §5.3)."""
+        """Call ``hook`` after each item a client publishes to (or retracts from: payload
+        None; a purge or delete: id "" too) its own account; not after
+        :meth:`publish_for`/:meth:`retract_for`, so a conversion that publishes cannot loop
+        (XEP-0398, XEP-0402 §5.3)."""
         self.publish_hooks.append(hook)
 
     async def publish_for(
@@ -421,6 +422,7 @@ class PepService(Service):
             await self.adb.run(done, owner, node)
             log.info("event=pep_%s owner=%s node=%r", name, owner, node[:80])
             await self.notify(owner, node, config, wire.event_node(name, node))
+            await self._tell(True, owner, node, "", None)  # every item is gone
             return result_iq()
         raise StanzaError("bad-request", "not a pubsub#owner request this service knows")
 
