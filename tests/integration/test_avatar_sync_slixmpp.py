@@ -226,6 +226,14 @@ def test_vcard_photo_becomes_pep_avatar_with_notification(server: XmppdProcess) 
         meta = await alice.plugin["xep_0060"].get_items("bob@localhost", META)
         item = meta["pubsub"]["items"]["substanzas"][-1]
         out["meta_after_bad"] = item.xml.find(f"{{{META}}}metadata/{{{META}}}info").get("id")
+        # a vCard without PHOTO (an old client editing its name) leaves the PEP avatar
+        plain = bob.make_iq_set()
+        plain.append(ET.fromstring(f"<vCard xmlns='{VCARD}'><FN>Bobby</FN></vCard>"))
+        await plain.send(timeout=5)
+        out["no_photo_quiet"] = await _quiet(events)
+        meta = await alice.plugin["xep_0060"].get_items("bob@localhost", META)
+        item = meta["pubsub"]["items"]["substanzas"][-1]
+        out["meta_after_plain"] = item.xml.find(f"{{{META}}}metadata/{{{META}}}info").get("id")
         for client in (alice, bob):
             await client.close()
         return out
@@ -245,3 +253,5 @@ def test_vcard_photo_becomes_pep_avatar_with_notification(server: XmppdProcess) 
     assert out["bad_set"] == "result"
     assert out["bad_quiet"] is True
     assert out["meta_after_bad"] == sha1(data)
+    assert out["no_photo_quiet"] is True
+    assert out["meta_after_plain"] == sha1(data)

@@ -10,7 +10,8 @@
 - **vCard to PEP** (§3.2, MAY, done): after a client sets a vCard with a valid PHOTO, the
   data item (id = SHA-1) is published, then a metadata item with one ``<info/>`` (type
   from the vCard; width/height for PNG and GIF), which notifies contacts with ``+notify``.
-  A vCard without PHOTO disables a PEP avatar that exists. An image over ``[pep]
+  A vCard without a valid PHOTO leaves PEP alone (§3.2 converts "a valid photo attached";
+  an old client editing its FN must not wipe a phone's avatar). An image over ``[pep]
   max_payload_bytes`` is not published (logged); the vCard is stored all the same.
 - **Presence** (§4): each available presence an account's resource sends (broadcast and
   directed, MUC joins included) carries ``vcard-temp:x:update`` with the hash of the
@@ -185,17 +186,11 @@ class AvatarSync(Service):
             )
             return
         self._remember(owner, photo)
-        current = await self._pep_avatar(owner)
-        if (photo.sha1 if photo else None) == current:
+        if photo is None or photo.sha1 == await self._pep_avatar(owner):
             return
         try:
-            if photo is not None:
-                await self.pep.publish_for(owner, DATA_NODE, photo.sha1, data_payload(photo))
-                await self.pep.publish_for(
-                    owner, METADATA_NODE, photo.sha1, metadata_payload(photo)
-                )
-            else:
-                await self.pep.publish_for(owner, METADATA_NODE, "disabled", metadata_payload(None))
+            await self.pep.publish_for(owner, DATA_NODE, photo.sha1, data_payload(photo))
+            await self.pep.publish_for(owner, METADATA_NODE, photo.sha1, metadata_payload(photo))
         except StanzaError as err:
             log.info(
                 "event=avatar_not_converted owner=%s way=vcard_to_pep reason=%s",
@@ -204,7 +199,7 @@ class AvatarSync(Service):
             return
         log.info(
             "event=avatar_converted owner=%s way=vcard_to_pep photo=%s",
-            owner, photo.sha1 if photo else "-",
+            owner, photo.sha1,
             extra={"owner": owner},
         )  # fmt: skip
 
