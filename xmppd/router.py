@@ -50,6 +50,7 @@ PRESENCE = "{%s}presence" % ns.CLIENT
 IQ = "{%s}iq" % ns.CLIENT
 _SUBSCRIPTION = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
 
+PresenceStamper = Callable[[etree._Element, Session], Awaitable[None]]
 IqHandler = Callable[
     [etree._Element, "Session | None", "Router"], Awaitable["etree._Element | None"]
 ]
@@ -142,6 +143,9 @@ class Router:
         self.disco_items: dict[str, str | None] = {}
         #: iq id -> (the full JID asked, callback for its result or error).
         self.awaiting: dict[str, tuple[str, Callable[[etree._Element], None]]] = {}
+        #: Change each available presence a session sends, in place, before it is routed
+        #: (broadcast and directed, MUC joins included: XEP-0398 §4).
+        self.presence_stampers: list[PresenceStamper] = []
 
     # ----------------------------------------------------------------- sessions
     def bind(self, session: Session) -> Session | None:
@@ -186,6 +190,9 @@ class Router:
             self.bounce(stanza, err)
 
     async def _route(self, stanza: etree._Element, origin: Session | None) -> None:
+        if origin is not None and stanza.tag == PRESENCE and stanza.get("type") is None:
+            for stamper in self.presence_stampers:  # they catch their own errors
+                await stamper(stanza, origin)
         to_attr = stanza.get("to")
         if to_attr is None:
             await self._to_own_account(stanza, origin)

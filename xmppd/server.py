@@ -29,8 +29,10 @@ from xmppd.private_files import private_dir
 from xmppd.reload import ReloadReport, reload_server
 from xmppd.router import Router
 from xmppd.services.account_mam import AccountMamService
+from xmppd.services.avatar_sync import AvatarSync
 from xmppd.services.basic import BasicServices
 from xmppd.services.blocking import BlockingService
+from xmppd.services.bookmark_sync import BookmarkSync
 from xmppd.services.carbons import CarbonsService
 from xmppd.services.groupchat import GroupchatService
 from xmppd.services.lifecycle import Service, ServiceContext, build_services
@@ -67,6 +69,8 @@ SERVICES: tuple[type[Service], ...] = (
     PepService,
     VcardService,
     PrivateStorageService,
+    AvatarSync,
+    BookmarkSync,
     PasswordService,
     CarbonsService,
     AccountMamService,

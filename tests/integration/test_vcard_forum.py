@@ -5,6 +5,7 @@ database (MariaDB and PostgreSQL) and slixmpp's xep_0054/xep_0077 over real sock
 from __future__ import annotations
 
 import base64
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.integration
 
 VCARD = "vcard-temp"
 REGISTER = "jabber:iq:register"
+UPDATE = "vcard-temp:x:update"
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
     "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2b3a8b60000000049454e44ae426082"
@@ -75,8 +77,18 @@ def test_forum_vcards_and_forum_passwords(tmp_path: Path, phpbb_db: PhpbbDatabas
         async def scenario() -> dict[str, Any]:
             out: dict[str, Any] = {}
             me = await login(
-                server, "jane\\20doe@localhost/web", "forum pw", plugins=["xep_0054", "xep_0077"]
+                server,
+                "jane\\20doe@localhost/web",
+                "forum pw",
+                plugins=["xep_0054", "xep_0077", "xep_0060"],
             )
+            # XEP-0398 §4: the forum avatar's hash is in the member's presence
+            own = await me.next_presence(match=lambda p: p["from"] == me.boundjid, timeout=5)
+            out["own_hash"] = own.xml.findtext(f"{{{UPDATE}}}x/{{{UPDATE}}}photo")
+            # ... and, at the first presence, it is published as her XEP-0084 avatar
+            meta = await me.plugin["xep_0060"].get_items(None, "urn:xmpp:avatar:metadata")
+            info = meta.xml.find(".//{urn:xmpp:avatar:metadata}info")
+            out["pep_avatar"] = None if info is None else (info.get("id"), info.get("width"))
             vcards = me.plugin["xep_0054"]
             for who in ("jane\\20doe", "bob", "carol", "dave"):
                 out[who] = _card(await vcards.get_vcard(f"{who}@localhost"))
@@ -110,6 +122,8 @@ def test_forum_vcards_and_forum_passwords(tmp_path: Path, phpbb_db: PhpbbDatabas
         "TYPE": "image/png",
         "BINVAL": base64.b64encode(PNG).decode(),
     }
+    assert out["own_hash"] == hashlib.sha1(PNG).hexdigest()  # noqa: S324 - XEP-0153's hash
+    assert out["pep_avatar"] == (hashlib.sha1(PNG).hexdigest(), "1")  # noqa: S324
     assert out["bob"][0] == {
         "FN": "bob",
         "NICKNAME": "bob",

@@ -32,6 +32,10 @@ class VcardConfig:
     forum_url: str = ""
     #: Largest avatar file put into a vCard as BINVAL (bytes); a larger one is left out.
     max_avatar_bytes: int = 49_152
+    #: XEP-0398: convert avatars between the vCard PHOTO and XEP-0084 PEP (both ways) and
+    #: put the PHOTO's hash in each available presence (needs ``[pep]`` enabled too). The
+    #: sizes stay bounded by ``max_size`` here and ``[pep] max_payload_bytes``.
+    pep_conversion: bool = True
 
     def validate(self) -> None:
         if not 1024 <= self.max_size <= 1_048_576:
@@ -53,6 +57,10 @@ class PrivateStorageConfig:
     max_total_size: int = 262_144
     #: Most namespaces one account may keep.
     max_items: int = 64
+    #: XEP-0402 §5.3: keep XEP-0048 bookmarks here (``storage:bookmarks``) and XEP-0402
+    #: bookmarks in PEP one set, both ways (needs ``[pep]`` on too); at most ``[pep]
+    #: max_items`` rooms are converted.
+    bookmarks_conversion: bool = True
 
     def validate(self) -> None:
         if not 1024 <= self.max_item_size <= 1_048_576:

@@ -17,8 +17,10 @@ node (an absurd ``pubsub#max_items`` is clamped), node name and item id length.
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, Self
 
@@ -48,6 +50,10 @@ log = logging.getLogger("xmppd.pep")
 P = "{%s}" % PUBSUB
 O = "{%s}" % OWNER  # noqa: E741 - the owner namespace, like P
 SUBSCRIBED = ("from", "both")
+#: ``await hook(owner, node, item_id, payload)`` after an account's own client published
+#: an item (the payload as stored XML text) or retracted one (payload None); see
+#: :meth:`PepService.on_publish`.
+PublishHook = Callable[[str, str, str, str | None], Awaitable[None]]
 
 
 def _unsupported(feature: str) -> StanzaError:
@@ -78,6 +84,7 @@ class PepService(Service):
         self.locks = OwnerLocks()
         self.store = PubsubStore(adb.db)
         self.caps = CapsTracker(router, config.caps_cache_size, self.send_last_items)
+        self.publish_hooks: list[PublishHook] = []
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self | None:
@@ -97,6 +104,60 @@ class PepService(Service):
         presence.watch(service.caps.presence_changed)
         presence.watch_subscriptions(service.subscription_changed)
         return service
+
+    # ------------------------------------------------------------ public API
+    def on_publish(self, hook: PublishHook) -> None:
+        """Call ``hook`` after each item a client publishes to (or retracts from: payload
+        None; a purge or delete: id "" too) its own account; not after
+        :meth:`publish_for`/:meth:`retract_for`, so a conversion that publishes cannot loop
+        (XEP-0398, XEP-0402 §5.3)."""
+        self.publish_hooks.append(hook)
+
+    async def publish_for(
+        self,
+        owner: str,
+        node: str,
+        item_id: str,
+        payload: etree._Element,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish ``payload`` on the account's behalf (XEP-0398 §3.2, XEP-0402 §5.3), with
+        the limits, auto-create and notifications of a client's publish; ``options``
+        configure a node this creates, and an existing node must have their
+        ``access_model`` (``precondition-not-met`` otherwise: XEP-0411 §5 says convert
+        private data only into a node only the user can read). A :class:`StanzaError` when
+        refused."""
+        publish = etree.Element(P + "publish", node=node)
+        etree.SubElement(publish, P + "item", id=item_id).append(copy.deepcopy(payload))
+        wanted = dict(options or {})
+        async with self.locks.hold(owner):
+            config = await self._config_of(owner, node)
+            if config is not None:
+                nodeconfig.check_preconditions(
+                    config, {k: v for k, v in wanted.items() if k == "access_model"}
+                )
+                wanted = {}
+            await self._publish(publish, [], owner, owner, tell=False, options=wanted)
+
+    async def retract_for(self, owner: str, node: str, item_id: str) -> None:
+        """Retract an item on the account's behalf (notifying as the node says); the
+        :meth:`on_publish` hooks are not told. ``item-not-found`` when it is not there."""
+        retract = etree.Element(P + "retract", node=node)
+        etree.SubElement(retract, P + "item", id=item_id)
+        async with self.locks.hold(owner):
+            await self._retract(retract, owner, tell=False)
+
+    async def items_of(self, owner: str, node: str) -> list[tuple[str, str]]:
+        """Every item of an account's node as (id, payload XML), oldest first."""
+        found = await self.adb.run(self.store.items, owner, node, None, None)
+        return [(i.item_id, i.payload) for i in found or []]
+
+    async def item(self, owner: str, node: str, item_id: str | None = None) -> str | None:
+        """The stored payload of item ``item_id`` (or the newest item) of an account's
+        node, as XML text; None when there is none."""
+        ids = [item_id] if item_id is not None else None
+        found = await self.adb.run(self.store.items, owner, node, ids, None if ids else 1)
+        return found[-1].payload if found else None
 
     # ------------------------------------------------------------- addressing
     @staticmethod
@@ -190,12 +251,20 @@ class PepService(Service):
         return None if stored is None else NodeConfig.from_json(stored.config)
 
     async def _publish(
-        self, publish: etree._Element, rest: list[etree._Element], owner: str, publisher: str
+        self,
+        publish: etree._Element,
+        rest: list[etree._Element],
+        owner: str,
+        publisher: str,
+        *,
+        tell: bool = True,
+        options: dict[str, Any] | None = None,
     ) -> etree._Element:
         """§7.1: store the item (creating the node), answer with its id, notify."""
         node = self._node_name(publish)
         item = self._item(publish)
-        options = self._options(rest, "publish-options")
+        if options is None:
+            options = self._options(rest, "publish-options")
         config = await self._config_of(owner, node)
         if config is not None:
             nodeconfig.check_preconditions(config, options)
@@ -226,7 +295,17 @@ class PepService(Service):
             extra={"owner": owner, "node": node[:80]},
         )  # fmt: skip
         await self.notify(owner, node, config, wire.event_items(node, [_wire(item)]))
+        await self._tell(tell, owner, node, item.item_id, item.payload)
         return _result(wire.publish_result(node, item.item_id))
+
+    async def _tell(
+        self, tell: bool, owner: str, node: str, item_id: str, payload: str | None
+    ) -> None:
+        for hook in self.publish_hooks if tell else ():
+            try:
+                await hook(owner, node, item_id, payload)
+            except Exception:  # a hook's bug must not fail the client's request
+                log.exception("event=pep_hook_failed owner=%s node=%r", owner, node[:80])
 
     async def _create(
         self, create: etree._Element, rest: list[etree._Element], owner: str
@@ -244,7 +323,9 @@ class PepService(Service):
             raise pubsub_error("not-allowed", "max-nodes-exceeded") from None
         return result_iq()
 
-    async def _retract(self, retract: etree._Element, owner: str) -> etree._Element:
+    async def _retract(
+        self, retract: etree._Element, owner: str, *, tell: bool = True
+    ) -> etree._Element:
         """§7.2: remove one item; notify when the node's ``notify_retract`` (or the
         request's ``notify``) says so."""
         node = self._node_name(retract)
@@ -260,6 +341,7 @@ class PepService(Service):
         log.info("event=pep_retracted owner=%s node=%r item=%r", owner, node[:80], item_id[:80])
         if config.notify_retract or retract.get("notify") in ("1", "true"):
             await self.notify(owner, node, config, wire.event_retract(node, [item_id]))
+        await self._tell(tell, owner, node, item_id, None)
         return result_iq()
 
     async def _items(
@@ -340,6 +422,7 @@ class PepService(Service):
             await self.adb.run(done, owner, node)
             log.info("event=pep_%s owner=%s node=%r", name, owner, node[:80])
             await self.notify(owner, node, config, wire.event_node(name, node))
+            await self._tell(True, owner, node, "", None)  # every item is gone
             return result_iq()
         raise StanzaError("bad-request", "not a pubsub#owner request this service knows")
 

@@ -25,6 +25,7 @@ Each refused request stores nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Self
 
 from lxml import etree
@@ -46,6 +47,9 @@ log = logging.getLogger("xmppd.private")
 QUERY = "{%s}query" % ns.PRIVATE
 _RESERVED_PREFIXES = ("jabber:", "http://jabber.org/")
 _RESERVED = frozenset({ns.VCARD, ""})
+#: ``await hook(owner, namespace, xml)`` after a client stored private XML (the elements
+#: of one namespace, serialised); see :meth:`PrivateStorageService.on_set`.
+SetHook = Callable[[str, str, str], Awaitable[None]]
 
 
 def namespace_of(element: etree._Element) -> str:
@@ -87,6 +91,7 @@ class PrivateStorageService(Service):
         self.adb = adb
         self.store = PrivateXmlStore(adb.db)
         self.quota = Quota(config.max_item_size, config.max_total_size, config.max_items)
+        self.set_hooks: list[SetHook] = []
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self | None:
@@ -112,14 +117,32 @@ class PrivateStorageService(Service):
         if stanza.get("type") == "get":
             return await self._get(owner, query)
         namespace = stored_namespace(query)
-        xml = "".join(serialise(child) for child in query)
+        await self.store_for(owner, namespace, "".join(serialise(child) for child in query))
+        return result_iq()
+
+    def on_set(self, hook: SetHook) -> None:
+        """Call ``hook`` after each set a client makes (not after a ``tell=False``
+        :meth:`store_for`, so a conversion that stores cannot loop: XEP-0402 §5.3)."""
+        self.set_hooks.append(hook)
+
+    async def read(self, owner: str, namespace: str) -> str | None:
+        """What ``owner`` keeps under ``namespace`` (serialised elements), or None."""
+        return await self.adb.run(self.store.get, owner, namespace)
+
+    async def store_for(self, owner: str, namespace: str, xml: str, *, tell: bool = True) -> None:
+        """Keep ``xml`` (elements of ``namespace``) within the ``[private_storage]`` quota
+        (``not-acceptable`` beyond, nothing stored); then the hooks unless ``tell`` is False."""
         try:
             await self.adb.run(self.store.put, owner, namespace, xml, self.quota)
         except QuotaExceeded as exc:
             log.info("event=private_refused owner=%s reason=quota", owner)
             raise StanzaError("not-acceptable", str(exc)) from None
         log.info("event=private_stored owner=%s bytes=%d", owner, len(xml.encode("utf-8")))
-        return result_iq()
+        for hook in self.set_hooks if tell else ():
+            try:
+                await hook(owner, namespace, xml)
+            except Exception:  # a hook's bug must not fail the client's set
+                log.exception("event=private_hook_failed owner=%s", owner)
 
     async def _get(self, owner: str, query: etree._Element) -> etree._Element:
         if len(query) != 1:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import copy
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Self
 
 from lxml import etree
@@ -47,6 +48,8 @@ log = logging.getLogger("xmppd.vcard")
 VCARD = "{%s}vCard" % ns.VCARD
 #: Parses what this module serialised itself: no entities, no network, no huge trees.
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+#: ``await hook(owner, vcard)`` after a client stored a vCard (:meth:`VcardService.on_set`).
+SetHook = Callable[[str, etree._Element], Awaitable[None]]
 
 
 def empty_vcard() -> etree._Element:
@@ -102,6 +105,7 @@ class VcardService(Service):
         self.adb = adb
         self.store = VcardStore(adb.db)
         self.forum = forum
+        self.set_hooks: list[SetHook] = []
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self | None:
@@ -132,7 +136,7 @@ class VcardService(Service):
         if stanza.get("type") == "set":
             if kind is not Addressee.OWN or origin is None or account is None:
                 raise StanzaError("forbidden", "only your own vCard can be set")
-            await self._set(str(account), stanza[0])
+            await self.store_vcard(str(account), stanza[0])
             return result_iq()
         reply = result_iq()
         if kind is Addressee.SERVER or account is None:
@@ -140,6 +144,25 @@ class VcardService(Service):
         else:
             reply.append(await self._get(account))
         return reply
+
+    def on_set(self, hook: SetHook) -> None:
+        """Call ``hook`` after each vCard a client sets (not after a ``tell=False``
+        :meth:`store_vcard`, so a conversion that stores cannot loop, XEP-0398)."""
+        self.set_hooks.append(hook)
+
+    async def vcard_of(self, account: JID) -> etree._Element:
+        """The account's vCard as a get returns it (the forum's until one is set)."""
+        return await self._get(account)
+
+    async def store_vcard(self, owner: str, payload: etree._Element, *, tell: bool = True) -> None:
+        """Store ``owner``'s vCard within ``[vcard] max_size`` (``not-acceptable`` beyond,
+        nothing stored); then the :meth:`on_set` hooks unless ``tell`` is False."""
+        await self._set(owner, payload)
+        for hook in self.set_hooks if tell else ():
+            try:
+                await hook(owner, payload)
+            except Exception:  # a hook's bug must not fail the client's set
+                log.exception("event=vcard_hook_failed owner=%s", owner)
 
     async def _set(self, owner: str, payload: etree._Element) -> None:
         xml = serialise(payload)
