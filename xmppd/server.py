@@ -166,6 +166,7 @@ class Server:
             sm_resume_timeout=cfg.sm.resume_timeout,
             sm_request_every=cfg.sm.request_every,
             sm_max_unacked=cfg.sm.max_unacked,
+            csi_enabled=cfg.csi.enabled,
             caps=self._caps,
         )
 

@@ -182,6 +182,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "xmppd.services.account_config",
         "xmppd.mam.config",
         "xmppd.upload.config",
+        "xmppd.stream.csi_config",
         "xmppd.memory",
         "xmppd.private_files",
         "xmppd.unix_socket",
