@@ -27,6 +27,7 @@ from xmppd.mam.config import MamConfig
 from xmppd.muc.config import MucConfig
 from xmppd.pubsub.config import PepConfig
 from xmppd.services.account_config import PrivateStorageConfig, VcardConfig
+from xmppd.services.push_config import PushConfig
 from xmppd.settings import ConfigError
 from xmppd.stream.csi_config import CsiConfig
 from xmppd.upload.config import UploadConfig
@@ -449,6 +450,7 @@ class Config:
     private_storage: PrivateStorageConfig = field(default_factory=PrivateStorageConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
     csi: CsiConfig = field(default_factory=CsiConfig)
+    push: PushConfig = field(default_factory=PushConfig)
 
     @property
     def data_path(self) -> Path:

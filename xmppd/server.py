@@ -39,6 +39,7 @@ from xmppd.services.password import PasswordService
 from xmppd.services.pep import PepService
 from xmppd.services.presence import PresenceManager
 from xmppd.services.private_storage import PrivateStorageService
+from xmppd.services.push import PushService
 from xmppd.services.roster import RosterService
 from xmppd.services.upload import UploadService
 from xmppd.services.vcard import VcardService
@@ -70,6 +71,7 @@ SERVICES: tuple[type[Service], ...] = (
     PasswordService,
     CarbonsService,
     AccountMamService,
+    PushService,
     GroupchatService,
     UploadService,
     PhpbbRecheck,

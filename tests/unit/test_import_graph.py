@@ -180,6 +180,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "xmppd.pubsub.config",
         "xmppd.pubsub.names",
         "xmppd.services.account_config",
+        "xmppd.services.push_config",
         "xmppd.mam.config",
         "xmppd.upload.config",
         "xmppd.stream.csi_config",
