@@ -178,3 +178,58 @@ def test_a_mention_in_a_room_comes_at_once_other_chatter_waits(server: XmppdProc
     assert out["chatter"] == []
     # the mention comes at once, after the chatter held before it (in order)
     assert out["mention"] == ["chatter 0", "chatter 1", "chatter 2", "ally: look at this"]
+
+
+def test_held_stanzas_wait_through_a_detachment_and_come_after_resumption(
+    tmp_path: Path,
+) -> None:
+    """XEP-0198: held stanzas are not counted (not sent); a detached inactive session
+    keeps holding, and a resumed stream starts active (XEP-0352 §5.2), so they come then."""
+
+    async def scenario(server: XmppdProcess) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        alice = await login(
+            server, "alice@localhost/phone", plugins=["xep_0352", "xep_0085", "xep_0198"]
+        )
+        bob = await login(server, "bob@localhost/b", plugins=["xep_0085"])
+        await _befriend(alice, bob)
+        await _settle(0.3)
+        sm = alice.plugin["xep_0198"]
+        seen = _stanza_log(alice)
+        alice.plugin["xep_0352"].send_inactive()
+        await _sync(alice)
+        for n in range(10):
+            bob.send_presence(pstatus=f"before{n}")
+        await _sync(bob)
+        await _settle(0.3)
+        out["held"] = list(seen)
+        sm.request_ack()
+        await _settle(0.3)
+        alice.abort()
+        for _ in range(100):
+            if "event=session_detached jid=alice@localhost/phone" in server.log():
+                break
+            await asyncio.sleep(0.05)
+        for n in range(10):
+            bob.send_presence(pstatus=f"detached{n}")
+        composing = bob.make_message(mto="alice@localhost/phone", mtype="chat")
+        composing["chat_state"] = "composing"
+        composing.send()
+        await _sync(bob)
+        resumed = asyncio.get_running_loop().create_future()
+        alice.add_event_handler("session_resumed", lambda _e: resumed.set_result(True))
+        alice.connect(host="127.0.0.1", port=server.port)
+        await asyncio.wait_for(resumed, 10)
+        await _settle(1.0)
+        out["after_resume"] = list(seen)
+        for client in (alice, bob):
+            await client.close()
+        return out
+
+    with running_server(tmp_path, users=("alice", "bob"), sm={"resume_timeout": 30}) as srv:
+        out = run(lambda: scenario(srv), timeout=60)
+    assert out["held"] == []
+    assert out["after_resume"] == [
+        "presence bob@localhost/b detached9",
+        "composing bob@localhost/b",
+    ]
