@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.slix import Client, login, run
+from tests.ws_client import CLIENT, WsXmpp, q
 from tests.xmppd_process import XmppdProcess, running_server
 
 pytestmark = pytest.mark.integration
@@ -233,3 +234,51 @@ def test_held_stanzas_wait_through_a_detachment_and_come_after_resumption(
         "presence bob@localhost/b detached9",
         "composing bob@localhost/b",
     ]
+
+
+def test_over_websocket_chatter_waits_and_a_mention_brings_it_in_order(
+    server: XmppdProcess,
+) -> None:
+    room = "sax@conference.localhost"
+    muc = "http://jabber.org/protocol/muc"
+
+    async def bodies(ws: WsXmpp, seconds: float) -> list[str]:
+        got: list[str] = []
+        try:
+            while True:
+                el = await ws.recv(seconds)
+                if el.tag == q(CLIENT, "message") and el.findtext(q(CLIENT, "body")):
+                    got.append(el.findtext(q(CLIENT, "body")) or "")
+        except TimeoutError:
+            return got
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        ws = await WsXmpp.connect(f"ws://127.0.0.1:{server.http_port}/xmpp-websocket")
+        await ws.login("alice", "secret", "browser")
+        bob = await login(server, "bob@localhost/desk", plugins=["xep_0045"])
+        await bob.plugin["xep_0045"].join_muc_wait(room, "Bob", maxstanzas=0, timeout=10)
+        await ws.send(
+            f"<presence xmlns='jabber:client' to='{room}/Ally'>"
+            f"<x xmlns='{muc}'><history maxstanzas='0'/></x></presence>"
+        )
+        await _settle(0.5)
+        await ws.send("<inactive xmlns='urn:xmpp:csi:0'/>")  # RFC 7395: one per message
+        await ws.send(
+            "<iq xmlns='jabber:client' type='get' id='p1' to='localhost'>"
+            "<ping xmlns='urn:xmpp:ping'/></iq>"
+        )
+        await ws.recv_until(q(CLIENT, "iq"))  # handled after the nonza (XEP-0352 §5.1)
+        for n in range(3):
+            bob.send_message(mto=room, mbody=f"chatter {n}", mtype="groupchat")
+        await _sync(bob)
+        out["chatter"] = await bodies(ws, 0.7)
+        bob.send_message(mto=room, mbody="Ally, look", mtype="groupchat")
+        out["mention"] = await bodies(ws, 1.0)
+        await ws.close()
+        await bob.close()
+        return out
+
+    out = run(scenario, timeout=60)
+    assert out["chatter"] == []
+    assert out["mention"] == ["chatter 0", "chatter 1", "chatter 2", "Ally, look"]
