@@ -83,6 +83,13 @@ def test_urgent_stanzas_are_not_held() -> None:
     )
     assert key(own_pep) is None
     assert key("<message from='a@b'><unknown xmlns='urn:example'/></message>") is None
+    stored = (
+        "<message from='r@example.com/x'><received xmlns='urn:xmpp:receipts' id='1'/>"
+        "<delay xmlns='urn:xmpp:delay' from='example.com' stamp='2026-01-01T00:00:00Z'/>"
+        "</message>"
+    )
+    assert key(stored) is None  # from offline storage
+    assert key(stored.replace("from='example.com'", "from='elsewhere.org'")) == ""
 
 
 def test_mentions_of_the_rooms_nick_are_urgent_other_groupchat_waits() -> None:

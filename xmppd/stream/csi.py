@@ -7,8 +7,10 @@ what the server does with it is its own choice (§3.2). Ours, for an IM client o
   body, except groupchat ones that do not mention the user's nick in that room; errors;
   subscription requests and answers (RFC 6121 §3); MUC self-presence (status 110, the
   answer to the client's own join); message carbons, MAM results and encrypted payloads
-  (they stand for a message with a body); MUC invitations; PEP events from the account
-  itself (bookmarks, device lists the client relies on); anything not listed below.
+  (they stand for a message with a body); MUC invitations; messages from offline storage
+  (stamped ``<delay from='domain'/>``: the page's delivery waits for them); PEP events
+  from the account itself (bookmarks, device lists the client relies on); anything not
+  listed below.
 - **Held** until the client is active again: presence changes of others (only the latest
   per sender full JID is kept, so a burst of 200 changes is at most one per contact),
   chat states (XEP-0085), receipts and markers without a body (XEP-0184, XEP-0333), PEP
@@ -76,6 +78,7 @@ _HOLDABLE_CHILDREN = frozenset(
         "{%s}subject" % ns.CLIENT,
     }
 )
+_DELAY = "{urn:xmpp:delay}delay"
 _SUBSCRIPTION = frozenset({"subscribe", "subscribed", "unsubscribe", "unsubscribed"})
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
 
@@ -140,6 +143,8 @@ def message_is_urgent(el: etree._Element, own_bare: str, nick_of: NickLookup) ->
             continue
         if tag in _URGENT_CHILDREN:
             return True
+        if tag == _DELAY and child.get("from") == own_bare.partition("@")[2]:
+            return True  # offline delivery (XEP-0160): its pages wait for this stanza
         if tag == "{%s}x" % _MUC_USER:
             if child.find("{%s}invite" % _MUC_USER) is not None:
                 return True
