@@ -123,18 +123,8 @@ class Session:
         ends, delivered elsewhere or stored (never silently lost). So once recorded, the
         stanza is this session's responsibility and ``send`` reports success.
         """
-        csi = self.csi
-        if csi is not None:
-            out = csi.offer(data)
-            if out is None:
-                return True
-            ok = True
-            for item in out:
-                ok = self._transmit(item) and ok
-            return ok
-        return self._transmit(data)
-
-    def _transmit(self, data: bytes) -> bool:
+        if self.csi is not None:
+            return self._offer(data)
         self.sent[data[1]] += 1
         sm = self.sm
         if sm is None:
@@ -152,6 +142,22 @@ class Session:
             self.outbox.enqueue(R)
         return True
 
+    def _offer(self, data: bytes) -> bool:
+        """Inactive: hold ``data``, or send what was held and then it (in order)."""
+        csi = self.csi
+        assert csi is not None
+        out = csi.offer(data)
+        if out is None:
+            return True
+        self.csi = None  # send() itself, without the check
+        try:
+            ok = True
+            for item in out:
+                ok = self.send(item) and ok
+            return ok
+        finally:
+            self.csi = csi
+
     def set_inactive(self, queue: HeldQueue) -> None:
         """XEP-0352 ``<inactive/>``: hold what can wait in ``queue`` from now on."""
         if self.csi is None:
@@ -164,7 +170,7 @@ class Session:
             return 0
         held = csi.drain()
         for data in held:
-            self._transmit(data)
+            self.send(data)
         return len(held)
 
     def request_ack(self) -> None:
