@@ -27,7 +27,9 @@ from xmppd.mam.config import MamConfig
 from xmppd.muc.config import MucConfig
 from xmppd.pubsub.config import PepConfig
 from xmppd.services.account_config import PrivateStorageConfig, VcardConfig
+from xmppd.services.push_config import PushConfig
 from xmppd.settings import ConfigError
+from xmppd.stream.csi_config import CsiConfig
 from xmppd.upload.config import UploadConfig
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -447,6 +449,8 @@ class Config:
     vcard: VcardConfig = field(default_factory=VcardConfig)
     private_storage: PrivateStorageConfig = field(default_factory=PrivateStorageConfig)
     upload: UploadConfig = field(default_factory=UploadConfig)
+    csi: CsiConfig = field(default_factory=CsiConfig)
+    push: PushConfig = field(default_factory=PushConfig)
 
     @property
     def data_path(self) -> Path:

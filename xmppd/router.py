@@ -393,6 +393,10 @@ class Router:
             if stanza.get("type") in ("get", "set"):
                 raise StanzaError("service-unavailable")
             return
+        if stanza.get("type") in ("result", "error"):
+            # answers to the server's requests made as the account (XEP-0357 publishes)
+            self._answer_awaited(stanza)
+            return
         own = origin is not None and origin.bare == to.bare
         if own:
             await self._iq_on_behalf(stanza, origin, own=True)

@@ -41,6 +41,7 @@ from xmppd.services.password import PasswordService
 from xmppd.services.pep import PepService
 from xmppd.services.presence import PresenceManager
 from xmppd.services.private_storage import PrivateStorageService
+from xmppd.services.push import PushService
 from xmppd.services.roster import RosterService
 from xmppd.services.upload import UploadService
 from xmppd.services.vcard import VcardService
@@ -74,6 +75,7 @@ SERVICES: tuple[type[Service], ...] = (
     PasswordService,
     CarbonsService,
     AccountMamService,
+    PushService,
     GroupchatService,
     UploadService,
     PhpbbRecheck,
@@ -170,6 +172,7 @@ class Server:
             sm_resume_timeout=cfg.sm.resume_timeout,
             sm_request_every=cfg.sm.request_every,
             sm_max_unacked=cfg.sm.max_unacked,
+            csi_enabled=cfg.csi.enabled,
             caps=self._caps,
         )
 

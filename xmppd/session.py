@@ -12,6 +12,7 @@ from typing import Protocol
 from lxml import etree
 
 from xmppd.jid import JID
+from xmppd.stream.csi import HeldQueue
 from xmppd.stream.sm import R, StreamManagement
 
 #: Where sessions that no server counts (tests) count their stanzas.
@@ -39,6 +40,7 @@ class Session:
         "bare_str",
         "blocklist_requested",
         "carbons",
+        "csi",
         "detached_since",
         "directed_presence",
         "full_str",
@@ -83,6 +85,9 @@ class Session:
         #: Enabled message carbons (XEP-0280 §4): gets copies of the account's other
         #: conversations.
         self.carbons = False
+        #: XEP-0352: while the client says it is inactive, what it need not get yet
+        #: (:mod:`xmppd.stream.csi`); None while active, so that path costs one test.
+        self.csi: HeldQueue | None = None
         self.priority = 0
         #: Last available presence broadcast, serialised, for probes and new resources.
         self.presence: etree._Element | None = None
@@ -108,13 +113,18 @@ class Session:
         return self.detached_since is None
 
     def send(self, data: bytes) -> bool:
-        """Queue serialised stanza bytes for this session.
+        """Queue serialised stanza bytes for this session (or hold them, XEP-0352).
+
+        A held stanza is not sent yet: XEP-0198 counts it only when it goes out (on
+        ``<active/>``, at the held queue's bound, or before an urgent stanza).
 
         With stream management the bytes are also kept until the client acknowledges
         them: if the connection drops, they are resent on resumption or, when the session
         ends, delivered elsewhere or stored (never silently lost). So once recorded, the
         stanza is this session's responsibility and ``send`` reports success.
         """
+        if self.csi is not None:
+            return self._offer(data)
         self.sent[data[1]] += 1
         sm = self.sm
         if sm is None:
@@ -131,6 +141,37 @@ class Session:
         if self.outbox.enqueue(data) and request:
             self.outbox.enqueue(R)
         return True
+
+    def _offer(self, data: bytes) -> bool:
+        """Inactive: hold ``data``, or send what was held and then it (in order)."""
+        csi = self.csi
+        assert csi is not None
+        out = csi.offer(data)
+        if out is None:
+            return True
+        self.csi = None  # send() itself, without the check
+        try:
+            ok = True
+            for item in out:
+                ok = self.send(item) and ok
+            return ok
+        finally:
+            self.csi = csi
+
+    def set_inactive(self, queue: HeldQueue) -> None:
+        """XEP-0352 ``<inactive/>``: hold what can wait in ``queue`` from now on."""
+        if self.csi is None:
+            self.csi = queue
+
+    def set_active(self) -> int:
+        """XEP-0352 ``<active/>`` (or a resumption, §5.2): send what was held, in order."""
+        csi, self.csi = self.csi, None
+        if csi is None:
+            return 0
+        held = csi.drain()
+        for data in held:
+            self.send(data)
+        return len(held)
 
     def request_ack(self) -> None:
         """XEP-0198: ask for an ``<a/>`` now if stanzas went out since the last request."""

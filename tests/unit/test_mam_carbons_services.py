@@ -17,6 +17,7 @@ from xmppd.services.account_mam import AccountMamService
 from xmppd.services.basic import BasicServices
 from xmppd.services.carbons import CARBONS, ENABLE, CarbonsService
 from xmppd.services.lifecycle import ServiceContext, build_services
+from xmppd.services.push import PushService
 from xmppd.storage import AsyncDatabase, Database
 
 
@@ -42,7 +43,8 @@ def test_both_services_register_their_handlers_and_features(db: Database) -> Non
     mam = services.get(AccountMamService)  # type: ignore[attr-defined]
     carbons = services.get(CarbonsService)  # type: ignore[attr-defined]
     assert mam is not None and carbons is not None
-    assert router.message_observers == [carbons, mam]
+    push = services.get(PushService)  # type: ignore[attr-defined]
+    assert router.message_observers == [carbons, mam, push]  # push sees the stamped message
     assert CARBONS in router.features and ENABLE in router.account_iq
     assert QUERY in router.account_iq and QUERY in router.server_iq
     disco = services.get(BasicServices).disco  # type: ignore[attr-defined]
@@ -56,6 +58,6 @@ def test_the_archive_can_be_switched_off(db: Database) -> None:
     router, services = build(db, config)
     assert services.get(AccountMamService) is None  # type: ignore[attr-defined]
     assert QUERY not in router.account_iq and QUERY not in router.server_iq
-    assert [type(o) for o in router.message_observers] == [CarbonsService]
+    assert [type(o) for o in router.message_observers] == [CarbonsService, PushService]
     disco = services.get(BasicServices).disco  # type: ignore[attr-defined]
     assert MAM not in disco.account_features

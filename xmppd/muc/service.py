@@ -420,6 +420,13 @@ class MucService:
                     log.info("event=muc_occupant_lost room=%s jid=%s", room.jid_str, full)
                     self._apply(room, room.remove_session(full))
 
+    def occupant_nick(self, room: str, real_full: str) -> str | None:
+        """The nick ``real_full`` has in ``room`` (a bare room JID), for XEP-0352 mentions."""
+        local, _, domain = room.partition("@")
+        found = self.rooms.get(local) if domain == self.domain else None
+        occ = found.by_real.get(real_full) if found is not None else None
+        return occ.nick if occ is not None else None
+
     def domain_gone(self, domain: str) -> None:
         """A component disconnected: its occupants leave every room (status 333)."""
         for room in list(self.rooms.values()):

@@ -210,6 +210,26 @@ blocklist_items = sa.Table(
 )
 
 
+# ------------------------------------------------------------------- push (XEP-0357)
+#: A push registration's node as stored (``push`` refuses longer ones: ``not-acceptable``).
+PUSH_NODE_MAX = 256
+
+push_registrations = sa.Table(
+    "push_registrations",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    #: the local account (bare JID) that enabled notifications
+    sa.Column("owner", sa.String(JID_MAX), nullable=False, index=True),
+    #: the XMPP Push Service (app server) and its node (XEP-0357 §5)
+    sa.Column("jid", sa.String(JID_MAX), nullable=False),
+    sa.Column("node", sa.String(PUSH_NODE_MAX), nullable=False),
+    #: the client's publish-options form, serialised ("" when none; ``[push]
+    #: max_options_bytes`` bounds it)
+    sa.Column("options", StanzaText, nullable=False),
+    **_MYSQL_TABLE,
+)
+
+
 # ------------------------------------------------------------------ pubsub (PEP)
 #: A PEP node name or item id as stored (``pep.max_node_length`` is at most this).
 PUBSUB_NAME_MAX = 256

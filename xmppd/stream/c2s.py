@@ -44,6 +44,7 @@ from xmppd.stream.c2s_events import (
     BindRequest,
     C2SSettings,
     CheckPassword,
+    ClientStateChanged,
     FetchScram,
     ResumeRequest,
     SMEnabled,
@@ -52,6 +53,7 @@ from xmppd.stream.c2s_events import (
     StreamEvent,
 )
 from xmppd.stream.c2s_states import BIND_TAG, IQ_TAG, RULES, Event, Phase, classify
+from xmppd.stream.csi import client_state
 from xmppd.stream.framing import STREAM, Framing, Reader, adopt_httpbind
 from xmppd.stream.machine import StreamEnded, StreamMachine
 from xmppd.stream.sasl import (
@@ -77,6 +79,7 @@ __all__ = [
     "C2SSettings",
     "C2SStream",
     "CheckPassword",
+    "ClientStateChanged",
     "FetchScram",
     "Phase",
     "ResumeRequest",
@@ -254,6 +257,8 @@ class C2SStream(StreamMachine[Phase, Event]):
             parts.append(b'<sub xmlns="%s"/>' % ns.PRE_APPROVAL.encode())
             if self.settings.sm_enabled:
                 parts.append(smp.FEATURE)
+            if self.settings.csi_enabled:
+                parts.append(b'<csi xmlns="%s"/>' % ns.CSI.encode())  # XEP-0352 §4.1
         parts.append(self.settings.caps)
         parts.append(b"</stream:features>")
         return b"".join(parts)
@@ -586,6 +591,7 @@ _HANDLERS: dict[Event, _Handler] = {
     Event.SM_RESUME: C2SStream._resume,
     Event.SM_REQUEST: C2SStream._sm_request,
     Event.SM_ACK: C2SStream._sm_ack,
+    Event.CSI: lambda stream, el, events: events.append(client_state(stream.settings, el)),
 }
 
 

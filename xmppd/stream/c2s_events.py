@@ -95,9 +95,17 @@ class ResumeRequest:
     h: int
 
 
+@dataclass(frozen=True, slots=True)
+class ClientStateChanged:
+    """XEP-0352 §4.2: the client says it is ``active`` (True) or ``inactive`` (False)."""
+
+    active: bool
+
+
 StreamEvent = (
     StartTLS | CheckPassword | FetchScram | Authenticated | AuthFailed | BindRequest
     | StanzaReceived | StreamEnded | SMEnabled | ResumeRequest | AckAnswer
+    | ClientStateChanged
 )  # fmt: skip
 
 
@@ -120,5 +128,7 @@ class C2SSettings:
     sm_resume_timeout: int = 300
     sm_request_every: int = 5
     sm_max_unacked: int = 500
+    #: XEP-0352 client state indication offered after bind (``[csi] enabled``).
+    csi_enabled: bool = False
     #: The server's XEP-0115 ``<c/>`` (§6.3), serialised, for the stream features.
     caps: bytes = b""

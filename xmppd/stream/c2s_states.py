@@ -66,6 +66,8 @@ class Event(enum.Enum):
     SM_RESUME = "resume"
     SM_REQUEST = "r"
     SM_ACK = "a"
+    #: XEP-0352 ``<active/>`` / ``<inactive/>``.
+    CSI = "client state"
     OTHER = "element"
     # -- the shell's answers
     TLS_DONE = "tls established"
@@ -88,7 +90,7 @@ PEER = frozenset(
     {
         Event.HEADER, Event.CLOSE, Event.STARTTLS, Event.AUTH, Event.RESPONSE, Event.ABORT,
         Event.BIND, Event.SESSION, Event.STANZA, Event.SM_ENABLE, Event.SM_RESUME,
-        Event.SM_REQUEST, Event.SM_ACK, Event.OTHER,
+        Event.SM_REQUEST, Event.SM_ACK, Event.CSI, Event.OTHER,
     }
 )  # fmt: skip
 ANSWERS = frozenset(
@@ -112,6 +114,8 @@ _NONZAS = {
     smp.RESUME: Event.SM_RESUME,
     smp.REQUEST: Event.SM_REQUEST,
     smp.ANSWER: Event.SM_ACK,
+    "{%s}active" % ns.CSI: Event.CSI,
+    "{%s}inactive" % ns.CSI: Event.CSI,
 }
 
 
@@ -167,6 +171,7 @@ TRANSITIONS: dict[tuple[Phase, Event], Phase] = {
     (_P.ESTABLISHED, _E.SM_RESUME): _P.ESTABLISHED,  # refused with <failed/>: bound
     (_P.ESTABLISHED, _E.SM_REQUEST): _P.ESTABLISHED,
     (_P.ESTABLISHED, _E.SM_ACK): _P.ESTABLISHED,
+    (_P.ESTABLISHED, _E.CSI): _P.ESTABLISHED,  # XEP-0352 §4: only once bound
     # The end, from every open phase (in WAIT_TLS only by us: nothing is read there).
     **closing_rows(OPEN, Phase.CLOSED, Event.ERROR, Event.END),
     **closing_rows(OPEN - {Phase.WAIT_TLS}, Phase.CLOSED, Event.CLOSE),

@@ -26,6 +26,7 @@ from xmppd.stream.c2s import (
     BindRequest,
     C2SStream,
     CheckPassword,
+    ClientStateChanged,
     FetchScram,
     ResumeRequest,
     SMEnabled,
@@ -34,6 +35,7 @@ from xmppd.stream.c2s import (
     StreamEnded,
     StreamEvent,
 )
+from xmppd.stream.csi import HeldQueue
 from xmppd.stream.sm import HandledCountTooHigh, R
 from xmppd.xml.errors import StanzaError
 
@@ -131,6 +133,9 @@ class C2SDriver:
             if isinstance(event, ResumeRequest):
                 pending.extend(self._resume(event))
                 continue
+            if isinstance(event, ClientStateChanged):
+                self._client_state(event.active)
+                continue
             pending.extend(await self._negotiation_event(event))
         return not self.stream.closed
 
@@ -197,6 +202,9 @@ class C2SDriver:
         if resend:
             sm.requested()
             self.outbox.enqueue(R)
+        # XEP-0352: the state is not restored on resumption; held stanzas go out now,
+        # after the resent ones (which were sent before they were held)
+        session.set_active()
         log.info(
             "event=sm_resumed jid=%s ip=%s transport=%s resent=%d",
             session.full_str,
@@ -205,6 +213,31 @@ class C2SDriver:
             len(resend),
         )
         return []
+
+    def _client_state(self, active: bool) -> None:
+        """XEP-0352 §4.2; §5.1: what ``<active/>`` flushes goes out before anything the
+        client sends after it is handled (this runs before the next event)."""
+        session = self.session
+        if session is None:  # cannot happen: the stream accepts it only once bound
+            return
+        if active:
+            flushed = session.set_active()
+            log.info("event=csi_active jid=%s flushed=%d", session.full_str, flushed)
+            return
+        cfg = self.server.config.csi
+        router = self.server.router
+        full = session.full_str
+
+        def nick_of(room: str) -> str | None:
+            lookup = getattr(router.services.get(room.partition("@")[2]), "occupant_nick", None)
+            return lookup(room, full) if lookup is not None else None
+
+        session.set_inactive(
+            HeldQueue(
+                session.bare_str, nick_of, max_held=cfg.max_held, max_bytes=cfg.max_held_bytes
+            )
+        )
+        log.info("event=csi_inactive jid=%s", full)
 
     async def route(self, event: StanzaReceived) -> None:
         session = self.session

@@ -241,13 +241,17 @@ class ResumptionManager:
                 del self._holders[bare]
         offline = router.offline_store
         skip = set(offline.release(session)) if offline is not None else set()
+        # XEP-0352: what an inactive client was never sent is handed on like the unacked
+        # (it came after them); only bodiless chat/normal messages survive redeliver()
+        held = session.csi.drain() if session.csi is not None else []
+        session.csi = None
         sm = session.sm
-        if sm is None or not len(sm):
+        if (sm is None or not len(sm)) and not held:
             return []
         for other in self._holders.get(bare, ()):
             if other.sm is not None:
                 skip.update(id(data) for data in other.sm.unacked())
-        items = sm.take_unacked()
+        items = (sm.take_unacked() if sm is not None else []) + held
         kept = [data for data in items if id(data) not in skip]
         if len(kept) != len(items):
             log.info(
