@@ -94,12 +94,14 @@ class Caps:
         if attr_type(element) != "get":
             return None
         m = _QUERY_NODE.search(element)
-        node = f" node='{escape(m.group(1), {chr(39): '&apos;'})}'" if m else ""
+        # attribute values are copied as the server wrote them (already escaped XML text);
+        # only a ' inside a "-quoted value needs escaping for our '-quoted attributes
+        node = f" node='{m.group(1).replace(chr(39), '&apos;')}'" if m else ""
         cat, typ, _, name = self.identity
         feats = "".join(f"<feature var='{f}'/>" for f in self.features)
         return (
-            f"<iq type='result' id='{escape(attr_id(element), {chr(39): '&apos;'})}' "
-            f"to='{escape(attr_from(element), {chr(39): '&apos;'})}'>"
+            f"<iq type='result' id='{attr_id(element).replace(chr(39), '&apos;')}' "
+            f"to='{attr_from(element).replace(chr(39), '&apos;')}'>"
             f"<query xmlns='{NS_DISCO_INFO}'{node}>"
             f"<identity category='{cat}' type='{typ}' name='{name}'/>{feats}</query></iq>"
         )
