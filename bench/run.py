@@ -178,6 +178,17 @@ def run_scenarios(server: Server, args, params: dict, mechanism: str, deadline: 
         spec = SCENARIOS[name]
         runs: list[dict] = []
         results[name] = runs
+        fill = getattr(spec.module, "prepare_server", None)
+        if fill is not None:  # e.g. bulk data written into the storage while stopped
+            server.stop()
+            try:
+                t0 = time.monotonic()
+                info = fill(server, params[name])
+            except (OSError, RuntimeError) as exc:
+                log(f"{server.name} {name}: left out, cannot prepare: {exc}")
+                runs.append({"error": f"prepare: {exc}"[:500]})
+                continue
+            log(f"{server.name} {name}: prepared in {time.monotonic() - t0:.0f} s: {info}")
         server.restart()  # every scenario starts on a fresh server
         for rep in range(args.reps):
             if time.monotonic() > deadline:

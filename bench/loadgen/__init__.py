@@ -12,7 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import ModuleType
 
-from . import bosh, component, idle_rss, logins, messages, muc_fanout, muc_join
+from . import (
+    bosh,
+    component,
+    idle_rss,
+    logins,
+    mam_page,
+    messages,
+    muc_fanout,
+    muc_join,
+    pep_fanout,
+)
 
 
 @dataclass
@@ -82,6 +92,18 @@ SCENARIOS: dict[str, Scenario] = {
             bosh,
             {},
             "BOSH sessions set up/s (200); details: room round trip, 200 long-pollers",
+        ),
+        Scenario(
+            "pep_fanout_200",
+            pep_fanout,
+            {"contacts": 200},
+            "PEP avatar-metadata notifications to 200 contacts (+notify caps), 20 publishes/s",
+        ),
+        Scenario(
+            "mam_page_1m",
+            mam_page,
+            {},
+            "MAM page of 50 (last / RSM after / with), p50; archive size: --set archive=N",
         ),
     ]
 }

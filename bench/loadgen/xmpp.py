@@ -8,8 +8,10 @@ servers under test and costs far less CPU than a full XML parser.
 from __future__ import annotations
 
 import asyncio
+import base64
 import codecs
 import collections
+import hashlib
 import re
 import socket
 from collections.abc import Callable
@@ -24,6 +26,11 @@ _TEXT = re.compile(r">([^<]*)<")
 _ATTR_ID = re.compile(r"""\sid=['"]([^'"]*)['"]""")
 _ATTR_TYPE = re.compile(r"""\stype=['"]([^'"]*)['"]""")
 _JID = re.compile(r"<jid>([^<]+)</jid>")
+_ATTR_FROM = re.compile(r"""\sfrom=['"]([^'"]*)['"]""")
+_QUERY_NODE = re.compile(r"""<query[^>]*\snode=['"]([^'"]*)['"]""")
+NS_CAPS = "http://jabber.org/protocol/caps"
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+CAPS_NODE = "https://xmppd.invalid/bench"
 
 
 class XmppError(Exception):
@@ -50,6 +57,54 @@ def attr_id(element: str) -> str:
 def attr_type(element: str) -> str:
     m = _ATTR_TYPE.search(element[: element.find(">")])
     return m.group(1) if m else ""
+
+
+def attr_from(element: str) -> str:
+    m = _ATTR_FROM.search(element[: element.find(">")])
+    return m.group(1) if m else ""
+
+
+class Caps:
+    """This client's XEP-0115 entity capabilities: one identity, a feature list, the ver.
+
+    The ver is the XEP-0115 §5.1 SHA-1 over ``category/type/lang/name<`` for the identity
+    and ``feature<`` for each feature in byte order (no data forms), base64-encoded; servers
+    that verify it (xmppd, §5.4) only use features whose hash matches.
+    """
+
+    def __init__(self, features: list[str], name: str = "xmppd bench") -> None:
+        self.identity = ("client", "pc", "", name)
+        self.features = sorted(set(features) | {NS_DISCO_INFO, NS_CAPS})
+        s = "/".join(self.identity) + "<" + "".join(f + "<" for f in self.features)
+        digest = hashlib.sha1(s.encode(), usedforsecurity=False).digest()
+        self.ver = base64.b64encode(digest).decode()
+
+    def presence(self, extra: str = "") -> str:
+        """Available presence announcing these caps (§4)."""
+        return (
+            f"<presence>{extra}<c xmlns='{NS_CAPS}' hash='sha-1' node='{CAPS_NODE}' "
+            f"ver='{self.ver}'/></presence>"
+        )
+
+    def answer(self, element: str) -> str | None:
+        """The disco#info result for a server's caps query (§6.2), echoing its node; None
+        if ``element`` is not a disco#info get."""
+        if not element.startswith("<iq") or NS_DISCO_INFO not in element:
+            return None
+        if attr_type(element) != "get":
+            return None
+        m = _QUERY_NODE.search(element)
+        # attribute values are copied as the server wrote them (already escaped XML text);
+        # only a ' inside a "-quoted value needs escaping for our '-quoted attributes
+        node = f" node='{m.group(1).replace(chr(39), '&apos;')}'" if m else ""
+        cat, typ, _, name = self.identity
+        feats = "".join(f"<feature var='{f}'/>" for f in self.features)
+        return (
+            f"<iq type='result' id='{attr_id(element).replace(chr(39), '&apos;')}' "
+            f"to='{attr_from(element).replace(chr(39), '&apos;')}'>"
+            f"<query xmlns='{NS_DISCO_INFO}'{node}>"
+            f"<identity category='{cat}' type='{typ}' name='{name}'/>{feats}</query></iq>"
+        )
 
 
 class Client(asyncio.Protocol):

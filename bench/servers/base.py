@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -84,6 +85,21 @@ class Server:
     def create_accounts_offline(self, users: list[tuple[str, str]]) -> dict:
         raise NotImplementedError
 
+    def fill_archive(self, owner: str, count: int, partners: int) -> dict:
+        """Give ``owner`` an archive of ``count`` messages (mam_page_1m), server stopped."""
+        raise RuntimeError(f"{self.name}: no bulk archive fill for this server")
+
+    def archive_marker_ok(self, owner: str, count: int, partners: int) -> bool:
+        try:
+            have = json.loads((self.dir / "archive.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return have == {"owner": owner, "count": count, "partners": partners}
+
+    def archive_marker_write(self, owner: str, count: int, partners: int) -> None:
+        marker = {"owner": owner, "count": count, "partners": partners}
+        (self.dir / "archive.json").write_text(json.dumps(marker))
+
     # -- shared ----------------------------------------------------------------------------
     @property
     def pid(self) -> int:
@@ -92,6 +108,7 @@ class Server:
 
     def start(self, timeout: float = 90.0) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self._check_port_free()
         self.configure()
         argv, env, cwd = self.command()
         log = open(self.dir / "console.log", "ab")
@@ -111,6 +128,16 @@ class Server:
         except BaseException:
             self.stop()
             raise
+
+    def _check_port_free(self) -> None:
+        """Refuse to start when something already listens on the c2s port: the readiness
+        probe would find that other server and the run would measure it."""
+        with socket.socket() as probe:
+            if probe.connect_ex((self.host, self.port)) == 0:
+                raise RuntimeError(
+                    f"{self.name}: {self.host}:{self.port} is already in use by another process"
+                    " (stop it; xmppd: BENCH_XMPPD_PORT_SHIFT=<n> moves this run's)"
+                )
 
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -60,6 +60,34 @@ print(db.create_users_bulk([tuple(x) for x in json.load(sys.stdin)]))
 db.dispose()
 """
 
+# Runs in the venv: fills mam_messages for one owner with bound parameters, in batches.
+FILL = """\
+import sys
+from datetime import UTC, datetime
+from bench.loadgen.mam_page import archive_rows
+from xmppd.storage.database import Database
+from xmppd.storage.models import mam_messages as t
+url, domain, owner, count, partners = sys.argv[1:6]
+db = Database(url)
+db.upgrade()
+bare = f"{owner}@{domain}"
+with db.transaction() as conn:
+    conn.execute(t.delete().where(t.c.owner == bare))
+batch = []
+for key, epoch, partner, outgoing, xml in archive_rows(domain, int(count), int(partners)):
+    stamp = datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
+    batch.append({"owner": bare, "stanza_id": key, "with_bare": partner,
+                  "with_resource": "mam", "outgoing": outgoing, "stamp": stamp, "stanza": xml})
+    if len(batch) == 20000:
+        with db.transaction() as conn:
+            conn.execute(t.insert(), batch)
+        batch = []
+if batch:
+    with db.transaction() as conn:
+        conn.execute(t.insert(), batch)
+db.dispose()
+"""
+
 
 class Xmppd(Server):
     name = "xmppd"
@@ -67,6 +95,15 @@ class Xmppd(Server):
     component_port = 30347
     http_port = 30280
     accounts_offline = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        # BENCH_XMPPD_PORT_SHIFT=N moves xmppd's three ports by N (its config is generated;
+        # for when another xmppd, not ours to stop, holds the usual ones)
+        shift = int(os.environ.get("BENCH_XMPPD_PORT_SHIFT", "0"))
+        self.port += shift
+        self.http_port += shift
+        self.component_port += shift
 
     @property
     def checkout(self) -> Path:
@@ -120,6 +157,25 @@ class Xmppd(Server):
             "seconds": round(seconds, 2),
             "per_s": round(len(users) / seconds, 1),
         }
+
+    def fill_archive(self, owner: str, count: int, partners: int) -> dict:
+        if self.archive_marker_ok(owner, count, partners):
+            return {"filled": 0, "kept": count}
+        self.configure()
+        t0 = time.perf_counter()
+        args = [self.db_url, self.domain, owner, str(count), str(partners)]
+        out = subprocess.run(
+            [str(self.checkout / ".venv/bin/python"), "-c", FILL, *args],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+            cwd=REPO,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"xmppd archive fill failed: {out.stderr[-2000:]}")
+        self.archive_marker_write(owner, count, partners)
+        seconds = time.perf_counter() - t0
+        return {"filled": count, "seconds": round(seconds, 1), "per_s": round(count / seconds)}
 
 
 class XmppdBaseline(Xmppd):
