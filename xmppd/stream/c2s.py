@@ -52,6 +52,7 @@ from xmppd.stream.c2s_events import (
     StartTLS,
     StreamEvent,
 )
+from xmppd.stream.c2s_features import bound_features, negotiation_features
 from xmppd.stream.c2s_states import BIND_TAG, IQ_TAG, RULES, Event, Phase, classify
 from xmppd.stream.csi import client_state
 from xmppd.stream.framing import STREAM, Framing, Reader, adopt_httpbind
@@ -242,25 +243,10 @@ class C2SStream(StreamMachine[Phase, Event]):
     def _features(self) -> bytes:
         parts = [self._framing.features_open]
         if self.phase is Phase.NEGOTIATING:
-            if self.settings.tls_available and not self.tls_active:
-                required = b"<required/>" if self.settings.tls_required else b""
-                parts.append(b'<starttls xmlns="%s">%s</starttls>' % (ns.TLS.encode(), required))
-            if self._sasl_allowed():
-                parts.append(b'<mechanisms xmlns="%s">' % ns.SASL.encode())
-                for name in self.settings.mechanisms:
-                    parts.append(b"<mechanism>%s</mechanism>" % name.encode())
-                parts.append(b"</mechanisms>")
+            parts += negotiation_features(self.settings, self.tls_active, self._sasl_allowed())
         else:
-            parts.append(b'<bind xmlns="%s"/>' % ns.BIND.encode())
-            parts.append(b'<session xmlns="%s"><optional/></session>' % ns.SESSION.encode())
-            parts.append(b'<ver xmlns="%s"/>' % ns.ROSTER_VER.encode())
-            parts.append(b'<sub xmlns="%s"/>' % ns.PRE_APPROVAL.encode())
-            if self.settings.sm_enabled:
-                parts.append(smp.FEATURE)
-            if self.settings.csi_enabled:
-                parts.append(b'<csi xmlns="%s"/>' % ns.CSI.encode())  # XEP-0352 §4.1
-        parts.append(self.settings.caps)
-        parts.append(b"</stream:features>")
+            parts += bound_features(self.settings)
+        parts += (self.settings.caps, b"</stream:features>")
         return b"".join(parts)
 
     # --------------------------------------------------------------- elements
