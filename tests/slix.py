@@ -121,3 +121,29 @@ async def login(
     if send_presence:
         client.send_presence()
     return client
+
+
+async def login_with_caps(
+    server: XmppdProcess, jid: str, plugins: Iterable[str], interests: Iterable[str] = ()
+) -> Client:
+    """Log in as a PEP client does: ``+notify`` for ``interests`` (and whatever the plugins
+    add) in its XEP-0115 caps, announced with the initial presence."""
+    client = await login(server, jid, plugins=plugins, send_presence=False)
+    for namespace in interests:
+        client.plugin["xep_0163"].add_interest(namespace)
+    await client.plugin["xep_0115"].update_caps(broadcast=False)
+    client.send_presence()
+    return client
+
+
+async def befriend(a: Client, b: Client) -> None:
+    """Mutual presence subscriptions (RFC 6121 §3) between two logged-in clients."""
+    for client in (a, b):
+        client.add_event_handler(
+            "presence_subscribe",
+            lambda p, c=client: c.send_presence(pto=p["from"].bare, ptype="subscribed"),
+        )
+    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
+    await a.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)
+    b.send_presence(pto=a.boundjid.bare, ptype="subscribe")
+    await b.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)

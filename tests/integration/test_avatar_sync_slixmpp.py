@@ -18,7 +18,7 @@ from slixmpp.xmlstream import ET
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from tests.slix import Client, login, run
+from tests.slix import Client, befriend, login, login_with_caps, run
 from tests.xmppd_process import XmppdProcess, running_server
 
 pytestmark = pytest.mark.integration
@@ -56,27 +56,7 @@ def server(tmp_path: Path) -> Iterator[XmppdProcess]:
 
 async def _pep(server: XmppdProcess, jid: str) -> Client:
     """A new client: caps with ``urn:xmpp:avatar:metadata+notify``."""
-    client = Client(jid, "secret", PEP_PLUGINS)
-    client.plugin["feature_mechanisms"].unencrypted_plain = True
-    client.plugin["feature_mechanisms"].unencrypted_scram = True
-    client.connect(host="127.0.0.1", port=server.port)
-    await asyncio.wait_for(client.started, 10)
-    await client.get_roster()
-    await client.plugin["xep_0115"].update_caps(broadcast=False)
-    client.send_presence()
-    return client
-
-
-async def _befriend(a: Client, b: Client) -> None:
-    for client in (a, b):
-        client.add_event_handler(
-            "presence_subscribe",
-            lambda p, c=client: c.send_presence(pto=p["from"].bare, ptype="subscribed"),
-        )
-    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
-    await a.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)
-    b.send_presence(pto=a.boundjid.bare, ptype="subscribe")
-    await b.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)
+    return await login_with_caps(server, jid, PEP_PLUGINS)
 
 
 def _metadata_events(client: Client) -> asyncio.Queue[Any]:
@@ -142,7 +122,7 @@ def test_pep_avatar_becomes_vcard_photo_and_presence_hash(server: XmppdProcess) 
         bob = await login(
             server, "bob@localhost/pidgin", plugins=["xep_0054", "xep_0060", "xep_0084"]
         )
-        await _befriend(alice, bob)
+        await befriend(alice, bob)
         info = await alice.plugin["xep_0030"].get_info(jid="alice@localhost")
         out["feature"] = FEATURE in info["disco_info"]["features"]
 
@@ -208,7 +188,7 @@ def test_vcard_photo_becomes_pep_avatar_with_notification(server: XmppdProcess) 
         bob = await login(
             server, "bob@localhost/pidgin", plugins=["xep_0054", "xep_0060", "xep_0084"]
         )
-        await _befriend(alice, bob)
+        await befriend(alice, bob)
 
         data = png(32, 16, padding=100)
         out["set"] = await _set_vcard(bob, "image/png", base64.b64encode(data).decode())

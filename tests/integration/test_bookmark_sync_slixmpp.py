@@ -16,7 +16,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from tests.slix import Client, login, run
+from tests.slix import Client, login, login_with_caps, run
 from tests.xmppd_process import XmppdProcess, running_server
 
 pytestmark = pytest.mark.integration
@@ -37,16 +37,8 @@ def server(tmp_path: Path) -> Iterator[XmppdProcess]:
 
 
 async def _phone(server: XmppdProcess, jid: str) -> Client:
-    client = Client(jid, "secret", PEP_PLUGINS)
-    client.plugin["xep_0163"].add_interest(BOOKMARKS)
-    client.plugin["feature_mechanisms"].unencrypted_plain = True
-    client.plugin["feature_mechanisms"].unencrypted_scram = True
-    client.connect(host="127.0.0.1", port=server.port)
-    await asyncio.wait_for(client.started, 10)
-    await client.get_roster()
-    await client.plugin["xep_0115"].update_caps(broadcast=False)
-    client.send_presence()
-    return client
+    """A XEP-0402 client: ``+notify`` for the bookmarks node in its caps."""
+    return await login_with_caps(server, jid, PEP_PLUGINS, (BOOKMARKS,))
 
 
 def _events(client: Client) -> asyncio.Queue[Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.slix import Client, login, run
+from tests.slix import Client, befriend, login, run
 from tests.ws_client import CLIENT, WsXmpp, q
 from tests.xmppd_process import XmppdProcess, running_server
 
@@ -23,18 +23,6 @@ pytestmark = pytest.mark.integration
 def server(tmp_path: Path) -> Iterator[XmppdProcess]:
     with running_server(tmp_path, users=("alice", "bob", "carol"), csi={"max_held": 100}) as srv:
         yield srv
-
-
-async def _befriend(a: Client, b: Client) -> None:
-    for client in (a, b):
-        client.add_event_handler(
-            "presence_subscribe",
-            lambda p, c=client: c.send_presence(pto=p["from"].bare, ptype="subscribed"),
-        )
-    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
-    await a.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)
-    b.send_presence(pto=a.boundjid.bare, ptype="subscribe")
-    await b.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)
 
 
 async def _sync(*clients: Client) -> None:
@@ -82,8 +70,8 @@ def test_inactive_client_gets_messages_now_and_presence_churn_later(server: Xmpp
         bob = await login(server, "bob@localhost/b", plugins=["xep_0085"])
         carol = await login(server, "carol@localhost/c")
         out["feature"] = alice.plugin["xep_0352"].enabled
-        await _befriend(alice, bob)
-        await _befriend(alice, carol)
+        await befriend(alice, bob)
+        await befriend(alice, carol)
         bob.send_presence(pstatus="start")
         carol.send_presence(pstatus="start")
         await _sync(bob, carol)
@@ -193,7 +181,7 @@ def test_held_stanzas_wait_through_a_detachment_and_come_after_resumption(
             server, "alice@localhost/phone", plugins=["xep_0352", "xep_0085", "xep_0198"]
         )
         bob = await login(server, "bob@localhost/b", plugins=["xep_0085"])
-        await _befriend(alice, bob)
+        await befriend(alice, bob)
         await _settle(0.3)
         sm = alice.plugin["xep_0198"]
         seen = _stanza_log(alice)

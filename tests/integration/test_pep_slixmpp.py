@@ -18,7 +18,7 @@ from slixmpp.xmlstream import ET, ElementBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from tests.slix import Client, run
+from tests.slix import Client, befriend, login_with_caps, run
 from tests.xmppd_process import XmppdProcess, running_server
 
 pytestmark = pytest.mark.integration
@@ -45,30 +45,7 @@ def server(tmp_path: Path) -> Iterator[XmppdProcess]:
 
 async def _pep(server: XmppdProcess, jid: str, interests: tuple[str, ...] = ()) -> Client:
     """A client with caps and ``+notify`` for avatar metadata (and ``interests``)."""
-    client = Client(jid, "secret", PEP_PLUGINS)
-    for ns in interests:
-        client.plugin["xep_0163"].add_interest(ns)
-    client.plugin["feature_mechanisms"].unencrypted_plain = True
-    client.plugin["feature_mechanisms"].unencrypted_scram = True
-    client.connect(host="127.0.0.1", port=server.port)
-    await asyncio.wait_for(client.started, 10)
-    await client.get_roster()
-    await client.plugin["xep_0115"].update_caps(broadcast=False)
-    client.send_presence()
-    return client
-
-
-async def _befriend(a: Client, b: Client) -> None:
-    """Mutual presence subscriptions between two logged-in clients."""
-    for client in (a, b):
-        client.add_event_handler(
-            "presence_subscribe",
-            lambda p, c=client: c.send_presence(pto=p["from"].bare, ptype="subscribed"),
-        )
-    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
-    await a.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)
-    b.send_presence(pto=a.boundjid.bare, ptype="subscribe")
-    await b.next_presence(match=lambda p: p["type"] == "subscribed", timeout=5)
+    return await login_with_caps(server, jid, PEP_PLUGINS, interests)
 
 
 def _events(client: Client) -> asyncio.Queue[Any]:
@@ -137,7 +114,7 @@ def test_avatar_publish_notify_retrieve_and_access(server: XmppdProcess) -> None
         alice = await _pep(server, "alice@localhost/a")
         bob = await _pep(server, "bob@localhost/b")
         carol = await _pep(server, "carol@localhost/c")
-        await _befriend(alice, bob)
+        await befriend(alice, bob)
         info = await bob.plugin["xep_0030"].get_info(jid="alice@localhost")
         out["identity"] = ("pubsub", "pep", None, None) in info["disco_info"]["identities"]
         out["features"] = {
@@ -223,7 +200,7 @@ def test_bookmarks_are_whitelisted_and_private_storage(server: XmppdProcess) -> 
         alice = await _pep(server, "alice@localhost/desk", (BOOKMARKS,))
         phone = await _pep(server, "alice@localhost/phone", (BOOKMARKS,))
         bob = await _pep(server, "bob@localhost/b", (BOOKMARKS,))
-        await _befriend(alice, bob)
+        await befriend(alice, bob)
         await asyncio.sleep(0.3)
         phone_events, bob_events = _events(phone), _events(bob)
         options = {
@@ -288,7 +265,7 @@ def test_last_item_on_presence_survives_a_restart(server: XmppdProcess) -> None:
     async def before() -> None:
         alice = await _pep(server, "alice@localhost/a")
         bob = await _pep(server, "bob@localhost/b")
-        await _befriend(alice, bob)
+        await befriend(alice, bob)
         meta = f"<metadata xmlns='{AVATAR_META}'><info id='abc' bytes='3' type='image/png'/></metadata>"  # noqa: E501
         await _raw(alice, "set", _publish_xml(AVATAR_META, meta, "abc"))
         for client in (alice, bob):
@@ -542,7 +519,7 @@ def test_a_new_subscriber_gets_the_last_item_at_once(server: XmppdProcess) -> No
         await asyncio.sleep(0.3)
         events = _events(carol)
         quiet_before = await _quiet(events, 0.4)  # not a contact: nothing
-        await _befriend(alice, carol)
+        await befriend(alice, carol)
         event = await _next_event(events, AVATAR_META)
         out = {
             "quiet_before": quiet_before,
