@@ -22,8 +22,8 @@ from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
 from tests.conftest import in_ci, require_program
-from tests.integration.test_pep_slixmpp import _befriend, _error, _events, _next_event, _pep
-from tests.slix import login, run
+from tests.integration.test_pep_slixmpp import _error, _events, _next_event, _pep
+from tests.slix import befriend, login, run
 from tests.xmppd_process import XmppdProcess, running_server
 
 pytestmark = pytest.mark.integration
@@ -222,7 +222,7 @@ def test_xmppjs_avatar_with_a_contact_both_ways(server: XmppdProcess) -> None:
         bob = await _pep(server, "bob@localhost/b")
         seen: dict[str, Any] = {}
         try:
-            await _befriend(desk, bob)
+            await befriend(desk, bob)
             await desk.close()
             avatar = bob.plugin["xep_0084"]
             await avatar.publish_avatar(first, timeout=5)
