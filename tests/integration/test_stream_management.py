@@ -365,8 +365,11 @@ def test_client_that_never_acks_is_cut_off_and_nothing_is_lost(tmp_path: Path) -
             for n in range(1, 6):
                 alice.send_message(mto="bob@localhost/stuck", mbody=f"s{n}", mtype="chat")
             await routed(alice)
+            # The cut comes with the 4th unacked stanza; whether the 5th is still queued
+            # for the session (rerouted=5) or finds it gone (rerouted=4, then offline
+            # directly) depends on the machine's load. Either way none may be lost.
             await until(
-                lambda: "event=sm_unacked_handled jid=bob@localhost/stuck rerouted=5" in srv.log(),
+                lambda: "event=sm_unacked_handled jid=bob@localhost/stuck rerouted=" in srv.log(),
                 what="the session's end",
             )
             again = await login(srv, "bob@localhost/fresh")
