@@ -166,7 +166,12 @@ def test_converse_discovers_the_server_uploads_a_picture_and_sees_it_moderated(
                         sid = msg.xml.find("{urn:xmpp:sid:0}stanza-id").get("id")
                         image = muc.locator(f'img[src="{url}"]')
                         await image.first.wait_for(timeout=20000)
-                        loaded = await image.first.evaluate("e => e.complete && e.naturalWidth")
+                        # attached first, decoded a moment later: wait for the picture itself
+                        handle = await image.first.element_handle()
+                        await page.wait_for_function(
+                            "e => e.complete && e.naturalWidth > 0", arg=handle, timeout=20000
+                        )
+                        loaded = await image.first.evaluate("e => e.naturalWidth")
                         await _screenshot(page, "converse-discovered-upload")
 
                         # A moderator removes it; the picture leaves Converse's page.
