@@ -23,7 +23,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import in_ci
 from tests.integration.test_widget_browser import (
     CONVERSE_DIST,
     ROOM,
@@ -32,6 +31,7 @@ from tests.integration.test_widget_browser import (
     _require_browser,
     _screenshot,
     _serve_dir,
+    require_converse,
 )
 from tests.slix import login, run
 from tests.xmppd_process import make_server
@@ -66,19 +66,11 @@ async def _abort(route: Any) -> None:
     await route.abort("blockedbyclient")
 
 
-def _require_converse() -> None:
-    if not (CONVERSE_DIST / "dist" / "converse.min.js").is_file():
-        message = "Converse.js is not installed: npm ci in tests/browser"
-        if in_ci():
-            pytest.fail(message + " (.ci/run does it)", pytrace=False)
-        pytest.skip(message)
-
-
 def test_converse_discovers_the_server_uploads_a_picture_and_sees_it_moderated(
     tmp_path: Path,
 ) -> None:
     chromium = _require_browser()
-    _require_converse()
+    require_converse()
     from playwright.async_api import async_playwright
     from slixmpp import JID
 

@@ -933,6 +933,15 @@ def test_widget_shows_uploaded_pictures_inline_and_other_links_as_links(tmp_path
 CONVERSE_DIST = Path(__file__).resolve().parents[1] / "browser" / "node_modules" / "converse.js"
 
 
+def require_converse() -> None:
+    """Converse.js from tests/browser's npm packages; fail in CI, skip elsewhere."""
+    if not (CONVERSE_DIST / "dist" / "converse.min.js").is_file():
+        message = "Converse.js is not installed: npm ci in tests/browser"
+        if in_ci():
+            pytest.fail(message + " (.ci/run does it)", pytrace=False)
+        pytest.skip(message)
+
+
 def _converse_page(transport: str, http_port: int) -> str:
     if transport == "websocket":
         service = f"websocket_url: 'ws://127.0.0.1:{http_port}/xmpp-websocket',"
@@ -980,11 +989,7 @@ def _serve_dir(root: Path) -> Iterator[int]:
 def test_converse_js_logs_in_and_joins_the_room(tmp_path: Path, transport: str) -> None:
     """An unmodified Converse.js (npm converse.js, tests/browser) logs in and joins the room."""
     chromium = _require_browser()
-    if not (CONVERSE_DIST / "dist" / "converse.min.js").is_file():
-        message = "Converse.js is not installed: npm ci in tests/browser"
-        if in_ci():
-            pytest.fail(message + " (.ci/run does it)", pytrace=False)
-        pytest.skip(message)
+    require_converse()
     from playwright.async_api import async_playwright
 
     site = tmp_path / "site"
@@ -1056,11 +1061,7 @@ def test_converse_js_shows_a_moderated_message_as_removed(tmp_path: Path) -> Non
     """An unmodified Converse.js understands the room's XEP-0425 announcement: the
     moderated line's text leaves the page (Converse shows a removal notice instead)."""
     chromium = _require_browser()
-    if not (CONVERSE_DIST / "dist" / "converse.min.js").is_file():
-        message = "Converse.js is not installed: npm ci in tests/browser"
-        if in_ci():
-            pytest.fail(message + " (.ci/run does it)", pytrace=False)
-        pytest.skip(message)
+    require_converse()
     from playwright.async_api import async_playwright
     from slixmpp import JID
 
