@@ -1,0 +1,1 @@
+"""Moving a site between servers: ``xmppd import ejabberd`` and ``xmppd export``."""
