@@ -56,6 +56,7 @@ def detached(element: etree._Element) -> str:
     """``element`` serialised on its own: without the namespace declarations of the
     file around it (lxml would repeat them on a sub-element) or the ``xp:`` attributes."""
     own = copy.deepcopy(element)
+    own.tail = None
     for el in own.iter():
         for name in [n for n in el.attrib if n.startswith("{%s}" % XP)]:
             del el.attrib[name]

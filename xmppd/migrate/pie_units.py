@@ -147,10 +147,13 @@ def offline(el: etree._Element, owner: str, host: str) -> OfflineMessage:
     if el.tag != "{%s}message" % pie.CLIENT:
         raise Bad(f"<offline-messages/> holds a <{etree.QName(el).localname}/>")
     stamp = el.get("{%s}stamp" % pie.XP)
-    try:
-        when = pie.read_stamp(stamp) if stamp else delay_stamp(el, host)
-    except ValueError:
-        raise Bad(f"xp:stamp {stamp!r} is not a DateTime") from None
+    if stamp is None:
+        when = delay_stamp(el, host)
+    else:
+        try:
+            when = pie.read_stamp(stamp)
+        except ValueError:
+            raise Bad(f"xp:stamp {stamp!r} is not a DateTime") from None
     if when is None:
         when = datetime.now(UTC).replace(tzinfo=None)
     return OfflineMessage(owner, pie.detached(el), when)
