@@ -2,7 +2,8 @@
 
 Records come out in the order :class:`xmppd.storage.export.ExportStore` reads them (by
 owner, by room), which the XEP-0227 writer relies on to write each user and room once.
-Accounts carry the stored SCRAM keys of both hashes (xmppd never has the password).
+Accounts carry the stored SCRAM keys of each hash they have (xmppd never has the
+password; an account imported with one hash's keys has iterations 0 for the other).
 Rooms are ``name@<muc host>``; a nick registered for every room has the service's domain
 as its room. An offline message is dated by the ``<delay/>`` xmppd put on it when storing
 (what its recipient will see), else by when it was stored.
@@ -82,9 +83,11 @@ class XmppdSource:
                     getattr(row, f"{name}_server_key"),
                 )
                 for name in HASH_NAMES
+                if getattr(row, f"{name}_iterations") > 0  # 0: no keys of that hash
             ]
             jid = f"{row.localpart}@{self.domain}"
-            yield Account(jid, scram=keys[0], created_at=row.created_at, more_scram=tuple(keys[1:]))
+            first = keys[0] if keys else None
+            yield Account(jid, scram=first, created_at=row.created_at, more_scram=tuple(keys[1:]))
 
     def _rosters(self) -> Iterator[Record | Problem]:
         for row in self.store.roster():
