@@ -113,9 +113,10 @@ class KindWriter:
             k = tuple(row[c] for c in key)
             if k in present or k in seen:
                 if self.replace and k not in seen:
-                    again.append(row)
+                    again.append(row)  # a key given twice: the first record wins
                 else:
                     counts.skipped += 1
+                seen.add(k)
                 continue
             seen.add(k)
             fresh.append(row)
