@@ -196,7 +196,9 @@ def test_unknown_and_malformed_elements_are_problems_not_fatal(tmp_path: Path) -
     path = write(
         tmp_path,
         "<server-data xmlns='urn:xmpp:pie:0'><host jid='example.org'>"
-        "<user name='a' password='x'><frobnicate xmlns='urn:example'/>"
+        "<user name='a' password='x'><frobnicate xmlns='urn:example'>"
+        # what an unknown element holds is not read, even if it looks known
+        "<query xmlns='jabber:iq:roster'><item jid='hidden@example.org'/></query></frobnicate>"
         "<query xmlns='jabber:iq:roster'><item jid='b@example.org' subscription='sideways'/>"
         "<item jid='c@example.org' subscription='to'/><item/></query>"
         "<scram-credentials xmlns='urn:xmpp:pie:0#scram' mechanism='SCRAM-MD5'/>"
@@ -277,3 +279,17 @@ def test_not_an_xep0227_file(tmp_path: Path) -> None:
     path = write(tmp_path, "<html><body>hello</body></html>")
     records, problems = read(path, Kind.ACCOUNTS)
     assert records == [] and "not XEP-0227's root" in problems[0].text
+
+
+def test_the_file_is_parsed_once_into_a_private_spill(tmp_path: Path) -> None:
+    path = write(tmp_path, XEP_EXAMPLE)
+    source = Xep0227Source(path)
+    assert source.estimate(Kind.ACCOUNTS) is None
+    assert len(list(source.read(Kind.ACCOUNTS))) == 2
+    assert source.estimate(Kind.ROSTERS) == 1
+    spill = source._spill.directory  # type: ignore[union-attr]
+    assert spill.stat().st_mode & 0o777 == 0o700
+    path.unlink()  # later reads come from the spill
+    assert len(list(source.read(Kind.VCARDS))) == 1
+    source.close()
+    assert not spill.exists()

@@ -9,12 +9,13 @@ xmppd's MUC extension (rooms, affiliations, nicks, room archives) under ``<host/
 XInclude ``<include href/>`` is followed as XEP-0227 §5 requires, but only to files in the
 main file's directory tree (ejabberd writes one file per host next to the main one).
 
-The file is streamed: each :meth:`Xep0227Source.read` is one pass of lxml's ``iterparse``
-that clears every element once handled, so memory stays flat for archives of millions.
+The file is streamed: one pass of lxml's ``iterparse`` that clears every element once
+handled, so memory stays flat for archives of millions; the records are spilled to a
+private temporary directory kind by kind, so the reads that follow cost no parse.
 No DTD is accepted (the file is refused at its first element: no entity, internal or
 external, is ever expanded) and nothing is fetched from the network. Elements the reader
 does not know, privacy lists and PEP nodes are counted :class:`Problem`s, never fatal;
-problems about no one kind are reported in the accounts pass only, so each is listed once.
+problems about no one kind come with the accounts, so each is listed once.
 A user with a plain ``password`` gives an :class:`Account` with it (every hash can be
 derived) even if SCRAM keys are there too; a user with neither gives no account (its data
 is still read) — a problem unless xmppd marked it ``xp:external`` (forum accounts).
@@ -22,6 +23,10 @@ is still read) — a problem unless xmppd marked it ``xp:external`` (forum accou
 
 from __future__ import annotations
 
+import pickle
+import shutil
+import tempfile
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +35,7 @@ from lxml import etree
 
 from xmppd.migrate import pie
 from xmppd.migrate import pie_units as units
-from xmppd.migrate.model import Account, Kind, Problem, Record, Room, ScramKeys
+from xmppd.migrate.model import KIND_OF, Account, Kind, Problem, Record, Room, ScramKeys
 from xmppd.migrate.pie_units import Bad
 
 #: How deep XInclude may nest (XEP-0227's own layout needs 2: main → host → user).
@@ -78,32 +83,75 @@ class _Frame:
 
 
 class Xep0227Source:
-    """An XEP-0227 file (and the files it includes) as a migration :class:`Source`."""
+    """An XEP-0227 file (and the files it includes) as a migration :class:`Source`.
+
+    The first :meth:`read` parses the whole file once and spills the records, kind by
+    kind, to files in a private temporary directory (mode 0700: they hold credentials),
+    removed with the source; every read then streams its kind's file. Parsing once costs
+    a little disk and saves ten passes over a file that may be gigabytes of archive.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.description = f"XEP-0227 file {self.path.name}"
+        self._spill: _Spill | None = None
 
     def estimate(self, kind: Kind) -> int | None:
-        return None  # counting would cost a pass of its own
+        return None if self._spill is None else self._spill.counts[kind]
 
     def read(self, kind: Kind) -> Iterator[Record | Problem]:
-        walk = _Walk(kind, self.path.resolve().parent)
-        yield from walk.file(self.path, [_Frame("top")], 0)
+        if self._spill is None:
+            walk = _Walk(self.path.resolve().parent)
+            self._spill = _Spill(walk.file(self.path, [_Frame("top")], 0))
+        return self._spill.read(kind)
+
+    def close(self) -> None:
+        """Remove the spilled records now (they also go when the source is collected)."""
+        if self._spill is not None:
+            self._spill.cleanup()
+            self._spill = None
+
+
+class _Spill:
+    """Records written kind by kind to pickle streams, read back in the order they came.
+    Problems about no one kind go with the accounts, so each is listed once."""
+
+    def __init__(self, items: Iterator[Record | Problem]) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="xmppd-xep0227-"))  # mode 0700
+        self.cleanup = weakref.finalize(self, shutil.rmtree, self.directory, ignore_errors=True)
+        self.counts = dict.fromkeys(Kind, 0)
+        files = {k: open(self._path(k), "wb") for k in Kind}
+        try:
+            for item in items:
+                kind = item.kind if isinstance(item, Problem) else KIND_OF[type(item)]
+                kind = kind or Kind.ACCOUNTS
+                pickle.dump(item, files[kind], protocol=pickle.HIGHEST_PROTOCOL)
+                self.counts[kind] += not isinstance(item, Problem)
+        finally:
+            for f in files.values():
+                f.close()
+
+    def _path(self, kind: Kind) -> Path:
+        return self.directory / kind.name
+
+    def read(self, kind: Kind) -> Iterator[Record | Problem]:
+        # our own pickles, in a directory only this user can enter
+        with open(self._path(kind), "rb") as f:
+            while True:
+                try:
+                    yield pickle.load(f)  # noqa: S301
+                except EOFError:
+                    return
 
 
 class _Walk:
-    """One pass over the file, yielding ``kind``'s records (and the general problems when
-    ``kind`` is the first)."""
+    """One pass over the file (and its includes), yielding every record and problem."""
 
-    def __init__(self, kind: Kind, root: Path) -> None:
-        self.kind = kind
+    def __init__(self, root: Path) -> None:
         self.root = root
-        self.general = kind is Kind.ACCOUNTS
 
     def problem(self, kind: Kind | None, where: str, text: str) -> Iterator[Problem]:
-        if kind is self.kind or (kind is None and self.general):
-            yield Problem(kind, where, text)
+        yield Problem(kind, where, text)
 
     def file(self, path: Path, frames: list[_Frame], depth: int) -> Iterator[Record | Problem]:
         name = path.name
@@ -131,26 +179,24 @@ class _Walk:
                             return
                     if unit_depth:
                         unit_depth += 1 if event == "start" else -1
-                        if unit_depth:
-                            continue
-                        if event == "end":
+                        if unit_depth == 0:
                             yield from self.unit(stack[-1], el, f"{name}:{el.sourceline}")
                             yield from self.include(el, stack, depth)
                             _forget(el)
-                            continue
-                    if event == "start":
-                        kind = _container(stack[-1].kind, el.tag)
-                        if kind is None and stack[-1].kind == "top":
-                            text = f"<{etree.QName(el).localname}/> is not XEP-0227's root"
-                            yield from self.problem(None, name, text)
-                            return
-                        if kind is None:
-                            unit_depth = 1
-                        else:
-                            stack.append(self.enter(kind, el, stack[-1]))
-                    else:
+                        continue
+                    if event == "end":
                         yield from self.leave(stack.pop(), f"{name}:{el.sourceline}")
                         _forget(el)
+                        continue
+                    kind = _container(stack[-1].kind, el.tag)
+                    if kind is None and stack[-1].kind == "top":
+                        text = f"<{etree.QName(el).localname}/> is not XEP-0227's root"
+                        yield from self.problem(None, name, text)
+                        return
+                    if kind is None:
+                        unit_depth = 1
+                    else:
+                        stack.append(self.enter(kind, el, stack[-1]))
         except etree.XMLSyntaxError as exc:
             yield from self.problem(None, name, f"is not well-formed XML: {exc}; the rest is lost")
 
@@ -174,9 +220,9 @@ class _Walk:
         return frame
 
     def leave(self, frame: _Frame, where: str) -> Iterator[Record | Problem]:
-        if frame.kind == "user" and self.kind is Kind.ACCOUNTS:
+        if frame.kind == "user":
             yield from self.account(frame, where)
-        elif frame.kind == "room" and self.kind is Kind.ROOMS and not frame.archive_only:
+        elif frame.kind == "room" and not frame.archive_only:
             try:
                 yield _room(frame)
             except (Bad, ValueError) as exc:
@@ -249,8 +295,6 @@ class _Walk:
             parent.room[_ROOM_FIELDS[tag]] = el.text or ""
             if tag == "{%s}subject" % _M:
                 parent.room["subject_nick"] = el.get("nick", "")
-            return
-        if want is not self.kind:
             return
         try:
             for record in _convert(parent, el):
