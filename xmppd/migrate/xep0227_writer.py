@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -184,7 +185,7 @@ class _Writer:
         if first is None:
             return
         with self.xf.element("{%s}offline-messages" % pie.PIE):
-            for msg in (first, *messages):
+            for msg in itertools.chain((first,), messages):
                 el = self.stanza(Kind.OFFLINE, f"offline message of {msg.owner}", msg.stanza)
                 if el is None:
                     continue
@@ -217,7 +218,7 @@ class _Writer:
         if first is None:
             return
         with self.xf.element("{%s}archive" % pie.PIE_MAM, nsmap={None: pie.PIE_MAM}):
-            for msg in (first, *messages):
+            for msg in itertools.chain((first,), messages):
                 el = self.stanza(Kind.ACCOUNT_ARCHIVE, f"{msg.owner} {msg.stanza_id}", msg.stanza)
                 if el is not None:
                     result = _result(msg.stanza_id, msg.stamp, el)
@@ -276,7 +277,7 @@ class _Writer:
             if first is None:
                 return
             with self.xf.element("{%s}archive" % pie.PIE_MAM, nsmap={None: pie.PIE_MAM}):
-                for msg in (first, *messages):
+                for msg in itertools.chain((first,), messages):
                     el = self.stanza(Kind.ROOM_ARCHIVE, f"{msg.room} {msg.stanza_id}", msg.stanza)
                     if el is None:
                         continue
