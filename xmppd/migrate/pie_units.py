@@ -32,6 +32,19 @@ from xmppd.migrate.model import (
 )
 
 SUBSCRIPTIONS = ("none", "to", "from", "both")
+# tags and attribute names, built once (an archive is millions of elements)
+_ITEM = "{%s}item" % pie.ROSTER
+_GROUP = "{%s}group" % pie.ROSTER
+_PENDING_IN = "{%s}pending-in" % pie.XP
+_DELAY = "{%s}delay" % pie.DELAY
+_MESSAGE = "{%s}message" % pie.CLIENT
+_STAMP = "{%s}stamp" % pie.XP
+_RESULT = "{%s}result" % pie.MAM
+_FORWARDED = "{%s}forwarded" % pie.FORWARD
+_WITH = "{%s}with" % pie.XP
+_OUTGOING = "{%s}outgoing" % pie.XP
+_NICK = "{%s}nick" % pie.XP_MUC
+_SENDER = "{%s}sender" % pie.XP_MUC
 AFFILIATIONS = ("owner", "admin", "member", "outcast")
 
 
@@ -96,7 +109,7 @@ def old_scram(text: str) -> ScramKeys:
 def roster(el: etree._Element, owner: str) -> Iterator[RosterItem | Bad]:
     """RFC 6121 roster items; a bad item is one :class:`Bad`, the others still count."""
     for item in el:
-        if item.tag != "{%s}item" % pie.ROSTER:
+        if item.tag != _ITEM:
             yield Bad(f"unknown roster child <{etree.QName(item).localname}/>")
             continue
         try:
@@ -107,14 +120,14 @@ def roster(el: etree._Element, owner: str) -> Iterator[RosterItem | Bad]:
             ask = item.get("ask")
             if ask not in (None, "subscribe"):
                 raise Bad(f"roster item {contact}: ask {ask!r}")
-            groups = tuple(g.text or "" for g in item if g.tag == "{%s}group" % pie.ROSTER)
+            groups = tuple(g.text or "" for g in item if g.tag == _GROUP)
             yield RosterItem(
                 owner=owner,
                 contact=contact,
                 name=item.get("name", ""),
                 subscription=subscription,
                 ask_out=ask == "subscribe",
-                pending_in=pie.parse_flag(item.get("{%s}pending-in" % pie.XP), False),
+                pending_in=pie.parse_flag(item.get(_PENDING_IN), False),
                 approved=pie.parse_flag(item.get("approved"), False),
                 groups=groups,
             )
@@ -132,7 +145,7 @@ def pending(el: etree._Element, owner: str) -> PendingSubscription:
 
 def delay_stamp(el: etree._Element, host: str) -> datetime | None:
     """The XEP-0203 stamp among ``el``'s <delay/>s (``host``'s first), or None."""
-    delays = [d for d in el if d.tag == "{%s}delay" % pie.DELAY and d.get("stamp")]
+    delays = [d for d in el if d.tag == _DELAY and d.get("stamp")]
     delays.sort(key=lambda d: d.get("from") != host)  # ours first
     for delay in delays:
         try:
@@ -144,9 +157,9 @@ def delay_stamp(el: etree._Element, host: str) -> datetime | None:
 
 def offline(el: etree._Element, owner: str, host: str) -> OfflineMessage:
     """A stored message; its time from xmppd's ``xp:stamp``, else its <delay/>, else now."""
-    if el.tag != "{%s}message" % pie.CLIENT:
+    if el.tag != _MESSAGE:
         raise Bad(f"<offline-messages/> holds a <{etree.QName(el).localname}/>")
-    stamp = el.get("{%s}stamp" % pie.XP)
+    stamp = el.get(_STAMP)
     if stamp is None:
         when = delay_stamp(el, host)
     else:
@@ -166,7 +179,7 @@ def vcard(el: etree._Element, owner: str) -> VCard:
 def private(el: etree._Element, owner: str) -> Iterator[PrivateXml]:
     """One record per namespace (XEP-0049 keys by it), its elements in document order."""
     by_ns: dict[str, list[str]] = {}
-    for child in el:
+    for child in list(el):  # detached() takes each out of the query
         if not isinstance(child.tag, str):
             continue
         namespace = etree.QName(child).namespace
@@ -179,13 +192,13 @@ def private(el: etree._Element, owner: str) -> Iterator[PrivateXml]:
 
 def _forwarded(el: etree._Element, host: str) -> tuple[str, datetime, etree._Element]:
     """(id, stamp, message) of an XEP-0313 ``<result/>`` as XEP-0227 1.1 archives it."""
-    if el.tag != "{%s}result" % pie.MAM:
+    if el.tag != _RESULT:
         raise Bad(f"an <archive/> holds a <{etree.QName(el).localname}/>")
     stanza_id = el.get("id")
     if not stanza_id:
         raise Bad("an archived <result/> has no id")
-    fwd = el.find("{%s}forwarded" % pie.FORWARD)
-    message = None if fwd is None else fwd.find("{%s}message" % pie.CLIENT)
+    fwd = el.find(_FORWARDED)
+    message = None if fwd is None else fwd.find(_MESSAGE)
     if fwd is None or message is None:
         raise Bad(f"archived result {stanza_id!r} has no <forwarded><message/>")
     when = delay_stamp(fwd, host)
@@ -198,8 +211,8 @@ def account_message(el: etree._Element, owner: str, host: str) -> AccountMessage
     """An archived one-to-one message; direction and partner from xmppd's attributes,
     else from the message's from/to as seen by ``owner``."""
     stanza_id, when, message = _forwarded(el, host)
-    with_jid = el.get("{%s}with" % pie.XP)
-    outgoing_text = el.get("{%s}outgoing" % pie.XP)
+    with_jid = el.get(_WITH)
+    outgoing_text = el.get(_OUTGOING)
     if outgoing_text is not None:
         try:
             outgoing = pie.parse_flag(outgoing_text, False)
@@ -217,10 +230,10 @@ def account_message(el: etree._Element, owner: str, host: str) -> AccountMessage
 
 def room_message(el: etree._Element, room: str, host: str) -> RoomMessage:
     stanza_id, when, message = _forwarded(el, host)
-    nick = el.get("{%s}nick" % pie.XP_MUC)
+    nick = el.get(_NICK)
     if nick is None:  # a MUC message comes from room@service/nick
         nick = (message.get("from") or "").partition("/")[2]
-    sender = el.get("{%s}sender" % pie.XP_MUC, "")
+    sender = el.get(_SENDER, "")
     return RoomMessage(room, stanza_id, when, nick, sender, pie.detached(message))
 
 
