@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -85,9 +86,19 @@ def scram_keys(el: etree._Element) -> ScramKeys:
         raise Bad("<iter-count/> is not a number") from None
     if iterations < 1:
         raise Bad("<iter-count/> must be positive")
-    return ScramKeys(
-        hash_name, _b64(el, "salt"), iterations, _b64(el, "stored-key"), _b64(el, "server-key")
-    )
+    salt, stored, server = _b64(el, "salt"), _b64(el, "stored-key"), _b64(el, "server-key")
+    size = hashlib.new(hash_name).digest_size
+    if len(stored) != size:
+        # ejabberd 23.01 keeps its keys as base64 text and encodes them once more on export
+        try:
+            salt, stored, server = (
+                base64.b64decode(v, validate=True) for v in (salt, stored, server)
+            )
+        except (binascii.Error, ValueError):
+            raise Bad(f"<stored-key/> is not a {mechanism} key") from None
+    if len(stored) != size or len(server) != size:
+        raise Bad(f"<stored-key/> or <server-key/> is not a {mechanism} key")
+    return ScramKeys(hash_name, salt, iterations, stored, server)
 
 
 def old_scram(text: str) -> ScramKeys:

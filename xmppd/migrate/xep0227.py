@@ -2,7 +2,8 @@
 
 What is read (docs/xep0227.md has the whole format): ``<server-data>`` (``urn:xmpp:pie:0``
 or the drafts' namespace) → ``<host jid>`` → ``<user name password?>`` with
-``<scram-credentials/>`` (XEP-0227 1.1) or ejabberd's older ``password='scram:…'``, the
+``<scram-credentials/>`` (XEP-0227 1.1; ejabberd 23.01 base64-encodes its keys twice:
+both are read) or ejabberd's older ``password='scram:…'``, the
 roster, ``<presence type='subscribe'/>`` (pending requests, as ejabberd writes them),
 ``<offline-messages/>``, the vCard, private storage and the 1.1 message archive; and
 xmppd's MUC extension (rooms, affiliations, nicks, room archives) under ``<host/>``.
