@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from xmppd.migrate.erlang_format import format_term
 from xmppd.migrate.erlang_terms import (
     Atom,
     Charlist,
@@ -21,7 +22,9 @@ from xmppd.migrate.erlang_terms import (
     ImproperList,
     Map,
     Opaque,
-    format_term,
+    _Fallback,
+    _fast_parse,
+    _Parser,
     iter_term_texts,
     iter_terms,
     parse_term,
@@ -221,3 +224,34 @@ def test_format_then_parse_is_identity(term: object) -> None:
 def test_stream_of_formatted_terms(items: list[object], chunk: int) -> None:
     src = "".join(format_term(t) + ".\n" for t in items)
     assert [t for _, t in iter_terms(io.StringIO(src), chunk=chunk)] == items
+
+
+_dump_like = st.recursive(
+    st.from_regex(r"[a-z][a-z0-9_@]{0,8}", fullmatch=True).map(Atom)
+    | st.integers(-(2**70), 2**70)
+    | st.binary(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.lists(children, max_size=4).map(tuple),
+    max_leaves=20,
+)
+
+
+@given(_dump_like, st.sampled_from(["", "\n   ", " "]))
+@settings(max_examples=200, deadline=None)
+def test_the_fast_path_reads_what_dumps_hold_like_the_parser(term: object, gap: str) -> None:
+    """The dump path (tuples, lists, bare atoms, integers, binaries) is read by the fast
+    scanner, never by falling back, and gives what the recursive parser gives."""
+    src = format_term(term).replace(",", "," + gap) + ".\n"
+    parser = _Parser(src, 1)
+    slow = parser.term()
+    parser.end(True)
+    assert _fast_parse(src, True) == slow == term
+    # with a byte's text shown as a string, as ~p shows printable binaries
+    assert parse_term('{<<"a\\"b">>,<<"x" "y">>,<<>>}') == (b'a"b', b"xy", b"")
+
+
+@pytest.mark.parametrize("src", ["{a,}", "[,a]", "{a b}", "{a,[b}", "a,b", "{a}}", "<<256>>"])
+def test_the_fast_path_gives_bad_text_to_the_parser(src: str) -> None:
+    with pytest.raises(_Fallback):
+        _fast_parse(src, False)
+    with pytest.raises(ErlangSyntaxError):
+        parse_term(src)

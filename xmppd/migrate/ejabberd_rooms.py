@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from xmppd.migrate.erlang_terms import Atom, Charlist, format_term, parse_term, text
+from xmppd.migrate.erlang_format import format_term
+from xmppd.migrate.erlang_terms import Atom, Charlist, parse_term, text
 from xmppd.migrate.model import Affiliation, Kind, Problem, Room
 
 __all__ = ["RoomParts", "convert_room", "parse_sql_opts", "room_jid"]
