@@ -203,3 +203,15 @@ def test_a_dump_with_crlf_and_a_broken_middle_record_goes_on(tmp_path: Path) -> 
     accounts, problems = _read(MnesiaDumpSource(path), Kind.ACCOUNTS)
     assert [a.jid for a in accounts] == ["bob@example.org", "carol@example.org"]
     assert problems[0].where == "line 20" and "column 22: unexpected ','" in problems[0].text
+
+
+def test_a_header_with_other_fields_is_said_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.txt"
+    text = DUMP.read_text("latin-1").replace("askmessage,xs]", "askmessage]", 1)
+    path.write_text(text, "latin-1")
+    _, problems = _read(MnesiaDumpSource(path), Kind.ACCOUNTS)
+    header = [p for p in problems if p.where == "table roster"]
+    assert len(header) == 1 and "not ejabberd 23.01's" in header[0].text
+    path.write_text("{tables,[{roster,oops}]}.\n", "latin-1")
+    _, problems = _read(MnesiaDumpSource(path), Kind.ACCOUNTS)
+    assert [p.where for p in problems] == ["line 1"] and "header is unreadable" in problems[0].text

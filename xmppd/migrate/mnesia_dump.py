@@ -48,6 +48,38 @@ NOT_IMPORTED = {
 _KIND_TABLE = {kind: table for table, (kinds, _) in CONVERTERS.items() for kind in kinds}
 
 
+#: ``record_info(fields, R)`` of the tables read, in ejabberd 23.01 (include/*.hrl).
+ATTRIBUTES = {
+    "passwd": ["us", "password"],
+    "roster": ["usj", "us", "jid", "name", "subscription", "ask", "groups", "askmessage", "xs"],
+    "offline_msg": ["us", "timestamp", "expire", "from", "to", "packet"],
+    "vcard": ["us", "vcard"],
+    "private_storage": ["usns", "xml"],
+    "muc_room": ["name_host", "opts"],
+    "muc_registered": ["us_host", "nick"],
+    "archive_msg": ["us", "id", "timestamp", "peer", "bare_peer", "packet", "nick", "type"],
+}
+
+
+def _check_header(text: str, line: int) -> Iterator[Problem]:
+    """The ``{tables, [{Table, [{record_name, R}, {attributes, Fields}]}]}`` header: a
+    table whose fields are not ejabberd 23.01's is said once, before its records fail."""
+    try:
+        _, defs = parse_term(text, line=line, dot=True)
+        found = {str(t): [str(a) for a in dict(props)["attributes"]] for t, props in defs}
+    except (ErlangSyntaxError, ValueError, TypeError, KeyError) as exc:
+        yield Problem(None, f"line {line}", f"the {{tables, ...}} header is unreadable: {exc}")
+        return
+    for table, fields in ATTRIBUTES.items():
+        if table in found and found[table] != fields:
+            yield Problem(
+                None,
+                f"table {table}",
+                f"fields {found[table]} are not ejabberd 23.01's {fields}: its records "
+                "may not be read",
+            )
+
+
 def looks_like_dump(path: Path) -> bool:
     """Whether ``path`` starts like a dump (``{tables,``): for ``import`` auto-detection."""
     try:
@@ -66,9 +98,10 @@ class MnesiaDumpSource:
         self.description = f"ejabberd Mnesia dump {path.name}"
         self._counts: Counter[str] | None = None
 
-    def _groups(self, wanted: str | None, seen: Counter[str]) -> Iterator[tuple[int, str, str]]:
-        """(first line, table, text) of each record of table ``wanted`` (every record
-        when None); ``seen`` counts records per table (``"?"``: not a ``{tag, ...``)."""
+    def _groups(self, wanted: frozenset[str], seen: Counter[str]) -> Iterator[tuple[int, str, str]]:
+        """(first line, table, text) of each record of the ``wanted`` tables and of each
+        line that starts no record; ``seen`` counts records per table (``"?"``: not a
+        ``{tag, ...``)."""
         with self.path.open(encoding="latin-1", newline="") as f:
             parts: list[str] = []
             table = last = ""
@@ -88,7 +121,7 @@ class MnesiaDumpSource:
                 m = _HEAD.match(line)
                 table = m.group(1).strip("'") if m else "?"
                 seen[table] += 1
-                if wanted is None or table == wanted or table == "?":
+                if table in wanted or table == "?":
                     parts = [line]
                     first = number
             if table == "archive_msg" and last.rstrip().endswith(_GROUPCHAT_END):
@@ -100,8 +133,12 @@ class MnesiaDumpSource:
         table = _KIND_TABLE[kind]
         convert = CONVERTERS[table][1]
         seen: Counter[str] = Counter()
-        for line, tag, text in self._groups(table, seen):
+        tables = frozenset({table, "tables"} if kind is Kind.ACCOUNTS else {table})
+        for line, tag, text in self._groups(tables, seen):
             where = f"line {line}"
+            if tag == "tables":
+                yield from _check_header(text, line)
+                continue
             if tag == "?":
                 if kind is Kind.ACCOUNTS:
                     yield Problem(None, where, f"not a record: {text[:40]!r}")
@@ -136,7 +173,7 @@ class MnesiaDumpSource:
         """Records of the kind's table (an archive's by the type its records end with)."""
         if self._counts is None:
             seen: Counter[str] = Counter()
-            for _ in self._groups("", seen):
+            for _ in self._groups(frozenset(), seen):
                 pass
             self._counts = seen
         counts = self._counts
