@@ -134,6 +134,9 @@ class MnesiaDumpSource:
         convert = CONVERTERS[table][1]
         seen: Counter[str] = Counter()
         tables = frozenset({table, "tables"} if kind is Kind.ACCOUNTS else {table})
+        # a table read for two kinds says a malformed record once, with the first kind
+        # (an archive record belongs to one kind only: its type)
+        reports_malformed = kind is CONVERTERS[table][0][0] or table == "archive_msg"
         for line, tag, text in self._groups(tables, seen):
             where = f"line {line}"
             if tag == "tables":
@@ -153,10 +156,9 @@ class MnesiaDumpSource:
                     if isinstance(item, Problem):
                         item = dataclasses.replace(item, where=where)
                     yield item
-            except ErlangSyntaxError as exc:
-                yield Problem(kind, where, f"{table}: {exc}")
-            except (ValueError, TypeError, UnicodeDecodeError) as exc:
-                yield Problem(kind, where, f"{table}: {exc}")
+            except (ErlangSyntaxError, ValueError, TypeError) as exc:
+                if reports_malformed:
+                    yield Problem(kind, where, f"{table}: {exc}")
         if self._counts is None:
             self._counts = seen
         if kind is Kind.ACCOUNTS:
