@@ -32,6 +32,7 @@ from typing import Any
 from lxml import etree
 
 from xmppd.migrate.ejabberd_rooms import convert_room, room_jid
+from xmppd.migrate.erlang_format import format_term
 from xmppd.migrate.erlang_terms import Atom, text
 from xmppd.migrate.model import (
     Account,
@@ -109,7 +110,7 @@ def _scram(value: tuple[Any, ...]) -> ScramKeys:
         _, stored, server, salt, hash_atom, count = value
         hash_name = _HASHES.get(str(hash_atom)) if isinstance(hash_atom, Atom) else None
         if hash_name is None:
-            raise ValueError(f"unknown SCRAM hash {hash_atom!r}")
+            raise ValueError(f"unknown SCRAM hash {format_term(hash_atom)}")
     elif len(value) == 5:  # before the hash was kept: SHA-1
         _, stored, server, salt, count = value
         hash_name = "sha1"
@@ -153,9 +154,9 @@ def roster(term: Any, kind: Kind) -> Out:
     )
     owner, contact = _bare(user, server), _ljid(contact_ljid)
     if sub not in _SUBSCRIPTIONS or not isinstance(sub, Atom):
-        raise ValueError(f"subscription {sub!r} of {contact} in {owner}'s roster")
+        raise ValueError(f"subscription {format_term(sub)} of {contact} in {owner}'s roster")
     if ask not in _ASKS or not isinstance(ask, Atom):
-        raise ValueError(f"ask {ask!r} of {contact} in {owner}'s roster")
+        raise ValueError(f"ask {format_term(ask)} of {contact} in {owner}'s roster")
     pending_in = ask in ("in", "both")
     if kind is Kind.PENDING_SUBSCRIPTIONS:
         if pending_in:
@@ -226,7 +227,7 @@ def muc_registered(term: Any, kind: Kind) -> Out:
 def archive_msg(term: Any, kind: Kind) -> Out:
     _, (user, server), msg_id, ts, peer, _bare_peer, packet, nick, msg_type = _record(term, 9)
     if msg_type not in ("chat", "groupchat") or not isinstance(msg_type, Atom):
-        raise ValueError(f"archive type {msg_type!r}")
+        raise ValueError(f"archive type {format_term(msg_type)}")
     if (msg_type == "groupchat") != (kind is Kind.ROOM_ARCHIVE):
         return
     archive, when = _bare(user, server), stamp(ts)
