@@ -173,3 +173,56 @@ def test_sql_opts_as_bytes_or_as_a_utf8_decoded_str() -> None:
     for value in (raw, raw.decode("utf-8")):
         parts = convert_room("cafe@c", parse_sql_opts(value), "muc_room cafe")
         assert parts.room is not None and parts.room.title == "Café talk"
+
+
+# muc_room.opts of a room as ejabberd 23.01 stored it in MariaDB (list_to_binary(io_lib:print(
+# Opts)), one line; no "subscribers": mod_muc_sql keeps those in muc_room_subscribers), read
+# back from the table of a real server the test fixture configured through XMPP.
+SQL_STAFF_OPTS = (
+    '[{title,<<"Staff room">>},{description,<<"Moderators only">>},'
+    "{allow_change_subj,true},{allow_query_users,true},{allow_private_messages,true},"
+    "{allow_private_messages_from_visitors,anyone},{allow_visitor_status,true},"
+    "{allow_visitor_nickchange,true},{public,false},{public_list,true},{persistent,true},"
+    "{moderated,true},{members_by_default,true},{members_only,true},"
+    "{allow_user_invites,false},{password_protected,true},{captcha_protected,false},"
+    '{password,<<"staff-only-2023">>},{anonymous,true},{logging,false},{max_users,200},'
+    "{allow_voice_requests,true},{allow_subscription,false},{mam,true},"
+    "{presence_broadcast,[moderator,participant,visitor]},"
+    "{voice_request_min_interval,1800},{vcard,<<>>},{vcard_xupdate,undefined},"
+    '{pubsub,<<>>},{enable_hats,false},{lang,<<"en">>},{captcha_whitelist,[]},'
+    '{affiliations,[{{<<"alice">>,<<"forum.test">>,<<>>},{admin,<<"moderator">>}},'
+    '{{<<"bob">>,<<"forum.test">>,<<>>},{owner,<<>>}},{{<<"dave">>,<<"forum.test">>,<<>>},'
+    '{member,<<"new moderator">>}},{{<<"troll">>,<<"elsewhere.example">>,<<>>},'
+    '{outcast,<<"abuse">>}}]},{roles,[{{<<"alice">>,<<"forum.test">>,<<>>},moderator},'
+    '{{<<"dave">>,<<"forum.test">>,<<>>},participant}]},'
+    '{subject,[{text,<<>>,<<"Staff business">>}]},{subject_author,<<"Bob">>},'
+    "{hats_users,[]},{hibernation_time,undefined}]"
+)
+
+
+def test_real_sql_opts_of_ejabberd_2301() -> None:
+    parts = convert_room("staff@conference.forum.test", parse_sql_opts(SQL_STAFF_OPTS), "staff")
+    assert parts.room == Room(
+        jid="staff@conference.forum.test",
+        title="Staff room",
+        description="Moderators only",
+        public=False,
+        members_only=True,
+        moderated=True,
+        password="staff-only-2023",
+        whois="moderators",
+        change_subject=True,
+        max_occupants=200,
+        subject="Staff business",
+        subject_nick="Bob",
+    )
+    room = "staff@conference.forum.test"
+    assert parts.affiliations == [
+        Affiliation(room, "alice@forum.test", "admin", "moderator"),
+        Affiliation(room, "bob@forum.test", "owner"),
+        Affiliation(room, "dave@forum.test", "member", "new moderator"),
+        Affiliation(room, "troll@elsewhere.example", "outcast", "abuse"),
+    ]
+    assert [p.text for p in parts.problems] == [
+        "room staff@conference.forum.test: roles (2 entries) not carried over"
+    ]
