@@ -8,7 +8,7 @@ does not parse, a domain xmppd does not serve, a stanza that is not a message…
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +20,8 @@ from xmppd.muc.roomconfig import ALLOW_PM, WHOIS, RoomSettings
 from xmppd.storage.models import JID_MAX, NICK_MAX, utcnow
 
 __all__ = ["Refused", "RowMaker"]
+
+_MEMO = 50_000
 
 
 class Refused(ValueError):
@@ -42,13 +44,24 @@ class RowMaker:
     muc_host: str | None
     domains: DomainMap
 
+    _seen: dict[str, JID | str] = field(default_factory=dict)
+
     def jid(self, raw: str, *, bare: bool = True) -> JID:
-        try:
-            parsed = JID.parse(self.domains.jid(raw))
-        except JIDError as exc:
-            raise Refused(f"invalid JID {raw!r}: {exc}") from None
-        if len(str(parsed)) > JID_MAX:
-            raise Refused(f"JID too long: {raw!r}")
+        """``raw`` mapped and parsed (PRECIS is not cheap: an archive names few JIDs many
+        times, so the last :data:`_MEMO` distinct ones are remembered)."""
+        parsed = self._seen.get(raw)
+        if parsed is None:
+            try:
+                parsed = JID.parse(self.domains.jid(raw))
+                if len(str(parsed)) > JID_MAX:
+                    parsed = f"JID too long: {raw!r}"
+            except JIDError as exc:
+                parsed = f"invalid JID {raw!r}: {exc}"
+            if len(self._seen) >= _MEMO:
+                self._seen.clear()
+            self._seen[raw] = parsed
+        if isinstance(parsed, str):
+            raise Refused(parsed)
         return parsed.bare if bare else parsed
 
     def local(self, raw: str) -> JID:
