@@ -207,6 +207,8 @@ def test_import_an_ejabberd_database(ejabberd_db: tuple[str, bool], tmp_path: Pa
 
     server.start()
     try:
+        busy = _import(server, url, *host)  # never under a running server
+        assert busy.returncode == 1 and "xmppd is running" in busy.stderr
         run(lambda: _clients(server), 60)
     finally:
         server.stop()

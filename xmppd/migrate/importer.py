@@ -279,5 +279,4 @@ class Importer:
     def _stored_registry(self) -> NickRegistry:
         if self.store is None:
             return NickRegistry()
-        with self.store.kind(False) as reader:  # read only: nothing is written
-            return reader.nick_registry()
+        return self.store.nick_registry()

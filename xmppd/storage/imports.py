@@ -64,6 +64,14 @@ class Counts:
         return self
 
 
+def _registry(conn: sa.Connection) -> NickRegistry:
+    nicks = models.muc_nicks
+    registry = NickRegistry()
+    rows = conn.execute(sa.select(nicks.c.room, nicks.c.nick, nicks.c.jid))
+    registry.replace_all((r.room, r.nick, r.jid) for r in rows)
+    return registry
+
+
 class KindWriter:
     """Writes of one kind, in the one transaction :meth:`ImportStore.kind` opened."""
 
@@ -151,13 +159,7 @@ class KindWriter:
 
     def nick_registry(self) -> NickRegistry:
         """Every registration already stored, loaded as the server loads them."""
-        nicks = models.muc_nicks
-        registry = NickRegistry()
-        registry.replace_all(
-            (r.room, r.nick, r.jid)
-            for r in self.conn.execute(sa.select(nicks.c.room, nicks.c.nick, nicks.c.jid))
-        )
-        return registry
+        return _registry(self.conn)
 
     def put_nick(self, room: str, nick: str, jid: str, created_at: Any) -> None:
         """Give ``jid`` exactly ``nick`` in ``room`` (the caller checked the registry)."""
@@ -184,6 +186,11 @@ class ImportStore:
             writer = KindWriter(conn, replace)
             yield writer
             writer.bump_roster_versions()
+
+    def nick_registry(self) -> NickRegistry:
+        """The stored registrations, read without a write transaction (a dry run)."""
+        with self.db.connection() as conn:
+            return _registry(conn)
 
     def served_rooms(self) -> set[str]:
         """Names of the rooms xmppd holds (an archive for another room is a problem)."""
