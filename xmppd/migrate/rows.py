@@ -16,6 +16,7 @@ from xmppd.jid import JID, JIDError
 from xmppd.migrate import model as m
 from xmppd.migrate.domains import DomainMap
 from xmppd.migrate.passwords import key_columns
+from xmppd.migrate.stanzas import StanzaProblem, as_archived
 from xmppd.muc.roomconfig import ALLOW_PM, WHOIS, RoomSettings
 from xmppd.storage.models import JID_MAX, NICK_MAX, utcnow
 
@@ -178,13 +179,18 @@ class RowMaker:
         sender = ""
         if r.sender:
             sender = str(self.jid(r.sender))
+        name = self.room(r.room)
+        try:
+            stanza = as_archived(r.stanza, r.room, r.stanza_id, r.nick)
+        except StanzaProblem as exc:
+            raise Refused(str(exc)) from None
         return {
-            "room": self.room(r.room),
+            "room": name,
             "stanza_id": r.stanza_id,
             "stamp": _naive(r.stamp),
             "nick": r.nick[:NICK_MAX],
             "sender": sender,
-            "stanza": self.domains.stanza(r.stanza),
+            "stanza": self.domains.stanza(stanza),
             "origin_id": None,
         }
 
@@ -192,12 +198,17 @@ class RowMaker:
         if not r.stanza_id or len(r.stanza_id) > 64:
             raise Refused(f"archive id {r.stanza_id!r} is not 1..64 characters")
         other = self.jid(r.with_jid, bare=False)
+        owner = str(self.local(r.owner))
+        try:
+            stanza = as_archived(r.stanza, r.owner, r.stanza_id, None)
+        except StanzaProblem as exc:
+            raise Refused(str(exc)) from None
         return {
-            "owner": str(self.local(r.owner)),
+            "owner": owner,
             "stanza_id": r.stanza_id,
             "with_bare": str(other.bare),
             "with_resource": other.resource or "",
             "outgoing": r.outgoing,
             "stamp": _naive(r.stamp),
-            "stanza": self.domains.stanza(r.stanza),
+            "stanza": self.domains.stanza(stanza),
         }

@@ -19,7 +19,14 @@ from lxml import etree
 from xmppd.muc.history import parse_stamp
 from xmppd.xml import ns
 
-__all__ = ["StanzaProblem", "account_stanza", "room_stanza", "sender_of", "stamp_of"]
+__all__ = [
+    "StanzaProblem",
+    "account_stanza",
+    "as_archived",
+    "room_stanza",
+    "sender_of",
+    "stamp_of",
+]
 
 SID = "urn:xmpp:sid:0"
 _STANZA_ID = "{%s}stanza-id" % SID
@@ -97,3 +104,19 @@ def stamp_of(xml: str) -> datetime | None:
         return parse_stamp(match.group(1)).replace(tzinfo=None)
     except ValueError:
         return None
+
+
+def _stamped(xml: str, stanza_id: str, by: str) -> bool:
+    """Whether :func:`room_stanza`/:func:`account_stanza` made ``xml`` (cheap: a suffix)."""
+    return xml.endswith(f'<stanza-id xmlns="{SID}" id="{stanza_id}" by="{by}"/></message>')
+
+
+def as_archived(xml: str, archive: str, stanza_id: str, nick: str | None) -> str:
+    """A reader's archived message in xmppd's form, whichever reader made it: a room's
+    (``nick`` given) through :func:`room_stanza`, an account's through
+    :func:`account_stanza`, unless it already is."""
+    if _stamped(xml, stanza_id, archive):
+        return xml
+    if nick is not None:
+        return room_stanza(xml, archive, nick, stanza_id)
+    return account_stanza(xml, archive, stanza_id)
