@@ -76,7 +76,7 @@ def _print_report(report: Any, description: str, dry_run: bool) -> None:
             continue
         verb = "would offer" if dry_run else "added"
         print(f"  {kind.value:22} read {read:>9}  {verb} {c.added:>9}  replaced {c.replaced:>7}"
-              f"  skipped {c.skipped:>7}")  # fmt: skip
+              f"  skipped {c.skipped:>7}  left out {c.left_out:>7}")  # fmt: skip
     print(f"problems: {len(report.problems)}")
     for p in report.problems:
         print(f"  [{p.kind.value if p.kind else '-'}] {p.where}: {p.text}")

@@ -35,7 +35,14 @@ import sqlalchemy as sa
 
 from xmppd.migrate import model as m
 from xmppd.migrate.ejabberd_rooms import convert_room, parse_sql_opts
-from xmppd.migrate.stanzas import StanzaProblem, account_stanza, room_stanza, sender_of, stamp_of
+from xmppd.migrate.stanzas import (
+    NoBody,
+    StanzaProblem,
+    account_stanza,
+    room_stanza,
+    sender_of,
+    stamp_of,
+)
 
 __all__ = ["EjabberdSqlSource", "roster_states", "scram_of"]
 
@@ -245,6 +252,8 @@ class EjabberdSqlSource:
             stamp = datetime.fromtimestamp(int(r.timestamp) / 1e6, UTC).replace(tzinfo=None)
             try:
                 stanza = room_stanza(r.xml, room, r.nick or "", sid)
+            except NoBody:
+                stanza = r.xml  # the importer counts it as left out
             except StanzaProblem as exc:
                 yield m.Problem(m.Kind.ROOM_ARCHIVE, f"archive {room} {sid}", str(exc))
                 continue

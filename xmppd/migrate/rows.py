@@ -16,17 +16,21 @@ from xmppd.jid import JID, JIDError
 from xmppd.migrate import model as m
 from xmppd.migrate.domains import DomainMap
 from xmppd.migrate.passwords import key_columns
-from xmppd.migrate.stanzas import StanzaProblem, as_archived
+from xmppd.migrate.stanzas import NoBody, StanzaProblem, as_archived
 from xmppd.muc.roomconfig import ALLOW_PM, WHOIS, RoomSettings
 from xmppd.storage.models import JID_MAX, NICK_MAX, utcnow
 
-__all__ = ["Refused", "RowMaker"]
+__all__ = ["LeftOut", "Refused", "RowMaker"]
 
 _MEMO = 50_000
 
 
 class Refused(ValueError):
     """A record xmppd cannot take; the text says why."""
+
+
+class LeftOut(Exception):
+    """A record xmppd deliberately does not keep (counted, not a problem)."""
 
 
 def _naive(when: datetime | None) -> datetime:
@@ -182,6 +186,8 @@ class RowMaker:
         name = self.room(r.room)
         try:
             stanza = as_archived(r.stanza, r.room, r.stanza_id, r.nick)
+        except NoBody as exc:
+            raise LeftOut(str(exc)) from None
         except StanzaProblem as exc:
             raise Refused(str(exc)) from None
         return {

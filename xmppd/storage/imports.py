@@ -56,11 +56,14 @@ class Counts:
     added: int = 0
     replaced: int = 0
     skipped: int = 0
+    #: records deliberately not kept (the importer's rules say which)
+    left_out: int = 0
 
     def __iadd__(self, other: Counts) -> Counts:
         self.added += other.added
         self.replaced += other.replaced
         self.skipped += other.skipped
+        self.left_out += other.left_out
         return self
 
 
