@@ -100,7 +100,9 @@ def _where(record: Any) -> str:
 class Importer:
     """One import of one source into one database (``db`` may be None for a dry run)."""
 
-    def __init__(self, db: Database | None, domain: str, muc_host: str | None, options: Options):
+    def __init__(
+        self, db: Database | None, domain: str, muc_host: str | None, options: Options
+    ) -> None:
         self.db = db
         self.store = ImportStore(db) if db is not None else None
         self.options = options

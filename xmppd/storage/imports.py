@@ -83,7 +83,9 @@ class KindWriter:
         self.replace = replace
         self._roster_owners: set[str] = set()
 
-    def _present(self, table: sa.Table, key: tuple[str, ...], rows: Sequence[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    def _present(
+        self, table: sa.Table, key: tuple[str, ...], rows: Sequence[dict[str, Any]]
+    ) -> set[tuple[Any, ...]]:
         """The keys of ``rows`` already in ``table`` (grouped by the key's first column)."""
         first, rest = key[0], key[1:]
         groups: dict[Any, list[Any]] = defaultdict(list)
