@@ -97,6 +97,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma list from {', '.join(SCENARIOS)} (default: all)",
     )
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 3, quick 1)")
+    p.add_argument(
+        "--alternate",
+        action="store_true",
+        help="repetitions in rounds: each round runs every server once, the order reversed "
+        "every round (A B, B A, ...), so drift in the machine's load falls on both alike",
+    )
     p.add_argument("--quick", action="store_true", help="short smoke run")
     p.add_argument("--duration", type=float, help="seconds per timed scenario run")
     p.add_argument("--workers", type=int, help="concurrent login workers (default 50)")
@@ -169,6 +175,18 @@ def prepare(server: Server, accounts: int, fresh: bool) -> dict:
     if info.get("accounts"):
         log(f"{server.name}: accounts created {info['accounts']}")
     return info
+
+
+def rounds(servers: list[Server], args) -> list[tuple[list[Server], argparse.Namespace]]:
+    """The order servers run in: all repetitions of one server after the other's, or with
+    ``--alternate`` one repetition per round, A B then B A, so each gets the same share of
+    whatever else the machine is doing."""
+    if not args.alternate:
+        return [(list(servers), args)]
+    one = argparse.Namespace(**{**vars(args), "reps": 1})
+    return [
+        (list(servers) if i % 2 == 0 else list(reversed(servers)), one) for i in range(args.reps)
+    ]
 
 
 def run_scenarios(server: Server, args, params: dict, mechanism: str, deadline: float) -> dict:
@@ -380,17 +398,20 @@ def main(argv: list[str] | None = None) -> int:
             + "; ".join(f"{s.name}: {' '.join(s.mechanisms)}" for s in servers)
             + ")"
         )
-        for server in servers:
-            log(f"{server.name}: running {', '.join(args.scenarios)}")
-            try:
-                report["runs"][server.name] = run_scenarios(
-                    server, args, params, mechanism, deadline
-                )
-            except (OSError, RuntimeError, TimeoutError) as exc:
-                log(f"{server.name}: aborted: {exc}")
-                report["runs"].setdefault(server.name, {})["error"] = str(exc)[:1000]
-            finally:
-                server.stop()
+        for order, round_args in rounds(servers, args):
+            for server in order:
+                log(f"{server.name}: running {', '.join(args.scenarios)}")
+                try:
+                    runs = run_scenarios(server, round_args, params, mechanism, deadline)
+                except (OSError, RuntimeError, TimeoutError) as exc:
+                    log(f"{server.name}: aborted: {exc}")
+                    report["runs"].setdefault(server.name, {})["error"] = str(exc)[:1000]
+                else:
+                    mine = report["runs"].setdefault(server.name, {})
+                    for scenario, scenario_runs in runs.items():
+                        mine.setdefault(scenario, []).extend(scenario_runs)
+                finally:
+                    server.stop()
     except KeyboardInterrupt:
         log("interrupted; stopping servers and writing what we have")
         report["interrupted"] = True

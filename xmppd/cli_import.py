@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xmppd.config import Config
+
+if TYPE_CHECKING:
+    from xmppd.migrate.importer import Report
 
 __all__ = ["add_parser", "cmd_import"]
 
@@ -65,7 +68,7 @@ def _server_answers(config: Config) -> bool:
     return True
 
 
-def _print_report(report: Any, description: str, dry_run: bool) -> None:
+def _print_report(report: Report, description: str, dry_run: bool) -> None:
     from xmppd.migrate.model import Kind
 
     print(f"{'dry run: ' if dry_run else ''}{description}")
@@ -76,7 +79,7 @@ def _print_report(report: Any, description: str, dry_run: bool) -> None:
             continue
         verb = "would offer" if dry_run else "added"
         print(f"  {kind.value:22} read {read:>9}  {verb} {c.added:>9}  replaced {c.replaced:>7}"
-              f"  skipped {c.skipped:>7}")  # fmt: skip
+              f"  skipped {c.skipped:>7}  left out {c.left_out:>7}")  # fmt: skip
     print(f"problems: {len(report.problems)}")
     for p in report.problems:
         print(f"  [{p.kind.value if p.kind else '-'}] {p.where}: {p.text}")

@@ -7,6 +7,7 @@ serialised once (DESIGN.md data flow), so nothing here copies trees per recipien
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from lxml import etree
@@ -35,6 +36,7 @@ class Session:
     """A bound client resource (or, later, a BOSH/WebSocket one: same object)."""
 
     __slots__ = (
+        "ack_barriers",
         "available",
         "bare",
         "bare_str",
@@ -106,6 +108,10 @@ class Session:
         #: Stanzas sent, by the first byte of their name: the server's counts once bound
         #: (``xmppd.metrics``); a plain list, as this runs once per recipient.
         self.sent = UNCOUNTED
+        #: XEP-0198: what must be durable before the client is told its stanzas were
+        #: received (``<a/>``): one wait per service, the newest replacing the older
+        #: (:meth:`AccountMamService.routed`); None while there is nothing to wait for.
+        self.ack_barriers: dict[object, Callable[[], Awaitable[None]]] | None = None
 
     @property
     def attached(self) -> bool:

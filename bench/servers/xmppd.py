@@ -107,7 +107,10 @@ class Xmppd(Server):
 
     @property
     def checkout(self) -> Path:
-        return REPO
+        # BENCH_CHECKOUT=DIR runs "xmppd" from another checkout with its own .venv (e.g. one
+        # commit against another with this bench's scenarios and configs)
+        path = os.environ.get("BENCH_CHECKOUT", "")
+        return Path(path).resolve() if path else REPO
 
     @property
     def config_path(self) -> Path:

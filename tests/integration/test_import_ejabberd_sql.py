@@ -12,7 +12,6 @@ archive ids as stanza-ids. Plus: importing twice, ``--dry-run``, ``--replace``, 
 from __future__ import annotations
 
 import base64
-import importlib.util
 import re
 import subprocess
 import sys
@@ -27,9 +26,7 @@ from tests.db_fixtures import Kind, temporary_database
 from tests.slix import login, run
 from tests.xmppd_process import XmppdProcess, make_server
 from xmppd.auth.scram import derive_scram
-from xmppd.muc.roomconfig import RoomSettings
 from xmppd.storage import Database
-from xmppd.storage.muc import MucStore, Write
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +34,6 @@ SCHEMAS = Path("/usr/share/ejabberd/sql")
 OLD, ROOM_HOST = "old.example", "conference.old.example"
 MESSAGES = 40
 FIRST_TS = 1_680_000_000_000_000  # microseconds: ejabberd's archive ids
-ROOMS_READER = importlib.util.find_spec("xmppd.migrate.ejabberd_rooms") is not None
 
 
 def _schema(kind: Kind, multi_host: bool) -> list[str]:
@@ -106,6 +102,12 @@ def _rows(multi_host: bool) -> dict[str, list[dict[str, Any]]]:
             f'<message xmlns="jabber:client" from="bob@{OLD}/pc" to="alice@{OLD}/phone" '
             'type="chat"><body>hi alice</body></message>'),
     })  # fmt: skip
+    rows["archive"].append({  # a subject change: ejabberd archives it, xmppd's rooms do not
+        "username": f"lobby@{ROOM_HOST}", "timestamp": FIRST_TS + 3, "peer": f"alice@{OLD}/x",
+        "bare_peer": f"alice@{OLD}", "kind": "groupchat", "nick": "Alice", "txt": "", "xml": (
+            f'<message xmlns="jabber:client" from="alice@{OLD}/x" to="lobby@{ROOM_HOST}" '
+            'type="groupchat"><subject>Welcome</subject></message>'),
+    })  # fmt: skip
     rows["archive"].append({
         "username": f"lobby@{ROOM_HOST}", "timestamp": FIRST_TS + 7, "peer": f"bob@{OLD}/x",
         "bare_peer": f"bob@{OLD}", "kind": "groupchat", "nick": "Bob", "txt": "", "xml": "<broken",
@@ -145,31 +147,15 @@ def _count(db: Database, table: str) -> int:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
 
 
-def _prepare_room(server: XmppdProcess) -> None:
-    """Without the room-options reader (another branch), the room is made as xmppd's
-    service makes it, so its archive has a room to land in."""
-    if ROOMS_READER:
-        return
-    db = server.database()
-    try:
-        db.upgrade()
-        values = {"name": "lobby", "settings_json": RoomSettings(title="Lobby").to_json(),
-                  "subject": "", "subject_nick": ""}  # fmt: skip
-        MucStore(db).write_batch([Write("room", values)])
-    finally:
-        db.dispose()
-
-
 def test_import_an_ejabberd_database(ejabberd_db: tuple[str, bool], tmp_path: Path) -> None:
     url, multi_host = ejabberd_db
     server = make_server(tmp_path)
-    _prepare_room(server)
     host = [] if multi_host else ["--host", OLD]
     db = server.database()
     try:
         dry = _import(server, url, "--dry-run", *host)
         assert dry.returncode == 0, dry.stderr
-        assert re.search(r"room archive\s+read\s+41", dry.stdout), dry.stdout
+        assert re.search(r"room archive\s+read\s+42 .* left out\s+1\n", dry.stdout), dry.stdout
         assert _count(db, "users") == 0 and _count(db, "muc_messages") == 0  # nothing written
         assert "alice's old password" not in dry.stdout + dry.stderr
 
@@ -192,6 +178,13 @@ def test_import_an_ejabberd_database(ejabberd_db: tuple[str, bool], tmp_path: Pa
                                           "owner = 'alice@localhost'")).scalar_one()  # fmt: skip
             bookmark = conn.execute(sa.text("SELECT xml FROM private_xml")).scalar_one()
         assert nicks == {("", "Alice", "alice@localhost")} and groups == '["Friends"]'
+        with db.connection() as conn:
+            room = conn.execute(sa.text("SELECT name, settings_json FROM muc_rooms")).one()
+            owners = list(
+                conn.execute(sa.text("SELECT room, jid, affiliation FROM muc_affiliations"))
+            )
+        assert room.name == "lobby" and '"title": "Lobby"' in room.settings_json
+        assert owners == [("lobby", "alice@localhost", "owner")]
         assert 'jid="lobby@conference.localhost"' in bookmark  # --map-domain inside XML
 
         again = _import(server, url, *host)  # idempotent
@@ -207,6 +200,8 @@ def test_import_an_ejabberd_database(ejabberd_db: tuple[str, bool], tmp_path: Pa
 
     server.start()
     try:
+        busy = _import(server, url, *host)  # never under a running server
+        assert busy.returncode == 1 and "xmppd is running" in busy.stderr
         run(lambda: _clients(server), 60)
     finally:
         server.stop()

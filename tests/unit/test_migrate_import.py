@@ -248,15 +248,21 @@ def test_import_twice_dry_run_replace_strict(db: Database) -> None:
 
 
 def test_problems_of_the_reader_are_listed_not_fatal(db: Database) -> None:
+    subject = (f'<message xmlns="jabber:client" from="lobby@{MUC}/n" type="groupchat">'
+               "<subject>New topic</subject></message>")  # fmt: skip
     src = ListSource(
         _room(),
         m.Problem(m.Kind.ROOM_ARCHIVE, "archive 42", "not well-formed XML"),
         *_messages(2),
         m.RoomMessage(f"gone@{MUC}", "5", datetime(2024, 1, 1), "n", "", "<message/>"),
+        m.RoomMessage(f"lobby@{MUC}", "6", datetime(2024, 1, 1), "n", "", subject),
     )
-    report = run(db, src)
+    report = run(db, src, strict=True)
     wheres = sorted(p.where for p in report.problems)  # type: ignore[attr-defined]
-    assert wheres[0] == "archive 42" and len(wheres) == 2
+    assert wheres[0] == "archive 42" and len(wheres) == 2  # the subject change is no problem
+    assert _archive(db) == []  # --strict: nothing written
+    report = run(db, src)
+    assert report.written[m.Kind.ROOM_ARCHIVE].left_out == 1  # type: ignore[attr-defined]
     assert len(_archive(db)) == 2
 
 

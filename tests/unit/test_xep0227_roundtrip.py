@@ -33,7 +33,8 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
 
 def x(text: str) -> str:
-    """``text`` as the server stores XML: serialised by lxml."""
+    """``text`` as the server stores XML: serialised by lxml (archived messages carry the
+    archive's stanza-id, as the room and the account archive put it in)."""
     return etree.tostring(etree.fromstring(text), encoding="unicode")
 
 
@@ -78,7 +79,8 @@ def populate(db: Database, archive: int = BATCH + 5, destroyed_room: bool = True
     AccountArchiveStore(db).write_batch([
         ArchiveRow(f"bob@{D}", f"m{i}", f"alice@{D}", "phone" if i % 2 else "", i % 3 == 0,
                    T0 + timedelta(seconds=i),
-                   x(f"<message xmlns='jabber:client' type='chat'><body>{i}</body></message>"))
+                   x(f"<message xmlns='jabber:client' type='chat'><body>{i}</body>"
+                     f"<stanza-id xmlns='urn:xmpp:sid:0' id='m{i}' by='bob@{D}'/></message>"))
         for i in range(archive)
     ])  # fmt: skip
     settings = RoomSettings(title="Lobby", description="Talk", members_only=True,
@@ -97,7 +99,8 @@ def populate(db: Database, archive: int = BATCH + 5, destroyed_room: bool = True
         Write("message", {"room": room, "stanza_id": f"{room}-{i}", "stamp": T0 + timedelta(
             milliseconds=i), "nick": "bob", "sender": f"bob@{D}" if i % 2 else "",
             "stanza": x(f"<message xmlns='jabber:client' from='{room}@{MUC}/bob' type='groupchat'>"
-                        f"<body>line {i} &lt;3</body></message>"), "origin_id": None})
+                        f"<body>line {i} &lt;3</body><stanza-id xmlns='urn:xmpp:sid:0' "
+                        f"id='{room}-{i}' by='{room}@{MUC}'/></message>"), "origin_id": None})
         for room, count in (("lobby", archive), ("gone", 3 if destroyed_room else 0))
         # "gone": a destroyed room, whose archive xmppd keeps
         for i in range(count)

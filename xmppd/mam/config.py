@@ -28,6 +28,13 @@ class MamConfig:
     #: Archive writes: at most this many per batch, at least every ``flush_interval`` s.
     batch_size: int = 500
     flush_interval: float = 0.25
+    #: Durable one-to-one messages (issue 15): a client's XEP-0198 ``<a/>`` counts a message
+    #: as received only once its archive rows are committed (group commit), so a crash
+    #: loses no message the sender was told the server has: the recipient finds it in the
+    #: archive even if it waited in a detached session's memory.
+    durable: bool = True
+    #: Seconds an ``<a/>`` waits for that commit (database down or slow); then it is sent.
+    max_commit_wait: float = 5.0
 
     def validate(self) -> None:
         if self.default not in ("always", "never", "roster"):
@@ -39,3 +46,5 @@ class MamConfig:
                 raise ConfigError.at(key, "must be at least 1")
         if self.flush_interval <= 0:
             raise ConfigError.at("flush_interval", "must be positive")
+        if not 0.05 <= self.max_commit_wait <= 300:
+            raise ConfigError.at("max_commit_wait", "must be between 0.05 and 300 seconds")

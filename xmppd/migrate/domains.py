@@ -9,14 +9,14 @@ a ``<delay from=…>``). Domains are compared in lower case (they are IDNA names
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-
-from lxml import etree
 
 __all__ = ["DomainMap", "parse_mapping"]
 
-_ATTRS = ("to", "from", "by", "jid")
-_PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+#: one JID-valued attribute inside a tag
+_MEMO = 50_000
+_ATTR = re.compile(r"""(\s(?:to|from|by|jid)\s*=\s*)(?:"([^"]*)"|'([^']*)')""")
 
 
 def parse_mapping(text: str) -> tuple[str, str]:
@@ -35,6 +35,10 @@ class DomainMap:
         self._pairs = dict(pairs)
         # The longest old domain first: a mapping of conference.old beats one of old.
         self._order = sorted(self._pairs, key=len, reverse=True)
+        self._memo: dict[str, str] = {}  # an archive names few JIDs, many times
+        names = "|".join(re.escape(old) for old in self._order) or "(?!)"
+        #: a start or empty-element tag naming an old domain somewhere inside it
+        self._tags = re.compile(r"<[^<>!?/][^<>]*?(?:%s)[^<>]*>" % names, re.IGNORECASE)
 
     def __bool__(self) -> bool:
         return bool(self._pairs)
@@ -52,19 +56,32 @@ class DomainMap:
         """``local@domain/resource`` with its domain mapped (a bare domain too)."""
         if not self._pairs or not jid:
             return jid
-        head, slash, resource = jid.partition("/")
-        local, at, domain = head.rpartition("@")
-        return f"{local}{at}{self.domain(domain)}{slash}{resource}"
+        mapped = self._memo.get(jid)
+        if mapped is None:
+            head, slash, resource = jid.partition("/")
+            local, at, domain = head.rpartition("@")
+            mapped = f"{local}{at}{self.domain(domain)}{slash}{resource}"
+            if len(self._memo) >= _MEMO:
+                self._memo.clear()
+            self._memo[jid] = mapped
+        return mapped
 
     def stanza(self, xml: str) -> str:
-        """``xml`` with the JID attributes of every element mapped (unchanged when no old
-        domain occurs in it: most rows of a big archive are not parsed at all)."""
-        if not self._pairs or not any(old in xml.lower() for old in self._order):
+        """``xml`` with the JID attributes of every element mapped.
+
+        Done on the serialized text, not a tree (an archive has millions of rows): in
+        well-formed XML a ``<`` outside markup is always escaped, so each ``<…>`` span is
+        a tag, and only the ``to``/``from``/``by``/``jid`` attributes inside tags change;
+        text (a body naming the old domain) stays as written. Unchanged when no old
+        domain occurs in it."""
+        if not self._pairs:
             return xml
-        root = etree.fromstring(xml.encode("utf-8"), _PARSER)
-        for el in root.iter():
-            for name in _ATTRS:
-                value = el.get(name)
-                if value:
-                    el.set(name, self.jid(value))
-        return etree.tostring(root, encoding="unicode")
+        return self._tags.sub(self._tag, xml)
+
+    def _tag(self, tag: re.Match[str]) -> str:
+        return _ATTR.sub(self._attr, tag.group(0))
+
+    def _attr(self, attr: re.Match[str]) -> str:
+        if attr.group(2) is not None:
+            return f'{attr.group(1)}"{self.jid(attr.group(2))}"'
+        return f"{attr.group(1)}'{self.jid(attr.group(3))}'"

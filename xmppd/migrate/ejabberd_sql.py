@@ -16,8 +16,8 @@ What the columns hold (ejabberd 23.01's ``ejabberd_auth_sql``, ``mod_roster_sql`
   (``username`` the room's bare JID); ``timestamp`` in microseconds is the archive id
   clients saw as stanza-id; ``peer`` the other party (for a room, the sender's real JID);
   ``nick`` the occupant's nick.
-- ``muc_room.opts`` and the Mnesia dump hold the same Erlang terms: they are read by
-  :mod:`xmppd.migrate.erlang_terms` and :mod:`xmppd.migrate.ejabberd_rooms`.
+- ``muc_room.opts`` holds the same Erlang term as the Mnesia dump's rooms: it is read by
+  :mod:`xmppd.migrate.ejabberd_rooms` (with :mod:`xmppd.migrate.erlang_terms`).
 
 Every query has bound parameters only; archives are streamed with a server-side cursor.
 """
@@ -27,13 +27,22 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from xmppd.migrate import model as m
-from xmppd.migrate.stanzas import StanzaProblem, account_stanza, room_stanza, sender_of, stamp_of
+from xmppd.migrate.ejabberd_rooms import convert_room, parse_sql_opts
+from xmppd.migrate.stanzas import (
+    NoBody,
+    StanzaProblem,
+    account_stanza,
+    room_stanza,
+    sender_of,
+    stamp_of,
+)
 
 __all__ = ["EjabberdSqlSource", "roster_states", "scram_of"]
 
@@ -193,30 +202,32 @@ class EjabberdSqlSource:
         for r in self._select("private_storage", "username, namespace, data"):
             yield m.PrivateXml(self._jid(r.username, r.sh), r.namespace, r.data)
 
-    def _room_records(self, wanted: type) -> Iterator[m.Record | m.Problem]:
-        try:
-            from xmppd.migrate.ejabberd_rooms import room_records
-            from xmppd.migrate.erlang_terms import parse_term
-        except ImportError:
-            yield m.Problem(None, "muc_room", "reading room options needs "
-                            "xmppd.migrate.ejabberd_rooms, which this xmppd lacks")  # fmt: skip
-            return
-        for r in self._select("muc_room", "name, host, opts, created_at", "created_at"):
-            jid = f"{r.name}@{r.host}"
+    def _room_records(self, kind: m.Kind) -> Iterator[m.Record | m.Problem]:
+        """Rooms or their affiliations from ``muc_room.opts`` (a room's problems are
+        listed with the rooms, once)."""
+        cols = "name, host, opts, created_at"
+        for r in self._select("muc_room", cols, "created_at, name"):
+            jid, where = f"{r.name}@{r.host}", f"muc_room {r.name}@{r.host}"
             try:
-                opts = parse_term(r.opts)
+                opts = parse_sql_opts(r.opts)
             except ValueError as exc:
-                yield m.Problem(None, f"muc_room {jid}", f"opts: {exc}")
+                if kind is m.Kind.ROOMS:
+                    yield m.Problem(m.Kind.ROOMS, where, f"opts: {exc}")
                 continue
-            for record in room_records(jid, opts, created_at=_when(r.created_at)):
-                if isinstance(record, wanted | m.Problem):
-                    yield record
+            parts = convert_room(jid, opts, where)
+            if kind is m.Kind.AFFILIATIONS:
+                yield from parts.affiliations
+                continue
+            if parts.room is not None:
+                created = _when(r.created_at)
+                yield replace(parts.room, created_at=created) if created else parts.room
+            yield from parts.problems
 
     def _rooms(self) -> Iterator[m.Record | m.Problem]:
-        yield from self._room_records(m.Room)
+        yield from self._room_records(m.Kind.ROOMS)
 
     def _affiliations(self) -> Iterator[m.Record | m.Problem]:
-        yield from self._room_records(m.Affiliation)
+        yield from self._room_records(m.Kind.AFFILIATIONS)
 
     def _nicks(self) -> Iterator[m.Record | m.Problem]:
         for r in self._select("muc_registered", "jid, host, nick, created_at", "created_at, nick"):
@@ -241,6 +252,8 @@ class EjabberdSqlSource:
             stamp = datetime.fromtimestamp(int(r.timestamp) / 1e6, UTC).replace(tzinfo=None)
             try:
                 stanza = room_stanza(r.xml, room, r.nick or "", sid)
+            except NoBody:
+                stanza = r.xml  # the importer counts it as left out
             except StanzaProblem as exc:
                 yield m.Problem(m.Kind.ROOM_ARCHIVE, f"archive {room} {sid}", str(exc))
                 continue

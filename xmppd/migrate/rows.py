@@ -8,7 +8,7 @@ does not parse, a domain xmppd does not serve, a stanza that is not a message…
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,14 +16,21 @@ from xmppd.jid import JID, JIDError
 from xmppd.migrate import model as m
 from xmppd.migrate.domains import DomainMap
 from xmppd.migrate.passwords import key_columns
+from xmppd.migrate.stanzas import NoBody, StanzaProblem, as_archived
 from xmppd.muc.roomconfig import ALLOW_PM, WHOIS, RoomSettings
 from xmppd.storage.models import JID_MAX, NICK_MAX, utcnow
 
-__all__ = ["Refused", "RowMaker"]
+__all__ = ["LeftOut", "Refused", "RowMaker"]
+
+_MEMO = 50_000
 
 
 class Refused(ValueError):
     """A record xmppd cannot take; the text says why."""
+
+
+class LeftOut(Exception):
+    """A record xmppd deliberately does not keep (counted, not a problem)."""
 
 
 def _naive(when: datetime | None) -> datetime:
@@ -42,13 +49,24 @@ class RowMaker:
     muc_host: str | None
     domains: DomainMap
 
+    _seen: dict[str, JID | str] = field(default_factory=dict)
+
     def jid(self, raw: str, *, bare: bool = True) -> JID:
-        try:
-            parsed = JID.parse(self.domains.jid(raw))
-        except JIDError as exc:
-            raise Refused(f"invalid JID {raw!r}: {exc}") from None
-        if len(str(parsed)) > JID_MAX:
-            raise Refused(f"JID too long: {raw!r}")
+        """``raw`` mapped and parsed (PRECIS is not cheap: an archive names few JIDs many
+        times, so the last :data:`_MEMO` distinct ones are remembered)."""
+        parsed = self._seen.get(raw)
+        if parsed is None:
+            try:
+                parsed = JID.parse(self.domains.jid(raw))
+                if len(str(parsed)) > JID_MAX:
+                    parsed = f"JID too long: {raw!r}"
+            except JIDError as exc:
+                parsed = f"invalid JID {raw!r}: {exc}"
+            if len(self._seen) >= _MEMO:
+                self._seen.clear()
+            self._seen[raw] = parsed
+        if isinstance(parsed, str):
+            raise Refused(parsed)
         return parsed.bare if bare else parsed
 
     def local(self, raw: str) -> JID:
@@ -165,13 +183,20 @@ class RowMaker:
         sender = ""
         if r.sender:
             sender = str(self.jid(r.sender))
+        name = self.room(r.room)
+        try:
+            stanza = as_archived(r.stanza, r.room, r.stanza_id, r.nick)
+        except NoBody as exc:
+            raise LeftOut(str(exc)) from None
+        except StanzaProblem as exc:
+            raise Refused(str(exc)) from None
         return {
-            "room": self.room(r.room),
+            "room": name,
             "stanza_id": r.stanza_id,
             "stamp": _naive(r.stamp),
             "nick": r.nick[:NICK_MAX],
             "sender": sender,
-            "stanza": self.domains.stanza(r.stanza),
+            "stanza": self.domains.stanza(stanza),
             "origin_id": None,
         }
 
@@ -179,12 +204,17 @@ class RowMaker:
         if not r.stanza_id or len(r.stanza_id) > 64:
             raise Refused(f"archive id {r.stanza_id!r} is not 1..64 characters")
         other = self.jid(r.with_jid, bare=False)
+        owner = str(self.local(r.owner))
+        try:
+            stanza = as_archived(r.stanza, r.owner, r.stanza_id, None)
+        except StanzaProblem as exc:
+            raise Refused(str(exc)) from None
         return {
-            "owner": str(self.local(r.owner)),
+            "owner": owner,
             "stanza_id": r.stanza_id,
             "with_bare": str(other.bare),
             "with_resource": other.resource or "",
             "outgoing": r.outgoing,
             "stamp": _naive(r.stamp),
-            "stanza": self.domains.stanza(r.stanza),
+            "stanza": self.domains.stanza(stanza),
         }

@@ -19,7 +19,15 @@ from lxml import etree
 from xmppd.muc.history import parse_stamp
 from xmppd.xml import ns
 
-__all__ = ["StanzaProblem", "account_stanza", "room_stanza", "sender_of", "stamp_of"]
+__all__ = [
+    "NoBody",
+    "StanzaProblem",
+    "account_stanza",
+    "as_archived",
+    "room_stanza",
+    "sender_of",
+    "stamp_of",
+]
 
 SID = "urn:xmpp:sid:0"
 _STANZA_ID = "{%s}stanza-id" % SID
@@ -32,11 +40,19 @@ _DROPPED = {
     "{urn:xmpp:mam:tmp}archived",
 }
 _MESSAGE = "{%s}message" % ns.CLIENT
+_BODY = "{%s}body" % ns.CLIENT
+_HAS_BODY = re.compile(r"<body[\s/>]")
 _PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
 
 
 class StanzaProblem(ValueError):
     """A stored stanza that is not a message xmppd can archive."""
+
+
+class NoBody(StanzaProblem):
+    """A groupchat message without a ``<body/>`` (a subject change, a chat state): xmppd
+    keeps only messages with a body in a room's archive, and a subject message in the join
+    history would end the history early (XEP-0045 §7.2.15, §7.2.16)."""
 
 
 def _parse(xml: str) -> etree._Element:
@@ -60,6 +76,8 @@ def sender_of(xml: str) -> str:
 def room_stanza(xml: str, room_jid: str, nick: str, stanza_id: str) -> str:
     """The row's stanza as xmppd's room would have archived it (see the module doc)."""
     root = _parse(xml)
+    if root.find(_BODY) is None:
+        raise NoBody("no <body>: not kept in a room's archive (a subject change, a chat state)")
     root.attrib.pop("to", None)
     root.set("from", f"{room_jid}/{nick}")
     root.set("type", "groupchat")
@@ -97,3 +115,21 @@ def stamp_of(xml: str) -> datetime | None:
         return parse_stamp(match.group(1)).replace(tzinfo=None)
     except ValueError:
         return None
+
+
+def _stamped(xml: str, stanza_id: str, by: str) -> bool:
+    """Whether :func:`room_stanza`/:func:`account_stanza` made ``xml`` (cheap: a suffix)."""
+    return xml.endswith(f'<stanza-id xmlns="{SID}" id="{stanza_id}" by="{by}"/></message>')
+
+
+def as_archived(xml: str, archive: str, stanza_id: str, nick: str | None) -> str:
+    """A reader's archived message in xmppd's form, whichever reader made it: a room's
+    (``nick`` given) through :func:`room_stanza`, an account's through
+    :func:`account_stanza`, unless it already is."""
+    if _stamped(xml, stanza_id, archive):
+        if nick is not None and not _HAS_BODY.search(xml):
+            raise NoBody("no <body>: not kept in a room's archive")
+        return xml
+    if nick is not None:
+        return room_stanza(xml, archive, nick, stanza_id)
+    return account_stanza(xml, archive, stanza_id)

@@ -221,7 +221,7 @@ class _Writer:
             for msg in itertools.chain((first,), messages):
                 el = self.stanza(Kind.ACCOUNT_ARCHIVE, f"{msg.owner} {msg.stanza_id}", msg.stanza)
                 if el is not None:
-                    result = _result(msg.stanza_id, msg.stamp, el)
+                    result = _result(msg.stanza_id, msg.stamp, el, "xp", pie.XP)
                     result.set("{%s}with" % pie.XP, msg.with_jid)
                     result.set("{%s}outgoing" % pie.XP, pie.flag(msg.outgoing))
                     self.xf.write(result)
@@ -281,7 +281,7 @@ class _Writer:
                     el = self.stanza(Kind.ROOM_ARCHIVE, f"{msg.room} {msg.stanza_id}", msg.stanza)
                     if el is None:
                         continue
-                    result = _result(msg.stanza_id, msg.stamp, el)
+                    result = _result(msg.stanza_id, msg.stamp, el, "muc", pie.XP_MUC)
                     result.set("{%s}nick" % pie.XP_MUC, msg.nick)
                     if msg.sender:
                         result.set("{%s}sender" % pie.XP_MUC, msg.sender)
@@ -343,8 +343,11 @@ def _roster(items: list[RosterItem]) -> etree._Element:
     return query
 
 
-def _result(stanza_id: str, stamp: Any, message: etree._Element) -> etree._Element:
-    result = _el("{%s}result" % pie.MAM, nsmap={None: pie.MAM}, id=stanza_id)
+def _result(
+    stanza_id: str, stamp: Any, message: etree._Element, prefix: str, namespace: str
+) -> etree._Element:
+    """XEP-0227 1.1's archived message; ``prefix`` names our attributes' namespace."""
+    result = _el("{%s}result" % pie.MAM, nsmap={None: pie.MAM, prefix: namespace}, id=stanza_id)
     fwd = etree.SubElement(result, "{%s}forwarded" % pie.FORWARD, nsmap={None: pie.FORWARD})
     delay = etree.SubElement(fwd, "{%s}delay" % pie.DELAY, nsmap={None: pie.DELAY})
     delay.set("stamp", pie.format_stamp(stamp))

@@ -30,9 +30,14 @@ where its results would fill more than half the client's send queue
 
 Writes are queued and written in batches by :meth:`AccountMamService.run` (at most
 ``batch_size`` rows, at least every ``flush_interval`` s); a query writes the queue first
-so that what was delivered is findable. The same task deletes messages older than
-``retention_days`` once an hour. While the database is down, at most
-:data:`MAX_QUEUED_ROWS` rows wait in memory; later ones are dropped and logged.
+so that what was delivered is findable. With ``durable`` (the default), a sender's XEP-0198
+``<a/>`` waits until the rows of the messages it counts are committed (the writer is woken at
+once; every row queued meanwhile goes in the same commit), so a crash never loses a message
+the sender was told the server has: even one that only waited in a detached session's
+memory is in the recipient's archive, where clients catch up after reconnecting.
+The same task deletes messages older than ``retention_days`` once an hour. While the
+database is down, at most :data:`MAX_QUEUED_ROWS` rows wait in memory; later ones are
+dropped and logged.
 Preference lists hold at most ``max_pref_jids`` JIDs each (``policy-violation`` beyond;
 nothing is stored).
 """
@@ -42,6 +47,7 @@ from __future__ import annotations
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Self
 
 import trio
@@ -139,6 +145,11 @@ class AccountMamService(Service):
         #: the last stamp given: stamps never go back, so ids and stamps grow together
         self._last_stamp = datetime.min.replace(tzinfo=UTC)
         self.written = 0
+        #: rows queued / committed since start: a row's number is its place in the queue
+        #: order, and rows are committed in that order (a failed batch goes back in front)
+        self.queued_seq = 0
+        self.committed_seq = 0
+        self._committed = trio.Event()
         #: rows dropped because the queue was full (the database was down for long)
         self.dropped = 0
 
@@ -213,8 +224,29 @@ class AccountMamService(Service):
             with_bare, resource = str(other.bare), other.resource or ""
             row = ArchiveRow(owner, stanza_id, with_bare, resource, outgoing, stamp, xml)
             self._queue.append(row)
+        self.queued_seq += len(rows)
+        origin = msg.origin
+        if self.config.durable and origin is not None and origin.sm is not None:
+            # the sender's next <a/> waits for these rows (the newest wait covers older)
+            barriers = origin.ack_barriers
+            if barriers is None:
+                barriers = origin.ack_barriers = {}
+            barriers[self] = partial(self.committed, self.queued_seq)
         if len(self._queue) >= self.config.batch_size:
             self._wakeup.set()
+
+    async def committed(self, seq: int) -> None:
+        """Return once the rows numbered up to ``seq`` are committed (group commit: the
+        writer is woken now and writes everything queued in one go), or after
+        ``max_commit_wait`` seconds (database down: logged, the rows stay queued)."""
+        if self.committed_seq >= seq:
+            return
+        self._wakeup.set()
+        with trio.move_on_after(self.config.max_commit_wait):
+            while self.committed_seq < seq:
+                await self._committed.wait()
+            return
+        log.warning("event=mam_ack_before_commit seq=%d committed=%d", seq, self.committed_seq)
 
     async def _wants(self, owner: str, other: str) -> bool:
         """The owner's preferences (XEP-0441) for a conversation with bare JID ``other``."""
@@ -339,6 +371,9 @@ class AccountMamService(Service):
                     self._queue[:0] = batch
                     return False
                 self.written += len(batch)
+                self.committed_seq += len(batch)
+                self._committed.set()
+                self._committed = trio.Event()
         return True
 
     async def purge(self) -> int:

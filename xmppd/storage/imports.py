@@ -56,12 +56,23 @@ class Counts:
     added: int = 0
     replaced: int = 0
     skipped: int = 0
+    #: records deliberately not kept (the importer's rules say which)
+    left_out: int = 0
 
     def __iadd__(self, other: Counts) -> Counts:
         self.added += other.added
         self.replaced += other.replaced
         self.skipped += other.skipped
+        self.left_out += other.left_out
         return self
+
+
+def _registry(conn: sa.Connection) -> NickRegistry:
+    nicks = models.muc_nicks
+    registry = NickRegistry()
+    rows = conn.execute(sa.select(nicks.c.room, nicks.c.nick, nicks.c.jid))
+    registry.replace_all((r.room, r.nick, r.jid) for r in rows)
+    return registry
 
 
 class KindWriter:
@@ -72,7 +83,9 @@ class KindWriter:
         self.replace = replace
         self._roster_owners: set[str] = set()
 
-    def _present(self, table: sa.Table, key: tuple[str, ...], rows: Sequence[dict[str, Any]]):  # type: ignore[no-untyped-def]
+    def _present(
+        self, table: sa.Table, key: tuple[str, ...], rows: Sequence[dict[str, Any]]
+    ) -> set[tuple[Any, ...]]:
         """The keys of ``rows`` already in ``table`` (grouped by the key's first column)."""
         first, rest = key[0], key[1:]
         groups: dict[Any, list[Any]] = defaultdict(list)
@@ -151,13 +164,7 @@ class KindWriter:
 
     def nick_registry(self) -> NickRegistry:
         """Every registration already stored, loaded as the server loads them."""
-        nicks = models.muc_nicks
-        registry = NickRegistry()
-        registry.replace_all(
-            (r.room, r.nick, r.jid)
-            for r in self.conn.execute(sa.select(nicks.c.room, nicks.c.nick, nicks.c.jid))
-        )
-        return registry
+        return _registry(self.conn)
 
     def put_nick(self, room: str, nick: str, jid: str, created_at: Any) -> None:
         """Give ``jid`` exactly ``nick`` in ``room`` (the caller checked the registry)."""
@@ -184,6 +191,11 @@ class ImportStore:
             writer = KindWriter(conn, replace)
             yield writer
             writer.bump_roster_versions()
+
+    def nick_registry(self) -> NickRegistry:
+        """The stored registrations, read without a write transaction (a dry run)."""
+        with self.db.connection() as conn:
+            return _registry(conn)
 
     def served_rooms(self) -> set[str]:
         """Names of the rooms xmppd holds (an archive for another room is a problem)."""

@@ -127,6 +127,8 @@ class C2SDriver:
                 self._sm_enabled(event)
                 continue
             if isinstance(event, AckAnswer):  # the stanzas it counts are routed now
+                if session is not None and session.ack_barriers:
+                    await self._durable(session)
                 self.stream.send(event.data)
                 self.flush()
                 continue
@@ -138,6 +140,15 @@ class C2SDriver:
                 continue
             pending.extend(await self._negotiation_event(event))
         return not self.stream.closed
+
+    @staticmethod
+    async def _durable(session: Session) -> None:
+        """Before ``<a/>`` counts a stanza as received: what routing it queued for the
+        database is committed (its archive rows), so a crash after the ack loses nothing
+        the client was told the server has (XEP-0198 §4; issue 15)."""
+        barriers, session.ack_barriers = session.ack_barriers, None
+        for wait in (barriers or {}).values():
+            await wait()
 
     def flush(self) -> None:
         """Move the stream's pending output into the outbox (keeps it in order)."""
