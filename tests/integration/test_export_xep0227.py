@@ -152,6 +152,42 @@ def test_export_of_a_site_filled_by_clients(tmp_path: Path) -> None:
     text = target.read_text()
     assert "secret" not in text and "<scram-credentials" in text
 
+    # the way back: a new site imports the file (detected as XEP-0227) and its users find
+    # their password, their roster and the room's history under the same ids
+    (tmp_path / "new").mkdir()
+    fresh = make_server(tmp_path / "new", muc={"rooms": []})
+    done = xmppd(fresh.config_path, "import", "ejabberd", str(target))
+    assert done.returncode == 0, done.stdout + done.stderr
+    fresh.start()
+    try:
+        seen = run(lambda: come_back(fresh), timeout=60)
+    finally:
+        fresh.stop()
+    assert seen["roster"] == {"bob@localhost": "both"}
+    assert seen["history"] == ids
+    assert seen["squat"] == "conflict"  # Bobby is still bob's
+
+
+async def come_back(server: XmppdProcess) -> dict[str, Any]:
+    from slixmpp.exceptions import PresenceError
+
+    alice = await login(server, "alice@localhost/desk", plugins=["xep_0045"])  # old password
+    carol = await login(server, "carol@localhost/pc", plugins=["xep_0045"])
+    roster = {jid: alice.client_roster[jid]["subscription"] for jid in alice.client_roster}
+    roster.pop("alice@localhost", None)
+    _pres, _subject, _occupants, history = await alice.plugin["xep_0045"].join_muc_wait(
+        ROOM, "Alice", maxstanzas=10, timeout=10
+    )
+    try:
+        await carol.plugin["xep_0045"].join_muc_wait(ROOM, "Bobby", timeout=10)
+        squat = "joined"
+    except PresenceError as exc:
+        squat = exc.condition
+    for client in (alice, carol):
+        await client.close()
+    return {"roster": roster, "history": [m.xml.find(SID).get("id") for m in history],
+            "squat": squat}  # fmt: skip
+
 
 def test_export_bad_input_changes_nothing(tmp_path: Path) -> None:
     server = make_server(tmp_path)
