@@ -45,7 +45,7 @@ def _fill(url: str, messages: int) -> str:
                     "subject_nick": "",
                 },
             )
-        ]  # fmt: skip
+        ]
     )
     start = datetime(2020, 1, 1)
     batch = []
