@@ -32,6 +32,22 @@ def test_detect(tmp_path: Path) -> None:
             detect(bad)
 
 
+def test_an_export_piefxis_directory_is_read_through_its_index(tmp_path: Path) -> None:
+    """``ejabberdctl export_piefxis DIR`` writes an index that XIncludes a file per host."""
+    real = ROOT / "tests/data/ejabberd_23.01/ejabberd-mnesia-plain.piefxis"
+    assert detect(str(real)) == "xep0227"
+    from xmppd.migrate.model import Account, Kind
+
+    accounts = [r for r in open_source(str(real)).read(Kind.ACCOUNTS) if isinstance(r, Account)]
+    assert len(accounts) == 5
+    two = tmp_path / "two"
+    two.mkdir()
+    for name in ("a.xml", "b.xml"):
+        (two / name).write_text("<host xmlns='urn:xmpp:pie:0' jid='x'/>")
+    with pytest.raises(DetectError, match="name the index file"):
+        detect(str(two))
+
+
 def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(DetectError) as err:
         open_source("mysql://nobody:secret-pw@127.0.0.1:1/ejabberd")

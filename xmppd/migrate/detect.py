@@ -30,9 +30,7 @@ def detect(argument: str) -> str:
     """``sql``, ``xep0227`` or ``dump`` from the argument's look and first bytes."""
     if _URL.match(argument):
         return "sql"
-    path = Path(argument)
-    if not path.is_file():
-        raise DetectError(f"{argument}: no such file, and not a database URL")
+    path = _file_of(Path(argument))
     with path.open("rb") as f:
         head = f.read(4096)
     if _PIE.encode() in head:
@@ -41,6 +39,28 @@ def detect(argument: str) -> str:
     if text.startswith((b"{", b"[", b"%")):
         return "dump"
     raise DetectError(f"{argument}: neither an XEP-0227 file nor an Erlang term dump (--from)")
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as f:
+        return f.read(4096)
+
+
+def _file_of(path: Path) -> Path:
+    """The file to read: ``path``, or for a directory (``ejabberdctl export_piefxis DIR``
+    writes an index file that XIncludes one file per host) its index."""
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise DetectError(f"{path}: no such file, and not a database URL")
+    xml = sorted(p for p in path.glob("*.xml") if p.is_file())
+    indexes = [p for p in xml if b"<server-data" in _head(p)]
+    if len(indexes) == 1:
+        return indexes[0]
+    if len(xml) == 1:
+        return xml[0]
+    names = ", ".join(p.name for p in (indexes or xml)[:5]) or "no .xml file"
+    raise DetectError(f"{path}: a directory; name the index file to read ({names})")
 
 
 def open_source(argument: str, form: str | None = None, host: str | None = None) -> Source:
@@ -63,4 +83,4 @@ def open_source(argument: str, form: str | None = None, host: str | None = None)
         raise DetectError(
             f"this xmppd cannot read --from {form} ({module_name} is missing)"
         ) from None
-    return getattr(module, class_name)(Path(argument))
+    return getattr(module, class_name)(_file_of(Path(argument)))
