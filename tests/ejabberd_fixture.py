@@ -13,6 +13,7 @@ no epmd, no cookie, and several of these servers can run side by side.
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -20,8 +21,6 @@ import signal
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -309,17 +308,20 @@ class Ejabberd:
 
     def api(self, command: str, timeout: float = 60.0, **args: Any) -> Any:
         """An ejabberdctl command through mod_http_api (loopback only)."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.http_port}/api/{command}",
-            data=json.dumps(args).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
+        conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=timeout)
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as reply:
-                body = reply.read()
-        except urllib.error.HTTPError as exc:
-            raise RuntimeError(f"{command}: HTTP {exc.code} {exc.read()[:300]!r}") from exc
+            conn.request(
+                "POST",
+                f"/api/{command}",
+                body=json.dumps(args),
+                headers={"Content-Type": "application/json"},
+            )
+            reply = conn.getresponse()
+            body = reply.read()
+        finally:
+            conn.close()
+        if reply.status != 200:
+            raise RuntimeError(f"{command}: HTTP {reply.status} {body[:300]!r}")
         return json.loads(body) if body else None
 
     def dump(self, path: Path) -> Path:

@@ -62,7 +62,8 @@ class Population:
         return dataclasses.asdict(self)
 
 
-async def _iq(client: Client, to: str | None, xml: str, itype: str = "set") -> Any:
+async def send_iq(client: Client, to: str | None, xml: str, itype: str = "set") -> Any:
+    """Send ``xml`` as the payload of an IQ and return the result (IqError on an error)."""
     iq = client.make_iq_set() if itype == "set" else client.make_iq_get()
     if to:
         iq["to"] = to
@@ -86,15 +87,15 @@ async def _register_nick(client: Client, nick: str) -> None:
         "<field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#register</value></field>"
         f"<field var='muc#register_roomnick'><value>{nick}</value></field></x></query>"
     )
-    await _iq(client, MUC_DOMAIN, "<query xmlns='jabber:iq:register'/>", "get")
-    await _iq(client, MUC_DOMAIN, form)
+    await send_iq(client, MUC_DOMAIN, "<query xmlns='jabber:iq:register'/>", "get")
+    await send_iq(client, MUC_DOMAIN, form)
 
 
 async def _configure(client: Client, room: str, values: dict[str, str]) -> None:
     fields = "".join(
         f"<field var='{var}'><value>{value}</value></field>" for var, value in values.items()
     )
-    await _iq(
+    await send_iq(
         client,
         room,
         "<query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' "
@@ -145,10 +146,11 @@ async def populate(server: Ejabberd) -> Population:
         await _chat(pop, alice, bob)
         pop.room_archive[LOBBY] = [_room_rows(r) for r in await _mam(alice, LOBBY)]
         pop.room_archive[STAFF] = [_room_rows(r) for r in await _mam(bob, STAFF)]
-        pop.account_archive[jid("alice")] = [
-            (r["mam_result"]["id"], r["mam_result"]["forwarded"]["stanza"]["body"])
-            for r in await _mam(alice, None)
-        ]
+        for user, client in (("alice", alice), ("bob", bob)):
+            pop.account_archive[jid(user)] = [
+                (r["mam_result"]["id"], r["mam_result"]["forwarded"]["stanza"]["body"])
+                for r in await _mam(client, None)
+            ]
     finally:
         for client in clients:
             await client.close()
@@ -206,7 +208,7 @@ async def _personal(pop: Population, alice: Client, bob: Client) -> None:
     }  # fmt: skip
     for client, user in ((alice, "alice"), (bob, "bob")):
         inner = "".join(f"<{k}>{v}</{k}>" for k, v in cards[user].items())
-        await _iq(client, None, f"<vCard xmlns='vcard-temp'>{inner}</vCard>")
+        await send_iq(client, None, f"<vCard xmlns='vcard-temp'>{inner}</vCard>")
         pop.vcards[jid(user)] = cards[user]
     private = {
         "urn:example:forum:prefs": "<prefs xmlns='urn:example:forum:prefs'><theme>dark</theme>"
@@ -215,7 +217,7 @@ async def _personal(pop: Population, alice: Client, bob: Client) -> None:
         "<note about='bob'>met at the meetup</note></notes>",
     }
     for ns, xml in private.items():
-        await _iq(alice, None, f"<query xmlns='jabber:iq:private'>{xml}</query>")
+        await send_iq(alice, None, f"<query xmlns='jabber:iq:private'>{xml}</query>")
         pop.private[f"{jid('alice')} {ns}"] = xml
 
 
