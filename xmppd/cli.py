@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from xmppd import cli_import
 from xmppd.config import Config, ConfigError, load_config
 from xmppd.private_files import private_dir
 
@@ -562,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     destroy.add_argument("--reason", default="", help="shown to the occupants")
     with_json(command(sub, "stats", cmd_stats, help="(live) counters of the running server"))
     command(sub, "reload", cmd_reload, help="(live) re-read and check the configuration")
+    cli_import.add_parser(sub, common, _load)
     return parser
 
 

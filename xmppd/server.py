@@ -127,7 +127,9 @@ class Server:
         #: When this server started serving (UNIX time), for ``stats``.
         self.started_at = time.time()
         self._mechanisms = offered_mechanisms(
-            config.server.domain, scram=authenticator.supports_scram()
+            config.server.domain,
+            scram=authenticator.supports_scram(),
+            hashes=getattr(authenticator, "scram_hashes", ("sha256", "sha1")),
         )
         #: Built from the configuration in dependency order (xmppd.services.lifecycle).
         self.services = build_services(

@@ -16,6 +16,23 @@ Because logins per second matter, credentials are cached in memory:
   with the same password then skips PBKDF2; a different (e.g. wrong) password still pays
   the full PBKDF2 cost, so guessing gets no faster. Nothing reversible is kept, nothing
   leaves memory, and the memo dies with the credentials it was verified against.
+
+Accounts with one hash's keys. An account imported from ejabberd keeps the SCRAM keys
+ejabberd stored, and ejabberd stores ONE hash per account (``auth_scram_hash``, SHA-1 by
+default); the other hash's keys cannot be derived without the password (RFC 5802 §3:
+the server keeps StoredKey/ServerKey only). A SASL client picks the strongest mechanism
+the stream features offer *before* it names the account (RFC 6120 §6.3.3; RFC 7677),
+and most clients do not try another mechanism after a failure, so offering
+SCRAM-SHA-256 while some account has SHA-1 keys only would lock those users out. So
+:attr:`scram_hashes` — read when the backend is built, i.e. at each start — holds the
+hashes *every* account has keys for, and the server offers exactly those SCRAM
+mechanisms (plus PLAIN). (SASL2 with XEP-0480 upgrade tasks would let such a client
+upgrade in-band; xmppd speaks SASL1 only, and XEP-0474's downgrade protection lists the
+mechanisms the server really offers, which this keeps true.) A PLAIN login verifies
+against whichever hash the account has; when it succeeds over TLS the missing keys are
+derived from the password and stored (:meth:`Database.complete_keys`), so once every
+imported user has logged in once with PLAIN (or had a new password set), the next start
+offers SCRAM-SHA-256 again. ``xmppd import`` says how many accounts lack a hash.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import trio
 
@@ -131,6 +149,10 @@ class InternalAuthenticator:
         threads = hash_threads or max(1, min(4, os.cpu_count() or 1))
         self._hash_limiter = trio.CapacityLimiter(threads)
         adb.db.add_user_listener(self.invalidate)
+        #: the SCRAM hashes every account has keys for: the mechanisms to offer
+        self.scram_hashes: tuple[ScramHash, ...] = cast(
+            tuple[ScramHash, ...], adb.db.hashes_of_every_account()
+        )
 
     def supports_scram(self) -> bool:
         return True
@@ -162,7 +184,11 @@ class InternalAuthenticator:
         except JIDError:
             raise AuthError("not-authorized") from None
         claim_account(ctx, localpart)
-        entry = await self._entry(localpart, "sha256")
+        hash_name: ScramHash = "sha256"
+        entry = await self._entry(localpart, hash_name)
+        if entry is None:  # no account, or one imported with SHA-1 keys only
+            hash_name = "sha1"
+            entry = await self._entry(localpart, hash_name)
         if entry is None:
             # Pay the same PBKDF2 cost as a real account so timing does not reveal names.
             dummy = ScramCredentials(_DUMMY_SALT, DEFAULT_ITERATIONS, b"", b"")
@@ -176,10 +202,16 @@ class InternalAuthenticator:
                 return Identity(localpart=localpart)
         creds = entry.creds
         ok = await trio.to_thread.run_sync(
-            verify_password, password, creds, "sha256", limiter=self._hash_limiter
+            verify_password, password, creds, hash_name, limiter=self._hash_limiter
         )
         if not ok:
             raise AuthError("not-authorized")
+        if ctx.secure and len(self.scram_hashes) < 2:
+            # An imported account may lack a hash's keys: derive them while we can.
+            await trio.to_thread.run_sync(
+                self._adb.db.complete_keys, localpart, password, limiter=self._hash_limiter
+            )
+            entry = self._cache.get(localpart, hash_name) or entry
         if memo is not None:
             entry.verified = memo
         return Identity(localpart=localpart)

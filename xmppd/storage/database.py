@@ -27,7 +27,7 @@ from alembic.config import Config as AlembicConfig
 
 import xmppd
 from xmppd.auth.base import ScramCredentials
-from xmppd.auth.scram import derive_scram
+from xmppd.auth.scram import DEFAULT_ITERATIONS, derive_scram
 from xmppd.jid import JIDError, nodeprep
 from xmppd.storage import models
 from xmppd.storage.engine import WRITE_OPTION, create_engine
@@ -193,7 +193,7 @@ class Database:
                 raise UnknownUser(localpart)
             conn.execute(
                 users.update().where(users.c.localpart == localpart),
-                _credential_columns(password, iterations),
+                _credential_columns(password, iterations or DEFAULT_ITERATIONS),
             )
         self._user_changed(localpart)
         log.info("event=password_changed localpart=%s", localpart)
@@ -237,6 +237,39 @@ class Database:
         log.info("event=user_deleted localpart=%s existed=%s", localpart, bool(existed))
         return bool(existed)
 
+    def hashes_of_every_account(self) -> tuple[str, ...]:
+        """The SCRAM hashes every account has keys for (both, unless some were imported
+        with one hash's keys only): what the server may offer without breaking a login."""
+        with self.connection() as conn:
+            return tuple(
+                h
+                for h in HASH_NAMES
+                if conn.execute(
+                    sa.select(users.c.id).where(users.c[f"{h}_iterations"] == 0).limit(1)
+                ).first()
+                is None
+            )
+
+    def complete_keys(self, localpart: str, password: str) -> bool:
+        """Derive the key sets ``localpart`` lacks from a password that just verified (an
+        imported account's PLAIN login); False if it lacked none."""
+        with self.transaction() as conn:
+            row = conn.execute(
+                sa.select(*(users.c[f"{h}_iterations"] for h in HASH_NAMES)).where(
+                    users.c.localpart == localpart
+                )
+            ).first()
+            if row is None or all(row):
+                return False
+            iterations = max(row) or DEFAULT_ITERATIONS
+            values = _credential_columns(password, iterations)
+            kept = {k: v for k, v in values.items() for h, n in zip(HASH_NAMES, row, strict=True)
+                    if not n and k.startswith(h + "_")}  # fmt: skip
+            conn.execute(users.update().where(users.c.localpart == localpart), kept)
+        self._user_changed(localpart)
+        log.info("event=user_keys_completed localpart=%s", localpart)
+        return True
+
     def list_users(self) -> list[str]:
         """All localparts, sorted."""
         with self.connection() as conn:
@@ -251,7 +284,9 @@ class Database:
             return conn.execute(query).first() is not None
 
     def get_scram(self, localpart: str, hash_name: str) -> ScramCredentials | None:
-        """The stored keys for ``hash_name`` ("sha1" or "sha256"), or None if no account."""
+        """The stored keys for ``hash_name`` ("sha1" or "sha256"), or None if no account
+        or no keys for that hash (an imported account may hold one hash's keys only:
+        iterations 0, see :mod:`xmppd.migrate.passwords`)."""
         if hash_name not in HASH_NAMES:
             raise InvalidValue(f"unknown SCRAM hash {hash_name!r}")
         cols = [
@@ -260,7 +295,7 @@ class Database:
         ]
         with self.connection() as conn:
             row = conn.execute(sa.select(*cols).where(users.c.localpart == localpart)).first()
-        if row is None:
+        if row is None or not row[1]:
             return None
         return ScramCredentials(
             salt=bytes(row[0]),
