@@ -564,6 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_json(command(sub, "stats", cmd_stats, help="(live) counters of the running server"))
     command(sub, "reload", cmd_reload, help="(live) re-read and check the configuration")
     cli_import.add_parser(sub, common, _load)
+    from xmppd.cli_export import add_export_command
+
+    add_export_command(command(sub, "export", help="write the data to an XEP-0227 file"), _load)
     return parser
 
 

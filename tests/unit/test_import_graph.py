@@ -155,7 +155,7 @@ def test_modules_are_short() -> None:
 
 #: ARCHITECTURE.md's layers, top to bottom; a module belongs to its longest matching prefix.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("xmppd.cli", "xmppd.cli_import", "xmppd.__main__"),
+    ("xmppd.cli", "xmppd.cli_import", "xmppd.__main__", "xmppd.cli_export"),
     ("xmppd.server",),
     ("xmppd.reload", "xmppd.admin", "xmppd.migrate", "xmppd.metrics", "xmppd.http", "xmppd.transport", "xmppd.bosh"),
     ("xmppd.services", "xmppd.auth", "xmppd.muc.service", "xmppd.muc.forum_sync"),

@@ -54,6 +54,9 @@ class Account:
     password: str | None = field(default=None, repr=False)
     scram: ScramKeys | None = field(default=None, repr=False)
     created_at: datetime | None = None
+    #: keys of further hashes for the same password when the source kept several (xmppd
+    #: stores SHA-1 and SHA-256; an XEP-0227 file has one <scram-credentials/> per hash)
+    more_scram: tuple[ScramKeys, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
