@@ -313,4 +313,5 @@ async def _chat(pop: Population, alice: Client, bob: Client) -> None:
         body = f"offline note {i} for dave"
         sender.send_message(mto=dave, mbody=body, mtype="chat")
         pop.offline[dave].append(body)
+        await asyncio.sleep(0.2)  # two connections: keep the spool in this order
     await asyncio.sleep(0.5)
