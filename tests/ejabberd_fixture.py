@@ -2,9 +2,10 @@
 spool and log directory, storage in Mnesia (the default) or in a scratch MariaDB database
 with ejabberd's own schema.
 
-Started with plain ``erl`` in the foreground as bench/servers/ejabberd.py does (Debian's
-``ejabberdctl`` re-executes itself as the ``ejabberd`` user with that user's cookie and a
-fixed node name, which a test cannot own). The admin commands a site runs when it moves
+Started with plain ``erl`` in the foreground, as the bench does
+(bench/servers/ejabberd.py's ``erl_command``): Debian's ``ejabberdctl`` re-executes itself
+as the ``ejabberd`` user, with that user's cookie and a fixed node name that a test cannot
+own. The admin commands a site runs when it moves
 out (``ejabberdctl dump FILE``, ``ejabberdctl export_piefxis DIR``) are the same
 ``ejabberd_commands`` reached through mod_http_api on loopback: no Erlang distribution,
 no epmd, no cookie, and several of these servers can run side by side.
@@ -27,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from bench.servers.ejabberd import erl_command
 from tests.conftest import in_ci
 from tests.xmppd_process import free_port
 
@@ -234,33 +236,17 @@ class Ejabberd:
                 sql_password=self.sql_password,
             )
         )
-        env = {
-            **os.environ,
-            # as Debian's /usr/sbin/ejabberdctl sets them
-            "ERL_LIBS": "/usr/lib/x86_64-linux-gnu",
-            "ERL_MAX_PORTS": "32000",
-            "ERL_MAX_ETS_TABLES": "1400",
-            "ERL_CRASH_DUMP": str(self.base / "log" / "erl_crash.dump"),
-            "ERL_INETRC": "/etc/ejabberd/inetrc",
-            "EJABBERD_CONFIG_PATH": str(config),
-            "EJABBERD_LOG_PATH": str(self.log_path),
+        argv, env = erl_command(config, self.base / "db", self.base / "log")
+        env |= {
             "EJABBERD_PID_PATH": str(self.base / "ejabberd.pid"),
             "CONTRIB_MODULES_CONF_DIR": str(self.base / "modules.d"),
             "HOME": str(self.base),
         }
-        argv = [
-            "erl", "+K", "true", "+P", "250000",
-            "-env", "ERL_CRASH_DUMP_BYTES", "0",
-            "-noinput", "-noshell",
-            "-mnesia", "dir", f'"{self.base / "db"}"',
-            "-ejabberd", "log_rotate_count", "0",
-            "-s", "ejabberd",
-        ]  # fmt: skip
         with open(self.base / "console.log", "ab") as console:
             self.proc = subprocess.Popen(
                 argv,
                 cwd=self.base,
-                env=env,
+                env={**os.environ, **env},
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
