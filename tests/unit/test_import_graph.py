@@ -157,7 +157,15 @@ def test_modules_are_short() -> None:
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("xmppd.cli", "xmppd.cli_import", "xmppd.__main__", "xmppd.cli_export"),
     ("xmppd.server",),
-    ("xmppd.reload", "xmppd.admin", "xmppd.migrate", "xmppd.metrics", "xmppd.http", "xmppd.transport", "xmppd.bosh"),
+    (
+        "xmppd.reload",
+        "xmppd.admin",
+        "xmppd.migrate",
+        "xmppd.metrics",
+        "xmppd.http",
+        "xmppd.transport",
+        "xmppd.bosh",
+    ),
     ("xmppd.services", "xmppd.auth", "xmppd.muc.service", "xmppd.muc.forum_sync"),
     ("xmppd.router", "xmppd.session", "xmppd.observers"),
     (
