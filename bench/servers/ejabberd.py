@@ -40,30 +40,38 @@ class Ejabberd(Server):
         self.config_path.write_text(text)
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
-        env = {
-            # as /usr/sbin/ejabberdctl (Debian) sets them
-            "ERL_LIBS": "/usr/lib/x86_64-linux-gnu",
-            "ERL_MAX_PORTS": "32000",
-            "ERL_MAX_ETS_TABLES": "1400",
-            "ERL_CRASH_DUMP": str(self.dir / "log" / "erl_crash.dump"),
-            "ERL_INETRC": "/etc/ejabberd/inetrc",
-            "EJABBERD_CONFIG_PATH": str(self.config_path),
-            "EJABBERD_LOG_PATH": str(self.dir / "log" / "ejabberd.log"),
-            "EJABBERD_PID_PATH": str(self.dir / "ejabberd.pid"),
-            "CONTRIB_MODULES_CONF_DIR": str(self.dir / "modules.d"),
-        }
-        argv = [
-            "erl",
-            "+K", "true",
-            "+P", "250000",
-            "-env", "ERL_CRASH_DUMP_BYTES", "0",
-            "-noinput",
-            "-noshell",
-            "-mnesia", "dir", f'"{self.dir / "db"}"',
-            "-ejabberd", "log_rotate_count", "0",
-            "-s", "ejabberd",
-        ]  # fmt: skip
+        argv, env = erl_command(self.config_path, self.dir / "db", self.dir / "log")
+        env["EJABBERD_PID_PATH"] = str(self.dir / "ejabberd.pid")
+        env["CONTRIB_MODULES_CONF_DIR"] = str(self.dir / "modules.d")
         return argv, env, self.dir
+
+
+def erl_command(config: Path, spool: Path, logs: Path) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of Debian's ejabberd 23.01 in the foreground (also used by
+    tests/ejabberd_fixture.py): ``config`` its ejabberd.yml, ``spool`` the Mnesia
+    directory, ``logs`` where ejabberd.log and a crash dump go."""
+    env = {
+        # as /usr/sbin/ejabberdctl (Debian) sets them
+        "ERL_LIBS": "/usr/lib/x86_64-linux-gnu",
+        "ERL_MAX_PORTS": "32000",
+        "ERL_MAX_ETS_TABLES": "1400",
+        "ERL_CRASH_DUMP": str(logs / "erl_crash.dump"),
+        "ERL_INETRC": "/etc/ejabberd/inetrc",
+        "EJABBERD_CONFIG_PATH": str(config),
+        "EJABBERD_LOG_PATH": str(logs / "ejabberd.log"),
+    }
+    argv = [
+        "erl",
+        "+K", "true",
+        "+P", "250000",
+        "-env", "ERL_CRASH_DUMP_BYTES", "0",
+        "-noinput",
+        "-noshell",
+        "-mnesia", "dir", f'"{spool}"',
+        "-ejabberd", "log_rotate_count", "0",
+        "-s", "ejabberd",
+    ]  # fmt: skip
+    return argv, env
 
 
 class EjabberdScram(Ejabberd):
