@@ -94,14 +94,18 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     config = args.load_config(args)
     try:
-        domains = DomainMap(parse_mapping(text) for text in args.map_domain)
+        pairs = [parse_mapping(text) for text in args.map_domain]
     except ValueError as exc:
         return _fail(2, str(exc))
+    domains = DomainMap(pairs)
+    # the served domain as the old server called it: what --map-domain renames into it
+    old_domain = next((old for old, new in pairs if new == config.server.domain), None)
     if not args.dry_run and _server_answers(config):
         return _fail(1, "xmppd is running on this configuration: stop it before importing "
                      "(or use --dry-run)")  # fmt: skip
     try:
-        source = open_source(args.source, args.form, host=args.host or config.server.domain)
+        host = args.host or old_domain or config.server.domain
+        source = open_source(args.source, args.form, host=host)
     except DetectError as exc:
         return _fail(2, str(exc))
     muc_host = config.muc.service_host(config.server.domain) if config.muc.enabled else None
