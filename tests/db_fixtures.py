@@ -133,7 +133,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0010",)]
+        assert versions == [("0011",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:
