@@ -133,7 +133,7 @@ class StorageContract:
         db.upgrade()
         with db.engine.connect() as conn:
             versions = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
-        assert versions == [("0010",)]
+        assert versions == [("0011",)]
         assert db.user_exists("keep")
 
     def test_models_match_migrations(self, db: Database) -> None:
@@ -621,3 +621,26 @@ class StorageContract:
         assert [r[5] for r in store.load_recent("sax", 5)] == ["", "o2"]
         page = store.query_archive("sax", MamQuery(queryid=None))
         assert [m.xml for m in page.messages] == [stone, "<message>other</message>"]
+
+    def test_muc_affiliation_reasons_are_kept_whole(self, db: Database) -> None:
+        from xmppd.muc.roles import REASON_MAX
+        from xmppd.storage.muc import MucStore, Write
+
+        store = MucStore(db)
+        longest = "é€😀" * (REASON_MAX // 3) + "x" * (REASON_MAX % 3)  # 4-byte UTF-8 too
+        writes = [
+            Write("room", {"name": "sax", "settings_json": "{}", "subject": "",
+                           "subject_nick": ""}),
+            Write("affiliation", {"room": "sax", "jid": "bob@example.org",
+                                  "affiliation": "outcast", "reason": longest}),
+            Write("affiliation", {"room": "sax", "jid": "eve.example", "affiliation": "outcast"}),
+            Write("affiliation", {"room": "sax", "jid": "ann@example.org",
+                                  "affiliation": "member", "reason": "first"}),
+            Write("affiliation", {"room": "sax", "jid": "ann@example.org",
+                                  "affiliation": "member", "reason": "second"}),
+        ]  # fmt: skip
+        store.write_batch(writes)
+        (room,) = store.load_rooms()
+        assert len(longest) == REASON_MAX
+        assert room.reasons == {"bob@example.org": longest, "ann@example.org": "second"}
+        assert room.affiliations["eve.example"] == "outcast"

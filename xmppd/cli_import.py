@@ -80,6 +80,11 @@ def _print_report(report: Report, description: str, dry_run: bool) -> None:
         verb = "would offer" if dry_run else "added"
         print(f"  {kind.value:22} read {read:>9}  {verb} {c.added:>9}  replaced {c.replaced:>7}"
               f"  skipped {c.skipped:>7}  left out {c.left_out:>7}")  # fmt: skip
+    if report.archive_only:
+        names = sorted(report.archive_only)
+        shown = ", ".join(names[:10]) + (", …" if len(names) > 10 else "")
+        print(f"  archives of {len(names)} room(s) that do not exist, kept as a destroyed "
+              f"room's ({sum(report.archive_only.values())} messages): {shown}")  # fmt: skip
     print(f"problems: {len(report.problems)}")
     for p in report.problems:
         print(f"  [{p.kind.value if p.kind else '-'}] {p.where}: {p.text}")

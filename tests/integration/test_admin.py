@@ -626,6 +626,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
         (("occupants", "sax@elsewhere.example"), "not a room of conference.localhost"),
         (("say", "bad room", "hi"), "not a valid room name"),
         (("room-ban", "sax", "@nope"), "not a valid JID"),
+        (("room-ban", "sax", "eve@localhost", "--reason", "x" * 501), "longer than 500"),
         (("user", "del", "a@b"), "not a valid user name"),
     ]
     for args, expected in cases:
@@ -637,6 +638,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
 
         assert MucStore(db).load_nicks() == []
         assert db.list_users() == list(USERS)
+        assert "eve@localhost" not in MucStore(db).load_rooms()[0].affiliations  # not banned
     finally:
         db.dispose()
     assert json.loads(ok(xmppd(server, "rooms", "--json")))[0]["jid"] == ROOM

@@ -6,7 +6,10 @@ columns; ``mod_roster_sql``'s letters; ``mod_mam_sql``: a room's rows under its 
 with the sender's real JID as ``peer``). Then a real xmppd serves the imported data to
 slixmpp clients: the old passwords log in (a SHA-1-only SCRAM account included), a room
 join with ``maxstanzas`` and a MAM query return the old messages, in order, with the old
-archive ids as stanza-ids. Plus: importing twice, ``--dry-run``, ``--replace``, ``--strict``.
+archive ids as stanza-ids; a ban keeps its reason (the owner's ban list shows it); the
+archive of a room that no longer exists is kept as xmppd keeps a destroyed room's (a room
+made again under its name finds it by MAM). Plus: importing twice, ``--dry-run``,
+``--replace``, ``--strict``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import base64
 import re
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,6 +37,7 @@ pytestmark = pytest.mark.integration
 SCHEMAS = Path("/usr/share/ejabberd/sql")
 OLD, ROOM_HOST = "old.example", "conference.old.example"
 MESSAGES = 40
+GONE = 2  # archived messages of a room that no longer exists
 FIRST_TS = 1_680_000_000_000_000  # microseconds: ejabberd's archive ids
 
 
@@ -79,7 +84,8 @@ def _rows(multi_host: bool) -> dict[str, list[dict[str, Any]]]:
             'autojoin="true"/></storage>')}],
         "muc_room": [{"name": "lobby", "host": ROOM_HOST, "opts": (
             '[{title,<<"Lobby">>},{persistent,true},{public,true},{members_only,false},'
-            f'{{affiliations,[{{{{<<"alice">>,<<"{OLD}">>,<<>>}},{{owner,<<>>}}}}]}}]')}],
+            f'{{affiliations,[{{{{<<"alice">>,<<"{OLD}">>,<<>>}},{{owner,<<>>}}}},'
+            f'{{{{<<"carol">>,<<"{OLD}">>,<<>>}},{{outcast,<<"spam, twice">>}}}}]}}]')}],
         "muc_registered": [
             {"jid": f"alice@{OLD}", "host": ROOM_HOST, "nick": "Alice"},
             {"jid": f"bob@{OLD}", "host": ROOM_HOST, "nick": "alice"},  # collides
@@ -95,6 +101,14 @@ def _rows(multi_host: bool) -> dict[str, list[dict[str, Any]]]:
                 f'<message xmlns="jabber:client" from="{who[0]}@{OLD}/phone" '
                 f'to="lobby@{ROOM_HOST}" type="groupchat" id="m{i}">'
                 f"<body>line {i}</body></message>"),
+        })  # fmt: skip
+    for i in range(GONE):  # the room "old" was destroyed; ejabberd kept its archive
+        rows["archive"].append({
+            "username": f"old@{ROOM_HOST}", "timestamp": FIRST_TS + 100 + i,
+            "peer": f"bob@{OLD}/phone", "bare_peer": f"bob@{OLD}", "kind": "groupchat",
+            "nick": "Bob", "txt": f"old {i}", "xml": (
+                f'<message xmlns="jabber:client" from="bob@{OLD}/phone" to="old@{ROOM_HOST}" '
+                f'type="groupchat" id="o{i}"><body>old {i}</body></message>'),
         })  # fmt: skip
     rows["archive"].append({
         "username": "alice", "timestamp": FIRST_TS + 5, "peer": f"bob@{OLD}/pc",
@@ -155,7 +169,9 @@ def test_import_an_ejabberd_database(ejabberd_db: tuple[str, bool], tmp_path: Pa
     try:
         dry = _import(server, url, "--dry-run", *host)
         assert dry.returncode == 0, dry.stderr
-        assert re.search(r"room archive\s+read\s+42 .* left out\s+1\n", dry.stdout), dry.stdout
+        assert re.search(r"room archive\s+read\s+44 .* left out\s+1\n", dry.stdout), dry.stdout
+        assert "archives of 1 room(s) that do not exist, kept as a destroyed room's (2 " \
+            "messages): old" in dry.stdout  # fmt: skip
         assert _count(db, "users") == 0 and _count(db, "muc_messages") == 0  # nothing written
         assert "alice's old password" not in dry.stdout + dry.stderr
 
@@ -168,7 +184,7 @@ def test_import_an_ejabberd_database(ejabberd_db: tuple[str, bool], tmp_path: Pa
         out = done.stdout
         assert "alice's old password" not in out + done.stderr
         assert "not well-formed" in out and "collides with 'Alice'" in out  # listed, not fatal
-        assert _count(db, "users") == 2 and _count(db, "muc_messages") == MESSAGES
+        assert _count(db, "users") == 2 and _count(db, "muc_messages") == MESSAGES + GONE
         assert _count(db, "roster_items") == 2 and _count(db, "pending_subscriptions") == 1
         assert _count(db, "offline_messages") == 1 and _count(db, "mam_messages") == 1
         assert _count(db, "vcards") == 1 and _count(db, "private_xml") == 1
@@ -180,21 +196,21 @@ def test_import_an_ejabberd_database(ejabberd_db: tuple[str, bool], tmp_path: Pa
         assert nicks == {("", "Alice", "alice@localhost")} and groups == '["Friends"]'
         with db.connection() as conn:
             room = conn.execute(sa.text("SELECT name, settings_json FROM muc_rooms")).one()
-            owners = list(
-                conn.execute(sa.text("SELECT room, jid, affiliation FROM muc_affiliations"))
-            )
+            affs = set(conn.execute(sa.text(
+                "SELECT room, jid, affiliation, reason FROM muc_affiliations")))  # fmt: skip
         assert room.name == "lobby" and '"title": "Lobby"' in room.settings_json
-        assert owners == [("lobby", "alice@localhost", "owner")]
+        assert affs == {("lobby", "alice@localhost", "owner", ""),
+                        ("lobby", "carol@localhost", "outcast", "spam, twice")}  # fmt: skip
         assert 'jid="lobby@conference.localhost"' in bookmark  # --map-domain inside XML
 
         again = _import(server, url, *host)  # idempotent
-        assert again.returncode == 0 and _count(db, "muc_messages") == MESSAGES
+        assert again.returncode == 0 and _count(db, "muc_messages") == MESSAGES + GONE
         assert _count(db, "users") == 2 and _count(db, "offline_messages") == 1
         replaced = _import(server, url, "--replace", *host)
         assert replaced.returncode == 0 and re.search(
-            r"room archive .* replaced\s+40", replaced.stdout
+            r"room archive .* replaced\s+42", replaced.stdout
         )
-        assert _count(db, "muc_messages") == MESSAGES
+        assert _count(db, "muc_messages") == MESSAGES + GONE
     finally:
         db.dispose()
 
@@ -229,5 +245,34 @@ async def _clients(server: XmppdProcess) -> None:
             async for r in alice.plugin["xep_0313"].iterate(jid=room, rsm={"max": 15})
         ]
         assert mam == [(ids[i], f"line {i}") for i in range(MESSAGES)]
+        bans = await alice.plugin["xep_0045"].get_affiliation_list(room, "outcast")
+        assert bans == ["carol@localhost"]
+        await _the_ban_list_shows_the_reason(alice, room)
+        await _a_room_made_again_finds_its_old_archive(alice)
     finally:
         await alice.close()
+
+
+async def _the_ban_list_shows_the_reason(alice: Any, room: str) -> None:
+    """XEP-0045 §9.2: the ban list an owner gets names why (slixmpp keeps only JIDs)."""
+    admin = "http://jabber.org/protocol/muc#admin"
+    iq = alice.make_iq_get(ito=room)
+    query = ET.SubElement(iq.xml, f"{{{admin}}}query")
+    ET.SubElement(query, f"{{{admin}}}item", affiliation="outcast")
+    reply = await iq.send(timeout=10)
+    items = reply.xml.findall(f"{{{admin}}}query/{{{admin}}}item")
+    assert [(i.get("jid"), i.findtext(f"{{{admin}}}reason")) for i in items] == [
+        ("carol@localhost", "spam, twice")
+    ]
+
+
+async def _a_room_made_again_finds_its_old_archive(alice: Any) -> None:
+    old = "old@conference.localhost"
+    await alice.plugin["xep_0045"].join_muc_wait(old, "Alice", maxstanzas=0, timeout=15)
+    form = alice.plugin["xep_0004"].make_form(ftype="submit")  # §10.1.2 instant room
+    await alice.plugin["xep_0045"].set_room_config(old, form, timeout=10)
+    mam = [
+        (r["mam_result"]["id"], r["mam_result"]["forwarded"]["stanza"]["body"])
+        async for r in alice.plugin["xep_0313"].iterate(jid=old, rsm={"max": 15})
+    ]
+    assert mam == [(str(FIRST_TS + 100 + i), f"old {i}") for i in range(GONE)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import sys
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,13 +21,17 @@ from tests.db_fixtures import upgraded_database, verifies  # noqa: E402
 from xmppd.auth.base import AuthContext, AuthError  # noqa: E402
 from xmppd.auth.internal import InternalAuthenticator  # noqa: E402
 from xmppd.auth.scram import derive_scram  # noqa: E402
+from xmppd.cli_import import _print_report  # noqa: E402
 from xmppd.migrate import model as m  # noqa: E402
 from xmppd.migrate.domains import DomainMap, parse_mapping  # noqa: E402
 from xmppd.migrate.ejabberd_sql import roster_states, scram_of  # noqa: E402
 from xmppd.migrate.importer import Importer, Options  # noqa: E402
 from xmppd.migrate.stanzas import room_stanza  # noqa: E402
+from xmppd.muc.mam import MamQuery  # noqa: E402
+from xmppd.muc.roles import REASON_MAX  # noqa: E402
 from xmppd.storage import AsyncDatabase, Database  # noqa: E402
 from xmppd.storage.models import muc_messages, muc_nicks  # noqa: E402
+from xmppd.storage.muc import MucStore, Write  # noqa: E402
 from xmppd.stream.mechanisms import offered_mechanisms  # noqa: E402
 
 DOMAIN, MUC = "new.example", "conference.new.example"
@@ -284,3 +288,84 @@ def test_domains_are_mapped_before_they_are_checked(db: Database) -> None:
         row = conn.execute(sa.select(muc_messages.c.sender, muc_messages.c.stanza)).one()
     assert row.sender == f"alice@{DOMAIN}" and f'by="lobby@{MUC}"' in row.stanza
     assert f'from="lobby@{MUC}/A"' in row.stanza
+
+
+# ------------------------------------------------------ reasons, destroyed rooms
+def test_affiliations_keep_their_reasons(db: Database) -> None:
+    room = f"lobby@{MUC}"
+    src = ListSource(
+        _room(),
+        m.Affiliation(room, f"bob@{DOMAIN}", "outcast", "Spam & worse"),
+        m.Affiliation(room, "spam.example", "outcast"),
+        m.Affiliation(room, f"carol@{DOMAIN}", "member", " " + "r" * (REASON_MAX + 20)),
+        m.Affiliation(f"ghost@{MUC}", f"bob@{DOMAIN}", "member", "no room"),
+    )
+    report = run(db, src)
+    problems = sorted((p.where, p.text) for p in report.problems)  # type: ignore[attr-defined]
+    assert problems == [
+        (f"bob@{DOMAIN}", "no room 'ghost' in xmppd nor in the import"),
+        (f"{room} carol@{DOMAIN}", f"reason cut to {REASON_MAX} characters"),
+    ]
+    (stored,) = MucStore(db).load_rooms()
+    assert stored.affiliations == {f"bob@{DOMAIN}": "outcast", "spam.example": "outcast",
+                                   f"carol@{DOMAIN}": "member"}  # fmt: skip
+    assert stored.reasons == {f"bob@{DOMAIN}": "Spam & worse", f"carol@{DOMAIN}": "r" * REASON_MAX}
+    again = run(db, src)
+    assert again.written[m.Kind.AFFILIATIONS].skipped == 3  # type: ignore[attr-defined]
+    changed = ListSource(m.Affiliation(room, f"bob@{DOMAIN}", "outcast", "Changed"))
+    run(db, changed, replace=True)
+    assert MucStore(db).load_rooms()[0].reasons[f"bob@{DOMAIN}"] == "Changed"
+
+
+def _gone(n: int) -> list[m.RoomMessage]:
+    """Messages of the room "gone", which exists neither in xmppd nor in the import."""
+    room = f"gone@{MUC}"
+    return [
+        m.RoomMessage(room, f"g{i}", datetime(2024, 1, 2, 0, 0, i), "ann", f"ann@{DOMAIN}",
+                      room_stanza(f'<message xmlns="jabber:client"><body>g{i}</body></message>',
+                                  room, "ann", f"g{i}"))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def _rows(db: Database, room: str) -> list[tuple[object, ...]]:
+    c = muc_messages.c
+    with db.connection() as conn:
+        q = sa.select(c.stanza_id, c.stamp, c.nick, c.sender, c.stanza, c.origin_id)
+        return [tuple(r) for r in conn.execute(q.where(c.room == room).order_by(c.id))]
+
+
+def test_the_archive_of_a_room_that_no_longer_exists_is_kept(
+    db: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = ListSource(_room(), *_messages(2), *_gone(3))
+    strict = run(db, src, strict=True)  # no problem: written even under --strict
+    assert strict.problems == [] and strict.archive_only == {"gone": 3}  # type: ignore[attr-defined]
+    assert strict.written[m.Kind.ROOM_ARCHIVE].added == 5  # type: ignore[attr-defined]
+    _print_report(strict, "records in a test", False)  # type: ignore[arg-type]
+    out = capsys.readouterr().out
+    assert (
+        "archives of 1 room(s) that do not exist, kept as a destroyed room's (3 messages): gone"
+        in out
+    )
+    assert [s.name for s in MucStore(db).load_rooms()] == ["lobby"]  # no room comes back
+    assert run(db, src).written[m.Kind.ROOM_ARCHIVE].skipped == 5  # type: ignore[attr-defined]
+
+    # exactly what xmppd holds after destroying a room that had these messages
+    with upgraded_database("sqlite") as own:
+        store = MucStore(own)
+        room = {"name": "gone", "settings_json": "{}", "subject": "", "subject_nick": ""}
+        store.write_batch(
+            [Write("room", room)]
+            + [Write("message", {"room": "gone", "stanza_id": r.stanza_id, "stamp": r.stamp.replace(
+                tzinfo=UTC), "nick": r.nick, "sender": r.sender, "stanza": r.stanza,
+                "origin_id": None}) for r in _gone(3)]
+            + [Write("room_delete", {"name": "gone"})]
+        )  # fmt: skip
+        assert store.load_rooms() == []
+        assert _rows(db, "gone") == _rows(own, "gone") and len(_rows(own, "gone")) == 3
+    # found as xmppd finds a destroyed room's archive: by MAM and the join history of a
+    # room made again under that name
+    page = MucStore(db).query_archive("gone", MamQuery(queryid=None))
+    assert [msg.stanza_id for msg in page.messages] == ["g0", "g1", "g2"]
+    assert [r[0] for r in MucStore(db).load_recent("gone", 10)] == ["g0", "g1", "g2"]

@@ -20,6 +20,7 @@ from xmppd.migrate.model import Kind, Problem, RoomMessage
 from xmppd.migrate.xep0227 import Xep0227Source
 from xmppd.migrate.xep0227_writer import WriteError, write_xep0227
 from xmppd.migrate.xmppd_source import XmppdSource
+from xmppd.muc.mam import MamQuery
 from xmppd.muc.roomconfig import RoomSettings
 from xmppd.storage import Database, RosterItem
 from xmppd.storage.account_mam import AccountArchiveStore, ArchiveRow
@@ -91,7 +92,10 @@ def populate(db: Database, archive: int = BATCH + 5, destroyed_room: bool = True
         Write("room", {"name": "quiet", "settings_json": RoomSettings().to_json(),
                        "subject": "", "subject_nick": ""}),
         Write("affiliation", {"room": "lobby", "jid": f"alice@{D}", "affiliation": "owner"}),
-        Write("affiliation", {"room": "lobby", "jid": "other.net", "affiliation": "outcast"}),
+        Write("affiliation", {"room": "lobby", "jid": "other.net", "affiliation": "outcast",
+                              "reason": "Spam <&> \u00e9"}),
+        Write("affiliation", {"room": "lobby", "jid": f"zoë@{D}", "affiliation": "member",
+                              "reason": "Plays the sax"}),
         Write("nick", {"room": "lobby", "jid": f"bob@{D}", "nick": "Bobby"}),
         Write("nick", {"room": "", "jid": f"alice@{D}", "nick": "Alice"}),
     ]  # fmt: skip
@@ -216,12 +220,25 @@ def test_export_import_export_is_identical(tmp_path: Path) -> None:
 
     first = tmp_path / "first.xml"
     with upgraded_database("sqlite") as original:
-        # the importer takes no archive of a room that does not exist (xmppd keeps them)
-        populate(original, destroyed_room=False)
+        populate(original)  # with a destroyed room's archive, and affiliations' reasons
         export(original, first)
+    tree = etree.parse(str(first))
+    xp = "{urn:xmppd:pie:muc:0}"
+    rooms = {r.get("jid"): r.get("archive-only") for r in tree.iter(xp + "room")}
+    assert rooms == {f"gone@{MUC}": "true", f"lobby@{MUC}": None, f"quiet@{MUC}": None}
+    reasons = {a.get("jid"): a.text for a in tree.iter(xp + "affiliation")}
+    assert reasons == {f"alice@{D}": None, "other.net": "Spam <&> \u00e9",
+                       f"zoë@{D}": "Plays the sax"}  # fmt: skip
     with upgraded_database("sqlite") as fresh:
         report = Importer(fresh, D, MUC, Options()).run(Xep0227Source(first))
         assert report.problems == []
+        assert report.archive_only == {"gone": 3}  # kept as xmppd keeps it after a destroy
+        stored = {r.name: r for r in MucStore(fresh).load_rooms()}
+        assert sorted(stored) == ["lobby", "quiet"]
+        assert stored["lobby"].reasons == {"other.net": "Spam <&> \u00e9",
+                                           f"zoë@{D}": "Plays the sax"}  # fmt: skip
+        page = MucStore(fresh).query_archive("gone", MamQuery(queryid=None))
+        assert [msg.stanza_id for msg in page.messages] == ["gone-0", "gone-1", "gone-2"]
         second = tmp_path / "second.xml"
         export(fresh, second)
         again = Importer(fresh, D, MUC, Options()).run(Xep0227Source(first))  # idempotent

@@ -14,10 +14,17 @@ archive (room, stanza-id); account archive (owner, stanza-id)). A record whose k
 already stored is skipped, or overwritten with ``replace``.
 
 Problems (a row the reader could not read, a JID that does not parse, a domain xmppd
-does not serve after ``--map-domain``, an archive of a room that is not there, a nick
-that collides) are counted and listed, never fatal, unless ``strict``: then the whole
-source is read first and nothing is written if there is one. ``dry_run`` reads and
-checks everything and writes nothing.
+does not serve after ``--map-domain``, an affiliation or nick of a room that is not there,
+a nick that collides, a reason cut to :data:`~xmppd.muc.roles.REASON_MAX` characters) are
+counted and listed, never fatal, unless ``strict``: then the whole source is read first
+and nothing is written if there is one. ``dry_run`` reads and checks everything and
+writes nothing.
+
+The archive of a room that exists neither in xmppd nor in the import (a destroyed room's,
+which xmppd keeps and ``xmppd export`` writes as ``archive-only``) is imported as xmppd
+holds it after a destroy: its messages without a room, there for MAM and the join
+history of a room created again under that name. The report counts them per room
+(:attr:`Report.archive_only`); they are no problem.
 
 Left out on purpose (counted, not problems): a room's archived message without a body
 (a subject change, a chat state), which xmppd does not archive either.
@@ -43,6 +50,7 @@ from xmppd.migrate import model as m
 from xmppd.migrate.domains import DomainMap
 from xmppd.migrate.rows import LeftOut, Refused, RowMaker
 from xmppd.muc.nicks import NickError, NickRegistry, check_nick, make_registration
+from xmppd.muc.roles import REASON_MAX
 from xmppd.storage import Database
 from xmppd.storage.imports import Counts, ImportStore, KindWriter
 from xmppd.storage.models import NICK_MAX, utcnow
@@ -82,6 +90,9 @@ class Report:
     read: dict[m.Kind, int] = field(default_factory=dict)
     written: dict[m.Kind, Counts] = field(default_factory=dict)
     problems: list[m.Problem] = field(default_factory=list)
+    #: room name -> archived messages read for it, for rooms that exist neither in xmppd
+    #: nor in the import (kept as a destroyed room's archive: see the module doc)
+    archive_only: dict[str, int] = field(default_factory=dict)
 
     def problem(self, kind: m.Kind | None, where: str, text: str) -> None:
         self.problems.append(m.Problem(kind, where, text))
@@ -232,11 +243,17 @@ class Importer:
                 continue
             if kind is m.Kind.ROOMS:
                 self._rooms.add(row["name"])
+            elif kind is m.Kind.ROOM_ARCHIVE:
+                if row["room"] not in self._rooms:  # a destroyed room's archive
+                    report.archive_only[row["room"]] = report.archive_only.get(row["room"], 0) + 1
             elif "room" in row and row["room"] not in self._rooms:
                 report.problem(
                     kind, _where(r), f"no room {row['room']!r} in xmppd nor in the import"
                 )
                 continue
+            if kind is m.Kind.AFFILIATIONS and len(r.reason.strip()) > REASON_MAX:
+                where = f"{r.room} {r.jid}"
+                report.problem(kind, where, f"reason cut to {REASON_MAX} characters")
             batch.append(row)
             if len(batch) >= self.options.batch:
                 self._flush(w, table, batch, counts)

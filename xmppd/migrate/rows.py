@@ -17,6 +17,7 @@ from xmppd.migrate import model as m
 from xmppd.migrate.domains import DomainMap
 from xmppd.migrate.passwords import key_columns
 from xmppd.migrate.stanzas import NoBody, StanzaProblem, as_archived
+from xmppd.muc.roles import REASON_MAX
 from xmppd.muc.roomconfig import ALLOW_PM, WHOIS, RoomSettings
 from xmppd.storage.models import JID_MAX, NICK_MAX, utcnow
 
@@ -165,6 +166,7 @@ class RowMaker:
             "jid": str(self.jid(r.jid)),
             "affiliation": r.affiliation,
             "by_registration": False,
+            "reason": r.reason.strip()[:REASON_MAX],  # the importer lists a longer one
         }
 
     def nick_scope(self, r: m.RegisteredNick) -> tuple[str, str]:

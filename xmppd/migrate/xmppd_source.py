@@ -150,7 +150,7 @@ class XmppdSource:
 
     def _affiliations(self) -> Iterator[Record | Problem]:
         for row in self.store.affiliations():
-            yield Affiliation(self._room(row.room), row.jid, row.affiliation)
+            yield Affiliation(self._room(row.room), row.jid, row.affiliation, row.reason)
 
     def _nicks(self) -> Iterator[Record | Problem]:
         for row in self.store.nicks():

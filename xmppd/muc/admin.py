@@ -2,6 +2,8 @@
 
 The muc#admin query (lists and changes, all or nothing) and the state changes it makes,
 which the service's administrator (``xmppd room-ban``) and voice approvals reuse.
+An affiliation given with a ``<reason/>`` keeps it (at most :data:`roles.REASON_MAX`
+characters: a longer one is ``bad-request``, nothing changes) and the lists show it (§9.2).
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ def _plan_item(
     reason_el = item.find("{%s}reason" % MUC_ADMIN)
     reason = reason_el.text if reason_el is not None else None
     role, aff = item.get("role"), item.get("affiliation")
+    if aff is not None:
+        reason = checked_reason(reason)
     if (role is None) == (aff is None):
         raise StanzaError("bad-request", "give either a role or an affiliation")
     if role is not None:
@@ -94,6 +98,14 @@ def _plan_item(
     if not R.may_change_affiliation(actor_aff, room.affiliation(bare), aff):  # type: ignore[arg-type]
         raise StanzaError("not-allowed", "you may not change that affiliation")
     return ("aff", bare, aff, reason)  # type: ignore[return-value]
+
+
+def checked_reason(reason: str | None) -> str | None:
+    """An affiliation's reason as kept (trimmed; None if blank), or ``bad-request``."""
+    reason = (reason or "").strip() or None
+    if reason is not None and len(reason) > R.REASON_MAX:
+        raise StanzaError("bad-request", f"the reason is longer than {R.REASON_MAX} characters")
+    return reason
 
 
 def _item_bare(room: RoomCore, item: etree._Element) -> str:
@@ -126,7 +138,10 @@ def _list(
         if aff == R.OWNER:
             jids = sorted(set(jids) | room.ctx.site_admins)
         for jid in jids:
-            sub(q, "{%s}item" % MUC_ADMIN, affiliation=aff, jid=jid)
+            listed = sub(q, "{%s}item" % MUC_ADMIN, affiliation=aff, jid=jid)
+            reason = room.affiliation_reasons.get(jid)
+            if reason:
+                sub(listed, "{%s}reason" % MUC_ADMIN).text = reason
         return
     if role not in (R.MODERATOR, R.PARTICIPANT, R.VISITOR):
         raise StanzaError("bad-request", f"cannot list role {role}")
@@ -167,16 +182,20 @@ def evict(
 def apply_affiliation(
     room: RoomCore, out: Out, bare: str, aff: str, actor: str | None, reason: str | None
 ) -> None:
-    """Record ``bare``'s new affiliation and apply it to its occupants (roles, bans).
+    """Record ``bare``'s new affiliation, with ``reason`` (None: none; the old one goes
+    either way), and apply it to its occupants (roles, bans).
 
     The change is no longer one in-band registration made: the caller marks it as such
     again if it is (:mod:`.registration`).
     """
     room.registered_members.discard(bare)
+    room.affiliation_reasons.pop(bare, None)
     if aff == R.NONE:
         room.affiliations.pop(bare, None)
     else:
         room.affiliations[bare] = aff
+        if reason:
+            room.affiliation_reasons[bare] = reason
     out.affiliations.append((bare, aff))
     for occ in [o for o in room.occupants.values() if o.bare == bare]:
         if aff == R.OUTCAST:
@@ -198,6 +217,7 @@ def set_affiliation_as_service(room: RoomCore, bare: str, aff: str, reason: str 
     """
     if aff not in R.AFFILIATIONS:
         raise StanzaError("bad-request", f"unknown affiliation {aff}")
+    reason = checked_reason(reason)
     if bare in room.ctx.site_admins:
         raise StanzaError("not-allowed", "site administrators always own the room")
     owners = {j for j, a in room.affiliations.items() if a == R.OWNER}

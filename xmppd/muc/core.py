@@ -100,6 +100,10 @@ class RoomCore:
         #: §7.10): unregistering takes back only these; any other change of the
         #: affiliation (an admin's, the service's) takes a JID out (:mod:`.registration`)
         self.registered_members: set[str] = set()
+        #: bare JID -> the reason its affiliation was given with (§9.1, §9.3; at most
+        #: ``roles.REASON_MAX`` characters), shown in the affiliation lists (§9.2); any
+        #: later change of the affiliation replaces it (:func:`.admin.apply_affiliation`)
+        self.affiliation_reasons: dict[str, str] = {}
         self.subject = subject
         self.subject_nick = subject_nick
         #: XEP-0421 id of the occupant who set the subject, while this process knows it

@@ -86,6 +86,7 @@ def apply_config(room: RoomCore, values: dict[str, list[str]], out: Out) -> list
             if room.affiliations.get(bare) != aff:
                 room.affiliations[bare] = aff
                 room.registered_members.discard(bare)  # an owner's choice now
+                room.affiliation_reasons.pop(bare, None)  # the form gives no reason
                 out.affiliations.append((bare, aff))
     settings.locked = False
     for occ in room.occupants.values():

@@ -10,6 +10,10 @@ ROLES = (MODERATOR, PARTICIPANT, VISITOR, NONE)
 
 _AFF_RANK = {OUTCAST: -1, NONE: 0, MEMBER: 1, ADMIN: 2, OWNER: 3}
 
+#: Characters an affiliation's reason (a ban's, a membership's: §9.1, §9.3) may have; the
+#: room keeps it and lists it (§9.2), the database stores it (``muc_affiliations.reason``).
+REASON_MAX = 500
+
 
 def aff_rank(aff: str) -> int:
     return _AFF_RANK[aff]

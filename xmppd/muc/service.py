@@ -106,6 +106,7 @@ class MucService:
             room = self._make_room(stored.name, RoomSettings.from_json(stored.settings_json))
             room.affiliations = dict(stored.affiliations)
             room.registered_members = set(stored.registered_members)
+            room.affiliation_reasons = dict(stored.reasons)
             room.subject, room.subject_nick = stored.subject, stored.subject_nick
         seeded: list[Write] = []
         for seed in self.config.rooms:
@@ -387,8 +388,9 @@ class MucService:
             out.affiliations = [*out.affiliations, *room.affiliations.items()]
         for jid, aff in out.affiliations if persistent else ():
             by_registration = jid in room.registered_members
+            reason = room.affiliation_reasons.get(jid, "")
             writes.append(Write("affiliation", {"room": room.name, "jid": jid,
-                                                "affiliation": aff,
+                                                "affiliation": aff, "reason": reason,
                                                 "by_registration": by_registration}))  # fmt: skip
         for stanza_id, stone, actor in out.retractions:
             log.info("event=muc_message_retracted room=%s stanza_id=%s by=%s",

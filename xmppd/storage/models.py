@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from xmppd.muc.roles import REASON_MAX
+
 LOCALPART_MAX = 255
 JID_MAX = 383
 NICK_MAX = 255
@@ -134,7 +136,7 @@ class OfflineMessage(Base):
 
 # ---------------------------------------------------------------------------- MUC
 # XEP-0045 rooms, their message archive, affiliations and registered nicks (migrations
-# 0002_muc, 0003_muc_registered_members); the queries are
+# 0002_muc, 0003_muc_registered_members, 0011_muc_affiliation_reason); the queries are
 # :class:`xmppd.storage.muc.MucStore`'s.
 
 muc_rooms = sa.Table(
@@ -179,6 +181,9 @@ muc_affiliations = sa.Table(
     sa.Column(
         "by_registration", sa.Boolean, nullable=False, default=False, server_default=sa.false()
     ),
+    #: why it was given (XEP-0045 §9.1 ban, §9.3 membership…), "" for none; listed with the
+    #: affiliation (§9.2) (migration 0011)
+    sa.Column("reason", sa.String(REASON_MAX), nullable=False, default="", server_default=""),
     **_MYSQL_TABLE,
 )
 

@@ -58,6 +58,8 @@ class StoredRoom:
     affiliations: dict[str, str]
     #: members whose ``member`` affiliation in-band registration gave (XEP-0045 §7.10)
     registered_members: set[str] = field(default_factory=set)
+    #: bare JID -> why its affiliation was given (only those with a reason)
+    reasons: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -85,8 +87,9 @@ def _apply(conn: sa.Connection, w: Write) -> None:
         if v["affiliation"] == "none":
             conn.execute(affiliations.delete().where(where))
         else:
-            row = {**v, "by_registration": bool(v.get("by_registration", False))}
-            changed = {k: row[k] for k in ("affiliation", "by_registration")}
+            row = {**v, "by_registration": bool(v.get("by_registration", False)),
+                   "reason": v.get("reason") or ""}  # fmt: skip
+            changed = {k: row[k] for k in ("affiliation", "by_registration", "reason")}
             upsert(conn, affiliations, ["room", "jid"], row, changed)
     elif w.kind == "nick":
         _set_nick(conn, v["room"], v["jid"], v["nick"])
@@ -212,10 +215,13 @@ class MucStore:
         with self.db.connection() as conn:
             affs: dict[str, dict[str, str]] = {}
             by_registration: dict[str, set[str]] = {}
+            reasons: dict[str, dict[str, str]] = {}
             for row in conn.execute(sa.select(affiliations)):
                 affs.setdefault(row.room, {})[row.jid] = row.affiliation
                 if row.by_registration:
                     by_registration.setdefault(row.room, set()).add(row.jid)
+                if row.reason:
+                    reasons.setdefault(row.room, {})[row.jid] = row.reason
             return [
                 StoredRoom(
                     r.name,
@@ -224,6 +230,7 @@ class MucStore:
                     r.subject_nick,
                     affs.get(r.name, {}),
                     by_registration.get(r.name, set()),
+                    reasons.get(r.name, {}),
                 )
                 for r in conn.execute(sa.select(rooms).order_by(rooms.c.name))
             ]
