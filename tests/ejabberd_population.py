@@ -181,7 +181,6 @@ async def _rosters(
     await alice.next_presence(match=lambda p: p["type"] == "subscribe" and p["from"].bare == e)
     # a contact on another server, no subscription at all
     await alice.update_roster("news@feeds.example", name="News", groups=["Feeds"])
-    await asyncio.sleep(0.5)  # let the last subscription states settle in storage
 
     def item(name: str, sub: str, ask: str = "", groups: tuple[str, ...] = ()) -> dict[str, Any]:
         return {"name": name, "subscription": sub, "ask": ask, "groups": sorted(groups)}
@@ -198,6 +197,32 @@ async def _rosters(
         e: {a: item("", "none", "subscribe")},
     }
     pop.pending_in = {a: [e], d: [a]}
+    owners = {a: alice, b: bob, c: carol, e: erin}
+    await _settled({owners[o]: items for o, items in pop.rosters.items()})
+
+
+async def _settled(expected: dict[Client, dict[str, dict[str, Any]]], timeout: float = 20) -> None:
+    """Until ejabberd's own rosters show the subscription states made above (the last
+    ``subscribed`` may still be on its way when the population moves on)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        seen = {}
+        for client, items in expected.items():
+            await client.get_roster()
+            roster = client.client_roster
+            for contact, want in items.items():
+                got = (roster[contact]["subscription"], roster[contact]["pending_out"])
+                seen[(str(client.boundjid.bare), contact)] = (
+                    got,
+                    (want["subscription"], bool(want["ask"])),
+                )
+        wrong = {k: v for k, v in seen.items() if v[0] != v[1]}
+        if not wrong:
+            return
+        if loop.time() > deadline:
+            raise RuntimeError(f"ejabberd's rosters did not settle: {wrong}")
+        await asyncio.sleep(0.2)
 
 
 async def _personal(pop: Population, alice: Client, bob: Client) -> None:
