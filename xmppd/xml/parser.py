@@ -18,7 +18,9 @@ Violations raise :class:`~xmppd.xml.errors.StreamError`; the parser is then unus
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from lxml import etree
 
@@ -456,6 +458,7 @@ class StreamParser:
         if stripped:
             self._last_byte = stripped[-1:]
         parser = self._parser if self._parser is not None else self._wake()
+        logged = len(parser.feed_error_log)
         try:
             parser.feed(data)
         except etree.XMLSyntaxError as exc:
@@ -463,6 +466,8 @@ class StreamParser:
             if "encoding" in msg.lower() or "invalid char" in msg.lower():
                 raise StreamError("not-well-formed", "invalid UTF-8 or character") from None
             raise StreamError("not-well-formed", msg.split(", line")[0][:200]) from None
+        if len(parser.feed_error_log) > logged:
+            _check_namespaces(parser.feed_error_log[logged:])
         events = target.events
         if events:
             target.events = []
@@ -486,6 +491,17 @@ class StreamParser:
                 "policy-violation", f"stanza larger than {self.max_stanza_size} bytes"
             )
         return events
+
+
+# libxml2 only logs these (XML-NAMES violations): the element would reach us with its
+# prefix silently dropped, ``<x:message>`` as an un-namespaced ``message``.
+_NAMESPACE_ERRORS = frozenset({"NS_ERR_UNDEFINED_NAMESPACE", "NS_ERR_XML_NAMESPACE"})
+
+
+def _check_namespaces(log: Iterable[Any]) -> None:
+    for entry in log:
+        if entry.type_name in _NAMESPACE_ERRORS:
+            raise StreamError("not-well-formed", "undeclared or empty namespace prefix")
 
 
 def _escape_attr(value: str) -> str:
