@@ -277,6 +277,9 @@ def test_malformed_xml_is_not_well_formed(payload: bytes) -> None:
         b"<x:message to='a@b'/>",  # found by fuzz/targets/xml_parser.py: arrived as un-namespaced
         b"<message><x:body>hi</x:body></message>",
         b"<message xmlns:x=''><x:body/></message>",
+        b"<pre:::sendy>A</pre:::sendy>",  # fuzz: lxml raised ValueError (not an NCName)
+        b"<message><a:b:c/></message>",
+        b"<message a:b:c='1'/>",
     ],
 )
 def test_unbound_prefix_is_refused(payload: bytes) -> None:

@@ -466,6 +466,8 @@ class StreamParser:
             if "encoding" in msg.lower() or "invalid char" in msg.lower():
                 raise StreamError("not-well-formed", "invalid UTF-8 or character") from None
             raise StreamError("not-well-formed", msg.split(", line")[0][:200]) from None
+        except ValueError:  # lxml's name check: XML allows ``a:b:c``, XML-NAMES does not
+            raise StreamError("not-well-formed", "invalid element or attribute name") from None
         if len(parser.feed_error_log) > logged:
             _check_namespaces(parser.feed_error_log[logged:])
         events = target.events
