@@ -287,6 +287,18 @@ def test_unbound_prefix_is_refused(payload: bytes) -> None:
     assert error_of([HEADER, payload]).condition == "not-well-formed"
 
 
+def test_dispose_after_an_invalid_name_is_quiet() -> None:
+    # found by fuzz/targets/xml_parser.py: close() raised lxml's ValueError out of dispose()
+    parser = StreamParser()
+    parser.feed(HEADER + b"<presence")
+    with pytest.raises(StreamError):
+        parser.feed(b"stream:6>")  # not an error on its own, until the name is complete
+    parser.dispose()
+    parser = StreamParser()
+    parser.feed(HEADER + b"<pre:stream:6")
+    parser.dispose()
+
+
 # ------------------------------------------------------------------ limits
 def big(n: int) -> bytes:
     return b"<message><body>" + b"a" * n + b"</body></message>"

@@ -326,7 +326,7 @@ def _release_parser(parser: etree.XMLParser) -> None:
     """Close ``parser`` (lxml frees its C state only then) and keep it for reuse."""
     try:
         parser.close()
-    except (etree.XMLSyntaxError, StreamError):
+    except (etree.XMLSyntaxError, StreamError, ValueError):  # ValueError: see _feed_piece
         pass
     parser.target.sink = None
     if len(_pool) < _POOL_MAX:
