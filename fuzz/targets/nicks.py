@@ -41,4 +41,5 @@ def TestOneInput(data: bytes) -> None:
     except NickError as err:
         assert err.condition == "not-acceptable"
     nick_matches(key, [pattern, "*"])
-    assert nick_matches(key, [nick])
+    if not any(c in nick for c in "*?["):  # a glob matches itself when it has no wildcard
+        assert nick_matches(key, [nick]), (nick, key)
