@@ -287,6 +287,19 @@ def test_unbound_prefix_is_refused(payload: bytes) -> None:
     assert error_of([HEADER, payload]).condition == "not-well-formed"
 
 
+@pytest.mark.parametrize(
+    ("cut", "condition"),
+    [(b"<message><\n", "not-well-formed"), (b"<message>&\n", "restricted-xml")],
+)
+def test_a_chunk_ending_in_markup_then_newline_is_judged_as_whole(
+    cut: bytes, condition: str
+) -> None:
+    # found by fuzz/targets/restricted_xml.py: the scanner's ``$`` matched before the final
+    # newline, so the verdict depended on where the chunk ended
+    assert error_of([HEADER, cut + b"\n</message>"]).condition == condition
+    assert error_of([HEADER, cut, b"\n</message>"]).condition == condition
+
+
 def test_dispose_after_an_invalid_name_is_quiet() -> None:
     # found by fuzz/targets/xml_parser.py: close() raised lxml's ValueError out of dispose()
     parser = StreamParser()

@@ -43,9 +43,10 @@ class StreamClose:
 
 ParserEvent = StreamOpen | StreamClose | etree._Element
 
-_MARKUP = re.compile(rb"<[!?]|&|<$")
+# ``\Z``, not ``$``: ``$`` also matches before a final newline, and "<\n" is no lone "<".
+_MARKUP = re.compile(rb"<[!?]|&|<\Z")
 _PREDEFINED_ENTITY = re.compile(rb"&(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});")
-_ENTITY_PREFIX = re.compile(rb"&(?:[a-z]{0,4}|#[0-9]{0,7}|#x[0-9a-fA-F]{0,6})$")
+_ENTITY_PREFIX = re.compile(rb"&(?:[a-z]{0,4}|#[0-9]{0,7}|#x[0-9a-fA-F]{0,6})\Z")
 _XML_DECL = re.compile(rb"<\?xml\s[^?<>]{0,200}\?>")
 _CDATA_OPEN = b"<![CDATA["
 # Where a stanza may end: after an end tag or an empty-element tag not directly followed
