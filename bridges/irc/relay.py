@@ -18,6 +18,8 @@ class Formatter:
         self.max_lines = max_lines
 
     def _nick(self, nick: str) -> str:
+        # A nick comes from the IRC server's prefix: drop what no room stanza can carry.
+        nick = strip_formatting(nick)
         return protect_nick(nick) if self.nick_protection else nick
 
     # ---------------------------------------------------------------- IRC -> room

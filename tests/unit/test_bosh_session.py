@@ -391,6 +391,15 @@ def test_wrong_key_of_a_legacy_client_is_an_http_status_at_once() -> None:
     assert isinstance(outcome, Respond) and outcome.status == 404
 
 
+@pytest.mark.parametrize("newkey", ["clé", "ab"])
+def test_non_ascii_key_or_newkey_is_a_wrong_key(newkey: str) -> None:
+    # found by fuzz/targets/bosh.py: hmac.compare_digest raised TypeError on non-ASCII str
+    s = started(newkey=newkey)
+    outcome = s.receive(body(RID + 1, key="é"), 1.0)
+    assert isinstance(outcome, Respond) and outcome.condition == "item-not-found"
+    assert s.take_ready() == []
+
+
 def test_terminate_processes_payloads_then_answers_terminate() -> None:
     s = started()
     s.receive(body(RID + 1), 1.0)

@@ -108,6 +108,15 @@ def test_nick_protection() -> None:
     assert f.irc_message("bob", "hi", False) == f"<b{ZWJ}ob> hi"
 
 
+def test_irc_nicks_with_control_characters_become_room_text() -> None:
+    # found by fuzz/targets/bridge_text.py: a prefix nick with \x16 or \x04 reached the
+    # room stanza's text, and lxml refuses it (ValueError in the room sender)
+    f = Formatter(nick_protection=False, max_lines=3)
+    assert f.irc_part("b\x16o\x04b", "#c", "") == "*** bob left #c"
+    assert f.irc_kick("a\x01", "\x1bop", "") == "*** a was kicked by op"
+    assert f.irc_message("b\x00ob", "hi", False) == "<bob> hi"
+
+
 def test_token_bucket_burst_then_rate() -> None:
     b = TokenBucket(burst=10, rate=1.0, now=100.0)
     assert sum(b.take(100.0) for _ in range(15)) == 10

@@ -363,7 +363,8 @@ class BoshSession:
         for _ in range(1 + self._key_skips):  # a lost request's key is one more hash away
             digest = hashlib.sha1(digest.encode(), usedforsecurity=False).hexdigest()
         self._key_skips = 0
-        if not hmac.compare_digest(digest, self._key.lower()):
+        # As bytes: compare_digest refuses str with non-ASCII, and newkey is the client's.
+        if not hmac.compare_digest(digest.encode(), self._key.lower().encode()):
             return False
         self._key = request.attrs.get("newkey") or key
         return True

@@ -18,7 +18,9 @@ Violations raise :class:`~xmppd.xml.errors.StreamError`; the parser is then unus
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from lxml import etree
 
@@ -41,9 +43,10 @@ class StreamClose:
 
 ParserEvent = StreamOpen | StreamClose | etree._Element
 
-_MARKUP = re.compile(rb"<[!?]|&|<$")
+# ``\Z``, not ``$``: ``$`` also matches before a final newline, and "<\n" is no lone "<".
+_MARKUP = re.compile(rb"<[!?]|&|<\Z")
 _PREDEFINED_ENTITY = re.compile(rb"&(?:amp|lt|gt|quot|apos|#[0-9]{1,7}|#x[0-9a-fA-F]{1,6});")
-_ENTITY_PREFIX = re.compile(rb"&(?:[a-z]{0,4}|#[0-9]{0,7}|#x[0-9a-fA-F]{0,6})$")
+_ENTITY_PREFIX = re.compile(rb"&(?:[a-z]{0,4}|#[0-9]{0,7}|#x[0-9a-fA-F]{0,6})\Z")
 _XML_DECL = re.compile(rb"<\?xml\s[^?<>]{0,200}\?>")
 _CDATA_OPEN = b"<![CDATA["
 # Where a stanza may end: after an end tag or an empty-element tag not directly followed
@@ -324,7 +327,7 @@ def _release_parser(parser: etree.XMLParser) -> None:
     """Close ``parser`` (lxml frees its C state only then) and keep it for reuse."""
     try:
         parser.close()
-    except (etree.XMLSyntaxError, StreamError):
+    except (etree.XMLSyntaxError, StreamError, ValueError):  # ValueError: see _feed_piece
         pass
     parser.target.sink = None
     if len(_pool) < _POOL_MAX:
@@ -456,6 +459,7 @@ class StreamParser:
         if stripped:
             self._last_byte = stripped[-1:]
         parser = self._parser if self._parser is not None else self._wake()
+        logged = len(parser.feed_error_log)
         try:
             parser.feed(data)
         except etree.XMLSyntaxError as exc:
@@ -463,6 +467,10 @@ class StreamParser:
             if "encoding" in msg.lower() or "invalid char" in msg.lower():
                 raise StreamError("not-well-formed", "invalid UTF-8 or character") from None
             raise StreamError("not-well-formed", msg.split(", line")[0][:200]) from None
+        except ValueError:  # lxml's name check: XML allows ``a:b:c``, XML-NAMES does not
+            raise StreamError("not-well-formed", "invalid element or attribute name") from None
+        if len(parser.feed_error_log) > logged:
+            _check_namespaces(parser.feed_error_log[logged:])
         events = target.events
         if events:
             target.events = []
@@ -486,6 +494,17 @@ class StreamParser:
                 "policy-violation", f"stanza larger than {self.max_stanza_size} bytes"
             )
         return events
+
+
+# libxml2 only logs these (XML-NAMES violations): the element would reach us with its
+# prefix silently dropped, ``<x:message>`` as an un-namespaced ``message``.
+_NAMESPACE_ERRORS = frozenset({"NS_ERR_UNDEFINED_NAMESPACE", "NS_ERR_XML_NAMESPACE"})
+
+
+def _check_namespaces(log: Iterable[Any]) -> None:
+    for entry in log:
+        if entry.type_name in _NAMESPACE_ERRORS:
+            raise StreamError("not-well-formed", "undeclared or empty namespace prefix")
 
 
 def _escape_attr(value: str) -> str:
