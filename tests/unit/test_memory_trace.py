@@ -3,6 +3,7 @@ snapshots dumped to private files that ``bench/memory_cycles.py`` compares."""
 
 from __future__ import annotations
 
+import gc
 import stat
 import tracemalloc
 from pathlib import Path
@@ -64,5 +65,23 @@ async def test_bad_requests_change_nothing(tmp_path: Path, args: dict, code: str
     with pytest.raises(AdminError) as info:
         await _call(tmp_path, **args)
     assert info.value.code == code
+    assert not tracemalloc.is_tracing()
+    assert _listing(tmp_path) == []
+
+
+async def test_collect_frees_cyclic_garbage_without_tracing(tmp_path: Path) -> None:
+    class Node:
+        def __init__(self) -> None:
+            self.me = self
+
+    gc.disable()  # the garbage must still be there when the command runs
+    try:
+        for _ in range(1000):
+            Node()
+        reply = await _call(tmp_path, action="collect")
+    finally:
+        gc.enable()
+    assert reply.result["freed"] >= 1000
+    assert reply.result["tracked"] > 0
     assert not tracemalloc.is_tracing()
     assert _listing(tmp_path) == []

@@ -461,7 +461,8 @@ async def cmd_reload(server: Server, args: dict[str, Any]) -> Reply:
 async def cmd_memory_trace(server: Server, args: dict[str, Any]) -> Reply:
     """tracemalloc in the running server: ``action`` start (``frames``, default 10),
     snapshot (after a full garbage collection; written under data_dir, the path is
-    answered) or stop. For ``bench/memory_cycles.py`` and leak hunts."""
+    answered), stop, or collect (a full collection and heap trim, without tracing).
+    For ``bench/memory_cycles.py`` and leak hunts."""
     action = text_arg(args, "action", limit=16)
     if action == "start":
         frames = args.get("frames", 10)
@@ -471,11 +472,16 @@ async def cmd_memory_trace(server: Server, args: dict[str, Any]) -> Reply:
         return Reply(
             "tracing started" if started else "tracing was already on", {"started": started}
         )
+    if action == "collect":
+        freed, tracked = memory.collect()
+        return Reply(f"{freed} objects freed", {"freed": freed, "tracked": tracked})
     if action == "stop":
         stopped = memory.trace_stop()
         return Reply("tracing stopped" if stopped else "tracing was off", {"stopped": stopped})
     if action != "snapshot":
-        raise AdminError("bad-request", f"unknown action {action!r} (start, snapshot, stop)")
+        raise AdminError(
+            "bad-request", f"unknown action {action!r} (start, snapshot, stop, collect)"
+        )
     try:
         snapshot, collected = memory.trace_snapshot()
     except RuntimeError:
