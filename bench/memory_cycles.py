@@ -13,7 +13,8 @@ collection (admin ``memory-trace`` action ``collect``: what is garbage not yet c
 and what is kept alive), with its open file descriptors and session count.
 The verdict compares the end with the 10 % mark. With ``--trace on`` tracemalloc is switched
 on in the server at the 10 % mark (admin command ``memory-trace``) and the end snapshot is
-compared with the one taken then; with ``--trace auto`` (default) that happens only when RSS
+compared with the one taken then (``--trace-at N``: at cycle N, once caches are full);
+with ``--trace auto`` (default) that happens only when RSS
 grew more than 10 %, in an extra traced phase (5 % of the cycles, 300 to 2,000).
 
 Bounded: ``--max-minutes`` stops the cycles early (the report says how many ran); every
@@ -271,6 +272,8 @@ async def main_async(args: argparse.Namespace) -> dict:
     deadline = t0 + 60 * args.max_minutes
     first = max(1, args.cycles // 10)
     marks = sorted({first, *range(args.every, args.cycles, args.every), args.cycles})
+    if args.trace_at:
+        marks = sorted({*marks, args.trace_at})
     traced: list[Path] = []
     result: dict = {}
     try:
@@ -289,7 +292,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                     run.stop_at = run.issued  # the workers finish their cycle and stop
             await task
             await checkpoint(run, proc.pid, sock, args.settle, t0)
-            if mark == first and args.trace == "on":
+            if mark == (args.trace_at or first) and args.trace == "on":
                 admin(sock, "memory-trace", action="start", frames=args.frames)
                 traced.append(Path(admin(sock, "memory-trace", action="snapshot")["path"]))
         # the 10 % mark, or (cut short by --max-minutes) the checkpoint nearest 10 % of
@@ -346,6 +349,9 @@ def main() -> None:
     parser.add_argument("--port-base", type=int, default=31400)
     parser.add_argument("--trace", choices=("auto", "on", "off"), default="auto")
     parser.add_argument("--frames", type=int, default=8, help="tracemalloc frames per trace")
+    parser.add_argument(
+        "--trace-at", type=int, default=0, help="with --trace on: start at this cycle (10 %%)"
+    )
     parser.add_argument("--top", type=int, default=25, help="growing sites to print")
     args = parser.parse_args()
     result = asyncio.run(main_async(args))
