@@ -56,7 +56,7 @@ def _check_octets(value: str, what: str) -> None:
 #: Entries in each cache of full addresses (parsed JIDs, prepared resources, MUC
 #: recipients). They must hold the addresses in use now (sessions, room occupants), not
 #: every one ever seen: clients choose a fresh random resource at each login, and caches
-#: of 65,536 entries grew by ~2.4 KiB per login for 50,000 logins (tests/unit/
+#: of 65,536 entries grew by 1-2 KiB per login until full, some 70 MB (tests/unit/
 #: test_jid_cache_memory.py; RSS in ``bench/memory_cycles.py``). A miss costs one PRECIS
 #: preparation.
 FULL_JID_CACHE = 8192
