@@ -53,6 +53,15 @@ def _check_octets(value: str, what: str) -> None:
         raise JIDError(f"{what} longer than {MAX_PART_OCTETS} octets")
 
 
+#: Entries in each cache of full addresses (parsed JIDs, prepared resources, MUC
+#: recipients). They must hold the addresses in use now (sessions, room occupants), not
+#: every one ever seen: clients choose a fresh random resource at each login, and caches
+#: of 65,536 entries grew by 1-2 KiB per login until full, some 70 MB (tests/unit/
+#: test_jid_cache_memory.py; RSS in ``bench/memory_cycles.py``). A miss costs one PRECIS
+#: preparation.
+FULL_JID_CACHE = 8192
+
+
 @lru_cache(maxsize=16384)
 def nodeprep(value: str) -> str:
     """Enforce the RFC 7622 localpart rules (PRECIS UsernameCaseMapped + §3.3.1)."""
@@ -68,7 +77,7 @@ def nodeprep(value: str) -> str:
     return prepared
 
 
-@lru_cache(maxsize=16384)
+@lru_cache(maxsize=FULL_JID_CACHE)
 def resourceprep(value: str) -> str:
     """Enforce the RFC 7622 resourcepart rules (PRECIS OpaqueString; case is kept)."""
     if not value or len(value) > _MAX_RAW_CHARS:
@@ -166,7 +175,7 @@ class JID:
         return text if self.resource is None else f"{text}/{self.resource}"
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=FULL_JID_CACHE)
 def _make(local: str | None, domain: str, resource: str | None) -> JID:
     return JID(
         None if local is None else nodeprep(local),
@@ -175,7 +184,7 @@ def _make(local: str | None, domain: str, resource: str | None) -> JID:
     )
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=FULL_JID_CACHE)
 def _parse(text: str) -> JID:
     # RFC 7622 §3.2: the resource starts at the first '/', the localpart ends at the
     # first '@' before it (a '@' or '/' inside the resource is legal).

@@ -271,3 +271,30 @@ def test_server_shutdown_tells_websocket_clients(tmp_path: Path) -> None:
         run(scenario, timeout=40)
     finally:
         srv.stop()
+
+
+def test_clients_closing_as_the_server_closes_leave_no_crash_in_the_log(
+    server: XmppdProcess,
+) -> None:
+    """A client that answers the server's ``<close/>`` with its close frame at once (as
+    browsers do) races the server's own close frame on the socket: hypercorn closing
+    while our writer sends is the peer going, not a crash with a traceback at ERROR."""
+
+    async def one(n: int) -> None:
+        ws = await WsXmpp.connect(ws_url(server))
+        await ws.login("alice", "secret", f"close{n}")
+        await ws.send(f"<close xmlns='{FRAMING}'/>")
+        try:
+            await ws.recv_until(q(FRAMING, "close"))
+        except ConnectionClosed:
+            pass
+        await ws.close()
+
+    async def main() -> None:
+        for batch in range(4):
+            await asyncio.gather(*(one(10 * batch + k) for k in range(10)))
+
+    run(main, timeout=60)
+    log = server.log()
+    assert "event=connection_crashed" not in log, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from xmppd import memory
 from xmppd.admin.protocol import AdminError, Reply, Request, bool_arg, text_arg, xml_text
 from xmppd.config import ConfigError
 from xmppd.jid import JID, JIDError, localpart_for_username, nodeprep
@@ -454,3 +455,40 @@ async def cmd_reload(server: Server, args: dict[str, Any]) -> Reply:
     except ConfigError as exc:
         raise AdminError("bad-config", f"configuration error: {exc}") from None
     return Reply(report.summary(), report.as_dict())
+
+
+@command("memory-trace")
+async def cmd_memory_trace(server: Server, args: dict[str, Any]) -> Reply:
+    """tracemalloc in the running server: ``action`` start (``frames``, default 10),
+    snapshot (after a full garbage collection; written under data_dir, the path is
+    answered), stop, or collect (a full collection and heap trim, without tracing).
+    For ``bench/memory_cycles.py`` and leak hunts."""
+    action = text_arg(args, "action", limit=16)
+    if action == "start":
+        frames = args.get("frames", 10)
+        if not isinstance(frames, int) or isinstance(frames, bool) or not 1 <= frames <= 100:
+            raise AdminError("bad-request", 'argument "frames" must be an integer 1..100')
+        started = memory.trace_start(frames)
+        return Reply(
+            "tracing started" if started else "tracing was already on", {"started": started}
+        )
+    if action == "collect":
+        freed, tracked = memory.collect()
+        return Reply(f"{freed} objects freed", {"freed": freed, "tracked": tracked})
+    if action == "stop":
+        stopped = memory.trace_stop()
+        return Reply("tracing stopped" if stopped else "tracing was off", {"stopped": stopped})
+    if action != "snapshot":
+        raise AdminError(
+            "bad-request", f"unknown action {action!r} (start, snapshot, stop, collect)"
+        )
+    try:
+        snapshot, collected = memory.trace_snapshot()
+    except RuntimeError:
+        raise AdminError("not-allowed", "tracemalloc is not running (action start first)") from None
+    path = await trio.to_thread.run_sync(memory.dump_snapshot, snapshot, server.config.data_path)
+    current, peak = memory.traced_sizes()
+    return Reply(
+        f"snapshot written to {path}",
+        {"path": str(path), "traced": current, "peak": peak, "gc_collected": collected},
+    )

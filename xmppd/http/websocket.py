@@ -8,12 +8,20 @@ each input message is one element (at most ``limits.max_stanza_size`` bytes), ea
 output chunk one text message, and the end a close frame (code 1000). Writes carry no
 deadline of their own: hypercorn's stream gives up on a peer that stops reading
 (:class:`xmppd.http.serving._PeerWatch`, ``event=send_timeout transport=http``).
+
+A client that closes first (its close frame, or EOF) makes hypercorn close the socket
+(``send_eof``) while our writer may be sending its last message or close frame on it:
+trio then refuses our send as ``BusyResourceError``. That is the peer having gone, as
+hypercorn itself treats it, not a crash: :meth:`send` turns it into
+``ClosedResourceError`` and :meth:`finish` has nothing left to do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
+
+import trio
 
 from xmppd.stream.c2s import C2SSettings, C2SStream
 from xmppd.stream.framing import WEBSOCKET
@@ -55,11 +63,17 @@ class WebSocketWire:
         return message.get("bytes") or b" "
 
     async def send(self, chunks: list[bytes]) -> None:
-        for chunk in chunks:
-            await self._send({"type": "websocket.send", "text": chunk.decode("utf-8")})
+        try:
+            for chunk in chunks:
+                await self._send({"type": "websocket.send", "text": chunk.decode("utf-8")})
+        except trio.BusyResourceError:
+            raise trio.ClosedResourceError("hypercorn is closing the connection") from None
 
     async def finish(self) -> None:
-        await self._send({"type": "websocket.close", "code": 1000})
+        try:
+            await self._send({"type": "websocket.close", "code": 1000})
+        except trio.BusyResourceError:
+            pass  # hypercorn is closing the connection already
 
     async def aclose(self) -> None:
         """hypercorn closes the connection once the application returns."""

@@ -13,7 +13,7 @@ from xml.sax.saxutils import quoteattr
 
 from lxml import etree
 
-from xmppd.jid import JID
+from xmppd.jid import FULL_JID_CACHE, JID
 
 
 class Recipient:
@@ -32,7 +32,7 @@ class Recipient:
         return f"<Recipient {self.full}>"
 
 
-@lru_cache(maxsize=65536)
+@lru_cache(maxsize=FULL_JID_CACHE)
 def recipient(jid: JID) -> Recipient:
     return Recipient(jid)
 
