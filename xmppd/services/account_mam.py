@@ -149,7 +149,6 @@ class AccountMamService(Service):
         #: order, and rows are committed in that order (a failed batch goes back in front)
         self.queued_seq = 0
         self.committed_seq = 0
-        self._committed = trio.Event()
         #: rows dropped because the queue was full (the database was down for long)
         self.dropped = 0
 
@@ -236,15 +235,17 @@ class AccountMamService(Service):
             self._wakeup.set()
 
     async def committed(self, seq: int) -> None:
-        """Return once the rows numbered up to ``seq`` are committed (group commit: the
-        writer is woken now and writes everything queued in one go), or after
-        ``max_commit_wait`` seconds (database down: logged, the rows stay queued)."""
+        """Return once the rows numbered up to ``seq`` are committed, or after
+        ``max_commit_wait`` seconds (database down: logged, the rows stay queued).
+
+        Group commit: the first waiter writes everything queued (under the flush lock);
+        those waiting behind it find their rows written by then."""
         if self.committed_seq >= seq:
             return
-        self._wakeup.set()
         with trio.move_on_after(self.config.max_commit_wait):
             while self.committed_seq < seq:
-                await self._committed.wait()
+                if not await self.flush():
+                    await trio.sleep(0.2)  # the database refused: try again shortly
             return
         log.warning("event=mam_ack_before_commit seq=%d committed=%d", seq, self.committed_seq)
 
@@ -372,8 +373,6 @@ class AccountMamService(Service):
                     return False
                 self.written += len(batch)
                 self.committed_seq += len(batch)
-                self._committed.set()
-                self._committed = trio.Event()
         return True
 
     async def purge(self) -> int:
