@@ -242,20 +242,35 @@ async def login_limiter(ctx: Ctx) -> dict[str, Any]:
 
 
 async def forwarded_spoof(ctx: Ctx) -> dict[str, Any]:
-    """#3: BOSH session creations with rotated X-Forwarded-For/Forwarded from a
-    non-proxy address: the server must not take the claimed address (no loopback
-    exemption, the limiter keyed on the real peer)."""
-    statuses = []
+    """#3/#4: 25 bad BOSH logins for one account from one address, each claiming another
+    client address in X-Forwarded-For/Forwarded (no trusted proxy configured): the
+    failed-login limit must hold (answers other than not-authorized past it)."""
+    name = ctx.victim(8)
+    answers: dict[str, int] = {}
+    token = base64.b64encode(f"\0{name}\0wrong".encode()).decode()
     for i in range(25):
-        extra = f"X-Forwarded-For: 10.0.{i}.1\r\nForwarded: for=127.0.0.1\r\n"
-        status, _ = await _http_post(
+        extra = f"X-Forwarded-For: 10.0.{i}.1\r\nForwarded: for=10.1.{i}.1\r\n"
+        _, raw = await _http_post(
             ctx.http,
             "127.66.6.1",
             f"<body rid='1' xmlns='{NS_BIND}' to='localhost' wait='5' hold='1' ver='1.6'/>",
             extra,
         )
-        statuses.append(status)
-    return {"requests": 25, "status_200": statuses.count(200)}
+        m = re.search(rb"sid=['\"]([^'\"]+)", raw)
+        if not m:
+            answers["no_session"] = answers.get("no_session", 0) + 1
+            continue
+        _, raw = await _http_post(
+            ctx.http,
+            "127.66.6.1",
+            f"<body rid='2' sid='{m.group(1).decode()}' xmlns='{NS_BIND}'><auth "
+            f"xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth></body>",
+            extra,
+        )
+        cond = re.search(rb"<failure[^>]*>\s*<([a-z-]+)", raw)
+        key = cond.group(1).decode() if cond else "other"
+        answers[key] = answers.get(key, 0) + 1
+    return {"bad_logins": 25, "answers": answers}
 
 
 async def websocket_handshakes(ctx: Ctx) -> dict[str, Any]:
@@ -374,50 +389,82 @@ async def offline_flood(ctx: Ctx) -> dict[str, Any]:
 
 
 async def room_abuse(ctx: Ctx) -> dict[str, Any]:
-    """#9: one user asks for 100 new rooms, then posts 50 x 200 KB into its own room."""
+    """#9: one user asks for 100 new rooms, then posts 50 x 200 KB into one of them."""
+    out: dict[str, Any] = {"room_requests": 100, "rooms_joined_or_created": 0}
     conn = await _login(ctx.c2s, "127.66.11.1", ctx.victim(5), PASSWORD)
     if conn is None:
         return {"error": "login failed"}
     reader, writer = conn
-    created = 0
-    for i in range(100):
-        writer.write(
-            f"<presence to='abuse{i}@conference.localhost/x'>"
-            "<x xmlns='http://jabber.org/protocol/muc'/></presence>".encode()
-        )
-        data = await _read_some(reader, b"</presence>", 5)
-        created += b"type='error'" not in data and b'type="error"' not in data
+    try:
+        for i in range(100):
+            writer.write(
+                f"<presence to='abuse{i}@conference.localhost/x'>"
+                "<x xmlns='http://jabber.org/protocol/muc'/></presence>".encode()
+            )
+            data = await _read_some(reader, b"</presence>", 5)
+            if not data:
+                out["closed_after_requests"] = i + 1
+                break
+            out["rooms_joined_or_created"] += b"type='error'" not in data and (
+                b'type="error"' not in data
+            )
+    except OSError as exc:
+        out["closed_by_server"] = f"{type(exc).__name__} after {i + 1} requests"
+    finally:
+        _close(writer)
+    conn = await _login(ctx.c2s, "127.66.11.2", ctx.victim(5), PASSWORD, "big")
+    if conn is None:
+        return {**out, "error": "second login failed"}
+    reader, writer = conn
     big = "z" * 200_000
-    for i in range(50):
+    sent = 0
+    try:
         writer.write(
-            f"<message type='groupchat' to='abuse0@conference.localhost'>"
-            f"<body>{i}{big}</body></message>".encode()
+            b"<presence to='abuse0@conference.localhost/y'>"
+            b"<x xmlns='http://jabber.org/protocol/muc'/></presence>"
         )
-        await writer.drain()
-    await asyncio.sleep(3)
-    _close(writer)
-    return {"room_requests": 100, "rooms_joined_or_created": created, "big_messages": 50}
+        await _read_some(reader, b"110", 5)
+        for i in range(50):
+            writer.write(
+                f"<message type='groupchat' to='abuse0@conference.localhost'>"
+                f"<body>{i}{big}</body></message>".encode()
+            )
+            await writer.drain()
+            sent += 1
+        await asyncio.sleep(3)
+    except OSError as exc:
+        out["big_closed_by_server"] = type(exc).__name__
+    finally:
+        _close(writer)
+    return {**out, "big_messages_sent": sent}
 
 
 async def roster_flood(ctx: Ctx) -> dict[str, Any]:
-    """#13: 300 roster items with 1 KB group names, then a roster fetch."""
+    """#13: 20 roster items with 1 KB group names (refused), then 600 valid ones (the
+    per-account cap is 500), then a roster fetch that must fit the send queue."""
     conn = await _login(ctx.c2s, "127.66.12.1", ctx.victim(6), PASSWORD)
     if conn is None:
         return {"error": "login failed"}
     reader, writer = conn
-    group = "g" * 1000
-    for i in range(300):
+    items = [("h" * 1000, i) for i in range(20)] + [("g" * 60, i) for i in range(20, 620)]
+    for group, i in items:
         writer.write(
             f"<iq type='set' id='r{i}'><query xmlns='jabber:iq:roster'><item "
-            f"jid='c{i}@example.org'><group>{group}{i}</group></item></query>"
-            "</iq>".encode()
+            f"jid='c{i}@example.org'><group>{group}</group></item></query></iq>".encode()
         )
         await writer.drain()
-    await _read_some(reader, b"id='r299'", 20)
+    sets = await _read_some(reader, b'id="r619"', 30)
     writer.write(b"<iq type='get' id='fetch'><query xmlns='jabber:iq:roster'/></iq>")
-    data = await _read_some(reader, b"id='fetch'", 20)
+    data = await _read_some(reader, b"</query></iq>", 30)
     _close(writer)
-    return {"items_set": 300, "fetch_answered": b"id='fetch'" in data}
+    ok = re.findall(rb'<iq[^>]*type="result"[^>]*id="r(\d+)"', sets)
+    return {
+        "items_sent": len(items),
+        "accepted_long_groups": sum(int(i) < 20 for i in ok),
+        "accepted_valid": sum(int(i) >= 20 for i in ok),
+        "fetch_items": data.count(b"<item "),
+        "fetch_bytes": len(data),
+    }
 
 
 async def component_flood(ctx: Ctx) -> dict[str, Any]:
@@ -466,7 +513,7 @@ async def probes(ctx: Ctx) -> dict[str, Any]:
             f"<presence to='{ROOM}/probe7'><x xmlns='http://jabber.org/protocol/muc'>"
             "<history since='0001-01-01T00:00:00+14:00'/></x></presence>".encode()
         )
-        history = await _read_some(reader, b"code='110'", 10)
+        history = await _read_some(reader, b"110", 10)
         _close(writer)
     return {
         "bosh_status": status,
