@@ -114,10 +114,16 @@ class Ledger:
             self.latencies.append(time.monotonic() - self.sent_at[serial])
 
     def count(
-        self, rx: Receiver, start: int = 0, stop: int | None = None, until: float | None = None
+        self,
+        rx: Receiver,
+        start: int = 0,
+        stop: int | None = None,
+        until: float | None = None,
+        lost: list[int] | None = None,
     ) -> dict[str, int]:
         """expected/received/lost/duplicated for one receiver over message numbers
-        [start, stop) sent before ``until`` (monotonic)."""
+        [start, stop) sent before ``until`` (monotonic); the lost ones' numbers go
+        into ``lost``."""
         stop = len(self.sent_at) if stop is None else stop
         out = {
             "expected": 0,
@@ -147,6 +153,8 @@ class Ledger:
                     out["received"] += 1
                 else:
                     out["lost"] += 1
+                    if lost is not None:
+                        lost.append(g)
             elif got_live or got_mam:
                 out["unacked_received"] += 1
         return out

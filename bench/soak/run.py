@@ -51,13 +51,18 @@ async def start_clients(
     return tasks
 
 
-def counts(clients: list[SoakClient], ledger: Ledger, until: float) -> dict:
+def counts(
+    clients: list[SoakClient], ledger: Ledger, until: float, t0: float, ready: set[int]
+) -> dict:
+    """Per transport; the clients with losses or duplicates, with when their lost
+    messages were sent (seconds after the start: line them up with the faults)."""
     per: dict[str, collections.Counter] = {k: collections.Counter() for k in KINDS}
     worst: list[dict] = []
     for c in clients:
         if not c.in_room:
             continue
-        row = ledger.count(c.rx, until=until)
+        lost: list[int] = []
+        row = ledger.count(c.rx, until=until, lost=lost)
         per[c.kind].update(row)
         per[c.kind]["clients"] += 1
         if row["lost"] or row["duplicated"]:
@@ -66,7 +71,8 @@ def counts(clients: list[SoakClient], ledger: Ledger, until: float) -> dict:
                     "client": c.idx,
                     "kind": c.kind,
                     **row,
-                    "ready_at_end": c.ready.is_set(),
+                    "ready_at_end": c.idx in ready,
+                    "lost_sent_at_s": [round(ledger.sent_at[g] - t0, 1) for g in lost[:20]],
                     "phase": c.phase,
                     "stats": vars(c.stats),
                 }
@@ -138,6 +144,7 @@ async def soak(args: argparse.Namespace, stack: Stack) -> dict:
     at_end = await wait_ready(clients, 1.0, 120)
     await asyncio.sleep(args.drain)
     final = await asyncio.to_thread(sampler.sample, stack.xmppd_pid(), "end")
+    ready_at_end = {c.idx for c in clients if c.ready.is_set()}
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     sampling.cancel()
@@ -152,7 +159,8 @@ async def soak(args: argparse.Namespace, stack: Stack) -> dict:
         "ready_share_at_end": round(at_end, 4),
         "room_messages_sent": len(ledger.sent_at),
         "room_messages_acked": sum(1 for x in ledger.echo_at if x),
-        "counts": counts(clients, ledger, quiet_at),
+        "quiet_at_s": round(quiet_at - t0, 1),
+        "counts": counts(clients, ledger, quiet_at, t0, ready_at_end),
         "one_to_one": {**ledger.chat_counts(), "lost_sent_at_s_to": ledger.lost_chats(t0)},
         "clients": client_totals(clients),
         "delivery_latency_ms": {

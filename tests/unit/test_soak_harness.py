@@ -22,7 +22,9 @@ def test_counts_lost_duplicated_and_unacknowledged() -> None:
     rx.got_live(serials[1])  # a real duplicate, counted even though the ids match
     rx.got_archived(serials[2])  # recovered from the archive after a rejoin
     rx.got_live(serials[4])  # delivered though its sender never saw the echo
-    counts = ledger.count(rx)
+    lost: list[int] = []
+    counts = ledger.count(rx, lost=lost)
+    assert lost == [serials[3]]
     assert counts == {
         "expected": 4,
         "received": 3,
