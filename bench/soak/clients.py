@@ -96,7 +96,9 @@ class SoakClient:
         self.h_in = 0
         self.h_out = 0  # our stanzas since <enable/> (XEP-0198 §4)
         self.unacked: collections.deque[tuple[int, str, int]] = collections.deque()
-        self.last_sid = ""
+        self.last_sid = ""  # where the next archive catch-up starts
+        self._catching_up = False
+        self._live_sid = ""
         self._iq: dict[str, asyncio.Future[str]] = {}
         self._mam_pending: dict[str, list[tuple[str, int]]] = {}
         self._n = 0
@@ -172,6 +174,8 @@ class SoakClient:
         try:
             if not resumed:
                 await self._join_and_catch_up(link)
+            elif self._catching_up:  # resumed, but an earlier catch-up was cut short
+                await self._catch_up(link)
             self.ready.set()
             self.phase = "ready"
             stopper = asyncio.create_task(stop.wait())
@@ -205,6 +209,8 @@ class SoakClient:
         if not self.in_room:
             return
         self.stats.rejoins += 1
+        if self.rx.joined_at:  # a rejoin: the archive fills the gap (see _catch_up)
+            self._catching_up, self._live_sid = True, ""
         fut = asyncio.get_running_loop().create_future()
         self._iq["join"] = fut
         self._stanza(
@@ -223,7 +229,18 @@ class SoakClient:
         await self._catch_up(link)
 
     async def _catch_up(self, link: Link) -> None:
-        """Archive pages after the last stanza-id seen, until complete."""
+        """Archive pages after the last stanza-id seen, until complete.
+
+        Live messages arriving meanwhile (from the join on: ``_catching_up`` is set
+        before the join is sent) must not move the resume point past the gap: were this
+        session cut mid-way, the next one would start after them and never fetch the
+        rest of the gap."""
+        await self._page_archive(link)  # cut mid-way: the gap stays open for the next session
+        self._catching_up = False
+        if self._live_sid:
+            self.last_sid = self._live_sid
+
+    async def _page_archive(self, link: Link) -> None:
         after = self.last_sid
         while True:
             self._n += 1
@@ -246,7 +263,8 @@ class SoakClient:
             if attr(reply, "type") != "result":
                 raise LinkLost(f"MAM failed: {reply[:300]}")
             for archive_id, serial in results:
-                self.rx.got_archived(serial)
+                if serial >= 0:
+                    self.rx.got_archived(serial)
                 self.last_sid = archive_id
             m = _LAST.search(reply)
             if _COMPLETE.search(reply) or not m or not results:
@@ -280,10 +298,9 @@ class SoakClient:
             m = _RESULT_ID.search(element)
             b = BODY.search(element)
             qid = re.search(rf"queryid={_Q}([^'\"]+){_Q}", element)
-            if m and qid and qid.group(1) in self._mam_pending and b:
-                self._mam_pending[qid.group(1)].append((m.group(1), int(b.group(1))))
-            elif m and qid and qid.group(1) in self._mam_pending:
-                self.last_sid = m.group(1)
+            if m and qid and qid.group(1) in self._mam_pending:
+                serial = int(b.group(1)) if b else -1  # -1: a bridge's or other message
+                self._mam_pending[qid.group(1)].append((m.group(1), serial))
             return
         b = BODY.search(element)
         if b is None:
@@ -296,7 +313,9 @@ class SoakClient:
             return
         serial, sender = int(b.group(1)), int(b.group(2))
         sid = stanza_id(element)
-        if sid:
+        if sid and self._catching_up:
+            self._live_sid = sid  # newer than the gap being paged: applied once it is closed
+        elif sid:
             self.last_sid = sid
         self.rx.got_live(serial)
         self.ledger.latency(serial, self.idx)

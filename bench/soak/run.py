@@ -189,21 +189,23 @@ def _quantile(buckets: dict, q: float) -> float | None:
 
 
 def log_digest(text: str) -> dict:
-    """The server's warnings and errors: how many, and the first few of each kind."""
-    lines = [ln for ln in text.splitlines() if " WARNING " in ln or " ERROR " in ln]
+    """The server's warnings, errors and tracebacks: how many, the first few of each."""
+    lines = [ln for ln in text.splitlines() if "level=WARNING" in ln or "level=ERROR" in ln]
     kinds: collections.Counter = collections.Counter()
     first: dict[str, str] = {}
     for ln in lines:
-        m = re.search(r"(WARNING|ERROR) \S+ (event=\S+|[^:]+)", ln)
-        key = m.group(0)[:120] if m else ln[:80]
+        m = re.search(r"level=(WARNING|ERROR) logger=(\S+)(?: (event=\S+))?", ln)
+        key = " ".join(g for g in m.groups() if g) if m else ln[:80]
         kinds[key] += 1
         first.setdefault(key, ln[:400])
+    tracebacks = [m.start() for m in re.finditer(r"Traceback \(most recent call last\)", text)]
     return {
-        "warnings": sum(" WARNING " in ln for ln in lines),
-        "errors": sum(" ERROR " in ln for ln in lines),
-        "tracebacks": text.count("Traceback (most recent call last)"),
+        "warnings": sum("level=WARNING" in ln for ln in lines),
+        "errors": sum("level=ERROR" in ln for ln in lines),
+        "tracebacks": len(tracebacks),
         "kinds": dict(kinds.most_common(30)),
         "examples": list(first.values())[:30],
+        "traceback_examples": [text[max(0, i - 300) : i + 1500] for i in tracebacks[:3]],
     }
 
 

@@ -4,7 +4,7 @@ growth-trend fit and the lag quantile — the soak's verdicts rest on these."""
 from __future__ import annotations
 
 from bench.soak import report
-from bench.soak.clients import stanza_id
+from bench.soak.clients import Endpoint, SoakClient, stanza_id
 from bench.soak.ledger import BODY, Ledger, Receiver, body
 from bench.soak.sampler import quantile
 
@@ -92,3 +92,28 @@ def test_one_to_one_counts_only_what_the_server_acknowledged() -> None:
         "duplicated": 1,
         "unacked_received": 1,
     }
+
+
+def test_live_messages_during_a_catch_up_do_not_move_the_resume_point() -> None:
+    """A rejoin pages the archive from the last stanza-id seen; live messages that
+    arrive meanwhile are newer than the gap, so a session cut mid-way must resume from
+    the last archived page, not from them (else the rest of the gap is never fetched)."""
+    ledger = Ledger()
+    client = SoakClient(1, "tcp", True, Endpoint("127.0.0.1", 1, 2), ledger, "127.0.0.1")
+    client.last_sid = "before-gap"
+    client._catching_up = True
+    serial = ledger.new(sender=2)
+    client._message(
+        f"<message from='sax@conference.localhost/n2' type='groupchat'>"
+        f"<body>{body(serial, 2)}</body><stanza-id xmlns='urn:xmpp:sid:0' id='live-1' "
+        "by='sax@conference.localhost'/></message>"
+    )
+    assert client.last_sid == "before-gap" and client._live_sid == "live-1"
+    assert client.rx.live[serial] == 1
+    client._catching_up = False
+    client._message(
+        f"<message from='sax@conference.localhost/n2' type='groupchat'>"
+        f"<body>{body(ledger.new(sender=2), 2)}</body><stanza-id xmlns='urn:xmpp:sid:0' "
+        "id='live-2' by='sax@conference.localhost'/></message>"
+    )
+    assert client.last_sid == "live-2"
