@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from lxml import etree
 
 from tests.bosh_client import CLIENT, NS, Bosh, BoshError, q
+from tests.raw_client import RawClient
 from tests.raw_http import Http
 from tests.slix import Client, login, run
 from tests.xmppd_process import XmppdProcess, make_server, running_server
@@ -148,6 +150,41 @@ def test_login_room_and_chat_with_slixmpp(server: XmppdProcess) -> None:
             await alice.aclose()
 
     run(scenario, 60)
+
+
+def test_stanzas_sent_without_client_namespace_reach_others_unprefixed(
+    server: XmppdProcess,
+) -> None:
+    """A BOSH client that leaves ``xmlns='jabber:client'`` off its stanzas (allowed: they
+    are read as jabber:client) must not make the server relay ``<ns0:message
+    xmlns:ns0='jabber:client' xmlns='…httpbind'>`` to the recipient: a TCP peer gets
+    the plain ``<message xmlns='jabber:client'>`` every other sender produces."""
+
+    async def scenario() -> bytes:
+        alice = Bosh(server.http_port)
+        try:
+            await alice.login("alice", resource="noxmlns")
+            peer = RawClient(server.port)
+            try:
+                await asyncio.to_thread(peer.login, "dave", "secret", "tcp")
+                peer.send(b"<presence/>")
+                await alice.send(
+                    "<message to='dave@localhost' type='chat'><body>bare &amp; plain</body>"
+                    "</message>"
+                )
+                return await asyncio.to_thread(peer.read_until, b"</message>", 10.0)
+            finally:
+                peer.close()
+        finally:
+            await alice.aclose()
+
+    raw = run(scenario, 30)
+    m = re.search(rb"<(\w+:)?message[ >].*?</(\w+:)?message>", raw, re.S)
+    assert m is not None, raw
+    stanza = m.group(0)
+    assert stanza.startswith(b'<message xmlns="jabber:client"'), stanza
+    assert b"ns0:" not in stanza and b"httpbind" not in stanza
+    assert b"<body>bare &amp; plain</body>" in stanza
 
 
 def test_get_and_other_methods(server: XmppdProcess) -> None:

@@ -15,7 +15,14 @@ from xmppd.stream.c2s import (
     StanzaReceived,
     StreamEnded,
 )
-from xmppd.stream.framing import BOSH, FRAMING_NS, HTTPBIND_NS, WEBSOCKET, with_client_ns
+from xmppd.stream.framing import (
+    BOSH,
+    FRAMING_NS,
+    HTTPBIND_NS,
+    WEBSOCKET,
+    adopt_httpbind,
+    with_client_ns,
+)
 from xmppd.xml import ns
 
 OPEN = f"<open xmlns='{FRAMING_NS}' to='{DOMAIN}' version='1.0'/>".encode()
@@ -146,3 +153,26 @@ def test_with_client_ns_adds_only_when_missing() -> None:
     # a template's head/to/tail splice (xmppd.muc.wire) keeps its declaration in the tail
     tpl = b'<message to="r@b/n" xmlns="jabber:client" from="room@muc/a"/>'
     assert with_client_ns(tpl) is tpl
+
+
+def test_bosh_child_without_client_namespace_is_relayed_unprefixed() -> None:
+    """Renaming the tags alone left the wrapper's default namespace in scope: the stanza
+    went on to its recipient as ``<ns0:message xmlns:ns0='jabber:client'
+    xmlns='…httpbind'>`` (the soak's BOSH users' one-to-one messages vanished for
+    clients reading elements by name)."""
+    body = etree.fromstring(
+        f"<body xmlns='{HTTPBIND_NS}' xmlns:xmpp='urn:xmpp:xbosh' rid='7'>"
+        "<message type='chat' to='bob@localhost' xml:lang='en'>hi <body>one &amp; two</body>"
+        "<active xmlns='http://jabber.org/protocol/chatstates'/></message></body>".encode()
+    )
+    msg = adopt_httpbind(body[0])
+    assert etree.tostring(msg) == (
+        b'<message xmlns="jabber:client" type="chat" to="bob@localhost" xml:lang="en">'
+        b"hi <body>one &amp; two</body>"
+        b'<active xmlns="http://jabber.org/protocol/chatstates"/></message>'
+    )
+    assert msg.findtext("{jabber:client}body") == "one & two"
+    qualified = etree.fromstring(
+        f"<body xmlns='{HTTPBIND_NS}'><message xmlns='jabber:client'/></body>".encode()
+    )[0]
+    assert adopt_httpbind(qualified) is qualified  # already right: untouched

@@ -31,7 +31,11 @@ def pins(name: str) -> dict[str, tuple[str, int]]:
 
 
 RUNTIME = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]]
-TEST = [Requirement(r) for r in PYPROJECT["project"]["optional-dependencies"]["test"]]
+TEST = [
+    Requirement(r)
+    for extra in ("test", "bench")  # scripts/lock puts both in the test lock
+    for r in PYPROJECT["project"]["optional-dependencies"][extra]
+]
 BUILD = [Requirement(r) for r in PYPROJECT["build-system"]["requires"]]
 
 

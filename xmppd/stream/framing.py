@@ -221,11 +221,21 @@ BOSH = BoshFraming()
 
 
 def adopt_httpbind(el: etree._Element) -> etree._Element:
-    """A BOSH child left in the ``httpbind`` namespace is read as ``jabber:client``."""
+    """A BOSH child left in the ``httpbind`` namespace is read as ``jabber:client``.
+
+    The stanza is moved under a fresh top element whose default namespace is
+    ``jabber:client``: renaming tags alone leaves the wrapper's default (``httpbind``) in
+    scope, and the stanza, relayed as is to other users, would go out as
+    ``<ns0:message xmlns:ns0='jabber:client' xmlns='…httpbind'>`` — prefixed stanzas
+    (RFC 6120 §4.8.5) that clients reading ``<message>``/``<body>`` by name drop.
+    """
     prefix = "{%s}" % HTTPBIND_NS
     if not isinstance(el.tag, str) or not el.tag.startswith(prefix):
         return el
     for node in el.iter():
         if isinstance(node.tag, str) and node.tag.startswith(prefix):
             node.tag = "{%s}%s" % (ns.CLIENT, node.tag[len(prefix) :])
-    return el
+    fresh = etree.Element(el.tag, attrib=dict(el.attrib), nsmap={None: ns.CLIENT})
+    fresh.text = el.text
+    fresh.extend(list(el))
+    return fresh
