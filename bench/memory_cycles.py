@@ -189,6 +189,8 @@ async def checkpoint(run: Run, pid: int, sock: Path, settle: float, t0: float) -
         "fds": fds(pid),
         "sessions": stats.get("sessions"),
         "errors": sum(run.errors.values()),
+        # tracked objects per type, the change since the previous checkpoint
+        "type_growth": admin(sock, "memory-trace", action="types", top=8)["types"],
     }
     run.checkpoints.append(point)
     print(
@@ -198,6 +200,9 @@ async def checkpoint(run: Run, pid: int, sock: Path, settle: float, t0: float) -
         f"sessions={point['sessions']} errors={point['errors']} t={point['elapsed_s']} s",
         flush=True,
     )
+    if len(run.checkpoints) > 1:
+        grown = ", ".join(f"{t['type']} {t['change']:+d}" for t in point["type_growth"][:5])
+        print(f"    tracked objects by type since the last checkpoint: {grown}", flush=True)
     return point
 
 
