@@ -10,7 +10,8 @@ At each checkpoint (after the first 10 % of cycles, every ``--every`` cycles, at
 the workers pause, the server is left idle ``--settle`` seconds (longer than its 5 s
 ``malloc_trim`` interval), and its VmRSS is read, then again after a full garbage
 collection (admin ``memory-trace`` action ``collect``: what is garbage not yet collected
-and what is kept alive), with its open file descriptors and session count.
+and what is kept alive), with its open file descriptors and session count, and the
+tracked objects per type that changed most since the previous checkpoint (``types``).
 The verdict compares the end with the 10 % mark. With ``--trace on`` tracemalloc is switched
 on in the server at the 10 % mark (admin command ``memory-trace``) and the end snapshot is
 compared with the one taken then (``--trace-at N``: at cycle N, once caches are full);
@@ -189,6 +190,8 @@ async def checkpoint(run: Run, pid: int, sock: Path, settle: float, t0: float) -
         "fds": fds(pid),
         "sessions": stats.get("sessions"),
         "errors": sum(run.errors.values()),
+        # tracked objects per type, the change since the previous checkpoint
+        "type_growth": admin(sock, "memory-trace", action="types", top=8)["types"],
     }
     run.checkpoints.append(point)
     print(
@@ -198,6 +201,9 @@ async def checkpoint(run: Run, pid: int, sock: Path, settle: float, t0: float) -
         f"sessions={point['sessions']} errors={point['errors']} t={point['elapsed_s']} s",
         flush=True,
     )
+    if len(run.checkpoints) > 1:
+        grown = ", ".join(f"{t['type']} {t['change']:+d}" for t in point["type_growth"][:5])
+        print(f"    tracked objects by type since the last checkpoint: {grown}", flush=True)
     return point
 
 

@@ -19,6 +19,7 @@ import logging
 import os
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 
 import trio
@@ -126,3 +127,64 @@ def dump_snapshot(snapshot: tracemalloc.Snapshot, directory: Path) -> Path:
     os.close(fd)
     snapshot.dump(str(path))
     return path
+
+
+_type_baseline: Counter[str] = Counter()
+
+
+def _qualname(obj: object) -> str:
+    kind = type(obj)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def type_growth(top: int) -> list[tuple[str, int, int]]:
+    """Objects the collector tracks, counted per type after a full collection: the
+    ``top`` types whose count changed most since the previous call (name, count, change;
+    the first call compares with nothing). Objects grown one per cycle show here when the
+    tracemalloc diff spreads them over many allocation sites."""
+    global _type_baseline
+    gc.collect()
+    counts = Counter(_qualname(obj) for obj in gc.get_objects())
+    changes = counts.copy()
+    changes.subtract(_type_baseline)
+    _type_baseline = counts
+    ranked = sorted(changes.items(), key=lambda item: (-abs(item[1]), item[0]))[:top]
+    return [(name, counts[name], change) for name, change in ranked if change]
+
+
+def _describe(ref: object) -> str:
+    line = _qualname(ref)
+    if isinstance(ref, (dict, list, set, tuple)):
+        line += f" len={len(ref)}"
+    return line
+
+
+def referrers(type_name: str, sample: int) -> list[str]:
+    """Who holds ``sample`` of the tracked objects of ``type_name`` (module.qualname):
+    per object its start (``repr``, 60 characters), then one line per referrer, its type
+    and, for containers, its size and the types of what holds the container in turn
+    (usually the owner whose attribute it is). Sampled from the end of the collector's
+    list, where objects that survived the latest collections are."""
+    gc.collect()
+    found = [obj for obj in gc.get_objects() if _qualname(obj) == type_name][-sample:]
+    lines: list[str] = []
+    ignore = {id(found), id(lines)}
+    for obj in found:
+        lines.append(repr(obj)[:60])
+        refs = gc.get_referrers(obj)
+        for ref in refs:
+            if id(ref) in ignore or ref is refs:
+                continue
+            line = "  <- " + _describe(ref)
+            if isinstance(ref, (dict, list, set, tuple)):
+                owners = sorted(
+                    {
+                        _describe(o)
+                        for o in gc.get_referrers(ref)
+                        if id(o) not in ignore and o is not refs
+                    }
+                )
+                line += " <- " + ", ".join(owners[:4])
+            lines.append(line)
+    del found
+    return lines

@@ -85,3 +85,44 @@ async def test_collect_frees_cyclic_garbage_without_tracing(tmp_path: Path) -> N
     assert reply.result["tracked"] > 0
     assert not tracemalloc.is_tracing()
     assert _listing(tmp_path) == []
+
+
+class _Held:
+    """A type of our own, so the counts do not depend on what else the process does."""
+
+
+async def test_types_reports_growth_since_the_last_call(tmp_path: Path) -> None:
+    await _call(tmp_path, action="types")
+    holder = {"kept": [_Held() for _ in range(250)]}
+    reply = await _call(tmp_path, action="types", top=100)
+    name = f"{_Held.__module__}.{_Held.__qualname__}"
+    mine = [t for t in reply.result["types"] if t["type"] == name]
+    assert mine == [{"type": name, "count": 250, "change": 250}]
+    # the holder's list shows as the referrer of every sampled object
+    found = await _call(tmp_path, action="referrers", type=name, sample=3)
+    lines = found.result["referrers"]
+    sampled = [line for line in lines if not line.startswith("  <- ")]
+    assert len(sampled) == 3
+    assert set(sampled) <= {repr(obj)[:60] for obj in holder["kept"]}
+    holders = [line for line in lines if line.startswith("  <- ")]
+    assert holders == ["  <- builtins.list len=250 <- builtins.dict len=1"] * 3
+    holder.clear()
+    again = await _call(tmp_path, action="types", top=100)
+    assert {"type": name, "count": 0, "change": -250} in again.result["types"]
+    assert not tracemalloc.is_tracing()
+    assert _listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        {"action": "types", "top": 0},
+        {"action": "types", "top": "5"},
+        {"action": "referrers"},  # no type
+        {"action": "referrers", "type": "x.Y", "sample": 101},
+    ],
+)
+async def test_bad_type_queries(tmp_path: Path, args: dict) -> None:
+    with pytest.raises(AdminError) as info:
+        await _call(tmp_path, **args)
+    assert info.value.code == "bad-request"

@@ -457,31 +457,45 @@ async def cmd_reload(server: Server, args: dict[str, Any]) -> Reply:
     return Reply(report.summary(), report.as_dict())
 
 
+def _count_arg(args: dict[str, Any], name: str, default: int) -> int:
+    value = args.get(name, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100:
+        raise AdminError("bad-request", f'argument "{name}" must be an integer 1..100')
+    return value
+
+
 @command("memory-trace")
 async def cmd_memory_trace(server: Server, args: dict[str, Any]) -> Reply:
     """tracemalloc in the running server: ``action`` start (``frames``, default 10),
     snapshot (after a full garbage collection; written under data_dir, the path is
-    answered), stop, or collect (a full collection and heap trim, without tracing).
+    answered), stop, collect (a full collection and heap trim, without tracing), types
+    (``top`` types whose object count changed most since the last ``types``) or
+    referrers (who holds a ``sample`` of the objects of ``type``).
     For ``bench/memory_cycles.py`` and leak hunts."""
     action = text_arg(args, "action", limit=16)
     if action == "start":
-        frames = args.get("frames", 10)
-        if not isinstance(frames, int) or isinstance(frames, bool) or not 1 <= frames <= 100:
-            raise AdminError("bad-request", 'argument "frames" must be an integer 1..100')
-        started = memory.trace_start(frames)
+        started = memory.trace_start(_count_arg(args, "frames", 10))
         return Reply(
             "tracing started" if started else "tracing was already on", {"started": started}
         )
     if action == "collect":
         freed, tracked = memory.collect()
         return Reply(f"{freed} objects freed", {"freed": freed, "tracked": tracked})
+    if action == "types":
+        growth = memory.type_growth(_count_arg(args, "top", 30))
+        return Reply(
+            f"{len(growth)} types changed",
+            {"types": [{"type": n, "count": c, "change": d} for n, c, d in growth]},
+        )
+    if action == "referrers":
+        name = text_arg(args, "type", limit=200)
+        return Reply(name, {"referrers": memory.referrers(name, _count_arg(args, "sample", 5))})
     if action == "stop":
         stopped = memory.trace_stop()
         return Reply("tracing stopped" if stopped else "tracing was off", {"stopped": stopped})
     if action != "snapshot":
-        raise AdminError(
-            "bad-request", f"unknown action {action!r} (start, snapshot, stop, collect)"
-        )
+        known = "start, snapshot, stop, collect, types, referrers"
+        raise AdminError("bad-request", f"unknown action {action!r} ({known})")
     try:
         snapshot, collected = memory.trace_snapshot()
     except RuntimeError:

@@ -181,9 +181,6 @@ class _StanzaTarget:
         """
         self.pending_ns[prefix or None] = uri
 
-    def end_ns(self, prefix: str | None) -> None:
-        return None
-
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         self.depth += 1
         depth = self.depth
@@ -277,8 +274,9 @@ class _Forward:
     def start_ns(self, prefix: str | None, uri: str) -> None:
         self.sink.start_ns(prefix, uri)  # type: ignore[union-attr]
 
-    def end_ns(self, prefix: str | None) -> None:
-        return None
+    # No ``end_ns``: with one, lxml stacks every open element's declarations until its
+    # end tag, and a stream root never ends, so a pooled parser kept one list per stream
+    # it ever served (closing it does not empty the stack).
 
     def start(self, tag: str, attrib: dict[str, str]) -> None:
         self.sink.start(tag, attrib)  # type: ignore[union-attr]
