@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from typing import NoReturn
 
 import pytest
 
@@ -21,13 +22,18 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def unavailable(message: str, ci_hint: str = ".ci/run must install it") -> NoReturn:
+    """A part a test needs is missing: fail in CI (where .ci/run provides it), skip
+    elsewhere."""
+    if in_ci():
+        pytest.fail(f"{message}: {ci_hint}", pytrace=False)
+    pytest.skip(message)
+    raise AssertionError("unreachable")  # pytest.skip raises
+
+
 def require_program(name: str, hint: str = "") -> str:
     """Absolute path of ``name`` on PATH; fail in CI, skip elsewhere, when it is missing."""
     path = shutil.which(name)
     if path:
         return path
-    message = f"{name} is not installed" + (f" ({hint})" if hint else "")
-    if in_ci():
-        pytest.fail(f"{message}: .ci/run must install it", pytrace=False)
-    pytest.skip(message)
-    raise AssertionError("unreachable")  # pytest.skip raises
+    unavailable(f"{name} is not installed" + (f" ({hint})" if hint else ""))

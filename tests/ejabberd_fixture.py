@@ -26,10 +26,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from bench.servers.ejabberd import erl_command
-from tests.conftest import in_ci
+from tests.conftest import unavailable
 from tests.xmppd_process import free_port
 
 DOMAIN = "forum.test"
@@ -44,10 +42,10 @@ def require_ejabberd() -> None:
     missing = [p for p in wanted if not list(Path("/").glob(p.lstrip("/")))]
     if shutil.which("erl") and not missing:
         return
-    message = f"ejabberd 23.01 / erlang-p1-mysql not installed ({', '.join(missing) or 'erl'})"
-    if in_ci():
-        pytest.fail(f"{message}: .ci/run must install them", pytrace=False)
-    pytest.skip(message)
+    unavailable(
+        f"ejabberd 23.01 / erlang-p1-mysql not installed ({', '.join(missing) or 'erl'})",
+        ".ci/run must install them",
+    )
 
 
 def mysql(database: str | None, sql: str) -> str:
