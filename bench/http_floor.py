@@ -4,7 +4,7 @@ BOSH spends one HTTP request per long-poll cycle, so no BOSH figure can beat wha
 server alone costs per request. This measures that floor on this machine, the way the BOSH
 scenario loads a server: hypercorn pinned to core 1 serving an app that answers every POST
 with a fixed 49-byte ``<body/>`` at once; 50 keep-alive HTTP/1.1 connections from core 0
-(the bench's own h11 client, ``bench.loadgen.bosh._Http``) posting back to back.
+(the bench's own h11 client, ``bench.loadgen.bosh.HttpClient``) posting back to back.
 
     .venv/bin/python bench/http_floor.py            # 3 runs of 5 s, median printed
 
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.loadgen.bosh import _Http  # noqa: E402
+from bench.loadgen.bosh import HttpClient  # noqa: E402
 from bench.loadgen.meter import server_cpu  # noqa: E402
 
 PORT = 39280
@@ -72,7 +72,7 @@ async def _load(pid: int, connections: int, seconds: float) -> tuple[float, floa
 
     async def worker() -> None:
         nonlocal done
-        http = _Http("127.0.0.1", PORT)
+        http = HttpClient("127.0.0.1", PORT)
         while not stop:
             await http.post(_REQUEST)
             done += 1

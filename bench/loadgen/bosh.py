@@ -63,20 +63,37 @@ class BoshError(xmpp.XmppError):
     """The server answered with an HTTP error or a BOSH terminate."""
 
 
-class _Http:
-    """One keep-alive HTTP/1.1 connection (h11), one request at a time."""
+class HttpClosed(BoshError, ConnectionResetError):
+    """The server closed the HTTP connection before or during the response."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+
+class HttpStatus(BoshError):
+    """The server answered with an HTTP status other than 200."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(text)
+        self.status = status
+
+
+class HttpClient:
+    """One keep-alive HTTP/1.1 connection (h11), one request at a time; ``source``: the
+    local address to connect from (bench/soak gives each client its own)."""
+
+    def __init__(self, host: str, port: int, source: str | None = None) -> None:
+        self.host, self.port, self.source = host, port, source
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.conn = h11.Connection(h11.CLIENT)
 
     async def _open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        self.close()
+        local = (self.source, 0) if self.source else None
+        self.reader, self.writer = await asyncio.open_connection(
+            self.host, self.port, local_addr=local
+        )
         self.conn = h11.Connection(h11.CLIENT)
 
-    async def post(self, body: bytes) -> bytes:
+    async def post(self, body: bytes, target: str = PATH) -> bytes:
         if self.writer is None or self.conn.our_state is not h11.IDLE:
             await self._open()
         assert self.reader is not None and self.writer is not None
@@ -85,7 +102,7 @@ class _Http:
             ("Content-Type", "text/xml; charset=utf-8"),
             ("Content-Length", str(len(body))),
         ]
-        out = self.conn.send(h11.Request(method="POST", target=PATH, headers=headers))
+        out = self.conn.send(h11.Request(method="POST", target=target, headers=headers))
         out += self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
         self.writer.write(out)
         status, chunks = 0, []
@@ -95,7 +112,7 @@ class _Http:
                 data = await self.reader.read(65536)
                 if not data:
                     self.close()
-                    raise BoshError("HTTP connection closed by the server")
+                    raise HttpClosed("HTTP connection closed by the server")
                 self.conn.receive_data(data)
                 continue
             if isinstance(event, h11.Response):
@@ -106,14 +123,20 @@ class _Http:
                 break
             elif isinstance(event, h11.ConnectionClosed):
                 self.close()
-                raise BoshError("HTTP connection closed mid-response")
+                raise HttpClosed("HTTP connection closed mid-response")
         if self.conn.our_state is h11.MUST_CLOSE or self.conn.their_state is h11.MUST_CLOSE:
             self.close()
         else:
             self.conn.start_next_cycle()
         if status != 200:
-            raise BoshError(f"HTTP {status}: {b''.join(chunks)[:200]!r}")
+            raise HttpStatus(status, f"HTTP {status}: {b''.join(chunks)[:200]!r}")
         return b"".join(chunks)
+
+    def abort(self) -> None:
+        """Drop the connection at once (no FIN handshake): a client cut mid-request."""
+        if self.writer is not None:
+            self.writer.transport.abort()
+        self.reader = self.writer = None
 
     def close(self) -> None:
         if self.writer is not None:
@@ -133,7 +156,7 @@ class BoshSession:
     rid: int = field(default_factory=lambda: random.randint(1 << 20, 1 << 40))
     jid: str = ""
     inbox: list[etree._Element] = field(default_factory=list)
-    idle: list[_Http] = field(default_factory=list)
+    idle: list[HttpClient] = field(default_factory=list)
     #: the body of this session's own message in flight (phase 2), to spot its echo
     pending: str = ""
 
@@ -147,7 +170,7 @@ class BoshSession:
         ).encode()
 
     async def _post(self, data: bytes) -> etree._Element:
-        http = self.idle.pop() if self.idle else _Http(self.host, self.port)
+        http = self.idle.pop() if self.idle else HttpClient(self.host, self.port)
         try:
             raw = await http.post(data)
         except BaseException:

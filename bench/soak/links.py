@@ -16,6 +16,7 @@ from lxml import etree
 from websockets.asyncio.client import connect as ws_connect
 
 from bench.loadgen import xmpp
+from bench.loadgen.bosh import PATH, HttpClient, HttpStatus
 
 NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 NS_BIND = "http://jabber.org/protocol/httpbind"
@@ -213,67 +214,14 @@ class WsLink(Link):
         self._lost()
 
 
-class _Http:
-    """One keep-alive HTTP/1.1 connection (h11), one request at a time."""
+class _Http(HttpClient):
+    """The load client's HTTP connection; an HTTP error ends the link."""
 
-    def __init__(self, host: str, port: int, source: str) -> None:
-        self.host, self.port, self.source = host, port, source
-        self.writer: asyncio.StreamWriter | None = None
-        self.reader: asyncio.StreamReader | None = None
-        self.conn = h11.Connection(h11.CLIENT)
-
-    async def post(self, body: bytes) -> bytes:
-        if self.writer is None or self.conn.our_state is not h11.IDLE:
-            self.close()
-            self.reader, self.writer = await asyncio.open_connection(
-                self.host, self.port, local_addr=(self.source, 0)
-            )
-            self.conn = h11.Connection(h11.CLIENT)
-        assert self.reader is not None and self.writer is not None
-        headers = [
-            ("Host", f"{self.host}:{self.port}"),
-            ("Content-Length", str(len(body))),
-            ("Content-Type", "text/xml; charset=utf-8"),
-        ]
-        out = self.conn.send(h11.Request(method="POST", target="/http-bind", headers=headers))
-        self.writer.write(
-            out + self.conn.send(h11.Data(data=body)) + self.conn.send(h11.EndOfMessage())
-        )
-        status, chunks = 0, []
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                data = await self.reader.read(65536)
-                if not data:
-                    self.close()
-                    raise ConnectionResetError("HTTP connection closed")
-                self.conn.receive_data(data)
-            elif isinstance(event, h11.Response):
-                status = event.status_code
-            elif isinstance(event, h11.Data):
-                chunks.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                break
-            elif isinstance(event, h11.ConnectionClosed):
-                self.close()
-                raise ConnectionResetError("HTTP connection closed mid-response")
-        if h11.MUST_CLOSE in (self.conn.our_state, self.conn.their_state):
-            self.close()
-        else:
-            self.conn.start_next_cycle()
-        if status != 200:
-            raise LinkLost(f"HTTP {status}")
-        return b"".join(chunks)
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.transport.abort()
-        self.reader = self.writer = None
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-        self.reader = self.writer = None
+    async def post(self, body: bytes, target: str = PATH) -> bytes:
+        try:
+            return await super().post(body, target)
+        except HttpStatus as exc:
+            raise LinkLost(f"HTTP {exc.status}") from None
 
 
 class BoshLink(Link):
