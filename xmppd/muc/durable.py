@@ -30,6 +30,23 @@ from xmppd.xml.errors import error_element
 Item = tuple[int, Write]
 
 
+@dataclass(slots=True, frozen=True)
+class Bounce:
+    """Whom a held message's error goes to if its commit never comes.
+
+    Only the addresses and the id are kept (taken before the room rewrites the stanza):
+    the error stanza itself is built on expiry, which almost never happens, instead of
+    once per groupchat message (it was ~15 % of a fan-out's CPU).
+    """
+
+    room_jid: str
+    sender: str
+    stanza_id: str | None
+
+    def element(self) -> etree._Element:
+        return commit_error(self.room_jid, self.sender, self.stanza_id)
+
+
 @dataclass(slots=True, eq=False)
 class Held:
     """One room output waiting for the commit of the writes numbered up to ``seq``."""
@@ -43,8 +60,8 @@ class Held:
     writes: list[Item] = field(default_factory=list)
     #: the archived messages (undone in the history ring if the commit never comes)
     entries: list[HistoryEntry] = field(default_factory=list)
-    #: the error stanza for the sender when it expires; None: nobody to tell
-    bounce: etree._Element | None = None
+    #: whom to tell when it expires (made into a stanza only then); None: nobody
+    bounce: Bounce | None = None
 
 
 class CommitGate:
@@ -149,9 +166,8 @@ class WriteQueue:
         return gone
 
 
-def commit_error(stanza: etree._Element, room_jid: str, sender: str) -> etree._Element:
-    """The error the sender gets if its message is never committed (made before the room
-    rewrites the stanza for the occupants).
+def commit_error(room_jid: str, sender: str, stanza_id: str | None) -> etree._Element:
+    """The error the sender gets if its message (``stanza_id``) is never committed.
 
     RFC 6120 §8.3.3.18: the database did not commit in time, a temporary lack of
     resources, so ``resource-constraint`` with type ``wait`` (the sender may retry);
@@ -160,11 +176,11 @@ def commit_error(stanza: etree._Element, room_jid: str, sender: str) -> etree._E
     reply = etree.Element("{%s}message" % ns.CLIENT, type="error", nsmap={None: ns.CLIENT})
     reply.set("from", room_jid)
     reply.set("to", sender)
-    if stanza.get("id") is not None:
-        reply.set("id", stanza.get("id") or "")
+    if stanza_id is not None:
+        reply.set("id", stanza_id)
     text = "the room archive is not available; try again later"
     reply.append(error_element("resource-constraint", "wait", text))
     return reply
 
 
-__all__ = ["CommitGate", "Held", "WriteQueue", "commit_error"]
+__all__ = ["Bounce", "CommitGate", "Held", "WriteQueue", "commit_error"]

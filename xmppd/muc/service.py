@@ -25,7 +25,7 @@ from xmppd.jid import JID
 from xmppd.metrics import NOT_EXPORTED, Metrics
 from xmppd.muc.config import MucConfig, RoomSeed, seed_form
 from xmppd.muc.core import RoomContext
-from xmppd.muc.durable import CommitGate, Held, Item, WriteQueue, commit_error
+from xmppd.muc.durable import Bounce, CommitGate, Held, Item, WriteQueue
 from xmppd.muc.history import HistoryEntry
 from xmppd.muc.limits import Buckets
 from xmppd.muc.nicks import NickError, Registration, check_nick
@@ -291,7 +291,7 @@ class MucService:
             self._deliver(held.out, self.rooms.get(held.room))
 
     def _hold(self, room: Room, out: Out, added: list[Item],
-              bounce: etree._Element | None, archived: bool) -> None:  # fmt: skip
+              bounce: Bounce | None, archived: bool) -> None:  # fmt: skip
         """Keep ``out`` until its writes (and the room's earlier output) are committed;
         wake the writer now: group commit, not the flush interval."""
         seq = added[-1][0] if added else 0
@@ -313,7 +313,7 @@ class MucService:
             log.warning("event=muc_commit_timeout room=%s messages=%d",
                         held.room, len(held.entries))  # fmt: skip
             if held.bounce is not None:
-                self.router.deliver_local(held.bounce)
+                self.router.deliver_local(held.bounce.element())
         self._release()
 
     # ---------------------------------------------------------------- routing
@@ -343,7 +343,7 @@ class MucService:
         bounce = None
         if tag == MESSAGE:
             if self.config.durable and stanza.get("type") == "groupchat":
-                bounce = commit_error(stanza, room.jid_str, str(sender))
+                bounce = Bounce(room.jid_str, str(sender), stanza.get("id"))
             out = room.handle_message(stanza, sender, to.resource, now)
         elif tag == PRESENCE:
             out = room.handle_presence(stanza, sender, to.resource, now)
@@ -361,7 +361,7 @@ class MucService:
         if out.lookup is not None:
             await self._run_lookup(room, out.lookup)
 
-    def _apply(self, room: Room, out: Out, bounce: etree._Element | None = None) -> None:
+    def _apply(self, room: Room, out: Out, bounce: Bounce | None = None) -> None:
         if out.archive:  # groupchat messages with a body, archived or not
             self.metrics.muc_messages(room.name, len(out.archive))
         writes: list[Write] = []
