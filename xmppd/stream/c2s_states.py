@@ -26,16 +26,14 @@ and on our own close. :func:`classify` says which event a client's element is.
 
 from __future__ import annotations
 
-import enum
-
 from lxml import etree
 
 from xmppd.stream import sm as smp
-from xmppd.stream.machine import Refusal, Rules, closing_rows
+from xmppd.stream.machine import Refusal, Rules, TableEnum, closing_rows
 from xmppd.xml import ns
 
 
-class Phase(enum.Enum):
+class Phase(TableEnum):
     EXPECT_HEADER = "expect-header"
     NEGOTIATING = "negotiating"
     WAIT_TLS = "wait-tls"
@@ -49,7 +47,7 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-class Event(enum.Enum):
+class Event(TableEnum):
     # -- the client (peer)
     HEADER = "stream header"
     CLOSE = "closing tag"

@@ -33,7 +33,6 @@ sessions expect); on a component stream they are in ``jabber:component:accept``.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import secrets
@@ -43,7 +42,7 @@ from dataclasses import dataclass
 from lxml import etree
 
 from xmppd.jid import JID, JIDError
-from xmppd.stream.machine import Refusal, Rules, StreamEnded, StreamMachine, closing_rows
+from xmppd.stream.machine import Refusal, Rules, StreamEnded, StreamMachine, TableEnum, closing_rows
 from xmppd.xml import ns
 from xmppd.xml.errors import STREAM_CONDITIONS, StanzaError, StreamError, error_reply
 from xmppd.xml.parser import StreamOpen, StreamParser
@@ -198,7 +197,7 @@ class StanzaReceived:
 ComponentEvent = HandshakeVerified | Established | StanzaReceived | StreamEnded
 
 
-class Phase(enum.Enum):
+class Phase(TableEnum):
     EXPECT_HEADER = "expect-header"
     HANDSHAKE = "handshake"
     ACCEPTING = "accepting"
@@ -206,7 +205,7 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-class Event(enum.Enum):
+class Event(TableEnum):
     # -- the peer
     HEADER = "stream header"
     CLOSE = "closing tag"

@@ -31,6 +31,18 @@ from lxml import etree
 from xmppd.xml.errors import StreamError
 from xmppd.xml.parser import StreamClose, StreamOpen
 
+
+class TableEnum(enum.Enum):
+    """An enum whose members hash by identity (they are singletons, compared by identity).
+
+    ``enum.Enum.__hash__`` is a Python function (the hash of the member's name), and the
+    transition tables hash a phase and an event for every element a stream receives: as
+    ``object.__hash__`` the lookup stays in C.
+    """
+
+    __hash__ = object.__hash__
+
+
 P = TypeVar("P", bound=enum.Enum)
 E = TypeVar("E", bound=enum.Enum)
 
