@@ -153,6 +153,9 @@ class Framing:
     name = "stream"
     #: Stanzas on the wire must declare ``jabber:client`` themselves.
     explicit_ns = False
+    #: :meth:`outbound` changes the bytes (the shell skips the call where it does not:
+    #: it runs once per recipient of every stanza).
+    rewrites_outbound = False
     features_open = b"<stream:features>"
 
     def header(self, attrs: dict[str, str]) -> bytes:
@@ -179,6 +182,7 @@ class Framing:
 class WebSocketFraming(Framing):
     name = "websocket"
     explicit_ns = True
+    rewrites_outbound = True
     features_open = b"<stream:features" + _STREAM_DECL + b">"
 
     def header(self, attrs: dict[str, str]) -> bytes:

@@ -44,10 +44,19 @@ class Outbox:
         return self._queue.queued
 
     def offer(self, data: bytes) -> bool:
-        """Queue ``data``; ``False`` when closing or when it would pass the limit."""
-        if self.closing or not self._queue.fits(len(data)):
+        """Queue ``data``; ``False`` when closing or when it would pass the limit.
+
+        Called once per recipient of every stanza, so :meth:`push` is written out here.
+        """
+        queue = self._queue
+        size = len(data)
+        if self.closing or not queue.fits(size):
             return False
-        self.push(data)
+        if size:
+            queue.push(data)
+            self.progress.accepted += size
+            if self._wake is not None:
+                self._wake.set()
         return True
 
     def push(self, data: bytes) -> None:

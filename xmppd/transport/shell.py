@@ -150,7 +150,9 @@ class ClientConnection:
         outbox = self.outbox
         if outbox.closing:
             return False
-        data = self.stream.framing.outbound(data)
+        framing = self.stream.framing
+        if framing.rewrites_outbound:
+            data = framing.outbound(data)
         if not outbox.offer(data):
             log.warning(
                 "event=slow_reader_disconnected jid=%s ip=%s queued=%d transport=%s",
@@ -161,7 +163,8 @@ class ClientConnection:
             )
             self._abort()
             return False
-        self._kick_writer()
+        if not self._writer_running:
+            self._kick_writer()
         return True
 
     def close(self, condition: str | None = None, text: str | None = None) -> None:
