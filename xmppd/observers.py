@@ -30,6 +30,17 @@ class RoutedMessage:
     offline: bool = False
     #: what one observer notes for another (e.g. the sender's archive id for carbons)
     notes: dict[str, Any] = field(default_factory=dict)
+    #: the qualified names of the stanza's children as it arrived, read once for every
+    #: observer's rules (body, hints, stanza-ids): each ``find`` walks the children again
+    tags: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tags = child_tags(self.stanza)
+
+
+def child_tags(stanza: etree._Element) -> frozenset[str]:
+    """The qualified names of ``stanza``'s child elements."""
+    return frozenset([child.tag for child in stanza])
 
 
 class MessageObserver(Protocol):

@@ -149,16 +149,50 @@ async def test_writer_and_hourly_retention(
     assert bodies(service) == ["new", "queued at stop"]
 
 
-async def test_a_full_queue_drops_new_rows_not_messages(
-    db: Database, monkeypatch: pytest.MonkeyPatch
+async def test_a_full_queue_with_the_database_down_drops_new_rows_not_messages(
+    db: Database, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Nothing writes (no writer runs: the database is down): after ``max_commit_wait``
+    the new rows are dropped, delivery goes on, and the warning is not one per message."""
     from xmppd.services import account_mam
 
     monkeypatch.setattr(account_mam, "MAX_QUEUED_ROWS", 2)
-    router, service, outboxes = setup(db)
+    router, service, outboxes = setup(db, max_commit_wait=0.05)
     await send(router, "alice@example.org/a", "bob@example.org", "kept")  # two rows
     await send(router, "alice@example.org/a", "bob@example.org", "dropped")
-    assert len(outboxes["bob@example.org/b"].sent) == 2  # both delivered
-    assert service.dropped == 2
+    await send(router, "alice@example.org/a", "bob@example.org", "dropped too")
+    assert len(outboxes["bob@example.org/b"].sent) == 3  # all delivered
+    assert service.dropped == 4
+    assert [r.getMessage() for r in caplog.records if "mam_queue_full" in r.getMessage()] == [
+        "event=mam_queue_full dropped=2"
+    ]
     assert await service.flush()
     assert [body for _, body in archive(service, "bob@example.org")] == ["kept"]
+
+
+async def test_a_full_queue_with_a_slow_database_slows_the_sender_and_loses_nothing(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer slower than the chat: senders wait for room (backpressure), no row is lost."""
+    from xmppd.services import account_mam
+
+    monkeypatch.setattr(account_mam, "MAX_QUEUED_ROWS", 2)
+    router, service, outboxes = setup(db, batch_size=2, flush_interval=0.01)
+    write_batch = service.store.write_batch
+
+    def slow_write(rows: list[ArchiveRow]) -> None:
+        time.sleep(0.02)
+        write_batch(rows)
+
+    monkeypatch.setattr(service.store, "write_batch", slow_write)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(service.run)
+        for n in range(6):
+            await send(router, "alice@example.org/a", "bob@example.org", f"m{n}")
+        assert await service.flush()
+        nursery.cancel_scope.cancel()
+    assert service.dropped == 0
+    assert len(outboxes["bob@example.org/b"].sent) == 6
+    bodies = [body for _, body in archive(service, "bob@example.org")]
+    assert bodies == [f"m{n}" for n in range(6)]
+    assert len(archive(service, "alice@example.org")) == 6

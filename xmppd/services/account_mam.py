@@ -66,6 +66,7 @@ from xmppd.mam.query import (
     result_stanzas,
 )
 from xmppd.muc.history import format_stamp
+from xmppd.observers import child_tags
 from xmppd.router import RoutedMessage, Router
 from xmppd.services.basic import BasicServices
 from xmppd.services.carbons import SENT_ID_NOTE
@@ -88,22 +89,28 @@ NO_STORE = ("{%s}no-store" % HINTS, "{%s}no-permanent-store" % HINTS)
 STORE = "{%s}store" % HINTS
 METADATA = "{%s}metadata" % MAM
 PURGE_EVERY = 3600.0
-#: Rows waiting for the database at most (about 100 MB of small chats): past it, while
-#: the database is unreachable, new rows are dropped (and counted) rather than the
-#: process growing without bound; delivery itself goes on.
+#: Rows waiting for the database at most (about 100 MB of small chats). Past it the
+#: sender waits for the writer (backpressure: a database slower than the chat slows the
+#: senders down, as a synchronous archive would); only when nothing is written for
+#: ``max_commit_wait`` seconds (the database is down) are new rows dropped (counted, and
+#: logged at most every :data:`DROP_LOG_EVERY` seconds) rather than the process growing
+#: without bound; delivery itself goes on.
 MAX_QUEUED_ROWS = 100_000
+DROP_LOG_EVERY = 10.0
 #: Notes this service leaves on a routed message: (owner, id, with, outgoing) rows.
 ROWS_NOTE = "mam.rows"
 
 
-def archivable(stanza: etree._Element) -> bool:
+def archivable(stanza: etree._Element, tags: frozenset[str] | None = None) -> bool:
     """Business Rules, "User Archives": chat or normal with a body (or a ``<store/>``
-    hint), and no no-store hint."""
+    hint), and no no-store hint. ``tags``: the stanza's child names, when known."""
     if (stanza.get("type") or "normal") not in ("chat", "normal"):
         return False
-    if any(stanza.find(tag) is not None for tag in NO_STORE):
+    if tags is None:
+        tags = child_tags(stanza)
+    if not tags.isdisjoint(NO_STORE):
         return False
-    return stanza.find(BODY) is not None or stanza.find(STORE) is not None
+    return BODY in tags or STORE in tags
 
 
 def strip_forged(stanza: etree._Element, by: str) -> int:
@@ -151,6 +158,9 @@ class AccountMamService(Service):
         self.committed_seq = 0
         #: rows dropped because the queue was full (the database was down for long)
         self.dropped = 0
+        self._dropped_logged_at = float("-inf")
+        #: set by the writer after each committed batch, while a sender waits for room
+        self._room: trio.Event | None = None
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self | None:
@@ -180,9 +190,9 @@ class AccountMamService(Service):
         """Stamp the recipient's archive id on what is delivered; note the rows to write."""
         stanza = msg.stanza
         recipient = str(msg.to.bare) if msg.local else None
-        if recipient is not None:
+        if recipient is not None and STANZA_ID in msg.tags:
             strip_forged(stanza, recipient)
-        if not archivable(stanza):
+        if not archivable(stanza, msg.tags):
             return
         if msg.origin is not None:
             sender = msg.origin.jid  # the stream stamped 'from' with it
@@ -213,9 +223,8 @@ class AccountMamService(Service):
         rows = msg.notes.get(ROWS_NOTE)
         if not rows:
             return
-        if len(self._queue) >= MAX_QUEUED_ROWS:
-            self.dropped += len(rows)
-            log.warning("event=mam_queue_full dropped=%d", self.dropped, extra={"rows": len(rows)})
+        if len(self._queue) >= MAX_QUEUED_ROWS and not await self._wait_for_room():
+            self._drop(len(rows))
             return
         stamp = self._stamp()
         xml = etree.tostring(msg.stanza, encoding="unicode")
@@ -233,6 +242,26 @@ class AccountMamService(Service):
             barriers[self] = partial(self.committed, self.queued_seq)
         if len(self._queue) >= self.config.batch_size:
             self._wakeup.set()
+
+    async def _wait_for_room(self) -> bool:
+        """Backpressure: wait (waking the writer) until the queue is under
+        :data:`MAX_QUEUED_ROWS`; ``False`` if that takes over ``max_commit_wait`` seconds."""
+        with trio.move_on_after(self.config.max_commit_wait):
+            while len(self._queue) >= MAX_QUEUED_ROWS:
+                self._wakeup.set()
+                if self._room is None:
+                    self._room = trio.Event()
+                await self._room.wait()
+            return True
+        return False
+
+    def _drop(self, count: int) -> None:
+        """Rows the archive cannot take (the database is down): counted, logged seldom."""
+        self.dropped += count
+        now = trio.current_time()
+        if now - self._dropped_logged_at >= DROP_LOG_EVERY:
+            self._dropped_logged_at = now
+            log.warning("event=mam_queue_full dropped=%d", self.dropped, extra={"rows": count})
 
     async def committed(self, seq: int) -> None:
         """Return once the rows numbered up to ``seq`` are committed, or after
@@ -373,6 +402,9 @@ class AccountMamService(Service):
                     return False
                 self.written += len(batch)
                 self.committed_seq += len(batch)
+                if self._room is not None and len(self._queue) < MAX_QUEUED_ROWS:
+                    self._room.set()
+                    self._room = None
         return True
 
     async def purge(self) -> int:

@@ -38,6 +38,7 @@ from typing import Self
 
 from lxml import etree
 
+from xmppd.observers import child_tags
 from xmppd.router import RoutedMessage, Router
 from xmppd.services.lifecycle import Service, ServiceContext
 from xmppd.session import Session
@@ -64,14 +65,17 @@ IQ = "{%s}iq" % ns.CLIENT
 SENT_ID_NOTE = "mam.sent_id"
 
 
-def eligible(stanza: etree._Element) -> bool:
-    """§6: chat, or normal with a body; never groupchat, headline, error; no hint against."""
+def eligible(stanza: etree._Element, tags: frozenset[str] | None = None) -> bool:
+    """§6: chat, or normal with a body; never groupchat, headline, error; no hint against.
+    ``tags``: the stanza's child names, when the caller has them."""
+    if tags is None:
+        tags = child_tags(stanza)
     kind = stanza.get("type") or "normal"
     if kind == "chat":
         pass
-    elif kind != "normal" or stanza.find(BODY) is None:
+    elif kind != "normal" or BODY not in tags:
         return False
-    return stanza.find(PRIVATE) is None and stanza.find(NO_COPY) is None
+    return PRIVATE not in tags and NO_COPY not in tags
 
 
 def wrap(original: etree._Element, direction: str, account: str) -> etree._Element:
@@ -125,9 +129,10 @@ class CarbonsService(Service):
     async def prepare(self, msg: RoutedMessage) -> None:
         """Decide once, before delivery; drop ``<private/>`` from what is delivered (§10)."""
         stanza = msg.stanza
-        msg.notes["carbons"] = eligible(stanza) and not _from_a_room(msg)
-        for hint in stanza.findall(PRIVATE):
-            stanza.remove(hint)
+        msg.notes["carbons"] = eligible(stanza, msg.tags) and not _from_a_room(msg)
+        if PRIVATE in msg.tags:
+            for hint in stanza.findall(PRIVATE):
+                stanza.remove(hint)
 
     async def routed(self, msg: RoutedMessage) -> None:
         if not msg.notes.get("carbons"):
