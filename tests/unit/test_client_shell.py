@@ -411,3 +411,38 @@ async def test_websocket_disconnect_ends_the_session(
         await peer.to_server.send({"type": "websocket.disconnect", "code": 1001})
     assert server.router.session_for(session.jid) is None
     assert admission.count(IP) == 0 and not server.connections
+
+
+async def test_a_stanza_for_a_connection_going_down_never_raises_in_its_sender(
+    server: Server, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The peer vanishes while the writer lingers: while the shell's nursery winds down
+    (the writer cancelled, the nursery closed, the shell not yet resumed) another
+    session's stanzas keep arriving; queueing them must not raise in that sender (trio's
+    "nursery is closed to new arrivals" once reached the sender's routing). The race sits
+    in one scheduling batch, whose order trio shuffles: run it often enough to meet it."""
+
+    resetting = trio.Event()
+
+    async def reader_then_reset(self: ClientConnection) -> None:
+        assert self.enqueue(b"<message xmlns='jabber:client'/>")  # the writer is started
+        await trio.sleep(1)
+        resetting.set()
+        raise trio.BrokenResourceError("connection reset by peer")
+
+    monkeypatch.setattr(ClientConnection, "_reader", reader_then_reset)
+    for _ in range(20):
+        resetting = trio.Event()
+        h = memory(server)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(h.run)
+            await h.peer.login()
+
+            async def sender(h: Harness = h, resetting: trio.Event = resetting) -> None:
+                await resetting.wait()
+                while not h.ended.is_set():
+                    h.conn.enqueue(b"<message xmlns='jabber:client'/>")
+                    await trio.lowlevel.checkpoint()
+
+            nursery.start_soon(sender)
+        assert h.admitted == 0 and not server.connections

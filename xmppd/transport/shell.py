@@ -245,11 +245,18 @@ class ClientConnection:
                     return
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
-                    self._kick_writer()
-                    await self._reader()
-                    # reader finished: let the writer flush the closing bytes, then stop
-                    self.outbox.finish()
-                    self._kick_writer()
+                    try:
+                        self._kick_writer()
+                        await self._reader()
+                        # reader finished: let the writer flush the closing bytes, then stop
+                        self.outbox.finish()
+                        self._kick_writer()
+                    finally:
+                        # From here the nursery winds down and soon takes no new task
+                        # (trio raises in start_soon): nothing is queued or started, so
+                        # a stanza for this connection fails here, not in its sender.
+                        self._nursery = None
+                        self.outbox.closing = True
         except* PEER_GONE:
             pass  # the peer went away (TLS clients often skip close_notify): not our bug
         except* Exception:
