@@ -196,3 +196,25 @@ async def test_a_full_queue_with_a_slow_database_slows_the_sender_and_loses_noth
     bodies = [body for _, body in archive(service, "bob@example.org")]
     assert bodies == [f"m{n}" for n in range(6)]
     assert len(archive(service, "alice@example.org")) == 6
+
+
+async def test_a_full_queue_while_writes_fail_drops_at_once(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer's last batch failed (the database is down): a sender meeting a full
+    queue is not held for ``max_commit_wait``; its message is delivered, its rows dropped."""
+    from xmppd.services import account_mam
+
+    monkeypatch.setattr(account_mam, "MAX_QUEUED_ROWS", 2)
+    router, service, outboxes = setup(db, max_commit_wait=300)
+
+    def down(rows: list[ArchiveRow]) -> None:
+        raise ConnectionError("database is down")
+
+    monkeypatch.setattr(service.store, "write_batch", down)
+    await send(router, "alice@example.org/a", "bob@example.org", "queued")
+    assert not await service.flush()
+    with trio.fail_after(5):
+        await send(router, "alice@example.org/a", "bob@example.org", "dropped")
+    assert len(outboxes["bob@example.org/b"].sent) == 2
+    assert service.dropped == 2

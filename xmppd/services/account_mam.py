@@ -161,6 +161,8 @@ class AccountMamService(Service):
         self._dropped_logged_at = float("-inf")
         #: set by the writer after each committed batch, while a sender waits for room
         self._room: trio.Event | None = None
+        #: the last write failed (the database is down): a full queue drops at once
+        self._failing = False
 
     @classmethod
     def build(cls, ctx: ServiceContext) -> Self | None:
@@ -245,7 +247,10 @@ class AccountMamService(Service):
 
     async def _wait_for_room(self) -> bool:
         """Backpressure: wait (waking the writer) until the queue is under
-        :data:`MAX_QUEUED_ROWS`; ``False`` if that takes over ``max_commit_wait`` seconds."""
+        :data:`MAX_QUEUED_ROWS`; ``False`` if that takes over ``max_commit_wait`` seconds,
+        or at once while writes fail (no sender stalls on a database that is down)."""
+        if self._failing:
+            return False
         with trio.move_on_after(self.config.max_commit_wait):
             while len(self._queue) >= MAX_QUEUED_ROWS:
                 self._wakeup.set()
@@ -399,7 +404,9 @@ class AccountMamService(Service):
                 except Exception:
                     log.exception("event=mam_write_failed count=%d", len(batch))
                     self._queue[:0] = batch
+                    self._failing = True
                     return False
+                self._failing = False
                 self.written += len(batch)
                 self.committed_seq += len(batch)
                 if self._room is not None and len(self._queue) < MAX_QUEUED_ROWS:
