@@ -32,7 +32,7 @@ from xml.etree import ElementTree
 import httpx
 import pytest
 
-from tests.conftest import in_ci, require_program
+from tests.conftest import require_program, unavailable
 from tests.slix import login, run
 from tests.xmppd_process import XmppdProcess, make_server
 from xmppd.web import DIST_DIR, SCRIPT_NAME, build_hint, is_built
@@ -53,13 +53,9 @@ def _require_browser() -> str:
     try:
         import playwright.async_api  # noqa: F401
     except ImportError:
-        if in_ci():
-            pytest.fail("Python playwright is missing: it is in the test extras", pytrace=False)
-        pytest.skip("Python playwright is not installed")
+        unavailable("Python playwright is not installed", "it is in the test extras")
     if not is_built():
-        if in_ci():
-            pytest.fail(build_hint() + " (.ci/run must build it)", pytrace=False)
-        pytest.skip(build_hint())
+        unavailable(build_hint(), ".ci/run must build it")
     return chromium
 
 
@@ -936,10 +932,7 @@ CONVERSE_DIST = Path(__file__).resolve().parents[1] / "browser" / "node_modules"
 def require_converse() -> None:
     """Converse.js from tests/browser's npm packages; fail in CI, skip elsewhere."""
     if not (CONVERSE_DIST / "dist" / "converse.min.js").is_file():
-        message = "Converse.js is not installed: npm ci in tests/browser"
-        if in_ci():
-            pytest.fail(message + " (.ci/run does it)", pytrace=False)
-        pytest.skip(message)
+        unavailable("Converse.js is not installed: npm ci in tests/browser", ".ci/run does it")
 
 
 def _converse_page(transport: str, http_port: int) -> str:

@@ -21,7 +21,7 @@ import pytest
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from tests.conftest import in_ci, require_program
+from tests.conftest import require_program, unavailable
 from tests.integration.test_pep_slixmpp import _error, _events, _next_event, _pep
 from tests.slix import befriend, login, run
 from tests.xmppd_process import XmppdProcess, running_server
@@ -42,10 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XmppdProcess]:
 def _node() -> str:
     node = require_program("node", "Debian package nodejs")
     if not (BROWSER_DIR / "node_modules" / "@xmpp" / "client").is_dir():
-        message = "xmpp.js is not installed: npm ci in tests/browser"
-        if in_ci():
-            pytest.fail(message + " (.ci/run does it)", pytrace=False)
-        pytest.skip(message)
+        unavailable("xmpp.js is not installed: npm ci in tests/browser", ".ci/run does it")
     return node
 
 
