@@ -27,6 +27,7 @@ _HEADER = (
 def run(chunks: list[bytes], max_size: int) -> list[object] | None:
     parser = StreamParser(max_stanza_size=max_size, max_depth=16)
     out: list[object] = []
+    default_ns: str | None = None
     try:
         for chunk in chunks:
             events = parser.feed(chunk)
@@ -34,12 +35,13 @@ def run(chunks: list[bytes], max_size: int) -> list[object] | None:
                 assert not any(isinstance(e, StreamClose) for e in out), "event after close"
                 if isinstance(ev, StreamOpen):
                     assert all(isinstance(v, str) for v in ev.attrs.values())
+                    default_ns = ev.default_ns
                     out.append(("open", sorted(ev.attrs.items()), ev.default_ns))
                 elif isinstance(ev, StreamClose):
                     out.append(ev)
                 else:
                     assert isinstance(ev, etree._Element), ev
-                    reparse(ev)
+                    reparse(ev, default_ns)
                     out.append(canonical(ev))
             if parser.between_stanzas:
                 parser.hibernate()  # as the shell does on an idle stream
