@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .clients import Endpoint
+from .clients import Endpoint, SoakClient
 from .ledger import Ledger
 from .population import make_clients, pct, wait_ready
 from .sampler import open_fds, rss_kib
@@ -563,6 +563,8 @@ async def replay(args: Any, stack: Stack) -> dict[str, Any]:
         rss0, fds0 = _server(ctx)
         first = len(ledger.sent_at)
         ledger.latencies = []
+        ledger.latencies_by_kind = {}
+        retries0 = _bosh_retries(good)
         peak = [rss0 or 0, fds0 or 0]
 
         async def watch(peak: list[int] = peak) -> None:
@@ -599,7 +601,11 @@ async def replay(args: Any, stack: Stack) -> dict[str, Any]:
                 "p99": _ms(pct(lat, 99)),
                 "max": _ms(max(lat, default=None)),
                 "samples": len(lat),
+                "p99_by_transport": {
+                    kind: _ms(pct(values, 99)) for kind, values in ledger.latencies_by_kind.items()
+                },
             },
+            "good_bosh_requests_retried": _bosh_retries(good) - retries0,
             "rss_kib": {"before": rss0, "peak": peak[0], "after": rss1},
             "fds": {"before": fds0, "peak": peak[1], "after": fds1},
         }
@@ -618,6 +624,11 @@ async def replay(args: Any, stack: Stack) -> dict[str, Any]:
             "#16": "file modes: no load",
         },
     }
+
+
+def _bosh_retries(clients: list[SoakClient]) -> int:
+    """BOSH requests the good clients sent again because their connection failed."""
+    return sum(getattr(c.link, "retries", 0) for c in clients)
 
 
 def _ms(seconds: float | None) -> float | None:

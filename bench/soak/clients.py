@@ -32,6 +32,7 @@ _STANZA_ID = re.compile(
     rf"<stanza-id[^>]*\sid={_Q}([^'\"]+){_Q}[^>]*by={_Q}{ROOM}{_Q}"
     rf"|<stanza-id[^>]*by={_Q}{ROOM}{_Q}[^>]*\sid={_Q}([^'\"]+){_Q}"
 )
+_ANY_STANZA_ID = re.compile(rf"<stanza-id[^>]*\sid={_Q}([^'\"]+){_Q}")
 _RESULT_ID = re.compile(rf"<result[^>]*\sid={_Q}([^'\"]+){_Q}")
 _LAST = re.compile(r"<last>([^<]+)</last>")
 _COMPLETE = re.compile(rf"<fin[^>]*complete={_Q}true{_Q}")
@@ -47,6 +48,12 @@ def attr(element: str, name: str) -> str:
 def stanza_id(element: str) -> str:
     m = _STANZA_ID.search(element)
     return (m.group(1) or m.group(2)) if m else ""
+
+
+def account_stanza_id(element: str) -> str:
+    """The XEP-0359 id the recipient's archive gave a one-to-one message ('' if none)."""
+    m = _ANY_STANZA_ID.search(element)
+    return m.group(1) if m else ""
 
 
 @dataclass
@@ -306,7 +313,7 @@ class SoakClient:
         if b is None:
             m = _CHAT.search(element)
             if m:
-                self.ledger.chat_received(int(m.group(1)))
+                self.ledger.chat_received(int(m.group(1)), account_stanza_id(element))
                 self.stats.chats_received += 1
             return
         if attr(element, "type") != "groupchat":
@@ -318,7 +325,7 @@ class SoakClient:
         elif sid:
             self.last_sid = sid
         self.rx.got_live(serial)
-        self.ledger.latency(serial, self.idx)
+        self.ledger.latency(serial, self.idx, self.kind)
         if sender == self.idx and attr(element, "from") == f"{ROOM}/{self.nick}":
             self.ledger.echoed(serial)
         if self.on_groupchat is not None:
@@ -360,7 +367,7 @@ class SoakClient:
                 chat = self.ledger.new_chat(peer)
                 self._stanza(
                     link,
-                    f"<message type='chat' to='{user(peer)}@{self.endpoint.domain}'>"
+                    f"<message type='chat' to='{user(peer)}@{self.endpoint.domain}' id='c{chat}'>"
                     f"<body>soak1 {chat}</body></message>",
                     chat,
                 )

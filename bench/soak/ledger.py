@@ -54,7 +54,12 @@ class Ledger:
         self.chat_to = array.array("i")
         self.chat_ack = bytearray()  # one-to-one messages: acknowledged by the server
         self.chat_rx = bytearray()  # ... and received by their one recipient (count)
+        #: the XEP-0359 stanza-ids each received copy carried (only for messages received
+        #: more than once is the set kept longer than one entry): tells a redelivery of
+        #: the one stored stanza (same id) from a message the sender sent twice.
+        self.chat_ids: dict[int, list[str]] = {}
         self.latencies: list[float] = []  # sampled send-to-receive seconds (live)
+        self.latencies_by_kind: dict[str, list[float]] = {}  # the same, per transport
         self.sample_every = 1  # keep one latency in this many
 
     def new(self, sender: int) -> int:
@@ -73,9 +78,10 @@ class Ledger:
     def chat_acked(self, serial: int) -> None:
         self.chat_ack[serial] = 1
 
-    def chat_received(self, serial: int) -> None:
+    def chat_received(self, serial: int, stanza_id: str = "") -> None:
         if serial < len(self.chat_rx) and self.chat_rx[serial] < 255:
             self.chat_rx[serial] += 1
+            self.chat_ids.setdefault(serial, []).append(stanza_id)
 
     def lost_chats(self, t0: float, limit: int = 40) -> list[tuple[float, int]]:
         """(seconds after ``t0`` it was sent, recipient) of acknowledged, never received
@@ -94,10 +100,16 @@ class Ledger:
             "received": 0,
             "lost": 0,
             "duplicated": 0,
+            "duplicated_same_stanza_id": 0,
             "unacked_received": 0,
         }
-        for acked, got in zip(self.chat_ack, self.chat_rx, strict=True):
-            out["duplicated"] += max(0, got - 1)
+        for serial, (acked, got) in enumerate(zip(self.chat_ack, self.chat_rx, strict=True)):
+            if got > 1:
+                out["duplicated"] += got - 1
+                ids = self.chat_ids.get(serial, [])
+                # a copy with a stanza-id seen before: the server delivered its one stored
+                # stanza again (XEP-0198 at-least-once); a client drops it by that id
+                out["duplicated_same_stanza_id"] += len(ids) - len(set(ids)) if all(ids) else 0
             if acked:
                 out["acked"] += 1
                 out["received" if got else "lost"] += 1
@@ -109,9 +121,11 @@ class Ledger:
         if serial < len(self.echo_at) and not self.echo_at[serial]:
             self.echo_at[serial] = time.monotonic()
 
-    def latency(self, serial: int, receiver: int) -> None:
+    def latency(self, serial: int, receiver: int, kind: str = "") -> None:
         if receiver % self.sample_every == 0 and serial < len(self.sent_at):
-            self.latencies.append(time.monotonic() - self.sent_at[serial])
+            seconds = time.monotonic() - self.sent_at[serial]
+            self.latencies.append(seconds)
+            self.latencies_by_kind.setdefault(kind, []).append(seconds)
 
     def count(
         self,

@@ -242,6 +242,7 @@ class BoshLink(Link):
         self._acks: list[Callable[[], None]] = []
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.retries = 0  # requests sent again after their connection failed
 
     def _body(self, payload: str = "", **attrs: str) -> bytes:
         self.rid += 1
@@ -262,10 +263,12 @@ class BoshLink(Link):
                     break
                 except (OSError, h11.ProtocolError):
                     http.close()
+                    self.retries += 1
                     if attempt == 2 or self.closed:
                         self._lost()
                         raise LinkLost("BOSH request failed") from None
-                    await asyncio.sleep(0.5)
+                    if attempt:  # the first retry at once, on a new connection, as
+                        await asyncio.sleep(0.5)  # browsers retry a dead keep-alive one
         finally:
             self._busy.discard(http)
         self._http.append(http)
