@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import idna
@@ -143,6 +143,12 @@ class JID:
     local: str | None
     domain: str
     resource: str | None = None
+    # Filled on first use (a JID is immutable, and the parse cache hands out the same
+    # object for the same text): every stanza asks for ``str()`` and ``.bare`` several
+    # times on its way (routing, blocking, carbons, archive), and a dataclass would
+    # build them anew each time. Unset slots, not fields: no cost to build a JID.
+    _text: str = field(init=False, repr=False, compare=False, hash=False)
+    _bare: JID = field(init=False, repr=False, compare=False, hash=False)
 
     @classmethod
     def parse(cls, text: str) -> JID:
@@ -159,7 +165,22 @@ class JID:
         """The JID without its resource (RFC 6120 "bare JID")."""
         if self.resource is None:
             return self
-        return JID(self.local, self.domain, None)
+        try:
+            return self._bare
+        except AttributeError:
+            bare = JID(self.local, self.domain, None)
+            object.__setattr__(self, "_bare", bare)
+            return bare
+
+    def __reduce__(self) -> tuple[type[JID], tuple[str | None, str, str | None]]:
+        """Pickle and copy by the three parts (the caches may be unset)."""
+        return (JID, (self.local, self.domain, self.resource))
+
+    def __copy__(self) -> JID:
+        return self  # immutable
+
+    def __deepcopy__(self, memo: dict[int, object]) -> JID:
+        return self
 
     @property
     def is_bare(self) -> bool:
@@ -171,8 +192,14 @@ class JID:
         return self.local is None and self.resource is None
 
     def __str__(self) -> str:
-        text = self.domain if self.local is None else f"{self.local}@{self.domain}"
-        return text if self.resource is None else f"{text}/{self.resource}"
+        try:
+            return self._text
+        except AttributeError:
+            text = self.domain if self.local is None else f"{self.local}@{self.domain}"
+            if self.resource is not None:
+                text = f"{text}/{self.resource}"
+            object.__setattr__(self, "_text", text)
+            return text
 
 
 @lru_cache(maxsize=FULL_JID_CACHE)
