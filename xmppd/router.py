@@ -93,6 +93,10 @@ class OfflineStore(Protocol):
 class Screen(Protocol):
     """The local accounts' blocklists (XEP-0191, ``xmppd.services.blocking``)."""
 
+    def in_use(self) -> bool:
+        """Whether any account blocks anyone at all (cheap): else nothing is screened."""
+        ...
+
     def has_list(self, owner: str) -> bool:
         """Whether account ``owner`` (a bare JID) blocks anyone at all (cheap)."""
         ...
@@ -201,7 +205,8 @@ class Router:
             to = JID.parse(to_attr)
         except JIDError:
             raise StanzaError("jid-malformed", "the 'to' address is not a valid JID") from None
-        if self.screen is not None and self._screened_out(stanza, to, origin):
+        screen = self.screen
+        if screen is not None and screen.in_use() and self._screened_out(stanza, to, origin):
             return
         observed = stanza.tag == MESSAGE and self.message_observers and _one_to_one(stanza)
         if to.domain == self.domain:
@@ -512,11 +517,11 @@ class Router:
         local = self.domain
         ending = self.ending
         lost: list[str] = []
-        screen = self.screen
+        screen = self.screen if self.screen is not None and self.screen.in_use() else None
         for rcpt, data in sends:
             resources = sessions.get(rcpt.bare)
             session = resources.get(rcpt.resource) if resources else None
-            if screen and screen.has_list(rcpt.bare) and self._sender_blocked(rcpt, data):
+            if screen is not None and screen.has_list(rcpt.bare) and self._sender_blocked(rcpt, data):
                 continue  # XEP-0191: e.g. an occupant (room@service/nick) this user blocked
             if session is not None:
                 if not session.send(data):

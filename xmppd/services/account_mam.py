@@ -286,7 +286,11 @@ class AccountMamService(Service):
     async def _wants(self, owner: str, other: str) -> bool:
         """The owner's preferences (XEP-0441) for a conversation with bare JID ``other``."""
         prefs = self.prefs.get(owner)
-        decided = (prefs or Prefs(self.config.default)).decide(other)
+        if prefs is not None:
+            decided = prefs.decide(other)
+        else:  # what Prefs(default) decides, without making one per message
+            default = self.config.default
+            decided = None if default == "roster" else default == "always"
         if decided is not None:
             return decided
         if other == owner:

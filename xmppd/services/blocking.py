@@ -112,6 +112,9 @@ class BlockingService(Service):
         return service
 
     # ---------------------------------------------------------------- Screen
+    def in_use(self) -> bool:
+        return bool(self.lists)  # only non-empty lists are kept
+
     def has_list(self, owner: str) -> bool:
         return owner in self.lists
 

@@ -138,19 +138,25 @@ class CarbonsService(Service):
         if not msg.notes.get("carbons"):
             return
         origin = msg.origin
-        skip = {id(s) for s in msg.reached}
         if origin is not None:
-            skip.add(id(origin))
-            others = self._enabled(origin.bare_str, skip)
+            others = self._enabled(origin.bare_str, msg)
             if others:
                 self._send(self._sent_copy(msg), others)
-        if msg.local and (origin is None or origin.bare != msg.to.bare):
-            others = self._enabled(str(msg.to.bare), skip)
-            if others:
-                self._send(wrap(_copy(msg.stanza), "received", str(msg.to.bare)), others)
+        if msg.local:
+            account = msg.to.bare
+            if origin is None or origin.bare != account:
+                others = self._enabled(str(account), msg)
+                if others:
+                    self._send(wrap(_copy(msg.stanza), "received", str(account)), others)
 
-    def _enabled(self, bare: str, skip: set[int]) -> list[Session]:
-        return [s for s in self.router.resources_of(bare) if s.carbons and id(s) not in skip]
+    def _enabled(self, bare: str, msg: RoutedMessage) -> list[Session]:
+        """``bare``'s resources with carbons on, but not the sender nor one that got the
+        message itself (the cheap test first: most sessions have carbons off)."""
+        return [
+            s
+            for s in self.router.resources_of(bare)
+            if s.carbons and s is not msg.origin and s not in msg.reached
+        ]
 
     @staticmethod
     def _sent_copy(msg: RoutedMessage) -> etree._Element:
