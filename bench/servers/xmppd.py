@@ -15,6 +15,8 @@ from pathlib import Path
 
 from .base import REPO, Server
 
+PROFILER = Path(__file__).resolve().parents[1] / "cpu_profile.py"
+
 CONFIG = """\
 [server]
 domain = "localhost"
@@ -150,8 +152,17 @@ class Xmppd(Server):
         )
 
     def command(self) -> tuple[list[str], dict[str, str], Path]:
-        argv = [str(self.checkout / ".venv/bin/xmppd"), "serve", "--config", str(self.config_path)]
-        return argv, {}, self.checkout
+        serve = ["serve", "--config", str(self.config_path)]
+        profile_dir = os.environ.get("BENCH_PROFILE", "")
+        if profile_dir:
+            # BENCH_PROFILE=DIR profiles the server (bench/cpu_profile.py: by its event
+            # loop's CPU time), one file per start (each scenario starts a fresh server):
+            # DIR/<server>-<start time>.prof, written when the server stops.
+            out = Path(profile_dir).resolve() / f"{self.name}-{time.time_ns()}.prof"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            python = str(self.checkout / ".venv/bin/python")
+            return [python, str(PROFILER), str(out), *serve], {}, self.checkout
+        return [str(self.checkout / ".venv/bin/xmppd"), *serve], {}, self.checkout
 
     def create_accounts_offline(self, users: list[tuple[str, str]]) -> dict:
         self.configure()
