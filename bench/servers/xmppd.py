@@ -151,8 +151,23 @@ class Xmppd(Server):
             )
         )
 
+    #: Names the variable with extra ``XMPPD_…`` settings for this server only, as
+    #: ``NAME=value`` words, e.g. ``BENCH_XMPPD_ENV="XMPPD_MUC_DURABLE=false"`` to measure
+    #: today's xmppd without a feature an older baseline does not have (which would refuse
+    #: the variable: xmppd rejects unknown ones with its prefix).
+    env_variable = "BENCH_XMPPD_ENV"
+
+    def extra_env(self) -> dict[str, str]:
+        words = os.environ.get(self.env_variable, "").split()
+        pairs = [w.partition("=") for w in words]
+        bad = [w for w, (_, eq, _) in zip(words, pairs, strict=True) if not eq]
+        if bad:
+            raise RuntimeError(f"{self.env_variable}: not NAME=value: {' '.join(bad)}")
+        return {name: value for name, _, value in pairs}
+
     def command(self) -> tuple[list[str], dict[str, str], Path]:
         serve = ["serve", "--config", str(self.config_path)]
+        env = self.extra_env()
         profile_dir = os.environ.get("BENCH_PROFILE", "")
         if profile_dir:
             # BENCH_PROFILE=DIR profiles the server (bench/cpu_profile.py: by its event
@@ -161,8 +176,8 @@ class Xmppd(Server):
             out = Path(profile_dir).resolve() / f"{self.name}-{time.time_ns()}.prof"
             out.parent.mkdir(parents=True, exist_ok=True)
             python = str(self.checkout / ".venv/bin/python")
-            return [python, str(PROFILER), str(out), *serve], {}, self.checkout
-        return [str(self.checkout / ".venv/bin/xmppd"), *serve], {}, self.checkout
+            return [python, str(PROFILER), str(out), *serve], env, self.checkout
+        return [str(self.checkout / ".venv/bin/xmppd"), *serve], env, self.checkout
 
     def create_accounts_offline(self, users: list[tuple[str, str]]) -> dict:
         self.configure()
@@ -208,6 +223,7 @@ class XmppdBaseline(Xmppd):
     """xmppd from the checkout named by ``BENCH_BASELINE`` (before/after comparisons)."""
 
     name = "xmppd-baseline"
+    env_variable = "BENCH_BASELINE_ENV"
 
     @property
     def checkout(self) -> Path:
