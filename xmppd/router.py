@@ -59,6 +59,10 @@ IqHandler = Callable[
 class Service(Protocol):
     """A local domain other than the server's own (MUC, a component)."""
 
+    #: ``handle`` never changes the stanza it is given (a component serialises it as it
+    #: is): the router then need not copy a message its observers still read afterwards.
+    keeps_stanza: bool
+
     async def handle(self, stanza: etree._Element, to: JID, origin: Session | None) -> None: ...
 
 
@@ -224,7 +228,8 @@ class Router:
                 await self._observe("prepare", msg)
                 # the service may rewrite what it gets (a room sets the occupant JID as
                 # 'from'): observers keep the message as the user sent it
-                await service.handle(copy.deepcopy(stanza), to, origin)
+                given = stanza if service.keeps_stanza else copy.deepcopy(stanza)
+                await service.handle(given, to, origin)
                 await self._observe("routed", msg)
                 return
             if stanza.tag == PRESENCE and origin is not None:

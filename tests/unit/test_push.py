@@ -99,6 +99,8 @@ class Accounts:
 
 
 class AppServer:
+    keeps_stanza = True
+
     def __init__(self) -> None:
         self.got: list[etree._Element] = []
 

@@ -19,6 +19,8 @@ class Nobody:
 class Component:
     """A service taking stanzas for its domain, like a connected XEP-0114 component."""
 
+    keeps_stanza = True
+
     def __init__(self, accept: bool = True) -> None:
         self.got: list[tuple[str, str]] = []
         self.accept = accept

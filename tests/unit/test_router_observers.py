@@ -48,11 +48,26 @@ class Recorder:
 
 
 class Service:
+    """Like the MUC: changes what it is given (the router must hand it a copy)."""
+
+    keeps_stanza = False
+
     def __init__(self) -> None:
         self.got: list[str] = []
 
     async def handle(self, stanza: etree._Element, to: JID, origin: object) -> None:
         self.got.append(stanza.get("seen") or "")
+        stanza.set("from", "room@conference.example.org/nick")
+
+
+class Keeper(Service):
+    """Like a component: serialises what it is given as it is."""
+
+    keeps_stanza = True
+
+    async def handle(self, stanza: etree._Element, to: JID, origin: object) -> None:
+        self.got.append(stanza.get("seen") or "")
+        self.stanza = stanza
 
 
 def setup() -> tuple[Router, Recorder, dict[str, tuple[Session, FakeOutbox]]]:
@@ -139,9 +154,22 @@ def test_a_local_users_message_to_another_domains_service() -> None:
     run(router.route(message("room@conference.example.org/nick"), alice))
     assert service.got == ["1"]
     assert [(c, m.local) for c, m in recorder.calls] == [("prepare", False), ("routed", False)]
+    # the observers still see the message as the user sent it, not as the room rewrote it
+    assert recorder.calls[1][1].stanza.get("from") == "alice@example.org/a"
     recorder.calls.clear()
     run(router.route(message("room@conference.example.org", kind="groupchat"), alice))
     assert recorder.calls == []
+
+
+def test_a_service_that_keeps_what_it_is_given_gets_the_message_itself_not_a_copy() -> None:
+    router, recorder, sessions = setup()
+    keeper = Keeper()
+    router.services["irc.example.org"] = keeper  # type: ignore[assignment]
+    alice = sessions["alice@example.org/a"][0]
+    run(router.route(message("someone@irc.example.org"), alice))
+    assert keeper.got == ["1"]
+    routed = recorder.calls[1][1]
+    assert recorder.calls[1][0] == "routed" and keeper.stanza is routed.stanza
 
 
 @pytest.mark.parametrize("kind", ["chat", "normal", "headline", "error"])

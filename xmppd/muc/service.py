@@ -54,6 +54,8 @@ def _utcnow() -> datetime:
 class MucService:
     """XEP-0045 service at one domain (``conference.<domain>`` by default)."""
 
+    keeps_stanza = False  # a room stamps its own 'from' (the occupant JID) on what it relays
+
     def __init__(
         self,
         router: Router,

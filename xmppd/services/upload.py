@@ -67,6 +67,7 @@ class UploadService(Service):
     """Slots for local accounts, and what the HTTP routes ask about them."""
 
     name = "upload"
+    keeps_stanza = False  # the router's Service: assume it may change what it is given
 
     def __init__(
         self, router: Router, adb: AsyncDatabase, config: UploadConfig, base_url: str, root: Path

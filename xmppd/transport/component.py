@@ -75,6 +75,8 @@ class ComponentService:
 
     __slots__ = ("config", "connection", "domain", "router")
 
+    keeps_stanza = True  # serialised as it is (an error reply is a new element)
+
     def __init__(self, router: Router, config: ComponentConfig) -> None:
         self.router = router
         self.config = config
