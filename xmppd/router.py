@@ -526,7 +526,7 @@ class Router:
         for rcpt, data in sends:
             resources = sessions.get(rcpt.bare)
             session = resources.get(rcpt.resource) if resources else None
-            if screen is not None and screen.has_list(rcpt.bare) and self._sender_blocked(rcpt, data):
+            if screen and screen.has_list(rcpt.bare) and self._sender_blocked(rcpt, data):
                 continue  # XEP-0191: e.g. an occupant (room@service/nick) this user blocked
             if session is not None:
                 if not session.send(data):
