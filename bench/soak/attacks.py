@@ -583,6 +583,7 @@ async def replay(args: Any, stack: Stack) -> dict[str, Any]:
         watcher.cancel()
         last = len(ledger.sent_at)
         lat = list(ledger.latencies)
+        by_kind = {kind: list(values) for kind, values in ledger.latencies_by_kind.items()}
         await asyncio.sleep(args.settle)  # deliveries in flight arrive; the server settles
         rss1, fds1 = _server(ctx)
         delivery: dict[str, int] = {}
@@ -602,7 +603,7 @@ async def replay(args: Any, stack: Stack) -> dict[str, Any]:
                 "max": _ms(max(lat, default=None)),
                 "samples": len(lat),
                 "p99_by_transport": {
-                    kind: _ms(pct(values, 99)) for kind, values in ledger.latencies_by_kind.items()
+                    kind: _ms(pct(values, 99)) for kind, values in by_kind.items()
                 },
             },
             "good_bosh_requests_retried": _bosh_retries(good) - retries0,
