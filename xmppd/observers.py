@@ -47,11 +47,13 @@ class MessageObserver(Protocol):
     """A service that sees each one-to-one message once (carbons, the accounts' archive).
 
     ``prepare`` runs before delivery and may change the stanza (a XEP-0359 stanza-id,
-    removing a hint); ``routed`` runs after the stanza was delivered or stored offline,
-    not when it was refused (blocked, no such user): a refused message was not received.
-    Redelivery of an unacknowledged message (XEP-0198) does not run them again.
+    removing a hint); it returns whether this observer has anything to do once the message
+    is delivered (most messages need no carbon copy, no archive row, no push: the router
+    then skips their ``routed``). ``routed`` runs after the stanza was delivered or stored
+    offline, not when it was refused (blocked, no such user): a refused message was not
+    received. Redelivery of an unacknowledged message (XEP-0198) does not run them again.
     """
 
-    async def prepare(self, msg: RoutedMessage) -> None: ...
+    async def prepare(self, msg: RoutedMessage) -> bool: ...
 
     async def routed(self, msg: RoutedMessage) -> None: ...

@@ -225,12 +225,12 @@ class Router:
         if service is not None:
             if observed and origin is not None:
                 msg = RoutedMessage(stanza, to, origin, local=False)
-                await self._observe("prepare", msg)
+                again = await self._prepare(msg)
                 # the service may rewrite what it gets (a room sets the occupant JID as
                 # 'from'): observers keep the message as the user sent it
-                given = stanza if service.keeps_stanza else copy.deepcopy(stanza)
+                given = stanza if service.keeps_stanza or not again else copy.deepcopy(stanza)
                 await service.handle(given, to, origin)
-                await self._observe("routed", msg)
+                await self._routed(msg, again)
                 return
             if stanza.tag == PRESENCE and origin is not None:
                 if stanza.get("type") in _SUBSCRIPTION and self.presence_handler is not None:
@@ -312,23 +312,33 @@ class Router:
 
     async def _observed(self, msg: RoutedMessage) -> None:
         """A message to a local account, with the observers before and after delivery."""
-        await self._observe("prepare", msg)
+        again = await self._prepare(msg)
         reached = await self._message_to_user(msg.stanza, msg.to)
         if reached is None:
             msg.offline = True
         else:
             msg.reached = reached
-        await self._observe("routed", msg)
+        await self._routed(msg, again)
 
-    async def _observe(self, step: str, msg: RoutedMessage) -> None:
-        """Run one step of every observer; a failing observer (say, its database is down)
-        is logged and skipped: the message is still delivered, as without it."""
+    async def _prepare(self, msg: RoutedMessage) -> list[MessageObserver]:
+        """Every observer's ``prepare``; returns those that asked for ``routed``. A failing
+        observer (say, its database is down) is logged and skipped: the message is still
+        delivered, as without it."""
+        again = []
         for observer in self.message_observers:
             try:
-                await getattr(observer, step)(msg)
+                if await observer.prepare(msg):
+                    again.append(observer)
             except Exception:
-                log.exception("event=message_observer_failed step=%s observer=%s", step,
-                              type(observer).__name__)  # fmt: skip
+                _observer_failed("prepare", observer)
+        return again
+
+    async def _routed(self, msg: RoutedMessage, observers: list[MessageObserver]) -> None:
+        for observer in observers:
+            try:
+                await observer.routed(msg)
+            except Exception:
+                _observer_failed("routed", observer)
 
     async def _to_server(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
         if stanza.tag == IQ:
@@ -549,18 +559,18 @@ class Router:
             return []
         to = JID.parse(rcpts[0].bare)
         msg = RoutedMessage(stanza, to, None, local=to.domain == self.domain)
-        if self.message_observers and _one_to_one(stanza):
-            await self._observe("prepare", msg)
+        observed = bool(self.message_observers) and _one_to_one(stanza)
+        again = await self._prepare(msg) if observed else []
         sends = []
         for rcpt in rcpts:
             stanza.set("to", rcpt.full)
             sends.append((rcpt, etree.tostring(stanza)))
         lost = self.deliver_many(sends, source)
-        if self.message_observers and _one_to_one(stanza):
+        if again:
             gone = set(lost)
             reached = (self.session_for(JID.parse(r.full)) for r in rcpts if r.full not in gone)
             msg.reached = [s for s in reached if s is not None]
-            await self._observe("routed", msg)
+            await self._routed(msg, again)
         return lost
 
     def _sender_blocked(self, rcpt: Addressee, data: bytes) -> bool:
@@ -603,6 +613,12 @@ class Router:
         session = self.session_for(to)
         if session is not None:
             session.send_stanza(stanza)
+
+
+def _observer_failed(step: str, observer: MessageObserver) -> None:
+    log.exception(
+        "event=message_observer_failed step=%s observer=%s", step, type(observer).__name__
+    )
 
 
 def _one_to_one(stanza: etree._Element) -> bool:

@@ -39,9 +39,10 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, RoutedMessage]] = []
 
-    async def prepare(self, msg: RoutedMessage) -> None:
+    async def prepare(self, msg: RoutedMessage) -> bool:
         self.calls.append(("prepare", msg))
         msg.stanza.set("seen", "1")
+        return True
 
     async def routed(self, msg: RoutedMessage) -> None:
         self.calls.append(("routed", msg))
@@ -184,8 +185,16 @@ def test_without_observers_delivery_is_unchanged(kind: str) -> None:
 
 
 class Broken:
-    async def prepare(self, msg: RoutedMessage) -> None:
+    async def prepare(self, msg: RoutedMessage) -> bool:
         raise RuntimeError("database down")
+
+    async def routed(self, msg: RoutedMessage) -> None:
+        raise AssertionError("a failed prepare asked for nothing")
+
+
+class BrokenLater:
+    async def prepare(self, msg: RoutedMessage) -> bool:
+        return True
 
     async def routed(self, msg: RoutedMessage) -> None:
         raise RuntimeError("database down")
@@ -195,12 +204,47 @@ def test_a_failing_observer_does_not_stop_delivery_or_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     router, recorder, sessions = setup()
-    router.message_observers.insert(0, Broken())
+    router.message_observers[:0] = [Broken(), BrokenLater()]
     alice = sessions["alice@example.org/a"][0]
     run(router.route(message("bob@example.org"), alice))
     assert len(sessions["bob@example.org/1"][1].sent) == 1
     assert [c for c, _ in recorder.calls] == ["prepare", "routed"]
-    assert caplog.text.count("event=message_observer_failed") == 2
+    assert caplog.text.count("event=message_observer_failed step=prepare") == 1
+    assert caplog.text.count("event=message_observer_failed step=routed") == 1
+
+
+class Quiet:
+    """Has nothing to do after delivery for any message."""
+
+    def __init__(self) -> None:
+        self.routed_calls = 0
+
+    async def prepare(self, msg: RoutedMessage) -> bool:
+        return False
+
+    async def routed(self, msg: RoutedMessage) -> None:
+        self.routed_calls += 1
+
+
+def test_an_observer_that_asks_for_nothing_is_not_called_after_delivery() -> None:
+    router, recorder, sessions = setup()
+    quiet = Quiet()
+    router.message_observers.append(quiet)
+    alice = sessions["alice@example.org/a"][0]
+    run(router.route(message("bob@example.org"), alice))
+    assert quiet.routed_calls == 0
+    assert [c for c, _ in recorder.calls] == ["prepare", "routed"]
+
+
+def test_a_rewriting_service_gets_the_message_itself_when_no_observer_reads_it_again() -> None:
+    router, _recorder, sessions = setup()
+    router.message_observers[:] = [Quiet()]
+    service = Service()
+    router.services["conference.example.org"] = service  # type: ignore[assignment]
+    alice = sessions["alice@example.org/a"][0]
+    stanza = message("room@conference.example.org/nick")
+    run(router.route(stanza, alice))
+    assert stanza.get("from") == "room@conference.example.org/nick"  # no copy was made
 
 
 def test_a_services_own_delivery_to_chosen_sessions_is_observed() -> None:

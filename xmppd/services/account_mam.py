@@ -188,21 +188,22 @@ class AccountMamService(Service):
         return service
 
     # ------------------------------------------------------------ MessageObserver
-    async def prepare(self, msg: RoutedMessage) -> None:
-        """Stamp the recipient's archive id on what is delivered; note the rows to write."""
+    async def prepare(self, msg: RoutedMessage) -> bool:
+        """Stamp the recipient's archive id on what is delivered; note the rows to write
+        (True when there are any)."""
         stanza = msg.stanza
         recipient = str(msg.to.bare) if msg.local else None
         if recipient is not None and STANZA_ID in msg.tags:
             strip_forged(stanza, recipient)
         if not archivable(stanza, msg.tags):
-            return
+            return False
         if msg.origin is not None:
             sender = msg.origin.jid  # the stream stamped 'from' with it
         else:
             try:
                 sender = JID.parse(stanza.get("from") or "")
             except JIDError:
-                return
+                return False
         rows: list[tuple[str, str, JID, bool]] = []
         if recipient is not None and await self._wants(recipient, str(sender.bare)):
             stanza_id = self._new_id()
@@ -219,6 +220,7 @@ class AccountMamService(Service):
                 rows.append((owner, stanza_id, msg.to, True))
         if rows:
             msg.notes[ROWS_NOTE] = rows
+        return bool(rows)
 
     async def routed(self, msg: RoutedMessage) -> None:
         """The message was delivered or stored offline: queue its archive rows."""

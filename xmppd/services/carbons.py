@@ -126,13 +126,23 @@ class CarbonsService(Service):
         return etree.Element(IQ, type="result", nsmap={None: ns.CLIENT})
 
     # ------------------------------------------------------------ MessageObserver
-    async def prepare(self, msg: RoutedMessage) -> None:
-        """Decide once, before delivery; drop ``<private/>`` from what is delivered (§10)."""
+    async def prepare(self, msg: RoutedMessage) -> bool:
+        """Decide once, before delivery; drop ``<private/>`` from what is delivered (§10).
+        True when a copy may be due: the message is eligible and a resource of the sender's
+        or the addressee's account has carbons on."""
         stanza = msg.stanza
-        msg.notes["carbons"] = eligible(stanza, msg.tags) and not _from_a_room(msg)
+        wanted = eligible(stanza, msg.tags) and not _from_a_room(msg) and self._anyone_on(msg)
+        msg.notes["carbons"] = wanted
         if PRIVATE in msg.tags:
             for hint in stanza.findall(PRIVATE):
                 stanza.remove(hint)
+        return wanted
+
+    def _anyone_on(self, msg: RoutedMessage) -> bool:
+        accounts = [] if msg.origin is None else [msg.origin.bare_str]
+        if msg.local:
+            accounts.append(str(msg.to.bare))
+        return any(s.carbons for bare in accounts for s in self.router.resources_of(bare))
 
     async def routed(self, msg: RoutedMessage) -> None:
         if not msg.notes.get("carbons"):

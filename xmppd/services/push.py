@@ -263,8 +263,9 @@ class PushService(Service):
                 log.exception("event=push_job_failed")
 
     # -------------------------------------------------------- MessageObserver
-    async def prepare(self, msg: RoutedMessage) -> None:
-        return None
+    async def prepare(self, msg: RoutedMessage) -> bool:
+        """Only a message for an account with push registrations may need a notification."""
+        return msg.local and bool(self.registrations.get(str(msg.to.bare)))
 
     async def routed(self, msg: RoutedMessage) -> None:
         """A message for an account none of whose resources has a connection for it."""
