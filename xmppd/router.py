@@ -470,7 +470,7 @@ class Router:
             raise StanzaError("service-unavailable")
         if candidates:
             data = etree.tostring(stanza)
-            if kind == "headline":
+            if kind == "headline" or len(candidates) == 1:
                 targets = candidates
             else:
                 top = max(s.priority for s in candidates)
