@@ -106,6 +106,10 @@ def nameprep_domain(value: str) -> str:
     if domain.endswith("."):
         domain = domain[:-1]
     _check_octets(domain, "domainpart")
+    if domain.startswith(".") or domain.endswith(".") or ".." in domain:
+        # only one final dot is dropped: an empty label is left (RFC 1034 §3.1), and IDNA
+        # would keep it as the absolute form, which a second parse would strip again
+        raise JIDError("empty label in domainpart")
     if domain.isascii():
         domain = domain.lower()
         labels = domain.split(".")

@@ -71,6 +71,10 @@ INVALID = [
     "ex ample.com",
     "-bad.example.com",
     "example..com",
+    "example.com..",  # §3.2 drops one trailing dot; what is left still ends in an empty label
+    "juliet@a..",  # (found by fuzz/targets/jid.py: it came back as "a.", then "a")
+    ".example.com",
+    ".",
     "[::1",
     "[not-an-ip]",
     "juliet@example.com/\x07bell",  # control character in the resource
