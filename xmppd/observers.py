@@ -4,6 +4,7 @@ and the accounts' archive (XEP-0313) are observers."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -11,6 +12,8 @@ from lxml import etree
 
 from xmppd.jid import JID
 from xmppd.session import Session
+
+log = logging.getLogger("xmppd.router")
 
 
 @dataclass(slots=True)
@@ -57,3 +60,34 @@ class MessageObserver(Protocol):
     async def prepare(self, msg: RoutedMessage) -> bool: ...
 
     async def routed(self, msg: RoutedMessage) -> None: ...
+
+
+async def prepare_all(
+    observers: list[MessageObserver], msg: RoutedMessage
+) -> list[MessageObserver]:
+    """Every observer's ``prepare``; returns those that asked for ``routed``. A failing
+    observer (say, its database is down) is logged and skipped: the message is still
+    delivered, as without it."""
+    again = []
+    for observer in observers:
+        try:
+            if await observer.prepare(msg):
+                again.append(observer)
+        except Exception:
+            _failed("prepare", observer)
+    return again
+
+
+async def routed_all(observers: list[MessageObserver], msg: RoutedMessage) -> None:
+    """``routed`` of the observers :func:`prepare_all` returned; failures as there."""
+    for observer in observers:
+        try:
+            await observer.routed(msg)
+        except Exception:
+            _failed("routed", observer)
+
+
+def _failed(step: str, observer: MessageObserver) -> None:
+    log.exception(
+        "event=message_observer_failed step=%s observer=%s", step, type(observer).__name__
+    )

@@ -38,7 +38,7 @@ from typing import Protocol
 from lxml import etree
 
 from xmppd.jid import JID, JIDError
-from xmppd.observers import MessageObserver, RoutedMessage
+from xmppd.observers import MessageObserver, RoutedMessage, prepare_all, routed_all
 from xmppd.session import Session
 from xmppd.xml import ns
 from xmppd.xml.errors import StanzaError, error_reply
@@ -225,12 +225,12 @@ class Router:
         if service is not None:
             if observed and origin is not None:
                 msg = RoutedMessage(stanza, to, origin, local=False)
-                again = await self._prepare(msg)
+                again = await prepare_all(self.message_observers, msg)
                 # the service may rewrite what it gets (a room sets the occupant JID as
                 # 'from'): observers keep the message as the user sent it
                 given = stanza if service.keeps_stanza or not again else copy.deepcopy(stanza)
                 await service.handle(given, to, origin)
-                await self._routed(msg, again)
+                await routed_all(again, msg)
                 return
             if stanza.tag == PRESENCE and origin is not None:
                 if stanza.get("type") in _SUBSCRIPTION and self.presence_handler is not None:
@@ -312,33 +312,13 @@ class Router:
 
     async def _observed(self, msg: RoutedMessage) -> None:
         """A message to a local account, with the observers before and after delivery."""
-        again = await self._prepare(msg)
+        again = await prepare_all(self.message_observers, msg)
         reached = await self._message_to_user(msg.stanza, msg.to)
         if reached is None:
             msg.offline = True
         else:
             msg.reached = reached
-        await self._routed(msg, again)
-
-    async def _prepare(self, msg: RoutedMessage) -> list[MessageObserver]:
-        """Every observer's ``prepare``; returns those that asked for ``routed``. A failing
-        observer (say, its database is down) is logged and skipped: the message is still
-        delivered, as without it."""
-        again = []
-        for observer in self.message_observers:
-            try:
-                if await observer.prepare(msg):
-                    again.append(observer)
-            except Exception:
-                _observer_failed("prepare", observer)
-        return again
-
-    async def _routed(self, msg: RoutedMessage, observers: list[MessageObserver]) -> None:
-        for observer in observers:
-            try:
-                await observer.routed(msg)
-            except Exception:
-                _observer_failed("routed", observer)
+        await routed_all(again, msg)
 
     async def _to_server(self, stanza: etree._Element, to: JID, origin: Session | None) -> None:
         if stanza.tag == IQ:
@@ -560,7 +540,7 @@ class Router:
         to = JID.parse(rcpts[0].bare)
         msg = RoutedMessage(stanza, to, None, local=to.domain == self.domain)
         observed = bool(self.message_observers) and _one_to_one(stanza)
-        again = await self._prepare(msg) if observed else []
+        again = await prepare_all(self.message_observers, msg) if observed else []
         sends = []
         for rcpt in rcpts:
             stanza.set("to", rcpt.full)
@@ -570,7 +550,7 @@ class Router:
             gone = set(lost)
             reached = (self.session_for(JID.parse(r.full)) for r in rcpts if r.full not in gone)
             msg.reached = [s for s in reached if s is not None]
-            await self._routed(msg, again)
+            await routed_all(again, msg)
         return lost
 
     def _sender_blocked(self, rcpt: Addressee, data: bytes) -> bool:
@@ -613,12 +593,6 @@ class Router:
         session = self.session_for(to)
         if session is not None:
             session.send_stanza(stanza)
-
-
-def _observer_failed(step: str, observer: MessageObserver) -> None:
-    log.exception(
-        "event=message_observer_failed step=%s observer=%s", step, type(observer).__name__
-    )
 
 
 def _one_to_one(stanza: etree._Element) -> bool:

@@ -79,19 +79,36 @@ def test_lag_quantile_is_the_bucket_upper_bound() -> None:
 
 def test_one_to_one_counts_only_what_the_server_acknowledged() -> None:
     ledger = Ledger()
-    acked_got, acked_lost, unacked_got, twice = (ledger.new_chat(3) for _ in range(4))
-    for serial in (acked_got, acked_lost, twice):
+    acked_got, acked_lost, unacked_got, twice, resent = (ledger.new_chat(3) for _ in range(5))
+    for serial in (acked_got, acked_lost, twice, resent):
         ledger.chat_acked(serial)
-    for serial in (acked_got, unacked_got, twice, twice):
-        ledger.chat_received(serial)
+    for serial in (acked_got, unacked_got):
+        ledger.chat_received(serial, "id-a")
+    ledger.chat_received(twice, "stored-1")  # the server's one stanza, delivered again
+    ledger.chat_received(twice, "stored-1")
+    ledger.chat_received(resent, "first")  # two stanzas: the sender sent it twice
+    ledger.chat_received(resent, "second")
     assert ledger.chat_counts() == {
-        "sent": 4,
-        "acked": 3,
-        "received": 2,
+        "sent": 5,
+        "acked": 4,
+        "received": 3,
         "lost": 1,
-        "duplicated": 1,
+        "duplicated": 2,
+        "duplicated_same_stanza_id": 1,
         "unacked_received": 1,
     }
+
+
+def test_a_one_to_one_copy_carries_the_recipients_archive_id() -> None:
+    ledger = Ledger()
+    client = SoakClient(1, "tcp", True, Endpoint("127.0.0.1", 1, 2), ledger, "127.0.0.1")
+    chat = ledger.new_chat(1)
+    client._message(
+        f"<message from='soak2@localhost/soak' type='chat' id='c{chat}'>"
+        f"<body>soak1 {chat}</body><stanza-id xmlns='urn:xmpp:sid:0' id='arch-7' "
+        "by='soak1@localhost'/></message>"
+    )
+    assert ledger.chat_ids[chat] == ["arch-7"]
 
 
 def test_live_messages_during_a_catch_up_do_not_move_the_resume_point() -> None:
