@@ -27,6 +27,7 @@ import time
 import trio
 from lxml import etree
 
+from bench.muc_fanout_inproc import CountingOutbox
 from xmppd.auth.internal import InternalAuthenticator
 from xmppd.config import Config
 from xmppd.jid import JID
@@ -35,20 +36,6 @@ from xmppd.session import Session
 from xmppd.storage import AsyncDatabase, Database
 
 C = "{jabber:client}"
-
-
-class CountingOutbox:
-    """Accepts everything and counts it: the cost measured is the server's, not a peer's."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def enqueue(self, data: bytes) -> bool:
-        self.count += 1
-        return True
-
-    def close(self, condition: str | None = None, text: str | None = None) -> None:
-        pass
 
 
 def _message(sender: str, to: str) -> etree._Element:
